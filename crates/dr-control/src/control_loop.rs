@@ -1,0 +1,368 @@
+use crate::events::{ControlEvent, EventSink};
+use crate::executor::{self, Action, RetryPolicy};
+use crate::registry::Registry;
+use dr_core::engine::{ledger, ClusterFacts, PlanScratch};
+use dr_core::model::{HostLink, PowerEvent};
+use dr_core::ports::{Clock, Hypervisor, ProbeTarget, Prober};
+use dr_core::{Decision, Engine, Policy, PolicyError, Timestamp};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+
+/// How the loop runs. Defaults suit a real datacenter.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ControlConfig {
+    /// The engine's rules.
+    pub policy: Policy,
+    /// Health is checked (probe + hypervisor view + decisions) this often.
+    pub probe_interval: Duration,
+    /// A probe not answered within this is a failed probe.
+    pub probe_timeout: Duration,
+    /// The inventory is re-read for new and removed objects this often.
+    pub inventory_interval: Duration,
+    /// Each attempt of each step of an action is abandoned after this.
+    pub action_timeout: Duration,
+    /// Retries of an action after a transient error.
+    pub action_retries: u32,
+    /// Pause between those retries.
+    pub retry_delay: Duration,
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        ControlConfig {
+            policy: Policy::default(),
+            probe_interval: Duration::from_secs(1),
+            probe_timeout: Duration::from_millis(800),
+            inventory_interval: Duration::from_secs(60),
+            action_timeout: Duration::from_secs(300),
+            action_retries: 2,
+            retry_delay: Duration::from_secs(5),
+        }
+    }
+}
+
+/// An action's outcome, sent back from its task.
+struct Completion {
+    action: Action,
+    ok: bool,
+}
+
+/// The control loop over a hypervisor, a prober and a clock. See the crate
+/// documentation for what one tick does.
+pub struct ControlLoop<H: ?Sized, P: ?Sized, C: ?Sized> {
+    hv: Arc<H>,
+    prober: Arc<P>,
+    clock: Arc<C>,
+    sink: Arc<dyn EventSink>,
+    cfg: ControlConfig,
+    engine: Engine,
+    registry: Registry,
+    scratch: PlanScratch,
+    decisions: Vec<Decision>,
+    cluster_in_flight: u32,
+    done_tx: mpsc::UnboundedSender<Completion>,
+    done_rx: mpsc::UnboundedReceiver<Completion>,
+    events_since: Option<Timestamp>,
+    next_inventory: Timestamp,
+    synced: bool,
+}
+
+impl<H, P, C> ControlLoop<H, P, C>
+where
+    H: Hypervisor + ?Sized + 'static,
+    P: Prober + ?Sized + 'static,
+    C: Clock + ?Sized + 'static,
+{
+    /// A loop over these ports. Fails on an invalid policy.
+    pub fn new(
+        hv: Arc<H>,
+        prober: Arc<P>,
+        clock: Arc<C>,
+        sink: Arc<dyn EventSink>,
+        cfg: ControlConfig,
+    ) -> Result<Self, PolicyError> {
+        let engine = Engine::new(cfg.policy.clone())?;
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        Ok(ControlLoop {
+            hv,
+            prober,
+            clock,
+            sink,
+            cfg,
+            engine,
+            registry: Registry::default(),
+            scratch: PlanScratch::default(),
+            decisions: Vec::new(),
+            cluster_in_flight: 0,
+            done_tx,
+            done_rx,
+            events_since: None,
+            next_inventory: Timestamp::ZERO,
+            synced: false,
+        })
+    }
+
+    /// The monitored inventory and its facts.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Recoveries running now.
+    pub fn in_flight(&self) -> u32 {
+        self.cluster_in_flight
+    }
+
+    /// Applies a new configuration from the next tick on (the daemon's
+    /// reload). Running actions keep the settings they started with.
+    pub fn reconfigure(&mut self, cfg: ControlConfig) -> Result<(), PolicyError> {
+        self.engine = Engine::new(cfg.policy.clone())?;
+        if cfg.inventory_interval != self.cfg.inventory_interval {
+            self.next_inventory = self.clock.now();
+        }
+        self.cfg = cfg;
+        Ok(())
+    }
+
+    /// Ticks every probe interval until `shutdown` turns true (or its sender
+    /// is dropped), then waits for the actions still running so none is left
+    /// half-accounted.
+    pub async fn run(&mut self, mut shutdown: watch::Receiver<bool>) {
+        let mut next = self.clock.now();
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            tokio::select! {
+                biased;
+                changed = shutdown.changed() => {
+                    if changed.is_err() || *shutdown.borrow() {
+                        break;
+                    }
+                    continue;
+                }
+                () = self.clock.sleep_until(next) => {}
+            }
+            self.tick().await;
+            next = next.saturating_add(self.cfg.probe_interval).max(self.clock.now());
+        }
+        self.drain().await;
+    }
+
+    /// Waits for every running action to report back.
+    pub async fn drain(&mut self) {
+        while self.cluster_in_flight > 0 {
+            match self.done_rx.recv().await {
+                Some(c) => self.complete(c),
+                None => break,
+            }
+        }
+    }
+
+    /// One pass: outcomes in, inventory (when due), events, state, probes,
+    /// decisions, actions out.
+    pub async fn tick(&mut self) {
+        while let Ok(c) = self.done_rx.try_recv() {
+            self.complete(c);
+        }
+        let now = self.clock.now();
+        let policy = self.cfg.policy.clone();
+
+        // Power events first: who switched a VM off must be known before the
+        // VM is judged.
+        let since = self.events_since.unwrap_or(now);
+        match self.hv.power_events(since).await {
+            Ok(events) => self.apply_power_events(&events, now),
+            Err(e) => {
+                self.error("power_events", &e);
+                return;
+            }
+        }
+        let inv = match self.hv.inventory().await {
+            Ok(inv) => inv,
+            Err(e) => {
+                // Deciding on a stale view of the hypervisor is how split
+                // brains start: skip this tick.
+                self.error("inventory", &e);
+                return;
+            }
+        };
+        if !self.synced || now >= self.next_inventory {
+            let diff = self.registry.sync(&inv);
+            self.synced = true;
+            self.next_inventory = now.saturating_add(self.cfg.inventory_interval);
+            if !diff.is_empty() {
+                tracing::info!(added_vms = diff.added_vms.len(), removed_vms = diff.removed_vms.len(),
+                    added_hosts = diff.added_hosts.len(), removed_hosts = diff.removed_hosts.len(), "inventory changed");
+                self.sink.emit(now, ControlEvent::Inventory {
+                    added_hosts: diff.added_hosts,
+                    removed_hosts: diff.removed_hosts,
+                    added_vms: diff.added_vms,
+                    removed_vms: diff.removed_vms,
+                });
+            }
+        }
+        self.registry.refresh(&inv, now, &*self.sink);
+
+        // Probe every VM and host in one batch.
+        let reg = &self.registry;
+        let mut targets: Vec<ProbeTarget> = reg.vm_entries.iter().map(|v| ProbeTarget::icmp(v.ip)).collect();
+        let host_slots: Vec<Option<usize>> = reg.host_entries.iter().map(|h| {
+            h.ip.map(|ip| {
+                targets.push(ProbeTarget::icmp(ip));
+                targets.len() - 1
+            })
+        }).collect();
+        let results = match self.prober.probe(&targets, self.cfg.probe_timeout).await {
+            Ok(r) if r.len() == targets.len() => r,
+            Ok(r) => {
+                self.error_msg("probe", format!("prober returned {} results for {} targets", r.len(), targets.len()));
+                return;
+            }
+            Err(e) => {
+                self.error("probe", &e);
+                return;
+            }
+        };
+        let now = self.clock.now();
+        for i in 0..self.registry.vms.len() {
+            self.registry.observe_vm_probe(&policy, now, i, results[i].reachable, &*self.sink);
+        }
+        let links: Vec<HostLink> = inv_links(&inv, &self.registry);
+        for (i, slot) in host_slots.into_iter().enumerate() {
+            // A host without a management address is judged by the
+            // hypervisor alone.
+            let reachable = slot.map_or(links[i].accepts_vms(), |s| results[s].reachable);
+            self.registry.observe_host(&policy, now, i, reachable, links[i], &*self.sink);
+        }
+
+        self.decide_and_act(now);
+    }
+
+    fn decide_and_act(&mut self, now: Timestamp) {
+        let cluster = ClusterFacts { in_flight: self.cluster_in_flight };
+        self.engine.plan_into(now, &self.registry.vms, &self.registry.hosts, cluster, &mut self.scratch, &mut self.decisions);
+        for i in 0..self.decisions.len() {
+            let d = self.decisions[i];
+            let entry = &self.registry.vm_entries[i];
+            if entry.last_decision != Some(d) {
+                let host = match d {
+                    Decision::RecoverHost { host } => Some(host),
+                    Decision::Restore { target, .. } => Some(target),
+                    Decision::AddHostThenRestore { spare, .. } => Some(spare),
+                    _ => None,
+                };
+                self.sink.emit(now, ControlEvent::Decision {
+                    vm: entry.name.clone(),
+                    decision: d,
+                    host: host.map(|h| self.registry.host_name(h).to_owned()),
+                });
+                self.registry.vm_entries[i].last_decision = Some(d);
+            }
+            if d.is_action() {
+                self.start(i, d, now);
+            }
+        }
+    }
+
+    fn start(&mut self, i: usize, d: Decision, now: Timestamp) {
+        let reg = &mut self.registry;
+        let vm = reg.vm_entries[i].name.clone();
+        let home = reg.vms[i].host;
+        let host = reg.host_name(home).to_owned();
+        let action = match d {
+            Decision::RestartInPlace { reset: false } => Action::PowerOn { vm, host },
+            Decision::RestartInPlace { reset: true } => Action::Reset { vm, host },
+            Decision::RevertToSnapshot => Action::RevertToSnapshot { vm, host },
+            Decision::RecoverHost { host: h } => Action::RecoverHost { vm, host: reg.host_name(h).to_owned() },
+            Decision::Restore { target, source } => {
+                Action::Restore { vm, from: host, target: reg.host_name(target).to_owned(), source }
+            }
+            Decision::AddHostThenRestore { spare, source } => {
+                Action::AddHostThenRestore { vm, from: host, spare: reg.host_name(spare).to_owned(), source }
+            }
+            Decision::None { .. } | Decision::Wait { .. } | Decision::Alert { .. } => return,
+        };
+        if let Some(h) = reg.host_idx(action.charged_host()) {
+            reg.hosts[h].in_flight += 1;
+            if action.is_host_recovery() {
+                ledger::host_recovery_started(&mut reg.hosts[h]);
+            }
+        }
+        if !action.is_host_recovery() {
+            ledger::recovery_started(&mut reg.vms[i]);
+        }
+        self.cluster_in_flight += 1;
+        tracing::info!(action = action.kind(), vm = action.vm(), host = action.charged_host(), "recovery started");
+        self.sink.emit(now, ControlEvent::ActionStarted { action: action.clone() });
+
+        let (hv, clock, sink, tx) = (self.hv.clone(), self.clock.clone(), self.sink.clone(), self.done_tx.clone());
+        let retry = RetryPolicy { timeout: self.cfg.action_timeout, retries: self.cfg.action_retries, delay: self.cfg.retry_delay };
+        tokio::spawn(async move {
+            let started = clock.now();
+            let (attempts, result) = executor::execute(&*hv, &*clock, retry, &action).await;
+            let end = clock.now();
+            if let Err(e) = &result {
+                tracing::warn!(action = action.kind(), vm = action.vm(), error = %e, "recovery failed");
+            }
+            sink.emit(end, ControlEvent::ActionFinished {
+                action: action.clone(),
+                ok: result.is_ok(),
+                attempts,
+                duration_ms: end.since(started).as_millis().try_into().unwrap_or(u64::MAX),
+                error: result.as_ref().err().map(ToString::to_string),
+            });
+            // The loop may be gone (shutdown without drain): nothing to tell.
+            let _ = tx.send(Completion { action, ok: result.is_ok() });
+        });
+    }
+
+    fn complete(&mut self, c: Completion) {
+        self.cluster_in_flight = self.cluster_in_flight.saturating_sub(1);
+        let now = self.clock.now();
+        let reg = &mut self.registry;
+        if let Some(h) = reg.host_idx(c.action.charged_host()) {
+            reg.hosts[h].in_flight = reg.hosts[h].in_flight.saturating_sub(1);
+            if c.action.is_host_recovery() {
+                ledger::host_recovery_finished(&mut reg.hosts[h], c.ok);
+            }
+        }
+        if !c.action.is_host_recovery() {
+            if let Some(i) = reg.vm_idx(c.action.vm()) {
+                ledger::recovery_finished(&self.cfg.policy, now, &mut reg.vms[i], c.ok);
+            }
+        }
+    }
+
+    fn apply_power_events(&mut self, events: &[PowerEvent], now: Timestamp) {
+        let mut newest = self.events_since.unwrap_or(now);
+        for ev in events {
+            newest = newest.max(Timestamp(ev.at.0.saturating_add(1)));
+            if let Some(i) = self.registry.vm_idx(&ev.vm) {
+                ledger::observe_power_event(&mut self.registry.vms[i], ev.kind, &ev.by);
+            }
+        }
+        self.events_since = Some(newest);
+    }
+
+    fn error(&self, context: &'static str, e: &dyn std::fmt::Display) {
+        self.error_msg(context, e.to_string());
+    }
+
+    fn error_msg(&self, context: &'static str, error: String) {
+        tracing::warn!(context, %error, "control loop step failed");
+        self.sink.emit(self.clock.now(), ControlEvent::Error { context, error });
+    }
+}
+
+/// The hypervisor's link state for each monitored host, by index. A host
+/// that vanished from this read counts as not responding.
+fn inv_links(inv: &dr_core::model::Inventory, reg: &Registry) -> Vec<HostLink> {
+    let mut links = vec![HostLink::NotResponding; reg.hosts.len()];
+    for h in &inv.hosts {
+        if let Some(i) = reg.host_idx(&h.name) {
+            links[i] = h.link;
+        }
+    }
+    links
+}

@@ -1,0 +1,210 @@
+//! Recovery execution: one decided action, carried out through the
+//! [`Hypervisor`] port with a timeout per attempt and retries of transient
+//! errors.
+
+use dr_core::model::RestoreSource;
+use dr_core::ports::{Clock, Hypervisor, HypervisorError};
+use serde::Serialize;
+use std::time::Duration;
+
+/// A recovery action with every object named (decisions carry host indices,
+/// which are only valid for one planning pass).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Action {
+    /// Power a stopped VM on, on its own host.
+    PowerOn {
+        /// The VM.
+        vm: String,
+        /// Its host (charged for the action).
+        host: String,
+    },
+    /// Power-cycle a hung VM in place.
+    Reset {
+        /// The VM.
+        vm: String,
+        /// Its host.
+        host: String,
+    },
+    /// Revert to the newest snapshot and power on, in place.
+    RevertToSnapshot {
+        /// The VM.
+        vm: String,
+        /// Its host.
+        host: String,
+    },
+    /// Recover a host from its host snapshot.
+    RecoverHost {
+        /// The VM whose decision asked for it.
+        vm: String,
+        /// The host.
+        host: String,
+    },
+    /// Bring a VM up on another host.
+    Restore {
+        /// The VM.
+        vm: String,
+        /// Its failed host.
+        from: String,
+        /// The target.
+        target: String,
+        /// Its data's source.
+        source: RestoreSource,
+    },
+    /// Add a standby host, then bring the VM up on it.
+    AddHostThenRestore {
+        /// The VM.
+        vm: String,
+        /// Its failed host.
+        from: String,
+        /// The standby host.
+        spare: String,
+        /// Its data's source.
+        source: RestoreSource,
+    },
+}
+
+impl Action {
+    /// The VM the action is for.
+    pub fn vm(&self) -> &str {
+        match self {
+            Action::PowerOn { vm, .. }
+            | Action::Reset { vm, .. }
+            | Action::RevertToSnapshot { vm, .. }
+            | Action::RecoverHost { vm, .. }
+            | Action::Restore { vm, .. }
+            | Action::AddHostThenRestore { vm, .. } => vm,
+        }
+    }
+
+    /// The host the action is charged to for the per-host limit.
+    pub fn charged_host(&self) -> &str {
+        match self {
+            Action::PowerOn { host, .. }
+            | Action::Reset { host, .. }
+            | Action::RevertToSnapshot { host, .. }
+            | Action::RecoverHost { host, .. } => host,
+            Action::Restore { target, .. } => target,
+            Action::AddHostThenRestore { spare, .. } => spare,
+        }
+    }
+
+    /// A host-level action: its outcome is the host's, not the VM's.
+    pub fn is_host_recovery(&self) -> bool {
+        matches!(self, Action::RecoverHost { .. })
+    }
+
+    /// The restore source, for actions that restore.
+    pub fn restore_source(&self) -> Option<RestoreSource> {
+        match self {
+            Action::Restore { source, .. } | Action::AddHostThenRestore { source, .. } => {
+                Some(*source)
+            }
+            _ => None,
+        }
+    }
+
+    /// A short stable name.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Action::PowerOn { .. } => "power_on",
+            Action::Reset { .. } => "reset",
+            Action::RevertToSnapshot { .. } => "revert_to_snapshot",
+            Action::RecoverHost { .. } => "recover_host",
+            Action::Restore { .. } => "restore",
+            Action::AddHostThenRestore { .. } => "add_host_then_restore",
+        }
+    }
+}
+
+/// How hard to try.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Each attempt of each step is abandoned after this long.
+    pub timeout: Duration,
+    /// Extra attempts after a transient error (timeout, host unreachable).
+    pub retries: u32,
+    /// Pause between attempts.
+    pub delay: Duration,
+}
+
+/// Runs `action` to completion. Returns the attempts made and the outcome.
+pub async fn execute<H, C>(
+    hv: &H,
+    clock: &C,
+    retry: RetryPolicy,
+    action: &Action,
+) -> (u32, Result<(), HypervisorError>)
+where
+    H: Hypervisor + ?Sized,
+    C: Clock + ?Sized,
+{
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let result = attempt(hv, clock, retry.timeout, action, attempts > 1).await;
+        match result {
+            Err(e) if e.is_transient() && attempts <= retry.retries => {
+                tracing::warn!(action = action.kind(), vm = action.vm(), error = %e, attempts, "retrying");
+                clock.sleep(retry.delay).await;
+            }
+            other => return (attempts, other),
+        }
+    }
+}
+
+/// Bounds one port call by `timeout` on `clock`.
+async fn bounded<T, C: Clock + ?Sized>(
+    clock: &C,
+    timeout: Duration,
+    op: &'static str,
+    fut: impl std::future::Future<Output = Result<T, HypervisorError>>,
+) -> Result<T, HypervisorError> {
+    tokio::select! {
+        biased;
+        r = fut => r,
+        () = clock.sleep(timeout) => Err(HypervisorError::Timeout { op, after: timeout }),
+    }
+}
+
+/// On a retry, "already on" / "already added" mean an earlier attempt that
+/// timed out did its work after all.
+fn done_on_retry(r: Result<(), HypervisorError>, retry: bool) -> Result<(), HypervisorError> {
+    match r {
+        Err(HypervisorError::InvalidState { .. }) if retry => Ok(()),
+        other => other,
+    }
+}
+
+async fn attempt<H, C>(
+    hv: &H,
+    clock: &C,
+    t: Duration,
+    action: &Action,
+    retry: bool,
+) -> Result<(), HypervisorError>
+where
+    H: Hypervisor + ?Sized,
+    C: Clock + ?Sized,
+{
+    match action {
+        Action::PowerOn { vm, .. } => {
+            done_on_retry(bounded(clock, t, "power_on", hv.power_on(vm)).await, retry)
+        }
+        Action::Reset { vm, .. } => bounded(clock, t, "reset", hv.reset(vm)).await,
+        Action::RevertToSnapshot { vm, .. } => {
+            bounded(clock, t, "revert_vm", hv.revert_vm(vm, None)).await?;
+            done_on_retry(bounded(clock, t, "power_on", hv.power_on(vm)).await, true)
+        }
+        Action::RecoverHost { host, .. } => {
+            bounded(clock, t, "recover_host", hv.recover_host(host)).await
+        }
+        Action::Restore { vm, target, source, .. } => {
+            bounded(clock, t, "restore_vm", hv.restore_vm(vm, target, *source)).await
+        }
+        Action::AddHostThenRestore { vm, spare, source, .. } => {
+            done_on_retry(bounded(clock, t, "add_host", hv.add_host(spare)).await, retry)?;
+            bounded(clock, t, "restore_vm", hv.restore_vm(vm, spare, *source)).await
+        }
+    }
+}

@@ -1,0 +1,280 @@
+//! The monitored inventory: names ↔ dense indices, last known IPs, and the
+//! engine's facts for every host and VM.
+//!
+//! Indices are only stable between two syncs; everything that outlives a
+//! planning pass (in-flight actions, events) uses names.
+
+use crate::events::{ControlEvent, EventSink, Subject};
+use dr_core::engine::{ledger, HostFacts, HostIdx, OffCause, VmFacts};
+use dr_core::model::{HostLink, Inventory, PowerState};
+use dr_core::{Decision, Policy, Timestamp};
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+/// One monitored host.
+#[derive(Clone, Debug)]
+pub struct HostEntry {
+    /// Its name.
+    pub name: String,
+    /// Its management address, if known.
+    pub ip: Option<IpAddr>,
+    /// Last probe outcome (`None` before the first probe).
+    pub reachable: Option<bool>,
+}
+
+/// One monitored VM.
+#[derive(Clone, Debug)]
+pub struct VmEntry {
+    /// Its name.
+    pub name: String,
+    /// Its IP: the current one, or the last one seen (a stopped guest does
+    /// not report its IP, but it is still the address to watch).
+    pub ip: IpAddr,
+    /// Last probe outcome.
+    pub reachable: Option<bool>,
+    /// Last decision reported.
+    pub last_decision: Option<Decision>,
+}
+
+/// What a sync changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SyncDiff {
+    /// New hosts.
+    pub added_hosts: Vec<String>,
+    /// Gone hosts.
+    pub removed_hosts: Vec<String>,
+    /// New VMs.
+    pub added_vms: Vec<String>,
+    /// Gone VMs.
+    pub removed_vms: Vec<String>,
+}
+
+impl SyncDiff {
+    /// Nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.added_hosts.is_empty()
+            && self.removed_hosts.is_empty()
+            && self.added_vms.is_empty()
+            && self.removed_vms.is_empty()
+    }
+}
+
+/// The monitored hosts and VMs and their facts, in parallel vectors.
+#[derive(Debug, Default)]
+pub struct Registry {
+    /// Host facts, indexed like `host_entries`.
+    pub hosts: Vec<HostFacts>,
+    /// Host names and probe state.
+    pub host_entries: Vec<HostEntry>,
+    host_index: HashMap<String, usize>,
+    /// VM facts, indexed like `vm_entries`.
+    pub vms: Vec<VmFacts>,
+    /// VM names, IPs and probe state.
+    pub vm_entries: Vec<VmEntry>,
+    vm_index: HashMap<String, usize>,
+    sites: HashMap<String, u16>,
+}
+
+impl Registry {
+    /// Index of a host by name.
+    pub fn host_idx(&self, name: &str) -> Option<usize> {
+        self.host_index.get(name).copied()
+    }
+
+    /// Index of a VM by name.
+    pub fn vm_idx(&self, name: &str) -> Option<usize> {
+        self.vm_index.get(name).copied()
+    }
+
+    /// Name of a host by index.
+    pub fn host_name(&self, idx: HostIdx) -> &str {
+        self.host_entries.get(idx as usize).map_or("?", |h| h.name.as_str())
+    }
+
+    fn site(&mut self, name: &str) -> u16 {
+        let next = u16::try_from(self.sites.len()).unwrap_or(u16::MAX);
+        *self.sites.entry(name.to_owned()).or_insert(next)
+    }
+
+    /// Rebuilds the monitored set from `inv`, keeping every known object's
+    /// facts by name. VMs never seen with an IP are not monitored.
+    pub fn sync(&mut self, inv: &Inventory) -> SyncDiff {
+        let mut diff = SyncDiff::default();
+        let mut hosts = Vec::with_capacity(inv.hosts.len());
+        let mut host_entries = Vec::with_capacity(inv.hosts.len());
+        let mut host_index = HashMap::with_capacity(inv.hosts.len());
+        for h in &inv.hosts {
+            if host_index.contains_key(&h.name) {
+                continue;
+            }
+            let site = self.site(&h.site);
+            let (facts, entry) = match self.host_idx(&h.name) {
+                Some(i) => (self.hosts[i], self.host_entries[i].clone()),
+                None => {
+                    diff.added_hosts.push(h.name.clone());
+                    let mut f = HostFacts::connected(site, 0, 0);
+                    f.link = h.link;
+                    (f, HostEntry { name: h.name.clone(), ip: h.ip, reachable: None })
+                }
+            };
+            host_index.insert(h.name.clone(), hosts.len());
+            hosts.push(HostFacts { site, ..facts });
+            host_entries.push(HostEntry { ip: h.ip.or(entry.ip), ..entry });
+        }
+        for e in &self.host_entries {
+            if !host_index.contains_key(&e.name) {
+                diff.removed_hosts.push(e.name.clone());
+            }
+        }
+
+        let mut vms = Vec::with_capacity(inv.vms.len());
+        let mut vm_entries = Vec::with_capacity(inv.vms.len());
+        let mut vm_index = HashMap::with_capacity(inv.vms.len());
+        for v in &inv.vms {
+            if vm_index.contains_key(&v.name) {
+                continue;
+            }
+            let Some(&host) = host_index.get(&v.host) else { continue };
+            let known = self.vm_idx(&v.name);
+            let Some(ip) = v.ip.or(known.map(|i| self.vm_entries[i].ip)) else { continue };
+            let (facts, entry) = match known {
+                Some(i) => (self.vms[i], self.vm_entries[i].clone()),
+                None => {
+                    diff.added_vms.push(v.name.clone());
+                    let mut f = VmFacts::running_on(0);
+                    ledger::first_sight(&mut f, v.power);
+                    f.heartbeat = v.heartbeat;
+                    (f, VmEntry { name: v.name.clone(), ip, reachable: None, last_decision: None })
+                }
+            };
+            vm_index.insert(v.name.clone(), vms.len());
+            vms.push(VmFacts { host: host as HostIdx, ..facts });
+            vm_entries.push(VmEntry { ip, ..entry });
+        }
+        for e in &self.vm_entries {
+            if !vm_index.contains_key(&e.name) {
+                diff.removed_vms.push(e.name.clone());
+            }
+        }
+        self.hosts = hosts;
+        self.host_entries = host_entries;
+        self.host_index = host_index;
+        self.vms = vms;
+        self.vm_entries = vm_entries;
+        self.vm_index = vm_index;
+        diff
+    }
+
+    /// Applies the hypervisor's current view to the monitored objects:
+    /// power, heartbeat, placement, capacity, protection. Reports changes.
+    pub fn refresh(&mut self, inv: &Inventory, now: Timestamp, sink: &dyn EventSink) {
+        let mut used_mem = vec![0u64; self.hosts.len()];
+        let mut used_cpu = vec![0u64; self.hosts.len()];
+        for v in &inv.vms {
+            if v.power == PowerState::On {
+                if let Some(h) = self.host_idx(&v.host) {
+                    used_mem[h] += v.memory_mb;
+                    used_cpu[h] += u64::from(v.cpu_mhz);
+                }
+            }
+        }
+        for h in &inv.hosts {
+            let Some(i) = self.host_idx(&h.name) else { continue };
+            let f = &mut self.hosts[i];
+            f.free_memory_mb = h.memory_mb.saturating_sub(used_mem[i]);
+            f.free_cpu_mhz =
+                u32::try_from(u64::from(h.cpu_mhz).saturating_sub(used_cpu[i])).unwrap_or(u32::MAX);
+            f.has_snapshot = h.snapshot_count > 0;
+            if h.ip.is_some() {
+                self.host_entries[i].ip = h.ip;
+            }
+            // `link` itself is applied with the host's probe in
+            // `observe_host`, so both views move together.
+        }
+        for v in &inv.vms {
+            let Some(i) = self.vm_idx(&v.name) else { continue };
+            let name = &self.vm_entries[i].name;
+            let f = &mut self.vms[i];
+            if let Some(h) = self.host_index.get(&v.host) {
+                let h = *h as HostIdx;
+                if f.host != h {
+                    emit_change(sink, now, Subject::Vm(name.clone()), "host",
+                        self.host_entries.get(f.host as usize).map_or("?", |e| &e.name), &v.host);
+                    f.host = h;
+                }
+            }
+            if f.power != v.power {
+                emit_change(sink, now, Subject::Vm(name.clone()), "power", lower(&f.power), lower(&v.power));
+            }
+            if f.heartbeat != v.heartbeat {
+                emit_change(sink, now, Subject::Vm(name.clone()), "heartbeat", lower(&f.heartbeat), lower(&v.heartbeat));
+            }
+            ledger::observe_vm_state(f, v.power, v.heartbeat);
+            f.memory_mb = u32::try_from(v.memory_mb).unwrap_or(u32::MAX);
+            f.cpu_mhz = v.cpu_mhz;
+            f.has_snapshot = v.snapshot_count > 0;
+            f.has_replica = v.replica_available;
+            if let Some(ip) = v.ip {
+                self.vm_entries[i].ip = ip;
+            }
+        }
+    }
+
+    /// Applies one probe outcome to a VM. Reports reachability changes and
+    /// the moment the VM crosses the failure threshold.
+    pub fn observe_vm_probe(&mut self, policy: &Policy, now: Timestamp, i: usize, reachable: bool, sink: &dyn EventSink) {
+        let e = &mut self.vm_entries[i];
+        if e.reachable != Some(reachable) {
+            let from = e.reachable.map_or("unknown", yes_no);
+            emit_change(sink, now, Subject::Vm(e.name.clone()), "reachable", from, yes_no(reachable));
+            e.reachable = Some(reachable);
+        }
+        let f = &mut self.vms[i];
+        if ledger::observe_vm_probe(policy, now, f, reachable) && f.off_cause != OffCause::User {
+            emit_change(sink, now, Subject::Vm(e.name.clone()), "down", "no", "yes");
+        }
+    }
+
+    /// Applies one probe outcome and the hypervisor's link state to a host.
+    pub fn observe_host(&mut self, policy: &Policy, now: Timestamp, i: usize, reachable: bool, link: HostLink, sink: &dyn EventSink) {
+        let e = &mut self.host_entries[i];
+        let f = &mut self.hosts[i];
+        if f.link != link {
+            emit_change(sink, now, Subject::Host(e.name.clone()), "link", lower(&f.link), lower(&link));
+        }
+        if e.reachable != Some(reachable) {
+            let from = e.reachable.map_or("unknown", yes_no);
+            emit_change(sink, now, Subject::Host(e.name.clone()), "reachable", from, yes_no(reachable));
+            e.reachable = Some(reachable);
+        }
+        let was_confirmed = f.unreachable_since.is_some();
+        ledger::observe_host(policy, now, f, reachable, link);
+        if !was_confirmed && f.unreachable_since.is_some() {
+            emit_change(sink, now, Subject::Host(e.name.clone()), "down", "no", "suspected");
+        }
+    }
+}
+
+fn yes_no(b: bool) -> &'static str {
+    if b { "yes" } else { "no" }
+}
+
+/// `snake_case` name of a serde unit enum value.
+fn lower<T: serde::Serialize + std::fmt::Debug>(v: &T) -> String {
+    // Every enum given here serializes as a plain snake_case string.
+    format!("{v:?}").chars().fold(String::new(), |mut s, c| {
+        if c.is_ascii_uppercase() {
+            if !s.is_empty() {
+                s.push('_');
+            }
+            s.push(c.to_ascii_lowercase());
+        } else {
+            s.push(c);
+        }
+        s
+    })
+}
+
+fn emit_change(sink: &dyn EventSink, now: Timestamp, subject: Subject, field: &'static str, from: impl Into<String>, to: impl Into<String>) {
+    sink.emit(now, ControlEvent::Observation { subject, field, from: from.into(), to: to.into() });
+}

@@ -1,0 +1,113 @@
+use super::decision::{AlertReason, Decision, Quiet, WaitReason};
+use super::facts::{HostFacts, HostRecovery, OffCause, VmFacts};
+use super::policy::Policy;
+use crate::model::{Heartbeat, HostLink, PowerState};
+use crate::time::Timestamp;
+
+/// What one VM needs, judged from the VM and its host alone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Need {
+    /// Final: needs no cluster knowledge (quiet, wait, alert).
+    Settled(Decision),
+    /// An action on its own host, charged to that host.
+    InPlace(Decision),
+    /// Its host must be recovered from the host snapshot first.
+    RecoverHost,
+    /// It must come up on another host.
+    Relocate,
+}
+
+/// The host is down for certain: fenced (the hypervisor reports it powered
+/// off), or unreachable by probe for at least `failure_threshold` probes
+/// **and** lost to the hypervisor, continuously for `host_down_after`.
+#[inline]
+pub fn host_confirmed_down(policy: &Policy, now: Timestamp, host: &HostFacts) -> bool {
+    if host.link.is_fenced() {
+        return true;
+    }
+    host.link.is_lost()
+        && host.probe_failures >= policy.failure_threshold
+        && host
+            .unreachable_since
+            .is_some_and(|since| now >= since.saturating_add(policy.host_down_after))
+}
+
+/// The paper's key workflow for one VM. Rules in order; the first that
+/// applies decides (see `docs/decision-table.md`, rules V1–V17).
+#[inline]
+pub fn assess(policy: &Policy, now: Timestamp, vm: &VmFacts, host: &HostFacts) -> Need {
+    use Need::{InPlace, Settled};
+    // V1–V3: people's decisions first.
+    if vm.paused {
+        return Settled(Decision::None { why: Quiet::Paused });
+    }
+    if vm.off_cause == OffCause::User && vm.power != PowerState::On {
+        return Settled(Decision::None { why: Quiet::UserStopped });
+    }
+    if vm.power == PowerState::Suspended {
+        return Settled(Decision::None { why: Quiet::Suspended });
+    }
+    // V4: one recovery per VM at a time.
+    if vm.in_flight {
+        return Settled(Decision::Wait { why: WaitReason::InFlight });
+    }
+    // V5–V6: hysteresis.
+    if vm.probe_failures < policy.failure_threshold {
+        let why = if vm.probe_failures == 0 { Quiet::Healthy } else { Quiet::Suspect };
+        return Settled(Decision::None { why });
+    }
+    // V7–V8: no restart storms.
+    if vm.failed_attempts >= policy.max_attempts {
+        return Settled(Decision::Alert { why: AlertReason::GaveUp });
+    }
+    if now < vm.retry_at {
+        return Settled(Decision::Wait { why: WaitReason::Backoff });
+    }
+    match host.link {
+        // Scenario 2: the host is alive and managed; the VM is dealt with in
+        // place, never copied elsewhere (its original may be running).
+        HostLink::Connected => match vm.power {
+            // V9–V11: running but silent.
+            PowerState::On => match vm.heartbeat {
+                Heartbeat::Missing if policy.reset_hung_guests => {
+                    InPlace(Decision::RestartInPlace { reset: true })
+                }
+                Heartbeat::Ok => Settled(Decision::Alert { why: AlertReason::GuestUnreachable }),
+                _ => Settled(Decision::Alert { why: AlertReason::GuestUnresponsive }),
+            },
+            // V12: down by failure: power on; after a failure, the snapshot.
+            PowerState::Off => {
+                if vm.failed_attempts > 0 && vm.has_snapshot {
+                    InPlace(Decision::RevertToSnapshot)
+                } else {
+                    InPlace(Decision::RestartInPlace { reset: false })
+                }
+            }
+            PowerState::Suspended | PowerState::Unknown => {
+                Settled(Decision::Wait { why: WaitReason::StateUnknown })
+            }
+        },
+        HostLink::Maintenance => Settled(Decision::Alert { why: AlertReason::HostInMaintenance }),
+        // Scenario 3: the host is gone (or so it seems).
+        HostLink::NotResponding
+        | HostLink::Disconnected
+        | HostLink::PoweredOff
+        | HostLink::Standby => {
+            // V13: no split brain.
+            if !host_confirmed_down(policy, now, host) {
+                return Settled(Decision::Wait { why: WaitReason::HostNotConfirmedDown });
+            }
+            if policy.require_fencing && !host.link.is_fenced() {
+                return Settled(Decision::Alert { why: AlertReason::NeedsFencing });
+            }
+            // V14–V16: the host from its snapshot first, then elsewhere.
+            match host.recovery {
+                HostRecovery::NotTried if host.has_snapshot => Need::RecoverHost,
+                HostRecovery::InFlight => {
+                    Settled(Decision::Wait { why: WaitReason::HostRecoveryInFlight })
+                }
+                _ => Need::Relocate,
+            }
+        }
+    }
+}

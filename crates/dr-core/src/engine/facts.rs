@@ -1,0 +1,141 @@
+use crate::model::{Heartbeat, HostLink, PowerState};
+use crate::time::Timestamp;
+use serde::{Deserialize, Serialize};
+
+/// Index of a host in the slice handed to [`crate::Engine::plan`].
+pub type HostIdx = u32;
+
+/// Why a VM is off, as far as the orchestrator knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+#[repr(u8)]
+pub enum OffCause {
+    /// Not off, or no reason known.
+    #[default]
+    None,
+    /// Off by intent: a user powered it off, or it was already off when vmdr
+    /// first saw it. Never acted on.
+    User,
+    /// Off by a failure (a crash, its host dying) or by vmdr itself.
+    System,
+}
+
+/// What is known about one VM: 40 bytes, so a million fit in 40 MB and a
+/// decision pass streams through them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmFacts {
+    /// No recovery before this time (back-off, or a just-recovered VM's grace).
+    pub retry_at: Timestamp,
+    /// A recovery is pending confirmation: if the VM goes down before this
+    /// time, the recovery did not stick. `Timestamp::ZERO` when none pending.
+    pub stable_at: Timestamp,
+    /// Configured memory, MiB: what a restore target must have free.
+    pub memory_mb: u32,
+    /// Configured CPU, MHz: what a restore target must have free.
+    pub cpu_mhz: u32,
+    /// The host it is registered on.
+    pub host: HostIdx,
+    /// Consecutive failed probes (hysteresis counter).
+    pub probe_failures: u16,
+    /// Consecutive recoveries that failed or did not stick.
+    pub failed_attempts: u8,
+    /// Power state per the hypervisor.
+    pub power: PowerState,
+    /// Guest heartbeat per the hypervisor.
+    pub heartbeat: Heartbeat,
+    /// Why it is off.
+    pub off_cause: OffCause,
+    /// It has at least one snapshot.
+    pub has_snapshot: bool,
+    /// A replica of it is available at another site.
+    pub has_replica: bool,
+    /// A recovery of this VM is running now.
+    pub in_flight: bool,
+    /// An operator paused automation for it.
+    pub paused: bool,
+}
+
+impl VmFacts {
+    /// A healthy, running VM on `host`, with nothing pending.
+    pub const fn running_on(host: HostIdx) -> Self {
+        VmFacts {
+            retry_at: Timestamp::ZERO,
+            stable_at: Timestamp::ZERO,
+            memory_mb: 1024,
+            cpu_mhz: 1000,
+            host,
+            probe_failures: 0,
+            failed_attempts: 0,
+            power: PowerState::On,
+            heartbeat: Heartbeat::Ok,
+            off_cause: OffCause::None,
+            has_snapshot: false,
+            has_replica: false,
+            in_flight: false,
+            paused: false,
+        }
+    }
+}
+
+/// Where a host's own recovery (from its snapshot) stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+#[repr(u8)]
+pub enum HostRecovery {
+    /// Not tried since the host was last seen connected.
+    #[default]
+    NotTried,
+    /// Running now.
+    InFlight,
+    /// Tried and failed: its VMs go elsewhere.
+    Failed,
+}
+
+/// What is known about one host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostFacts {
+    /// Since when the host has been unreachable both by probe and by the
+    /// hypervisor, continuously. `None` while either still reaches it.
+    pub unreachable_since: Option<Timestamp>,
+    /// Memory not committed to VMs, MiB.
+    pub free_memory_mb: u64,
+    /// CPU not committed to VMs, MHz.
+    pub free_cpu_mhz: u32,
+    /// Consecutive failed probes of the host's management address.
+    pub probe_failures: u16,
+    /// Recoveries running now that are charged to this host (as the VM's
+    /// host, as a restore target, or the host's own recovery).
+    pub in_flight: u16,
+    /// Site number; hosts of one site share storage (and so VM snapshots).
+    pub site: u16,
+    /// The hypervisor's view.
+    pub link: HostLink,
+    /// It has a host snapshot to recover from.
+    pub has_snapshot: bool,
+    /// Its own recovery.
+    pub recovery: HostRecovery,
+}
+
+impl HostFacts {
+    /// A connected, reachable host with the given free capacity.
+    pub const fn connected(site: u16, free_memory_mb: u64, free_cpu_mhz: u32) -> Self {
+        HostFacts {
+            unreachable_since: None,
+            free_memory_mb,
+            free_cpu_mhz,
+            probe_failures: 0,
+            in_flight: 0,
+            site,
+            link: HostLink::Connected,
+            has_snapshot: false,
+            recovery: HostRecovery::NotTried,
+        }
+    }
+}
+
+/// Cluster-wide counters the control loop keeps.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterFacts {
+    /// Recoveries (of VMs and of hosts) running now.
+    pub in_flight: u32,
+}

@@ -1,0 +1,159 @@
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// The knobs of the decision engine. Defaults are what a cautious operator
+/// would pick; every one is documented in `docs/decision-table.md`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Policy {
+    /// Consecutive failed probes before a VM or host counts as down
+    /// (hysteresis). At least 1.
+    pub failure_threshold: u16,
+    /// How long a host must be unreachable by probe *and* by the hypervisor
+    /// before its VMs may be brought up elsewhere.
+    #[serde(with = "duration_ms")]
+    pub host_down_after: Duration,
+    /// At most this many recoveries charged to one host at once.
+    pub max_in_flight_per_host: u16,
+    /// At most this many recoveries in the whole cluster at once.
+    pub max_in_flight_total: u32,
+    /// Back-off after the first failed recovery of a VM; doubles per failure.
+    #[serde(with = "duration_ms")]
+    pub backoff_base: Duration,
+    /// Back-off never exceeds this.
+    #[serde(with = "duration_ms")]
+    pub backoff_max: Duration,
+    /// After this many consecutive failed recoveries, stop and alert.
+    pub max_attempts: u8,
+    /// A recovered VM must stay up this long for the recovery to count as a
+    /// success; going down sooner counts as a failure (flapping).
+    #[serde(with = "duration_ms")]
+    pub stable_after: Duration,
+    /// After a successful recovery action, wait this long for the guest to
+    /// boot before judging it again.
+    #[serde(with = "duration_ms")]
+    pub boot_grace: Duration,
+    /// Reset (power-cycle in place) a running VM whose guest heartbeat is
+    /// missing and which does not answer probes. Off: only alert.
+    pub reset_hung_guests: bool,
+    /// Move VMs off an unreachable host only once the hypervisor reports it
+    /// powered off (fenced), never on unreachability alone.
+    pub require_fencing: bool,
+    /// When a VM has both, restore from its replica (newer data) rather than
+    /// from its snapshot (same site, faster).
+    pub prefer_replica: bool,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            failure_threshold: 3,
+            host_down_after: Duration::from_secs(15),
+            max_in_flight_per_host: 4,
+            max_in_flight_total: 32,
+            backoff_base: Duration::from_secs(10),
+            backoff_max: Duration::from_secs(300),
+            max_attempts: 8,
+            stable_after: Duration::from_secs(60),
+            boot_grace: Duration::from_secs(20),
+            reset_hung_guests: true,
+            require_fencing: false,
+            prefer_replica: true,
+        }
+    }
+}
+
+/// A policy that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyError {
+    /// A knob is out of range.
+    #[error("policy.{key}: {problem}")]
+    OutOfRange {
+        /// The knob.
+        key: &'static str,
+        /// Why.
+        problem: &'static str,
+    },
+}
+
+impl Policy {
+    /// Checks the knobs make sense together.
+    pub fn validate(&self) -> Result<(), PolicyError> {
+        let bad = |key, problem| Err(PolicyError::OutOfRange { key, problem });
+        if self.failure_threshold == 0 {
+            return bad("failure_threshold", "must be at least 1");
+        }
+        if self.max_in_flight_per_host == 0 {
+            return bad("max_in_flight_per_host", "must be at least 1");
+        }
+        if self.max_in_flight_total == 0 {
+            return bad("max_in_flight_total", "must be at least 1");
+        }
+        if self.max_attempts == 0 {
+            return bad("max_attempts", "must be at least 1");
+        }
+        if self.backoff_base > self.backoff_max {
+            return bad("backoff_base", "must not exceed backoff_max");
+        }
+        Ok(())
+    }
+
+    /// The back-off after `failures` consecutive failures (1 → base).
+    pub fn backoff(&self, failures: u8) -> Duration {
+        if failures == 0 {
+            return Duration::ZERO;
+        }
+        let factor = 1u32.checked_shl(u32::from(failures - 1)).unwrap_or(u32::MAX);
+        self.backoff_base.saturating_mul(factor).min(self.backoff_max)
+    }
+}
+
+/// Durations as integer milliseconds in serialized policies.
+mod duration_ms {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(crate::time::millis(*d))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_millis)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let p = Policy {
+            backoff_base: Duration::from_secs(10),
+            backoff_max: Duration::from_secs(60),
+            ..Policy::default()
+        };
+        assert_eq!(p.backoff(0), Duration::ZERO);
+        assert_eq!(p.backoff(1), Duration::from_secs(10));
+        assert_eq!(p.backoff(2), Duration::from_secs(20));
+        assert_eq!(p.backoff(3), Duration::from_secs(40));
+        assert_eq!(p.backoff(4), Duration::from_secs(60));
+        assert_eq!(p.backoff(255), Duration::from_secs(60));
+    }
+
+    #[test]
+    fn validate_rejects_nonsense() {
+        assert!(Policy::default().validate().is_ok());
+        let p = Policy { failure_threshold: 0, ..Policy::default() };
+        assert_eq!(
+            p.validate().unwrap_err().to_string(),
+            "policy.failure_threshold: must be at least 1"
+        );
+        let p = Policy {
+            backoff_base: Duration::from_secs(9),
+            backoff_max: Duration::from_secs(1),
+            ..Policy::default()
+        };
+        assert!(p.validate().is_err());
+    }
+}

@@ -1,0 +1,239 @@
+//! The domain model shared by every crate: what a datacenter looks like from
+//! the orchestrator's seat, independent of which hypervisor reports it.
+
+use crate::time::Timestamp;
+use serde::{Deserialize, Serialize};
+use std::net::IpAddr;
+
+/// Power state of a VM as the hypervisor reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+#[repr(u8)]
+pub enum PowerState {
+    /// Running.
+    On,
+    /// Stopped (by a user, by a crash, or by the orchestrator).
+    Off,
+    /// Suspended to disk; only a person does that, so it is left alone.
+    Suspended,
+    /// The hypervisor does not know (typically: its host is not responding).
+    #[default]
+    Unknown,
+}
+
+/// How the hypervisor's management plane sees a host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+#[repr(u8)]
+pub enum HostLink {
+    /// Managed and answering.
+    Connected,
+    /// Managed and answering, but in maintenance mode: runs nothing new.
+    Maintenance,
+    /// Managed but not answering (crashed, or cut off from the manager).
+    #[default]
+    NotResponding,
+    /// Deliberately disconnected by an administrator.
+    Disconnected,
+    /// Confirmed powered off by the management plane (out-of-band power
+    /// control). A powered-off host runs no VM: this is what *fenced* means.
+    PoweredOff,
+    /// Known to the inventory but not yet added to the manager: a spare that
+    /// recovery may add when no connected host has room.
+    Standby,
+}
+
+impl HostLink {
+    /// The manager can place and run VMs on this host now.
+    pub const fn accepts_vms(self) -> bool {
+        matches!(self, HostLink::Connected)
+    }
+
+    /// The management plane itself vouches that nothing runs on this host.
+    pub const fn is_fenced(self) -> bool {
+        matches!(self, HostLink::PoweredOff)
+    }
+
+    /// The manager cannot see the host at all right now.
+    pub const fn is_lost(self) -> bool {
+        matches!(self, HostLink::NotResponding | HostLink::Disconnected)
+    }
+}
+
+/// The guest-tools heartbeat of a VM (vSphere: `guestHeartbeatStatus`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+#[repr(u8)]
+pub enum Heartbeat {
+    /// Tools report in: the guest OS is alive.
+    Ok,
+    /// Tools installed but silent: the guest is hung or crashed inside.
+    Missing,
+    /// No information (no tools, VM off, or host not responding).
+    #[default]
+    Unknown,
+}
+
+/// Who caused a power event.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "name")]
+pub enum Actor {
+    /// A person, by user name. Their decisions are never overridden.
+    User(String),
+    /// The hypervisor itself (a crash, a host failure, HA).
+    System,
+    /// vmdr's own session.
+    Orchestrator,
+}
+
+/// What happened to a VM's power.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PowerEventKind {
+    /// Powered on.
+    PoweredOn,
+    /// Powered off (cleanly or hard).
+    PoweredOff,
+    /// Reset (power-cycled in place).
+    Reset,
+    /// Stopped by a failure rather than a request.
+    Crashed,
+    /// Suspended.
+    Suspended,
+}
+
+/// One entry of the hypervisor's event log about a VM's power.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PowerEvent {
+    /// The VM's name.
+    pub vm: String,
+    /// When it happened.
+    pub at: Timestamp,
+    /// What happened.
+    pub kind: PowerEventKind,
+    /// Who did it.
+    pub by: Actor,
+}
+
+/// Resource usage figures (the paper's "vitals": CPU, I/O, network, storage).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Vitals {
+    /// CPU in use, MHz.
+    pub cpu_mhz: u32,
+    /// Memory in use, MiB.
+    pub memory_mb: u64,
+    /// Disk I/O, KiB/s (read + write).
+    pub disk_kbps: u32,
+    /// Network, KiB/s (rx + tx).
+    pub net_kbps: u32,
+    /// Storage committed, GiB.
+    pub storage_gb: u32,
+}
+
+/// A host as the hypervisor reports it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HostInfo {
+    /// Unique name (vSphere: the host's name in the inventory).
+    pub name: String,
+    /// Management address, probed by the orchestrator.
+    pub ip: Option<IpAddr>,
+    /// Site the host belongs to; hosts of one site share storage.
+    pub site: String,
+    /// Management-plane view.
+    pub link: HostLink,
+    /// CPU capacity, MHz.
+    pub cpu_mhz: u32,
+    /// Memory capacity, MiB.
+    pub memory_mb: u64,
+    /// Host-level snapshots (configuration backups) available to recover it.
+    pub snapshot_count: u32,
+    /// Current usage.
+    pub vitals: Vitals,
+}
+
+/// A VM as the hypervisor reports it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VmInfo {
+    /// Unique name: the key of the paper's name → IP map.
+    pub name: String,
+    /// Guest IP, when the hypervisor knows it. VMs never seen with an IP are
+    /// not monitored (the paper's rule).
+    pub ip: Option<IpAddr>,
+    /// Name of the host the VM is registered on.
+    pub host: String,
+    /// Power state.
+    pub power: PowerState,
+    /// Guest heartbeat.
+    pub heartbeat: Heartbeat,
+    /// Configured CPU, MHz (its reservation on a restore target).
+    pub cpu_mhz: u32,
+    /// Configured memory, MiB (its reservation on a restore target).
+    pub memory_mb: u64,
+    /// Snapshots of this VM that a revert or a restore may use.
+    pub snapshot_count: u32,
+    /// A replica of the VM's data is available at another site.
+    pub replica_available: bool,
+    /// Current usage.
+    pub vitals: Vitals,
+}
+
+/// Everything the hypervisor knows, read in one go.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Inventory {
+    /// All hosts, including standby spares.
+    pub hosts: Vec<HostInfo>,
+    /// All VMs.
+    pub vms: Vec<VmInfo>,
+}
+
+impl Inventory {
+    /// Looks a host up by name.
+    pub fn host(&self, name: &str) -> Option<&HostInfo> {
+        self.hosts.iter().find(|h| h.name == name)
+    }
+
+    /// Looks a VM up by name.
+    pub fn vm(&self, name: &str) -> Option<&VmInfo> {
+        self.vms.iter().find(|v| v.name == name)
+    }
+}
+
+/// What a snapshot is of.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "name")]
+pub enum SnapshotTarget {
+    /// A VM, by name.
+    Vm(String),
+    /// A host, by name (its configuration backup).
+    Host(String),
+}
+
+impl SnapshotTarget {
+    /// The name of the VM or host.
+    pub fn name(&self) -> &str {
+        match self {
+            SnapshotTarget::Vm(n) | SnapshotTarget::Host(n) => n,
+        }
+    }
+}
+
+/// One snapshot.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotInfo {
+    /// Backend identifier, unique per target.
+    pub id: String,
+    /// Human name given at creation.
+    pub name: String,
+    /// When it was taken.
+    pub created: Timestamp,
+}
+
+/// Where a restored VM's data comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RestoreSource {
+    /// The VM's newest snapshot on the site's shared storage.
+    Snapshot,
+    /// The newest complete checkpoint of the VM's replica at another site.
+    Replica,
+}

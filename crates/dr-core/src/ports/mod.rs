@@ -1,0 +1,14 @@
+//! The ports: async traits that backends implement and the control loop uses.
+//!
+//! One small trait per concern, in the style of `object_store`: the required
+//! methods are the primitive operations a backend must provide; conveniences
+//! built from them live on extension traits (see [`HypervisorExt`]) so every
+//! backend gets them for free and they behave the same everywhere.
+
+mod clock;
+mod hypervisor;
+mod prober;
+
+pub use clock::Clock;
+pub use hypervisor::{Capabilities, Hypervisor, HypervisorError, HypervisorExt};
+pub use prober::{ProbeError, ProbeKind, ProbeResult, ProbeTarget, Prober};
