@@ -108,7 +108,8 @@ impl Policy {
     }
 }
 
-/// Durations as integer milliseconds in serialized policies.
+/// Durations serialize as integer milliseconds and deserialize from either
+/// that or a human string (`"15s"`, see [`crate::time::parse_duration`]).
 mod duration_ms {
     use serde::{Deserialize, Deserializer, Serializer};
     use std::time::Duration;
@@ -117,8 +118,18 @@ mod duration_ms {
         s.serialize_u64(crate::time::millis(*d))
     }
 
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Repr {
+        Millis(u64),
+        Text(String),
+    }
+
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        u64::deserialize(d).map(Duration::from_millis)
+        match Repr::deserialize(d)? {
+            Repr::Millis(ms) => Ok(Duration::from_millis(ms)),
+            Repr::Text(t) => crate::time::parse_duration(&t).map_err(serde::de::Error::custom),
+        }
     }
 }
 

@@ -1,0 +1,164 @@
+//! Seeded random faults and random datacenters, for the random-fault mode.
+//!
+//! The generator keeps to faults after which every VM is recoverable once
+//! the faults stop, so that the run's final check ("every recoverable VM is
+//! running again") is a real test of the engine, not of luck:
+//! at most one host is lost for good; a host is never partitioned from
+//! the orchestrator *and* lost to the hypervisor at once (that is
+//! indistinguishable from a crash without fencing: see
+//! `docs/decision-table.md`); every lasting fault ends inside the window.
+
+use crate::fault::{Fault, FaultKind, FaultTarget};
+use crate::hypervisor::Latencies;
+use crate::rng::Rng;
+use crate::scenario::Scenario;
+use crate::world::{HostSpec, VmSpec};
+use dr_control::ControlConfig;
+use dr_core::{Policy, Timestamp};
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+/// `count` random faults between `start` and `start + window`.
+pub fn faults(rng: &mut Rng, hosts: &[HostSpec], vms: &[VmSpec], start: Duration, window: Duration, count: u32) -> Vec<Fault> {
+    let live: Vec<&HostSpec> = hosts.iter().filter(|h| !h.standby).collect();
+    let t0 = Timestamp::ZERO.saturating_add(start);
+    let t_end = t0.saturating_add(window);
+    let span = dr_core::time::millis(window).max(1);
+    let mut out = Vec::new();
+    let mut lost_for_good = false;
+    // Per host: until when a partition or a management loss lasts.
+    let mut net_busy: Vec<Timestamp> = vec![Timestamp::ZERO; hosts.len()];
+    let secs = |rng: &mut Rng, lo: u64, hi: u64| Duration::from_secs(rng.range(lo, hi));
+    for _ in 0..count {
+        let at = Timestamp(t0.0 + rng.next_u64() % span);
+        let clamp = |t: Timestamp| t.min(t_end);
+        let roll = rng.range(0, 99);
+        if (roll < 50 || live.is_empty()) && !vms.is_empty() {
+            let vm = &vms[rng.index(vms.len())];
+            let target = FaultTarget::Vm(vm.name.clone());
+            let kind = match roll % 10 {
+                0..=3 => FaultKind::VmCrash,
+                4 if vm.tools => FaultKind::VmHang,
+                4 => FaultKind::VmCrash,
+                5 => FaultKind::VmUserPowerOff,
+                6 => FaultKind::VmUserPowerOn,
+                7 => {
+                    let end = clamp(at.saturating_add(secs(rng, 30, 180)));
+                    out.push(Fault { at: end, kind: FaultKind::PacketLoss { loss: 0.0 }, target: target.clone() });
+                    FaultKind::PacketLoss { loss: 0.1 + rng.next_f64() * 0.5 }
+                }
+                8 => {
+                    let period = secs(rng, 20, 90);
+                    for i in 1..rng.range(2, 3) as u32 {
+                        let t = at.saturating_add(period * i);
+                        if t <= t_end {
+                            out.push(Fault { at: t, kind: FaultKind::VmCrash, target: target.clone() });
+                        }
+                    }
+                    FaultKind::VmCrash
+                }
+                _ => FaultKind::RestoreFails { count: rng.range(1, 2) as u32 },
+            };
+            out.push(Fault { at, kind, target });
+        } else if !live.is_empty() {
+            let hi = rng.index(live.len());
+            let host = live[hi];
+            let h = hosts.iter().position(|x| x.name == host.name).unwrap_or(0);
+            let target = FaultTarget::Host(host.name.clone());
+            let kind = match roll % 10 {
+                0..=2 => {
+                    let recoverable = lost_for_good || rng.chance(0.7);
+                    lost_for_good |= !recoverable;
+                    if recoverable && rng.chance(0.3) {
+                        let back = clamp(at.saturating_add(secs(rng, 60, 300)));
+                        out.push(Fault { at: back, kind: FaultKind::HostRecover, target: target.clone() });
+                    }
+                    FaultKind::HostCrash { recoverable }
+                }
+                3 => FaultKind::HostPowerOff,
+                4 | 5 | 6 if net_busy[h] <= at => {
+                    let end = clamp(at.saturating_add(secs(rng, 20, 180)));
+                    net_busy[h] = end;
+                    out.push(Fault { at: end, kind: FaultKind::HostHeal, target: target.clone() });
+                    if roll % 10 == 6 { FaultKind::HostMgmtLoss } else { FaultKind::HostPartition }
+                }
+                4..=7 => {
+                    let end = clamp(at.saturating_add(secs(rng, 30, 180)));
+                    out.push(Fault { at: end, kind: FaultKind::PacketLoss { loss: 0.0 }, target: target.clone() });
+                    FaultKind::PacketLoss { loss: 0.1 + rng.next_f64() * 0.5 }
+                }
+                _ => FaultKind::HostRecoveryFails { count: 1 },
+            };
+            out.push(Fault { at, kind, target });
+        }
+    }
+    out
+}
+
+/// A random datacenter and fault timeline for `seed`: two sites, a spare,
+/// 4–14 VMs with replicas, 5–25 faults in a 10-minute window, then 15 quiet
+/// minutes for recovery to finish.
+pub fn scenario(seed: u64) -> Scenario {
+    let mut rng = Rng::new(seed);
+    let mut hosts = Vec::new();
+    let host = |name: String, site: &str, n: u8, standby: bool, snapshot: bool| HostSpec {
+        name,
+        site: site.to_owned(),
+        ip: Some(IpAddr::V4(Ipv4Addr::new(10, 0, if site == "primary" { 1 } else { 2 }, n))),
+        cpu_mhz: 64_000,
+        memory_mb: 65_536,
+        snapshot,
+        standby,
+    };
+    let primary = rng.range(3, 5) as u8;
+    for i in 1..=primary {
+        let snap = rng.chance(0.7);
+        hosts.push(host(format!("esx-p{i}"), "primary", i, false, snap));
+    }
+    for i in 1..=rng.range(1, 2) as u8 {
+        let snap = rng.chance(0.7);
+        hosts.push(host(format!("esx-s{i}"), "secondary", i, false, snap));
+    }
+    hosts.push(host("esx-spare".to_owned(), "primary", 200, true, false));
+    let mut vms = Vec::new();
+    for i in 0..rng.range(4, 14) as u8 {
+        vms.push(VmSpec {
+            name: format!("vm-{i:02}"),
+            ip: IpAddr::V4(Ipv4Addr::new(10, 1, 0, i + 1)),
+            host: format!("esx-p{}", 1 + i % primary),
+            cpu_mhz: rng.range(1, 4) as u32 * 1000,
+            memory_mb: rng.range(1, 4) * 2048,
+            snapshot: rng.chance(0.6),
+            replica: true,
+            tools: true,
+            powered_on: true,
+        });
+    }
+    let start = Duration::from_secs(30);
+    let window = Duration::from_secs(600);
+    let count = rng.range(5, 25) as u32;
+    let mut faults = faults(&mut rng, &hosts, &vms, start, window, count);
+    faults.sort_by_key(|f| f.at);
+    Scenario {
+        name: format!("random seed {seed}"),
+        seed,
+        duration: start + window + Duration::from_secs(900),
+        control: ControlConfig {
+            policy: random_policy(),
+            inventory_interval: Duration::from_secs(30),
+            action_timeout: Duration::from_secs(120),
+            ..ControlConfig::default()
+        },
+        latencies: Latencies::default(),
+        hosts,
+        vms,
+        faults,
+    }
+}
+
+/// The policy of random runs: the defaults, with the give-up limit above the
+/// number of failures the generator can inject into one VM (so a give-up is
+/// a finding, not noise) and a back-off cap that fits the quiet period.
+pub fn random_policy() -> Policy {
+    Policy { max_attempts: 30, backoff_max: Duration::from_secs(120), ..Policy::default() }
+}

@@ -1,0 +1,777 @@
+//! The simulated datacenter's ground truth: which hosts are alive, where each
+//! VM's copies actually execute, and the safety counters checked after every
+//! change (double runs, actions on user-stopped VMs, outages).
+//!
+//! What the orchestrator *sees* (the hypervisor's view, probe answers) is
+//! derived from this truth by [`crate::SimHypervisor`] and
+//! [`crate::SimProber`], with the faults applied: a partitioned host is alive
+//! here but silent to probes.
+
+use crate::rng::Rng;
+use dr_core::model::{
+    Actor, Heartbeat, HostInfo, HostLink, Inventory, PowerEvent, PowerEventKind, PowerState,
+    RestoreSource, SnapshotInfo, SnapshotTarget, VmInfo, Vitals,
+};
+use dr_core::ports::HypervisorError;
+use dr_core::Timestamp;
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+/// Whether a host is running.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HostState {
+    /// Running.
+    Up,
+    /// Crashed; its VMs died with it.
+    Down,
+    /// Powered off through out-of-band management (fenced).
+    Off,
+    /// A spare in the inventory, not yet added.
+    Standby,
+}
+
+/// A host to build the world with.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HostSpec {
+    /// Unique name.
+    pub name: String,
+    /// Site name.
+    pub site: String,
+    /// Management address.
+    pub ip: Option<IpAddr>,
+    /// CPU capacity, MHz.
+    pub cpu_mhz: u32,
+    /// Memory capacity, MiB.
+    pub memory_mb: u64,
+    /// Starts with a host snapshot.
+    pub snapshot: bool,
+    /// A spare: in the inventory but not added.
+    pub standby: bool,
+}
+
+/// A VM to build the world with.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VmSpec {
+    /// Unique name.
+    pub name: String,
+    /// Guest IP.
+    pub ip: IpAddr,
+    /// Host it starts on.
+    pub host: String,
+    /// CPU, MHz.
+    pub cpu_mhz: u32,
+    /// Memory, MiB.
+    pub memory_mb: u64,
+    /// Starts with a snapshot.
+    pub snapshot: bool,
+    /// Has a replica at another site.
+    pub replica: bool,
+    /// Guest tools installed (heartbeat and IP reporting).
+    pub tools: bool,
+    /// Starts powered on.
+    pub powered_on: bool,
+}
+
+/// One simulated host.
+#[derive(Clone, Debug)]
+pub struct SimHost {
+    /// Its spec.
+    pub spec: HostSpec,
+    /// Running or not.
+    pub state: HostState,
+    /// The orchestrator's probes cannot reach it or its VMs.
+    pub partitioned: bool,
+    /// The hypervisor manager cannot reach it (its VMs still run).
+    pub mgmt_lost: bool,
+    /// Probe loss rate for its address.
+    pub loss: f64,
+    /// Injected failures left for `recover_host` (`u32::MAX`: dead hardware).
+    pub recover_failures: u32,
+    /// Host snapshots.
+    pub snapshots: Vec<SnapshotInfo>,
+}
+
+impl SimHost {
+    /// The manager can reach it.
+    pub fn managed(&self) -> bool {
+        self.state == HostState::Up && !self.mgmt_lost
+    }
+
+    /// The link state the manager reports.
+    pub fn link(&self) -> HostLink {
+        match self.state {
+            HostState::Standby => HostLink::Standby,
+            HostState::Off => HostLink::PoweredOff,
+            HostState::Down => HostLink::NotResponding,
+            HostState::Up if self.mgmt_lost => HostLink::NotResponding,
+            HostState::Up => HostLink::Connected,
+        }
+    }
+}
+
+/// One period during which a VM was meant to run and did not serve.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Outage {
+    /// When it stopped serving.
+    pub start: Timestamp,
+    /// When it served again.
+    pub end: Option<Timestamp>,
+}
+
+/// One simulated VM.
+#[derive(Clone, Debug)]
+pub struct SimVm {
+    /// Its spec.
+    pub spec: VmSpec,
+    /// Host it is registered on (index).
+    pub host: usize,
+    /// Power state of the registered copy.
+    pub power: PowerState,
+    /// Hosts on which a copy of it executes right now. More than one is a
+    /// double run: the split brain vmdr must never cause.
+    pub instances: Vec<usize>,
+    /// Guest OS hung (no heartbeat, no answers).
+    pub hung: bool,
+    /// A user powered it off: vmdr must leave it alone.
+    pub user_stopped: bool,
+    /// Probe loss rate for its address.
+    pub loss: f64,
+    /// Injected failures left for recovery operations on it.
+    pub fail_next: u32,
+    /// Snapshots.
+    pub snapshots: Vec<SnapshotInfo>,
+    /// Times a second copy started while one ran.
+    pub double_runs: u32,
+    /// More than one copy runs right now.
+    pub running_twice: bool,
+    /// Outages, oldest first.
+    pub outages: Vec<Outage>,
+}
+
+impl SimVm {
+    /// Answers its users: a copy runs and the guest is not hung.
+    pub fn serving(&self) -> bool {
+        !self.instances.is_empty() && !self.hung
+    }
+}
+
+/// A mutating hypervisor operation.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Op {
+    /// Power on.
+    PowerOn(String),
+    /// Power off.
+    PowerOff(String),
+    /// Reset.
+    Reset(String),
+    /// Revert to a snapshot (`None`: newest).
+    Revert(String, Option<String>),
+    /// Restore onto a host.
+    Restore(String, String, RestoreSource),
+    /// Cold migration.
+    Migrate(String, String),
+    /// Recover a host from its snapshot.
+    RecoverHost(String),
+    /// Add a standby host.
+    AddHost(String),
+    /// Take a snapshot.
+    CreateSnapshot(SnapshotTarget, String),
+    /// Remove a snapshot.
+    RemoveSnapshot(SnapshotTarget, String),
+}
+
+impl Op {
+    /// The VM it acts on, for VM operations that recovery uses.
+    fn recovery_vm(&self) -> Option<&str> {
+        match self {
+            Op::PowerOn(vm) | Op::Reset(vm) | Op::Revert(vm, _) | Op::Restore(vm, ..) | Op::Migrate(vm, _) => Some(vm),
+            _ => None,
+        }
+    }
+
+    /// Its name in errors.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::PowerOn(_) => "power_on",
+            Op::PowerOff(_) => "power_off",
+            Op::Reset(_) => "reset",
+            Op::Revert(..) => "revert_vm",
+            Op::Restore(..) => "restore_vm",
+            Op::Migrate(..) => "migrate_vm",
+            Op::RecoverHost(_) => "recover_host",
+            Op::AddHost(_) => "add_host",
+            Op::CreateSnapshot(..) => "create_snapshot",
+            Op::RemoveSnapshot(..) => "remove_snapshot",
+        }
+    }
+}
+
+/// A recorded breach of "never act on a VM a user stopped".
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserStopViolation {
+    /// The VM.
+    pub vm: String,
+    /// The operation.
+    pub op: &'static str,
+    /// When.
+    pub at: Timestamp,
+}
+
+/// The whole simulated datacenter.
+#[derive(Clone, Debug)]
+pub struct World {
+    /// Hosts.
+    pub hosts: Vec<SimHost>,
+    /// VMs.
+    pub vms: Vec<SimVm>,
+    host_by_name: HashMap<String, usize>,
+    vm_by_name: HashMap<String, usize>,
+    ip_owner: HashMap<IpAddr, Owner>,
+    /// The manager's power event log.
+    pub events: Vec<PowerEvent>,
+    /// Randomness (probe loss).
+    pub rng: Rng,
+    /// Breaches of the user-stop rule.
+    pub user_stop_violations: Vec<UserStopViolation>,
+    next_snapshot: u64,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Owner {
+    Host(usize),
+    Vm(usize),
+}
+
+type R<T> = Result<T, HypervisorError>;
+
+fn not_found(kind: &'static str, name: &str) -> HypervisorError {
+    HypervisorError::NotFound { kind, name: name.to_owned() }
+}
+
+fn invalid(name: &str, detail: impl Into<String>) -> HypervisorError {
+    HypervisorError::InvalidState { name: name.to_owned(), detail: detail.into() }
+}
+
+impl World {
+    /// Builds a world. Errors name the first inconsistency.
+    pub fn new(hosts: Vec<HostSpec>, vms: Vec<VmSpec>, seed: u64) -> Result<World, String> {
+        let mut w = World {
+            hosts: Vec::new(),
+            vms: Vec::new(),
+            host_by_name: HashMap::new(),
+            vm_by_name: HashMap::new(),
+            ip_owner: HashMap::new(),
+            events: Vec::new(),
+            rng: Rng::new(seed),
+            user_stop_violations: Vec::new(),
+            next_snapshot: 1,
+        };
+        for spec in hosts {
+            if w.host_by_name.insert(spec.name.clone(), w.hosts.len()).is_some() {
+                return Err(format!("duplicate host name {:?}", spec.name));
+            }
+            if let Some(ip) = spec.ip {
+                if w.ip_owner.insert(ip, Owner::Host(w.hosts.len())).is_some() {
+                    return Err(format!("duplicate address {ip} (host {:?})", spec.name));
+                }
+            }
+            let snapshots = if spec.snapshot {
+                vec![w.snapshot_info("initial", Timestamp::ZERO)]
+            } else {
+                Vec::new()
+            };
+            w.hosts.push(SimHost {
+                state: if spec.standby { HostState::Standby } else { HostState::Up },
+                spec,
+                partitioned: false,
+                mgmt_lost: false,
+                loss: 0.0,
+                recover_failures: 0,
+                snapshots,
+            });
+        }
+        for spec in vms {
+            let Some(&host) = w.host_by_name.get(&spec.host) else {
+                return Err(format!("vm {:?}: unknown host {:?}", spec.name, spec.host));
+            };
+            if w.hosts[host].state != HostState::Up {
+                return Err(format!("vm {:?}: host {:?} is a standby host", spec.name, spec.host));
+            }
+            if w.vm_by_name.insert(spec.name.clone(), w.vms.len()).is_some() {
+                return Err(format!("duplicate vm name {:?}", spec.name));
+            }
+            if w.ip_owner.insert(spec.ip, Owner::Vm(w.vms.len())).is_some() {
+                return Err(format!("duplicate address {} (vm {:?})", spec.ip, spec.name));
+            }
+            let snapshots = if spec.snapshot {
+                vec![w.snapshot_info("initial", Timestamp::ZERO)]
+            } else {
+                Vec::new()
+            };
+            let on = spec.powered_on;
+            w.vms.push(SimVm {
+                spec,
+                host,
+                power: if on { PowerState::On } else { PowerState::Off },
+                instances: if on { vec![host] } else { Vec::new() },
+                hung: false,
+                user_stopped: !on,
+                loss: 0.0,
+                fail_next: 0,
+                snapshots,
+                double_runs: 0,
+                running_twice: false,
+                outages: Vec::new(),
+            });
+        }
+        Ok(w)
+    }
+
+    fn snapshot_info(&mut self, name: &str, at: Timestamp) -> SnapshotInfo {
+        let id = format!("snap-{}", self.next_snapshot);
+        self.next_snapshot += 1;
+        SnapshotInfo { id, name: name.to_owned(), created: at }
+    }
+
+    /// Index of a host by name.
+    pub fn host_idx(&self, name: &str) -> Option<usize> {
+        self.host_by_name.get(name).copied()
+    }
+
+    /// Index of a VM by name.
+    pub fn vm_idx(&self, name: &str) -> Option<usize> {
+        self.vm_by_name.get(name).copied()
+    }
+
+    fn vm_r(&self, name: &str) -> R<usize> {
+        self.vm_idx(name).ok_or_else(|| not_found("vm", name))
+    }
+
+    fn host_r(&self, name: &str) -> R<usize> {
+        self.host_idx(name).ok_or_else(|| not_found("host", name))
+    }
+
+    /// The VM's registered host must be managed for an operation on it.
+    fn vm_host_managed(&self, v: usize) -> R<()> {
+        let h = &self.hosts[self.vms[v].host];
+        if h.managed() {
+            Ok(())
+        } else {
+            Err(HypervisorError::HostUnreachable { host: h.spec.name.clone() })
+        }
+    }
+
+    fn log(&mut self, vm: usize, at: Timestamp, kind: PowerEventKind, by: Actor) {
+        let vm = self.vms[vm].spec.name.clone();
+        self.events.push(PowerEvent { vm, at, kind, by });
+    }
+
+    /// Checks (`commit == false`) or performs (`commit == true`) an
+    /// operation by the orchestrator. Hypervisor calls check first, take
+    /// their simulated time, then commit, which re-checks: the world may
+    /// have changed meanwhile.
+    pub fn op(&mut self, op: &Op, now: Timestamp, commit: bool) -> R<()> {
+        if let Some(name) = op.recovery_vm() {
+            let v = self.vm_r(name)?;
+            if !commit && self.vms[v].user_stopped {
+                self.user_stop_violations.push(UserStopViolation { vm: name.to_owned(), op: op.name(), at: now });
+            }
+            if commit && self.vms[v].fail_next > 0 {
+                self.vms[v].fail_next -= 1;
+                return Err(HypervisorError::Failed { op: op.name(), detail: "injected failure".into() });
+            }
+        }
+        let r = self.op_inner(op, now, commit);
+        if commit {
+            self.settle(now);
+        }
+        r
+    }
+
+    fn op_inner(&mut self, op: &Op, now: Timestamp, commit: bool) -> R<()> {
+        match op {
+            Op::PowerOn(name) => {
+                let v = self.vm_r(name)?;
+                self.vm_host_managed(v)?;
+                let host = self.vms[v].host;
+                if self.vms[v].power == PowerState::On {
+                    return Err(invalid(name, "already powered on"));
+                }
+                if commit {
+                    let vm = &mut self.vms[v];
+                    vm.power = PowerState::On;
+                    vm.hung = false;
+                    vm.instances.push(host);
+                    self.log(v, now, PowerEventKind::PoweredOn, Actor::Orchestrator);
+                }
+            }
+            Op::PowerOff(name) => {
+                let v = self.vm_r(name)?;
+                self.vm_host_managed(v)?;
+                if self.vms[v].power != PowerState::On {
+                    return Err(invalid(name, "not powered on"));
+                }
+                if commit {
+                    let host = self.vms[v].host;
+                    let vm = &mut self.vms[v];
+                    vm.power = PowerState::Off;
+                    vm.instances.retain(|&h| h != host);
+                    self.log(v, now, PowerEventKind::PoweredOff, Actor::Orchestrator);
+                }
+            }
+            Op::Reset(name) => {
+                let v = self.vm_r(name)?;
+                self.vm_host_managed(v)?;
+                if self.vms[v].power != PowerState::On {
+                    return Err(invalid(name, "not powered on"));
+                }
+                if commit {
+                    self.vms[v].hung = false;
+                    self.log(v, now, PowerEventKind::Reset, Actor::Orchestrator);
+                }
+            }
+            Op::Revert(name, id) => {
+                let v = self.vm_r(name)?;
+                self.vm_host_managed(v)?;
+                let vm = &self.vms[v];
+                let found = match id {
+                    Some(id) => vm.snapshots.iter().any(|s| &s.id == id),
+                    None => !vm.snapshots.is_empty(),
+                };
+                if !found {
+                    return Err(not_found("snapshot", id.as_deref().unwrap_or(name)));
+                }
+                if commit {
+                    let host = vm.host;
+                    let was_on = vm.power == PowerState::On;
+                    let vm = &mut self.vms[v];
+                    vm.power = PowerState::Off;
+                    vm.hung = false;
+                    vm.instances.retain(|&h| h != host);
+                    if was_on {
+                        self.log(v, now, PowerEventKind::PoweredOff, Actor::Orchestrator);
+                    }
+                }
+            }
+            Op::Restore(name, target, source) => {
+                let v = self.vm_r(name)?;
+                let t = self.host_r(target)?;
+                if !self.hosts[t].managed() {
+                    return Err(HypervisorError::HostUnreachable { host: target.clone() });
+                }
+                let vm = &self.vms[v];
+                match source {
+                    RestoreSource::Snapshot => {
+                        if vm.snapshots.is_empty() {
+                            return Err(not_found("snapshot", name));
+                        }
+                        // Snapshots live on the site's shared storage.
+                        if self.hosts[t].spec.site != self.hosts[vm.host].spec.site {
+                            return Err(invalid(name, format!("its snapshots are not on the storage of site {}", self.hosts[t].spec.site)));
+                        }
+                    }
+                    RestoreSource::Replica => {
+                        if !vm.spec.replica {
+                            return Err(not_found("replica", name));
+                        }
+                    }
+                }
+                if self.free_memory(t) < vm.spec.memory_mb {
+                    return Err(HypervisorError::InsufficientCapacity { host: target.clone(), vm: name.clone() });
+                }
+                if commit {
+                    // The copy on the old host is not touched: if it still
+                    // runs, this is a double run, and it is counted.
+                    let vm = &mut self.vms[v];
+                    vm.host = t;
+                    vm.power = PowerState::On;
+                    vm.hung = false;
+                    if !vm.instances.contains(&t) {
+                        vm.instances.push(t);
+                    }
+                    self.log(v, now, PowerEventKind::PoweredOn, Actor::Orchestrator);
+                }
+            }
+            Op::Migrate(name, target) => {
+                let v = self.vm_r(name)?;
+                let t = self.host_r(target)?;
+                self.vm_host_managed(v)?;
+                if !self.hosts[t].managed() {
+                    return Err(HypervisorError::HostUnreachable { host: target.clone() });
+                }
+                if self.vms[v].power == PowerState::On {
+                    return Err(invalid(name, "cold migration needs the VM powered off"));
+                }
+                if commit {
+                    self.vms[v].host = t;
+                }
+            }
+            Op::RecoverHost(name) => {
+                let h = self.host_r(name)?;
+                let host = &self.hosts[h];
+                if host.snapshots.is_empty() {
+                    return Err(not_found("snapshot", name));
+                }
+                if host.state == HostState::Standby || host.managed() {
+                    return Err(invalid(name, "host is not failed"));
+                }
+                if commit {
+                    let host = &mut self.hosts[h];
+                    if host.recover_failures > 0 {
+                        if host.recover_failures != u32::MAX {
+                            host.recover_failures -= 1;
+                        }
+                        return Err(HypervisorError::Failed { op: "recover_host", detail: "host did not come back from its snapshot".into() });
+                    }
+                    self.host_comes_back(h);
+                }
+            }
+            Op::AddHost(name) => {
+                let h = self.host_r(name)?;
+                if self.hosts[h].state != HostState::Standby {
+                    return Err(invalid(name, "host is already added"));
+                }
+                if commit {
+                    self.hosts[h].state = HostState::Up;
+                }
+            }
+            Op::CreateSnapshot(target, snap_name) => {
+                let info = match target {
+                    SnapshotTarget::Vm(name) => {
+                        let v = self.vm_r(name)?;
+                        self.vm_host_managed(v)?;
+                        commit.then(|| self.snapshot_info(snap_name, now)).map(|s| self.vms[v].snapshots.push(s))
+                    }
+                    SnapshotTarget::Host(name) => {
+                        let h = self.host_r(name)?;
+                        if !self.hosts[h].managed() {
+                            return Err(HypervisorError::HostUnreachable { host: name.clone() });
+                        }
+                        commit.then(|| self.snapshot_info(snap_name, now)).map(|s| self.hosts[h].snapshots.push(s))
+                    }
+                };
+                let _ = info;
+            }
+            Op::RemoveSnapshot(target, id) => {
+                let list = self.snapshots_mut(target)?;
+                let pos = list.iter().position(|s| &s.id == id).ok_or_else(|| not_found("snapshot", id))?;
+                if commit {
+                    list.remove(pos);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn snapshots_mut(&mut self, target: &SnapshotTarget) -> R<&mut Vec<SnapshotInfo>> {
+        match target {
+            SnapshotTarget::Vm(n) => {
+                let v = self.vm_r(n)?;
+                Ok(&mut self.vms[v].snapshots)
+            }
+            SnapshotTarget::Host(n) => {
+                let h = self.host_r(n)?;
+                Ok(&mut self.hosts[h].snapshots)
+            }
+        }
+    }
+
+    /// Snapshots of a target, oldest first.
+    pub fn snapshots(&self, target: &SnapshotTarget) -> R<Vec<SnapshotInfo>> {
+        Ok(match target {
+            SnapshotTarget::Vm(n) => self.vms[self.vm_r(n)?].snapshots.clone(),
+            SnapshotTarget::Host(n) => self.hosts[self.host_r(n)?].snapshots.clone(),
+        })
+    }
+
+    /// Memory of a host not used by running copies.
+    pub fn free_memory(&self, h: usize) -> u64 {
+        let used: u64 = self
+            .vms
+            .iter()
+            .map(|v| v.spec.memory_mb * v.instances.iter().filter(|&&i| i == h).count() as u64)
+            .sum();
+        self.hosts[h].spec.memory_mb.saturating_sub(used)
+    }
+
+    /// A host boots again: its VMs' copies there are gone (they died when it
+    /// went down) and its registered VMs are off.
+    fn host_comes_back(&mut self, h: usize) {
+        let host = &mut self.hosts[h];
+        host.state = HostState::Up;
+        host.partitioned = false;
+        host.mgmt_lost = false;
+        for vm in &mut self.vms {
+            if vm.host == h {
+                vm.power = PowerState::Off;
+                vm.hung = false;
+            }
+        }
+    }
+
+    /// A host goes down (crash or power-off): every copy on it dies.
+    pub fn host_goes_down(&mut self, h: usize, state: HostState, now: Timestamp) {
+        self.hosts[h].state = state;
+        for vm in &mut self.vms {
+            vm.instances.retain(|&i| i != h);
+            if vm.host == h {
+                vm.power = PowerState::Off;
+            }
+        }
+        self.settle(now);
+    }
+
+    /// A host comes back by itself (repaired, rebooted).
+    pub fn host_recovers(&mut self, h: usize, now: Timestamp) {
+        if matches!(self.hosts[h].state, HostState::Down | HostState::Off) {
+            self.host_comes_back(h);
+        }
+        self.settle(now);
+    }
+
+    /// The registered copy of a VM crashes.
+    pub fn vm_crash(&mut self, v: usize, now: Timestamp) {
+        let host = self.vms[v].host;
+        if self.vms[v].power == PowerState::On && self.hosts[host].state == HostState::Up {
+            let vm = &mut self.vms[v];
+            vm.power = PowerState::Off;
+            vm.instances.retain(|&h| h != host);
+            self.log(v, now, PowerEventKind::Crashed, Actor::System);
+        }
+        self.settle(now);
+    }
+
+    /// A user powers a VM off (from now on it must be left alone).
+    pub fn user_power_off(&mut self, v: usize, now: Timestamp, user: &str) {
+        let host = self.vms[v].host;
+        if self.vms[v].power == PowerState::On && self.hosts[host].managed() {
+            let vm = &mut self.vms[v];
+            vm.power = PowerState::Off;
+            vm.user_stopped = true;
+            vm.instances.retain(|&h| h != host);
+            self.log(v, now, PowerEventKind::PoweredOff, Actor::User(user.to_owned()));
+        }
+        self.settle(now);
+    }
+
+    /// A user powers a VM on again.
+    pub fn user_power_on(&mut self, v: usize, now: Timestamp, user: &str) {
+        let host = self.vms[v].host;
+        if self.vms[v].power != PowerState::On && self.hosts[host].managed() {
+            let vm = &mut self.vms[v];
+            vm.power = PowerState::On;
+            vm.user_stopped = false;
+            vm.hung = false;
+            if !vm.instances.contains(&host) {
+                vm.instances.push(host);
+            }
+            self.log(v, now, PowerEventKind::PoweredOn, Actor::User(user.to_owned()));
+        }
+        self.settle(now);
+    }
+
+    /// Updates the safety counters and outage records after a change.
+    pub fn settle(&mut self, now: Timestamp) {
+        for vm in &mut self.vms {
+            // Counted once each time a VM goes from one copy to several.
+            let double = vm.instances.len() > 1;
+            if double && !vm.running_twice {
+                vm.double_runs += 1;
+            }
+            vm.running_twice = double;
+            let serving = vm.serving();
+            let open = vm.outages.last().is_some_and(|o| o.end.is_none());
+            if serving && open {
+                if let Some(o) = vm.outages.last_mut() {
+                    o.end = Some(now);
+                }
+            } else if !serving && !open && !vm.user_stopped {
+                vm.outages.push(Outage { start: now, end: None });
+            }
+        }
+    }
+
+    /// Whether a probe of `ip` is answered now (draws from the RNG for loss).
+    pub fn answers(&mut self, ip: IpAddr) -> bool {
+        let (alive, loss) = match self.ip_owner.get(&ip) {
+            None => return false,
+            Some(Owner::Host(h)) => {
+                let host = &self.hosts[*h];
+                (host.state == HostState::Up && !host.partitioned, host.loss)
+            }
+            Some(Owner::Vm(v)) => {
+                let vm = &self.vms[*v];
+                let reachable_copy = vm.instances.iter().any(|&h| !self.hosts[h].partitioned);
+                (reachable_copy && !vm.hung, vm.loss)
+            }
+        };
+        alive && !(loss > 0.0 && self.rng.chance(loss))
+    }
+
+    /// The manager's view of everything.
+    pub fn inventory(&self) -> Inventory {
+        let hosts = self
+            .hosts
+            .iter()
+            .enumerate()
+            .map(|(i, h)| {
+                let used_mem = h.spec.memory_mb - self.free_memory(i);
+                HostInfo {
+                    name: h.spec.name.clone(),
+                    ip: h.spec.ip,
+                    site: h.spec.site.clone(),
+                    link: h.link(),
+                    cpu_mhz: h.spec.cpu_mhz,
+                    memory_mb: h.spec.memory_mb,
+                    snapshot_count: h.snapshots.len() as u32,
+                    vitals: Vitals { memory_mb: used_mem, ..Vitals::default() },
+                }
+            })
+            .collect();
+        let vms = self
+            .vms
+            .iter()
+            .map(|vm| {
+                let host = &self.hosts[vm.host];
+                let managed = host.managed();
+                let on = managed && vm.power == PowerState::On;
+                let heartbeat = match (on, vm.spec.tools, vm.hung) {
+                    (true, true, false) => Heartbeat::Ok,
+                    (true, true, true) => Heartbeat::Missing,
+                    _ => Heartbeat::Unknown,
+                };
+                let load = vitals_load(&vm.spec.name);
+                VmInfo {
+                    name: vm.spec.name.clone(),
+                    ip: (on && vm.spec.tools && !vm.hung).then_some(vm.spec.ip),
+                    host: host.spec.name.clone(),
+                    power: if managed { vm.power } else { PowerState::Unknown },
+                    heartbeat,
+                    cpu_mhz: vm.spec.cpu_mhz,
+                    memory_mb: vm.spec.memory_mb,
+                    snapshot_count: vm.snapshots.len() as u32,
+                    replica_available: vm.spec.replica,
+                    vitals: if on {
+                        Vitals {
+                            cpu_mhz: vm.spec.cpu_mhz * load / 100,
+                            memory_mb: vm.spec.memory_mb * u64::from(load) / 100,
+                            disk_kbps: load * 40,
+                            net_kbps: load * 25,
+                            storage_gb: 40,
+                        }
+                    } else {
+                        Vitals::default()
+                    },
+                }
+            })
+            .collect();
+        Inventory { hosts, vms }
+    }
+}
+
+/// A VM's steady load, 10–79 %, from its name (no RNG draw, so vitals never
+/// change a run's fault sequence).
+fn vitals_load(name: &str) -> u32 {
+    let h = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    10 + (h % 70) as u32
+}
