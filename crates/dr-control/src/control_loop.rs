@@ -165,19 +165,12 @@ where
         while let Ok(c) = self.done_rx.try_recv() {
             self.complete(c);
         }
-        let now = self.clock.now();
         let policy = self.cfg.policy.clone();
-
-        // Power events first: who switched a VM off must be known before the
-        // VM is judged.
-        let since = self.events_since.unwrap_or(now);
-        match self.hv.power_events(since).await {
-            Ok(events) => self.apply_power_events(&events, now),
-            Err(e) => {
-                self.error("power_events", &e);
-                return;
-            }
-        }
+        let since = self.events_since.unwrap_or_else(|| self.clock.now());
+        // The inventory first, then the events: every power change the
+        // inventory shows then has its event (and so who caused it) in hand
+        // before the VM is judged. The other order lets a user's power-off
+        // look like a crash for one tick.
         let inv = match self.hv.inventory().await {
             Ok(inv) => inv,
             Err(e) => {
@@ -187,6 +180,14 @@ where
                 return;
             }
         };
+        let events = match self.hv.power_events(since).await {
+            Ok(events) => events,
+            Err(e) => {
+                self.error("power_events", &e);
+                return;
+            }
+        };
+        let now = self.clock.now();
         if !self.synced || now >= self.next_inventory {
             let diff = self.registry.sync(&inv);
             self.synced = true;
@@ -203,6 +204,7 @@ where
             }
         }
         self.registry.refresh(&inv, now, &*self.sink);
+        self.apply_power_events(&events, since);
 
         // Probe every VM and host in one batch.
         let reg = &self.registry;
@@ -334,8 +336,10 @@ where
         }
     }
 
-    fn apply_power_events(&mut self, events: &[PowerEvent], now: Timestamp) {
-        let mut newest = self.events_since.unwrap_or(now);
+    /// Applies events read from `since` on; the next read starts just after
+    /// the newest one applied.
+    fn apply_power_events(&mut self, events: &[PowerEvent], since: Timestamp) {
+        let mut newest = since;
         for ev in events {
             newest = newest.max(Timestamp(ev.at.0.saturating_add(1)));
             if let Some(i) = self.registry.vm_idx(&ev.vm) {

@@ -66,16 +66,21 @@ pub fn faults(rng: &mut Rng, hosts: &[HostSpec], vms: &[VmSpec], start: Duration
             let h = hosts.iter().position(|x| x.name == host.name).unwrap_or(0);
             let target = FaultTarget::Host(host.name.clone());
             let kind = match roll % 10 {
-                0..=2 => {
-                    let recoverable = lost_for_good || rng.chance(0.7);
-                    lost_for_good |= !recoverable;
-                    if recoverable && rng.chance(0.3) {
+                0..=3 => {
+                    // A host that goes down comes back (by its snapshot, or
+                    // repaired later), except at most one lost for good.
+                    let for_good = !lost_for_good && rng.chance(0.3);
+                    lost_for_good |= for_good;
+                    if !for_good {
                         let back = clamp(at.saturating_add(secs(rng, 60, 300)));
                         out.push(Fault { at: back, kind: FaultKind::HostRecover, target: target.clone() });
                     }
-                    FaultKind::HostCrash { recoverable }
+                    if roll % 10 == 3 {
+                        FaultKind::HostPowerOff
+                    } else {
+                        FaultKind::HostCrash { recoverable: !for_good }
+                    }
                 }
-                3 => FaultKind::HostPowerOff,
                 4 | 5 | 6 if net_busy[h] <= at => {
                     let end = clamp(at.saturating_add(secs(rng, 20, 180)));
                     net_busy[h] = end;

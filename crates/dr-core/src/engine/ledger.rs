@@ -93,7 +93,7 @@ fn note_failure(policy: &Policy, now: Timestamp, vm: &mut VmFacts) {
 pub fn observe_host(policy: &Policy, now: Timestamp, host: &mut HostFacts, reachable: bool, link: HostLink) {
     host.link = link;
     host.probe_failures = if reachable { 0 } else { host.probe_failures.saturating_add(1) };
-    let lost = !reachable && !matches!(link, HostLink::Connected | HostLink::Maintenance);
+    let lost = !reachable && (link.is_lost() || link.is_fenced());
     if lost && host.probe_failures >= policy.failure_threshold {
         host.unreachable_since.get_or_insert(now);
     } else if !lost {
