@@ -18,12 +18,15 @@ pub enum Need {
 }
 
 /// The host is down for certain: fenced (the hypervisor reports it powered
-/// off), or unreachable by probe for at least `failure_threshold` probes
-/// **and** lost to the hypervisor, continuously for `host_down_after`.
+/// off, and it does not answer probes), or unreachable by probe for at least
+/// `failure_threshold` probes **and** lost to the hypervisor, continuously
+/// for `host_down_after`.
 #[inline]
 pub fn host_confirmed_down(policy: &Policy, now: Timestamp, host: &HostFacts) -> bool {
     if host.link.is_fenced() {
-        return true;
+        // "Powered off" while it still answers is a contradiction (a wrong
+        // report, a reused address): not trusted.
+        return host.probe_failures > 0;
     }
     host.link.is_lost()
         && host.probe_failures >= policy.failure_threshold

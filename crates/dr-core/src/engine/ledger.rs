@@ -52,16 +52,16 @@ pub fn observe_vm_probe(policy: &Policy, now: Timestamp, vm: &mut VmFacts, reach
         return false;
     }
     vm.probe_failures = vm.probe_failures.saturating_add(1);
-    let crossed = vm.probe_failures == policy.failure_threshold;
-    if crossed && vm.stable_at != Timestamp::ZERO {
-        // Down again within the stability window: the recovery did not
-        // stick. Count it as a failure so a flapping VM backs off.
-        if now < vm.stable_at {
-            note_failure(policy, now, vm);
-        }
+    let down = vm.probe_failures >= policy.failure_threshold;
+    if down && vm.stable_at != Timestamp::ZERO && now >= vm.retry_at {
+        // Past the boot grace and down: the last recovery never came up, or
+        // came up and fell again within the stability window. Count it as a
+        // failure so a flapping VM backs off. (Silence *during* the boot
+        // grace is a guest still booting, not a failure.)
+        note_failure(policy, now, vm);
         vm.stable_at = Timestamp::ZERO;
     }
-    crossed
+    vm.probe_failures == policy.failure_threshold
 }
 
 /// A recovery of this VM starts.
@@ -86,7 +86,7 @@ pub fn recovery_finished(policy: &Policy, now: Timestamp, vm: &mut VmFacts, ok: 
 
 fn note_failure(policy: &Policy, now: Timestamp, vm: &mut VmFacts) {
     vm.failed_attempts = vm.failed_attempts.saturating_add(1);
-    vm.retry_at = now.saturating_add(policy.backoff(vm.failed_attempts));
+    vm.retry_at = vm.retry_at.max(now.saturating_add(policy.backoff(vm.failed_attempts)));
 }
 
 /// One observation of a host: its probe and the hypervisor's view together.
@@ -157,6 +157,21 @@ mod tests {
         }
         assert_eq!(vm.failed_attempts, 1);
         assert_eq!(vm.retry_at, Timestamp(30_002 + 10_000));
+    }
+
+    #[test]
+    fn silence_during_boot_grace_is_not_a_failure() {
+        let p = policy();
+        let mut vm = VmFacts::running_on(0);
+        recovery_finished(&p, Timestamp(1_000), &mut vm, true);
+        for t in 0..5 {
+            observe_vm_probe(&p, Timestamp(2_000 + t * 1_000), &mut vm, false);
+        }
+        assert_eq!(vm.failed_attempts, 0, "still booting");
+        assert_eq!(vm.retry_at, Timestamp(21_000), "grace not shortened");
+        observe_vm_probe(&p, Timestamp(21_000), &mut vm, false);
+        assert_eq!(vm.failed_attempts, 1, "not up after the grace: the recovery failed");
+        assert_eq!(vm.retry_at, Timestamp(31_000));
     }
 
     #[test]
