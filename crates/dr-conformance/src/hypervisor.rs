@@ -174,11 +174,15 @@ pub async fn cold_migration(hv: &dyn Hypervisor, vm: &str, other: &str) {
     hv.power_on(vm).await.unwrap_or_else(|e| panic!("power_on {vm}: {e}"));
 }
 
-/// A stopped VM with a snapshot is brought up on another host: registered
-/// there and powered on.
+/// A restore is refused while the original runs; a stopped VM with a
+/// snapshot is brought up on another host: registered there and powered on.
 pub async fn restore_onto_another_host(hv: &dyn Hypervisor, vm: &str, other: &str) {
     let target = SnapshotTarget::Vm(vm.to_owned());
     hv.create_snapshot(&target, "before-restore").await.unwrap_or_else(|e| panic!("create_snapshot: {e}"));
+    match hv.restore_vm(vm, other, RestoreSource::Snapshot).await {
+        Err(HypervisorError::InvalidState { .. }) => {}
+        r => panic!("restore of {vm} while it runs: expected InvalidState (a second copy), got {r:?}"),
+    }
     hv.power_off(vm).await.unwrap_or_else(|e| panic!("power_off {vm}: {e}"));
     hv.restore_vm(vm, other, RestoreSource::Snapshot).await.unwrap_or_else(|e| panic!("restore_vm {vm} -> {other}: {e}"));
     let info = vm_info(hv, vm).await;

@@ -159,18 +159,45 @@ where
         }
     }
 
-    /// One pass: outcomes in, inventory (when due), events, state, probes,
-    /// decisions, actions out.
+    /// One pass: outcomes in; probes; the hypervisor's view (inventory, then
+    /// power events); inventory sync when due; decisions; actions out.
+    ///
+    /// The hypervisor is read *after* the probes, right before deciding, so
+    /// decisions rest on its freshest view (a probe batch can take its whole
+    /// timeout); and the inventory before the events, so every power change
+    /// the inventory shows has its event, and so who caused it, in hand.
     pub async fn tick(&mut self) {
         while let Ok(c) = self.done_rx.try_recv() {
             self.complete(c);
         }
         let policy = self.cfg.policy.clone();
+
+        // Probe every monitored VM and host in one batch.
+        let reg = &self.registry;
+        let mut targets: Vec<ProbeTarget> = reg.vm_entries.iter().map(|v| ProbeTarget::icmp(v.ip)).collect();
+        let host_slots: Vec<Option<usize>> = reg
+            .host_entries
+            .iter()
+            .map(|h| {
+                h.ip.map(|ip| {
+                    targets.push(ProbeTarget::icmp(ip));
+                    targets.len() - 1
+                })
+            })
+            .collect();
+        let results = match self.prober.probe(&targets, self.cfg.probe_timeout).await {
+            Ok(r) if r.len() == targets.len() => r,
+            Ok(r) => {
+                self.error_msg("probe", format!("prober returned {} results for {} targets", r.len(), targets.len()));
+                return;
+            }
+            Err(e) => {
+                self.error("probe", &e);
+                return;
+            }
+        };
+
         let since = self.events_since.unwrap_or_else(|| self.clock.now());
-        // The inventory first, then the events: every power change the
-        // inventory shows then has its event (and so who caused it) in hand
-        // before the VM is judged. The other order lets a user's power-off
-        // look like a crash for one tick.
         let inv = match self.hv.inventory().await {
             Ok(inv) => inv,
             Err(e) => {
@@ -188,45 +215,9 @@ where
             }
         };
         let now = self.clock.now();
-        if !self.synced || now >= self.next_inventory {
-            let diff = self.registry.sync(&inv);
-            self.synced = true;
-            self.next_inventory = now.saturating_add(self.cfg.inventory_interval);
-            if !diff.is_empty() {
-                tracing::info!(added_vms = diff.added_vms.len(), removed_vms = diff.removed_vms.len(),
-                    added_hosts = diff.added_hosts.len(), removed_hosts = diff.removed_hosts.len(), "inventory changed");
-                self.sink.emit(now, ControlEvent::Inventory {
-                    added_hosts: diff.added_hosts,
-                    removed_hosts: diff.removed_hosts,
-                    added_vms: diff.added_vms,
-                    removed_vms: diff.removed_vms,
-                });
-            }
-        }
-        self.registry.refresh(&inv, now, &*self.sink);
-        self.apply_power_events(&events, since);
 
-        // Probe every VM and host in one batch.
-        let reg = &self.registry;
-        let mut targets: Vec<ProbeTarget> = reg.vm_entries.iter().map(|v| ProbeTarget::icmp(v.ip)).collect();
-        let host_slots: Vec<Option<usize>> = reg.host_entries.iter().map(|h| {
-            h.ip.map(|ip| {
-                targets.push(ProbeTarget::icmp(ip));
-                targets.len() - 1
-            })
-        }).collect();
-        let results = match self.prober.probe(&targets, self.cfg.probe_timeout).await {
-            Ok(r) if r.len() == targets.len() => r,
-            Ok(r) => {
-                self.error_msg("probe", format!("prober returned {} results for {} targets", r.len(), targets.len()));
-                return;
-            }
-            Err(e) => {
-                self.error("probe", &e);
-                return;
-            }
-        };
-        let now = self.clock.now();
+        // Probe outcomes belong to the registry as it was probed: apply them
+        // before a sync can reorder it.
         for i in 0..self.registry.vms.len() {
             self.registry.observe_vm_probe(&policy, now, i, results[i].reachable, &*self.sink);
         }
@@ -238,7 +229,36 @@ where
             self.registry.observe_host(&policy, now, i, reachable, links[i], &*self.sink);
         }
 
+        if !self.synced || now >= self.next_inventory {
+            self.sync(&inv, now);
+        }
+        self.registry.refresh(&inv, now, &*self.sink);
+        self.apply_power_events(&events, since);
         self.decide_and_act(now);
+    }
+
+    fn sync(&mut self, inv: &dr_core::model::Inventory, now: Timestamp) {
+        let diff = self.registry.sync(inv);
+        self.synced = true;
+        self.next_inventory = now.saturating_add(self.cfg.inventory_interval);
+        if !diff.is_empty() {
+            tracing::info!(
+                added_vms = diff.added_vms.len(),
+                removed_vms = diff.removed_vms.len(),
+                added_hosts = diff.added_hosts.len(),
+                removed_hosts = diff.removed_hosts.len(),
+                "inventory changed"
+            );
+            self.sink.emit(
+                now,
+                ControlEvent::Inventory {
+                    added_hosts: diff.added_hosts,
+                    removed_hosts: diff.removed_hosts,
+                    added_vms: diff.added_vms,
+                    removed_vms: diff.removed_vms,
+                },
+            );
+        }
     }
 
     fn decide_and_act(&mut self, now: Timestamp) {

@@ -157,7 +157,7 @@ proptest! {
                 actions += 1;
                 // V1/V2/V3: people's decisions.
                 prop_assert!(!vm.paused, "paused vm got {:?}", d);
-                prop_assert!(!(vm.off_cause == OffCause::User && vm.power != PowerState::On), "user-stopped vm got {:?}", d);
+                prop_assert!(vm.off_cause != OffCause::User, "user-stopped vm got {:?}", d);
                 prop_assert!(vm.power != PowerState::Suspended, "suspended vm got {:?}", d);
                 // V4: one recovery per VM.
                 prop_assert!(!vm.in_flight, "vm with a recovery in flight got {:?}", d);

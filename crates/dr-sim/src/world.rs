@@ -460,6 +460,11 @@ impl World {
                     return Err(HypervisorError::HostUnreachable { host: target.clone() });
                 }
                 let vm = &self.vms[v];
+                if vm.power == PowerState::On && self.hosts[vm.host].managed() {
+                    // The manager sees the original running: a restore now
+                    // would start a second copy.
+                    return Err(invalid(name, format!("is running on {}", self.hosts[vm.host].spec.name)));
+                }
                 match source {
                     RestoreSource::Snapshot => {
                         if vm.snapshots.is_empty() {

@@ -44,7 +44,9 @@ pub fn assess(policy: &Policy, now: Timestamp, vm: &VmFacts, host: &HostFacts) -
     if vm.paused {
         return Settled(Decision::None { why: Quiet::Paused });
     }
-    if vm.off_cause == OffCause::User && vm.power != PowerState::On {
+    // Even if the hypervisor's last read still showed it on: the event of a
+    // user's power-off can be newer than that read.
+    if vm.off_cause == OffCause::User {
         return Settled(Decision::None { why: Quiet::UserStopped });
     }
     if vm.power == PowerState::Suspended {

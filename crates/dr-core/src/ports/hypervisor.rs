@@ -145,7 +145,9 @@ pub trait Hypervisor: Send + Sync {
 
     /// Brings the VM up on `host` from `source` (a clone of its newest
     /// snapshot, or its replica) and powers it on there; the VM is then
-    /// registered on `host`. Never call it while the original may still run.
+    /// registered on `host`. Never call it while the original may still run;
+    /// a backend that sees the original powered on refuses with
+    /// `InvalidState` (checked again just before the new copy starts).
     async fn restore_vm(
         &self,
         vm: &str,
