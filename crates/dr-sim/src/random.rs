@@ -105,40 +105,50 @@ pub fn faults(rng: &mut Rng, hosts: &[HostSpec], vms: &[VmSpec], start: Duration
 /// minutes for recovery to finish.
 pub fn scenario(seed: u64) -> Scenario {
     let mut rng = Rng::new(seed);
-    let mut hosts = Vec::new();
-    let host = |name: String, site: &str, n: u8, standby: bool, snapshot: bool| HostSpec {
+    let host = |name: String, site: &str, n: u8, standby: bool, snapshot: bool, memory_mb: u64| HostSpec {
         name,
         site: site.to_owned(),
         ip: Some(IpAddr::V4(Ipv4Addr::new(10, 0, if site == "primary" { 1 } else { 2 }, n))),
         cpu_mhz: 64_000,
-        memory_mb: 65_536,
+        memory_mb,
         snapshot,
         standby,
     };
     let primary = rng.range(3, 5) as u8;
-    for i in 1..=primary {
-        let snap = rng.chance(0.7);
-        hosts.push(host(format!("esx-p{i}"), "primary", i, false, snap));
-    }
-    for i in 1..=rng.range(1, 2) as u8 {
-        let snap = rng.chance(0.7);
-        hosts.push(host(format!("esx-s{i}"), "secondary", i, false, snap));
-    }
-    hosts.push(host("esx-spare".to_owned(), "primary", 200, true, false));
     let mut vms = Vec::new();
+    let mut load = vec![0u64; usize::from(primary)];
     for i in 0..rng.range(4, 14) as u8 {
+        let on = i % primary;
+        let memory_mb = rng.range(1, 4) * 2048;
+        load[usize::from(on)] += memory_mb;
         vms.push(VmSpec {
             name: format!("vm-{i:02}"),
             ip: IpAddr::V4(Ipv4Addr::new(10, 1, 0, i + 1)),
-            host: format!("esx-p{}", 1 + i % primary),
+            host: format!("esx-p{}", 1 + on),
             cpu_mhz: rng.range(1, 4) as u32 * 1000,
-            memory_mb: rng.range(1, 4) * 2048,
+            memory_mb,
             snapshot: rng.chance(0.6),
             replica: true,
             tools: true,
             powered_on: true,
         });
     }
+    // Tight hosts (their load plus 0-16 GiB), small secondaries, and one
+    // spare big enough for any host's load: restores compete for room and
+    // sometimes need the spare, yet every VM fits once all but one host are
+    // back.
+    let mut hosts = Vec::new();
+    for (i, l) in load.iter().enumerate() {
+        let snap = rng.chance(0.7);
+        let memory = (l + rng.range(0, 8) * 2048).max(8192);
+        hosts.push(host(format!("esx-p{}", i + 1), "primary", i as u8 + 1, false, snap, memory));
+    }
+    for i in 1..=rng.range(1, 2) as u8 {
+        let snap = rng.chance(0.7);
+        let memory = rng.range(1, 3) * 8192;
+        hosts.push(host(format!("esx-s{i}"), "secondary", i, false, snap, memory));
+    }
+    hosts.push(host("esx-spare".to_owned(), "primary", 200, true, false, 65_536));
     let start = Duration::from_secs(30);
     let window = Duration::from_secs(600);
     let count = rng.range(5, 25) as u32;

@@ -196,9 +196,16 @@ impl Scenario {
     /// Parses and checks a scenario file's text. Every error names its line.
     pub fn parse(text: &str) -> Result<Scenario, ScenarioError> {
         let src = Src(text);
-        let raw: RawScenario = toml::from_str(text).map_err(|e| ScenarioError {
-            line: e.span().map(|s| src.line(s)),
-            message: e.message().trim().to_owned(),
+        let raw: RawScenario = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| src.line(s));
+            // Quote the offending line: the parser's message alone often
+            // does not name the key.
+            let quoted = line
+                .and_then(|l| text.lines().nth(l - 1))
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map_or(String::new(), |l| format!(" (in `{l}`)"));
+            ScenarioError { line, message: format!("{}{quoted}", e.message().trim()) }
         })?;
         raw.into_scenario(&src)
     }
