@@ -8,7 +8,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "drctl", version, about = "vmdr: automated disaster recovery for virtual machines")]
+#[command(
+    name = "drctl",
+    version,
+    about = "vmdr: automated disaster recovery for virtual machines"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -46,7 +50,10 @@ struct SimulateArgs {
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("DRCTL_LOG").unwrap_or_else(|_| "off".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("DRCTL_LOG")
+                .unwrap_or_else(|_| "off".into()),
+        )
         .with_writer(io::stderr)
         .init();
     let cli = Cli::parse();
@@ -70,9 +77,13 @@ fn simulate(args: &SimulateArgs) -> anyhow::Result<ExitCode> {
         }
         return random_sweep(args.first_seed, args.seeds);
     }
-    let Some(path) = &args.file else { anyhow::bail!("a scenario file or --random is needed") };
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let scenario = dr_sim::Scenario::parse(&text).with_context(|| format!("invalid scenario {}", path.display()))?;
+    let Some(path) = &args.file else {
+        anyhow::bail!("a scenario file or --random is needed")
+    };
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let scenario = dr_sim::Scenario::parse(&text)
+        .with_context(|| format!("invalid scenario {}", path.display()))?;
     let report = dr_sim::run(&scenario)?;
     print_report(&report, args.human)
 }
@@ -86,7 +97,11 @@ fn print_report(report: &dr_sim::Report, human: bool) -> anyhow::Result<ExitCode
         report.write_json_lines(&mut out)?;
     }
     out.flush()?;
-    Ok(if report.verdict.ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if report.verdict.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 fn random_sweep(first: u64, count: u64) -> anyhow::Result<ExitCode> {
@@ -95,15 +110,27 @@ fn random_sweep(first: u64, count: u64) -> anyhow::Result<ExitCode> {
     for seed in first..first.saturating_add(count) {
         let report = dr_sim::run(&dr_sim::random::scenario(seed))?;
         if !report.verdict.ok {
-            writeln!(stdout, "{}", serde_json::json!({
-                "type": "failed_seed", "seed": seed, "verdict": report.verdict,
-                "replay": format!("drctl simulate --random --seed {seed} --human"),
-            }))?;
+            writeln!(
+                stdout,
+                "{}",
+                serde_json::json!({
+                    "type": "failed_seed", "seed": seed, "verdict": report.verdict,
+                    "replay": format!("drctl simulate --random --seed {seed} --human"),
+                })
+            )?;
             failed.push(seed);
         }
     }
-    writeln!(stdout, "{}", serde_json::json!({
-        "type": "random_summary", "first_seed": first, "seeds": count, "failed": failed.len(), "failed_seeds": failed,
-    }))?;
-    Ok(if failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    writeln!(
+        stdout,
+        "{}",
+        serde_json::json!({
+            "type": "random_summary", "first_seed": first, "seeds": count, "failed": failed.len(), "failed_seeds": failed,
+        })
+    )?;
+    Ok(if failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

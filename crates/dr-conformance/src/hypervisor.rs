@@ -1,6 +1,8 @@
 //! The `Hypervisor` conformance suite.
 
-use dr_core::model::{Actor, HostLink, Inventory, PowerEventKind, PowerState, RestoreSource, SnapshotTarget, VmInfo};
+use dr_core::model::{
+    Actor, HostLink, Inventory, PowerEventKind, PowerState, RestoreSource, SnapshotTarget, VmInfo,
+};
 use dr_core::ports::{Hypervisor, HypervisorError, HypervisorExt};
 use dr_core::Timestamp;
 
@@ -39,11 +41,17 @@ pub async fn run_all(hv: &dyn Hypervisor, fx: &Fixture) {
 }
 
 async fn inventory(hv: &dyn Hypervisor) -> Inventory {
-    hv.inventory().await.unwrap_or_else(|e| panic!("inventory failed: {e}"))
+    hv.inventory()
+        .await
+        .unwrap_or_else(|e| panic!("inventory failed: {e}"))
 }
 
 async fn vm_info(hv: &dyn Hypervisor, vm: &str) -> VmInfo {
-    inventory(hv).await.vm(vm).cloned().unwrap_or_else(|| panic!("vm {vm} missing from the inventory"))
+    inventory(hv)
+        .await
+        .vm(vm)
+        .cloned()
+        .unwrap_or_else(|| panic!("vm {vm} missing from the inventory"))
 }
 
 /// Names are unique, every VM's host is in the inventory, and a running VM
@@ -60,9 +68,17 @@ pub async fn inventory_is_consistent(hv: &dyn Hypervisor) {
     vms.dedup();
     assert_eq!(vms.len(), inv.vms.len(), "vm names are not unique");
     for vm in &inv.vms {
-        let host = inv.host(&vm.host).unwrap_or_else(|| panic!("vm {} is on unknown host {}", vm.name, vm.host));
+        let host = inv
+            .host(&vm.host)
+            .unwrap_or_else(|| panic!("vm {} is on unknown host {}", vm.name, vm.host));
         if host.link == HostLink::Connected {
-            assert_ne!(vm.power, PowerState::Unknown, "vm {} on connected host {} has unknown power", vm.name, host.name);
+            assert_ne!(
+                vm.power,
+                PowerState::Unknown,
+                "vm {} on connected host {} has unknown power",
+                vm.name,
+                host.name
+            );
         }
         assert!(vm.memory_mb > 0, "vm {} reports no memory", vm.name);
     }
@@ -83,17 +99,41 @@ pub async fn unknown_objects_are_not_found(hv: &dyn Hypervisor) {
     is_not_found(hv.reset(ghost).await, "reset");
     is_not_found(hv.revert_vm(ghost, None).await, "revert_vm");
     is_not_found(hv.migrate_vm(ghost, ghost).await, "migrate_vm");
-    is_not_found(hv.restore_vm(ghost, ghost, RestoreSource::Snapshot).await, "restore_vm");
-    is_not_found(hv.list_snapshots(&SnapshotTarget::Vm(ghost.into())).await.map(drop), "list_snapshots");
+    is_not_found(
+        hv.restore_vm(ghost, ghost, RestoreSource::Snapshot).await,
+        "restore_vm",
+    );
+    is_not_found(
+        hv.list_snapshots(&SnapshotTarget::Vm(ghost.into()))
+            .await
+            .map(drop),
+        "list_snapshots",
+    );
 }
 
 /// Power off then on; the inventory follows.
 pub async fn power_cycle(hv: &dyn Hypervisor, vm: &str) {
-    assert_eq!(vm_info(hv, vm).await.power, PowerState::On, "fixture vm {vm} must start powered on");
-    hv.power_off(vm).await.unwrap_or_else(|e| panic!("power_off {vm}: {e}"));
-    assert_eq!(vm_info(hv, vm).await.power, PowerState::Off, "power_off did not stop {vm}");
-    hv.power_on(vm).await.unwrap_or_else(|e| panic!("power_on {vm}: {e}"));
-    assert_eq!(vm_info(hv, vm).await.power, PowerState::On, "power_on did not start {vm}");
+    assert_eq!(
+        vm_info(hv, vm).await.power,
+        PowerState::On,
+        "fixture vm {vm} must start powered on"
+    );
+    hv.power_off(vm)
+        .await
+        .unwrap_or_else(|e| panic!("power_off {vm}: {e}"));
+    assert_eq!(
+        vm_info(hv, vm).await.power,
+        PowerState::Off,
+        "power_off did not stop {vm}"
+    );
+    hv.power_on(vm)
+        .await
+        .unwrap_or_else(|e| panic!("power_on {vm}: {e}"));
+    assert_eq!(
+        vm_info(hv, vm).await.power,
+        PowerState::On,
+        "power_on did not start {vm}"
+    );
 }
 
 /// Powering on a running VM is `InvalidState`, not success and not another
@@ -108,38 +148,90 @@ pub async fn double_power_on_is_invalid_state(hv: &dyn Hypervisor, vm: &str) {
 /// The event log records the orchestrator's own power-off as the
 /// orchestrator's, never as a user's (or vmdr would leave its own VM off).
 pub async fn power_events_name_the_orchestrator(hv: &dyn Hypervisor, vm: &str) {
-    let events = hv.power_events(Timestamp::ZERO).await.unwrap_or_else(|e| panic!("power_events: {e}"));
+    let events = hv
+        .power_events(Timestamp::ZERO)
+        .await
+        .unwrap_or_else(|e| panic!("power_events: {e}"));
     let off = events
         .iter()
         .rev()
         .find(|e| e.vm == vm && e.kind == PowerEventKind::PoweredOff)
         .unwrap_or_else(|| panic!("no PoweredOff event for {vm} after power_cycle"));
-    assert_eq!(off.by, Actor::Orchestrator, "vmdr's power-off of {vm} is attributed to {:?}", off.by);
-    assert!(events.windows(2).all(|w| w[0].at <= w[1].at), "power events are not oldest first");
+    assert_eq!(
+        off.by,
+        Actor::Orchestrator,
+        "vmdr's power-off of {vm} is attributed to {:?}",
+        off.by
+    );
+    assert!(
+        events.windows(2).all(|w| w[0].at <= w[1].at),
+        "power events are not oldest first"
+    );
 }
 
 /// A running VM can be reset and stays on.
 pub async fn reset_running_vm(hv: &dyn Hypervisor, vm: &str) {
-    hv.reset(vm).await.unwrap_or_else(|e| panic!("reset {vm}: {e}"));
-    assert_eq!(vm_info(hv, vm).await.power, PowerState::On, "{vm} not on after reset");
+    hv.reset(vm)
+        .await
+        .unwrap_or_else(|e| panic!("reset {vm}: {e}"));
+    assert_eq!(
+        vm_info(hv, vm).await.power,
+        PowerState::On,
+        "{vm} not on after reset"
+    );
 }
 
 /// Create, list, revert (leaves it off), power on, remove.
 pub async fn vm_snapshot_lifecycle(hv: &dyn Hypervisor, vm: &str) {
     let target = SnapshotTarget::Vm(vm.to_owned());
-    let before = hv.list_snapshots(&target).await.unwrap_or_else(|e| panic!("list_snapshots {vm}: {e}"));
-    let snap = hv.create_snapshot(&target, "conformance").await.unwrap_or_else(|e| panic!("create_snapshot {vm}: {e}"));
+    let before = hv
+        .list_snapshots(&target)
+        .await
+        .unwrap_or_else(|e| panic!("list_snapshots {vm}: {e}"));
+    let snap = hv
+        .create_snapshot(&target, "conformance")
+        .await
+        .unwrap_or_else(|e| panic!("create_snapshot {vm}: {e}"));
     assert_eq!(snap.name, "conformance");
-    let after = hv.list_snapshots(&target).await.unwrap_or_else(|e| panic!("list_snapshots {vm}: {e}"));
-    assert_eq!(after.len(), before.len() + 1, "snapshot count did not grow by one");
-    assert!(after.iter().any(|s| s.id == snap.id), "new snapshot not listed");
-    assert!(vm_info(hv, vm).await.snapshot_count as usize >= after.len(), "inventory snapshot_count lags the list");
-    hv.revert_vm(vm, Some(&snap.id)).await.unwrap_or_else(|e| panic!("revert_vm {vm}: {e}"));
-    assert_eq!(vm_info(hv, vm).await.power, PowerState::Off, "revert must leave {vm} powered off");
-    hv.power_on(vm).await.unwrap_or_else(|e| panic!("power_on after revert: {e}"));
-    hv.remove_snapshot(&target, &snap.id).await.unwrap_or_else(|e| panic!("remove_snapshot: {e}"));
-    let end = hv.list_snapshots(&target).await.unwrap_or_else(|e| panic!("list_snapshots: {e}"));
-    assert!(!end.iter().any(|s| s.id == snap.id), "removed snapshot still listed");
+    let after = hv
+        .list_snapshots(&target)
+        .await
+        .unwrap_or_else(|e| panic!("list_snapshots {vm}: {e}"));
+    assert_eq!(
+        after.len(),
+        before.len() + 1,
+        "snapshot count did not grow by one"
+    );
+    assert!(
+        after.iter().any(|s| s.id == snap.id),
+        "new snapshot not listed"
+    );
+    assert!(
+        vm_info(hv, vm).await.snapshot_count as usize >= after.len(),
+        "inventory snapshot_count lags the list"
+    );
+    hv.revert_vm(vm, Some(&snap.id))
+        .await
+        .unwrap_or_else(|e| panic!("revert_vm {vm}: {e}"));
+    assert_eq!(
+        vm_info(hv, vm).await.power,
+        PowerState::Off,
+        "revert must leave {vm} powered off"
+    );
+    hv.power_on(vm)
+        .await
+        .unwrap_or_else(|e| panic!("power_on after revert: {e}"));
+    hv.remove_snapshot(&target, &snap.id)
+        .await
+        .unwrap_or_else(|e| panic!("remove_snapshot: {e}"));
+    let end = hv
+        .list_snapshots(&target)
+        .await
+        .unwrap_or_else(|e| panic!("list_snapshots: {e}"));
+    assert!(
+        !end.iter().any(|s| s.id == snap.id),
+        "removed snapshot still listed"
+    );
     match hv.remove_snapshot(&target, &snap.id).await {
         Err(HypervisorError::NotFound { .. }) => {}
         other => panic!("removing a removed snapshot: expected NotFound, got {other:?}"),
@@ -151,59 +243,136 @@ pub async fn prune_keeps_the_newest(hv: &dyn Hypervisor, vm: &str) {
     let target = SnapshotTarget::Vm(vm.to_owned());
     let mut made = Vec::new();
     for i in 0..3 {
-        made.push(hv.rotate_snapshots(&target, &format!("rot-{i}"), 2).await.unwrap_or_else(|e| panic!("rotate_snapshots: {e}")));
+        made.push(
+            hv.rotate_snapshots(&target, &format!("rot-{i}"), 2)
+                .await
+                .unwrap_or_else(|e| panic!("rotate_snapshots: {e}")),
+        );
     }
-    let left = hv.list_snapshots(&target).await.unwrap_or_else(|e| panic!("list_snapshots: {e}"));
+    let left = hv
+        .list_snapshots(&target)
+        .await
+        .unwrap_or_else(|e| panic!("list_snapshots: {e}"));
     assert_eq!(left.len(), 2, "rotation to 2 left {} snapshots", left.len());
-    assert!(left.iter().any(|s| s.id == made[2].id), "newest snapshot was pruned");
-    assert_eq!(hv.prune_snapshots(&target, 0).await.ok(), Some(2), "prune to 0 did not remove both");
-    assert!(hv.list_snapshots(&target).await.map(|l| l.is_empty()).unwrap_or(false), "prune to 0 left snapshots");
+    assert!(
+        left.iter().any(|s| s.id == made[2].id),
+        "newest snapshot was pruned"
+    );
+    assert_eq!(
+        hv.prune_snapshots(&target, 0).await.ok(),
+        Some(2),
+        "prune to 0 did not remove both"
+    );
+    assert!(
+        hv.list_snapshots(&target)
+            .await
+            .map(|l| l.is_empty())
+            .unwrap_or(false),
+        "prune to 0 left snapshots"
+    );
 }
 
 /// A running VM cannot be migrated cold; a stopped one moves.
 pub async fn cold_migration(hv: &dyn Hypervisor, vm: &str, other: &str) {
     match hv.migrate_vm(vm, other).await {
         Err(HypervisorError::InvalidState { .. }) => {}
-        other_result => panic!("cold migration of running {vm}: expected InvalidState, got {other_result:?}"),
+        other_result => {
+            panic!("cold migration of running {vm}: expected InvalidState, got {other_result:?}")
+        }
     }
     let home = vm_info(hv, vm).await.host;
-    hv.power_off(vm).await.unwrap_or_else(|e| panic!("power_off {vm}: {e}"));
-    hv.migrate_vm(vm, other).await.unwrap_or_else(|e| panic!("migrate_vm {vm} -> {other}: {e}"));
-    assert_eq!(vm_info(hv, vm).await.host, other, "{vm} not on {other} after migration");
-    hv.migrate_vm(vm, &home).await.unwrap_or_else(|e| panic!("migrate_vm back: {e}"));
-    hv.power_on(vm).await.unwrap_or_else(|e| panic!("power_on {vm}: {e}"));
+    hv.power_off(vm)
+        .await
+        .unwrap_or_else(|e| panic!("power_off {vm}: {e}"));
+    hv.migrate_vm(vm, other)
+        .await
+        .unwrap_or_else(|e| panic!("migrate_vm {vm} -> {other}: {e}"));
+    assert_eq!(
+        vm_info(hv, vm).await.host,
+        other,
+        "{vm} not on {other} after migration"
+    );
+    hv.migrate_vm(vm, &home)
+        .await
+        .unwrap_or_else(|e| panic!("migrate_vm back: {e}"));
+    hv.power_on(vm)
+        .await
+        .unwrap_or_else(|e| panic!("power_on {vm}: {e}"));
 }
 
 /// A restore is refused while the original runs; a stopped VM with a
 /// snapshot is brought up on another host: registered there and powered on.
 pub async fn restore_onto_another_host(hv: &dyn Hypervisor, vm: &str, other: &str) {
     let target = SnapshotTarget::Vm(vm.to_owned());
-    hv.create_snapshot(&target, "before-restore").await.unwrap_or_else(|e| panic!("create_snapshot: {e}"));
+    hv.create_snapshot(&target, "before-restore")
+        .await
+        .unwrap_or_else(|e| panic!("create_snapshot: {e}"));
     match hv.restore_vm(vm, other, RestoreSource::Snapshot).await {
         Err(HypervisorError::InvalidState { .. }) => {}
-        r => panic!("restore of {vm} while it runs: expected InvalidState (a second copy), got {r:?}"),
+        r => panic!(
+            "restore of {vm} while it runs: expected InvalidState (a second copy), got {r:?}"
+        ),
     }
-    hv.power_off(vm).await.unwrap_or_else(|e| panic!("power_off {vm}: {e}"));
-    hv.restore_vm(vm, other, RestoreSource::Snapshot).await.unwrap_or_else(|e| panic!("restore_vm {vm} -> {other}: {e}"));
+    hv.power_off(vm)
+        .await
+        .unwrap_or_else(|e| panic!("power_off {vm}: {e}"));
+    hv.restore_vm(vm, other, RestoreSource::Snapshot)
+        .await
+        .unwrap_or_else(|e| panic!("restore_vm {vm} -> {other}: {e}"));
     let info = vm_info(hv, vm).await;
     assert_eq!(info.host, other, "restored {vm} is not on {other}");
-    assert_eq!(info.power, PowerState::On, "restored {vm} is not powered on");
+    assert_eq!(
+        info.power,
+        PowerState::On,
+        "restored {vm} is not powered on"
+    );
     if hv.capabilities().replicas {
-        hv.power_off(vm).await.unwrap_or_else(|e| panic!("power_off {vm}: {e}"));
-        let home = inventory(hv).await.hosts.into_iter().find(|h| h.name != other && h.link == HostLink::Connected);
-        let home = home.unwrap_or_else(|| panic!("no second connected host to restore {vm} back to")).name;
-        hv.restore_vm(vm, &home, RestoreSource::Replica).await.unwrap_or_else(|e| panic!("restore_vm from replica: {e}"));
-        assert_eq!(vm_info(hv, vm).await.host, home, "replica restore did not place {vm} on {home}");
+        hv.power_off(vm)
+            .await
+            .unwrap_or_else(|e| panic!("power_off {vm}: {e}"));
+        let home = inventory(hv)
+            .await
+            .hosts
+            .into_iter()
+            .find(|h| h.name != other && h.link == HostLink::Connected);
+        let home = home
+            .unwrap_or_else(|| panic!("no second connected host to restore {vm} back to"))
+            .name;
+        hv.restore_vm(vm, &home, RestoreSource::Replica)
+            .await
+            .unwrap_or_else(|e| panic!("restore_vm from replica: {e}"));
+        assert_eq!(
+            vm_info(hv, vm).await.host,
+            home,
+            "replica restore did not place {vm} on {home}"
+        );
     }
 }
 
 /// Host snapshots: create, list, remove.
 pub async fn host_snapshot_lifecycle(hv: &dyn Hypervisor, host: &str) {
     let target = SnapshotTarget::Host(host.to_owned());
-    let snap = hv.create_snapshot(&target, "host-conformance").await.unwrap_or_else(|e| panic!("host snapshot {host}: {e}"));
-    let list = hv.list_snapshots(&target).await.unwrap_or_else(|e| panic!("list host snapshots: {e}"));
-    assert!(list.iter().any(|s| s.id == snap.id), "host snapshot not listed");
-    assert!(inventory(hv).await.host(host).map(|h| h.snapshot_count).unwrap_or(0) >= 1, "host snapshot_count not updated");
+    let snap = hv
+        .create_snapshot(&target, "host-conformance")
+        .await
+        .unwrap_or_else(|e| panic!("host snapshot {host}: {e}"));
+    let list = hv
+        .list_snapshots(&target)
+        .await
+        .unwrap_or_else(|e| panic!("list host snapshots: {e}"));
+    assert!(
+        list.iter().any(|s| s.id == snap.id),
+        "host snapshot not listed"
+    );
+    assert!(
+        inventory(hv)
+            .await
+            .host(host)
+            .map(|h| h.snapshot_count)
+            .unwrap_or(0)
+            >= 1,
+        "host snapshot_count not updated"
+    );
 }
 
 /// Recovering a host that is fine is refused, not a reboot of a healthy host.
@@ -217,9 +386,19 @@ pub async fn recovering_a_healthy_host_is_refused(hv: &dyn Hypervisor, host: &st
 /// A standby host is added and then connected; adding it again is refused.
 pub async fn add_standby_host(hv: &dyn Hypervisor, host: &str) {
     let before = inventory(hv).await.host(host).map(|h| h.link);
-    assert_eq!(before, Some(HostLink::Standby), "fixture standby host {host} is not standby");
-    hv.add_host(host).await.unwrap_or_else(|e| panic!("add_host {host}: {e}"));
-    assert_eq!(inventory(hv).await.host(host).map(|h| h.link), Some(HostLink::Connected), "{host} not connected after add_host");
+    assert_eq!(
+        before,
+        Some(HostLink::Standby),
+        "fixture standby host {host} is not standby"
+    );
+    hv.add_host(host)
+        .await
+        .unwrap_or_else(|e| panic!("add_host {host}: {e}"));
+    assert_eq!(
+        inventory(hv).await.host(host).map(|h| h.link),
+        Some(HostLink::Connected),
+        "{host} not connected after add_host"
+    );
     match hv.add_host(host).await {
         Err(HypervisorError::InvalidState { .. }) => {}
         other => panic!("adding {host} twice: expected InvalidState, got {other:?}"),

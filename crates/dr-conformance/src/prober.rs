@@ -30,23 +30,38 @@ fn icmp(addrs: &[IpAddr]) -> Vec<ProbeTarget> {
 
 /// An empty batch gives an empty answer.
 pub async fn empty_batch_is_empty(p: &dyn Prober, fx: &Fixture) {
-    let r = p.probe(&[], fx.timeout).await.unwrap_or_else(|e| panic!("empty batch failed: {e}"));
+    let r = p
+        .probe(&[], fx.timeout)
+        .await
+        .unwrap_or_else(|e| panic!("empty batch failed: {e}"));
     assert!(r.is_empty(), "empty batch gave {} results", r.len());
 }
 
 /// Reachable targets are up with an RTT no longer than the timeout.
 pub async fn reachable_targets_answer(p: &dyn Prober, fx: &Fixture) {
-    let r = p.probe(&icmp(&fx.reachable), fx.timeout).await.unwrap_or_else(|e| panic!("probe failed: {e}"));
+    let r = p
+        .probe(&icmp(&fx.reachable), fx.timeout)
+        .await
+        .unwrap_or_else(|e| panic!("probe failed: {e}"));
     for res in &r {
         assert!(res.reachable, "{} should be reachable", res.target.addr);
-        let rtt = res.rtt.unwrap_or_else(|| panic!("{} is up without an RTT", res.target.addr));
-        assert!(rtt <= fx.timeout, "{} RTT {rtt:?} exceeds the timeout", res.target.addr);
+        let rtt = res
+            .rtt
+            .unwrap_or_else(|| panic!("{} is up without an RTT", res.target.addr));
+        assert!(
+            rtt <= fx.timeout,
+            "{} RTT {rtt:?} exceeds the timeout",
+            res.target.addr
+        );
     }
 }
 
 /// Unreachable targets are results with `reachable == false`, not errors.
 pub async fn unreachable_targets_are_down_not_errors(p: &dyn Prober, fx: &Fixture) {
-    let r = p.probe(&icmp(&fx.unreachable), fx.timeout).await.unwrap_or_else(|e| panic!("probe failed: {e}"));
+    let r = p
+        .probe(&icmp(&fx.unreachable), fx.timeout)
+        .await
+        .unwrap_or_else(|e| panic!("probe failed: {e}"));
     assert_eq!(r.len(), fx.unreachable.len());
     for res in &r {
         assert!(!res.reachable, "{} should be unreachable", res.target.addr);
@@ -64,10 +79,22 @@ pub async fn one_result_per_target_in_order(p: &dyn Prober, fx: &Fixture) {
         }
     }
     let targets = icmp(&addrs);
-    let r = p.probe(&targets, fx.timeout).await.unwrap_or_else(|e| panic!("probe failed: {e}"));
-    assert_eq!(r.len(), targets.len(), "results do not match targets one to one");
+    let r = p
+        .probe(&targets, fx.timeout)
+        .await
+        .unwrap_or_else(|e| panic!("probe failed: {e}"));
+    assert_eq!(
+        r.len(),
+        targets.len(),
+        "results do not match targets one to one"
+    );
     for (res, t) in r.iter().zip(&targets) {
         assert_eq!(&res.target, t, "results are not in target order");
-        assert_eq!(res.reachable, fx.reachable.contains(&t.addr), "wrong reachability for {}", t.addr);
+        assert_eq!(
+            res.reachable,
+            fx.reachable.contains(&t.addr),
+            "wrong reachability for {}",
+            t.addr
+        );
     }
 }

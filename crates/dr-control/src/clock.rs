@@ -19,13 +19,21 @@ pub struct TokioClock {
 impl TokioClock {
     /// A clock whose timestamps are Unix milliseconds.
     pub fn wall() -> Self {
-        let unix = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
-        TokioClock { start: Instant::now(), origin: Timestamp(dr_core::time::millis(unix)) }
+        let unix = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO);
+        TokioClock {
+            start: Instant::now(),
+            origin: Timestamp(dr_core::time::millis(unix)),
+        }
     }
 
     /// A clock whose timeline starts at zero now (virtual runs).
     pub fn from_zero() -> Self {
-        TokioClock { start: Instant::now(), origin: Timestamp::ZERO }
+        TokioClock {
+            start: Instant::now(),
+            origin: Timestamp::ZERO,
+        }
     }
 }
 

@@ -144,7 +144,9 @@ where
                 () = self.clock.sleep_until(next) => {}
             }
             self.tick().await;
-            next = next.saturating_add(self.cfg.probe_interval).max(self.clock.now());
+            next = next
+                .saturating_add(self.cfg.probe_interval)
+                .max(self.clock.now());
         }
         self.drain().await;
     }
@@ -174,7 +176,11 @@ where
 
         // Probe every monitored VM and host in one batch.
         let reg = &self.registry;
-        let mut targets: Vec<ProbeTarget> = reg.vm_entries.iter().map(|v| ProbeTarget::icmp(v.ip)).collect();
+        let mut targets: Vec<ProbeTarget> = reg
+            .vm_entries
+            .iter()
+            .map(|v| ProbeTarget::icmp(v.ip))
+            .collect();
         let host_slots: Vec<Option<usize>> = reg
             .host_entries
             .iter()
@@ -188,7 +194,14 @@ where
         let results = match self.prober.probe(&targets, self.cfg.probe_timeout).await {
             Ok(r) if r.len() == targets.len() => r,
             Ok(r) => {
-                self.error_msg("probe", format!("prober returned {} results for {} targets", r.len(), targets.len()));
+                self.error_msg(
+                    "probe",
+                    format!(
+                        "prober returned {} results for {} targets",
+                        r.len(),
+                        targets.len()
+                    ),
+                );
                 return;
             }
             Err(e) => {
@@ -219,14 +232,16 @@ where
         // Probe outcomes belong to the registry as it was probed: apply them
         // before a sync can reorder it.
         for i in 0..self.registry.vms.len() {
-            self.registry.observe_vm_probe(&policy, now, i, results[i].reachable, &*self.sink);
+            self.registry
+                .observe_vm_probe(&policy, now, i, results[i].reachable, &*self.sink);
         }
         let links: Vec<HostLink> = inv_links(&inv, &self.registry);
         for (i, slot) in host_slots.into_iter().enumerate() {
             // A host without a management address is judged by the
             // hypervisor alone.
             let reachable = slot.map_or(links[i].accepts_vms(), |s| results[s].reachable);
-            self.registry.observe_host(&policy, now, i, reachable, links[i], &*self.sink);
+            self.registry
+                .observe_host(&policy, now, i, reachable, links[i], &*self.sink);
         }
 
         if !self.synced || now >= self.next_inventory {
@@ -262,8 +277,17 @@ where
     }
 
     fn decide_and_act(&mut self, now: Timestamp) {
-        let cluster = ClusterFacts { in_flight: self.cluster_in_flight };
-        self.engine.plan_into(now, &self.registry.vms, &self.registry.hosts, cluster, &mut self.scratch, &mut self.decisions);
+        let cluster = ClusterFacts {
+            in_flight: self.cluster_in_flight,
+        };
+        self.engine.plan_into(
+            now,
+            &self.registry.vms,
+            &self.registry.hosts,
+            cluster,
+            &mut self.scratch,
+            &mut self.decisions,
+        );
         for i in 0..self.decisions.len() {
             let d = self.decisions[i];
             let entry = &self.registry.vm_entries[i];
@@ -274,11 +298,14 @@ where
                     Decision::AddHostThenRestore { spare, .. } => Some(spare),
                     _ => None,
                 };
-                self.sink.emit(now, ControlEvent::Decision {
-                    vm: entry.name.clone(),
-                    decision: d,
-                    host: host.map(|h| self.registry.host_name(h).to_owned()),
-                });
+                self.sink.emit(
+                    now,
+                    ControlEvent::Decision {
+                        vm: entry.name.clone(),
+                        decision: d,
+                        host: host.map(|h| self.registry.host_name(h).to_owned()),
+                    },
+                );
                 self.registry.vm_entries[i].last_decision = Some(d);
             }
             if d.is_action() {
@@ -296,13 +323,22 @@ where
             Decision::RestartInPlace { reset: false } => Action::PowerOn { vm, host },
             Decision::RestartInPlace { reset: true } => Action::Reset { vm, host },
             Decision::RevertToSnapshot => Action::RevertToSnapshot { vm, host },
-            Decision::RecoverHost { host: h } => Action::RecoverHost { vm, host: reg.host_name(h).to_owned() },
-            Decision::Restore { target, source } => {
-                Action::Restore { vm, from: host, target: reg.host_name(target).to_owned(), source }
-            }
-            Decision::AddHostThenRestore { spare, source } => {
-                Action::AddHostThenRestore { vm, from: host, spare: reg.host_name(spare).to_owned(), source }
-            }
+            Decision::RecoverHost { host: h } => Action::RecoverHost {
+                vm,
+                host: reg.host_name(h).to_owned(),
+            },
+            Decision::Restore { target, source } => Action::Restore {
+                vm,
+                from: host,
+                target: reg.host_name(target).to_owned(),
+                source,
+            },
+            Decision::AddHostThenRestore { spare, source } => Action::AddHostThenRestore {
+                vm,
+                from: host,
+                spare: reg.host_name(spare).to_owned(),
+                source,
+            },
             Decision::None { .. } | Decision::Wait { .. } | Decision::Alert { .. } => return,
         };
         if let Some(h) = reg.host_idx(action.charged_host()) {
@@ -315,11 +351,30 @@ where
             ledger::recovery_started(&mut reg.vms[i]);
         }
         self.cluster_in_flight += 1;
-        tracing::info!(action = action.kind(), vm = action.vm(), host = action.charged_host(), "recovery started");
-        self.sink.emit(now, ControlEvent::ActionStarted { action: action.clone() });
+        tracing::info!(
+            action = action.kind(),
+            vm = action.vm(),
+            host = action.charged_host(),
+            "recovery started"
+        );
+        self.sink.emit(
+            now,
+            ControlEvent::ActionStarted {
+                action: action.clone(),
+            },
+        );
 
-        let (hv, clock, sink, tx) = (self.hv.clone(), self.clock.clone(), self.sink.clone(), self.done_tx.clone());
-        let retry = RetryPolicy { timeout: self.cfg.action_timeout, retries: self.cfg.action_retries, delay: self.cfg.retry_delay };
+        let (hv, clock, sink, tx) = (
+            self.hv.clone(),
+            self.clock.clone(),
+            self.sink.clone(),
+            self.done_tx.clone(),
+        );
+        let retry = RetryPolicy {
+            timeout: self.cfg.action_timeout,
+            retries: self.cfg.action_retries,
+            delay: self.cfg.retry_delay,
+        };
         tokio::spawn(async move {
             let started = clock.now();
             let (attempts, result) = executor::execute(&*hv, &*clock, retry, &action).await;
@@ -327,15 +382,25 @@ where
             if let Err(e) = &result {
                 tracing::warn!(action = action.kind(), vm = action.vm(), error = %e, "recovery failed");
             }
-            sink.emit(end, ControlEvent::ActionFinished {
-                action: action.clone(),
-                ok: result.is_ok(),
-                attempts,
-                duration_ms: end.since(started).as_millis().try_into().unwrap_or(u64::MAX),
-                error: result.as_ref().err().map(ToString::to_string),
-            });
+            sink.emit(
+                end,
+                ControlEvent::ActionFinished {
+                    action: action.clone(),
+                    ok: result.is_ok(),
+                    attempts,
+                    duration_ms: end
+                        .since(started)
+                        .as_millis()
+                        .try_into()
+                        .unwrap_or(u64::MAX),
+                    error: result.as_ref().err().map(ToString::to_string),
+                },
+            );
             // The loop may be gone (shutdown without drain): nothing to tell.
-            let _ = tx.send(Completion { action, ok: result.is_ok() });
+            let _ = tx.send(Completion {
+                action,
+                ok: result.is_ok(),
+            });
         });
     }
 
@@ -375,7 +440,8 @@ where
 
     fn error_msg(&self, context: &'static str, error: String) {
         tracing::warn!(context, %error, "control loop step failed");
-        self.sink.emit(self.clock.now(), ControlEvent::Error { context, error });
+        self.sink
+            .emit(self.clock.now(), ControlEvent::Error { context, error });
     }
 }
 

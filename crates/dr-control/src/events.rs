@@ -82,9 +82,8 @@ impl ControlEvent {
     /// The restore source an action uses, if any (for summaries).
     pub fn restore_source(&self) -> Option<RestoreSource> {
         match self {
-            ControlEvent::ActionStarted { action } | ControlEvent::ActionFinished { action, .. } => {
-                action.restore_source()
-            }
+            ControlEvent::ActionStarted { action }
+            | ControlEvent::ActionFinished { action, .. } => action.restore_source(),
             _ => None,
         }
     }

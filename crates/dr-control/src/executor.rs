@@ -199,11 +199,16 @@ where
         Action::RecoverHost { host, .. } => {
             bounded(clock, t, "recover_host", hv.recover_host(host)).await
         }
-        Action::Restore { vm, target, source, .. } => {
-            bounded(clock, t, "restore_vm", hv.restore_vm(vm, target, *source)).await
-        }
-        Action::AddHostThenRestore { vm, spare, source, .. } => {
-            done_on_retry(bounded(clock, t, "add_host", hv.add_host(spare)).await, retry)?;
+        Action::Restore {
+            vm, target, source, ..
+        } => bounded(clock, t, "restore_vm", hv.restore_vm(vm, target, *source)).await,
+        Action::AddHostThenRestore {
+            vm, spare, source, ..
+        } => {
+            done_on_retry(
+                bounded(clock, t, "add_host", hv.add_host(spare)).await,
+                retry,
+            )?;
             bounded(clock, t, "restore_vm", hv.restore_vm(vm, spare, *source)).await
         }
     }

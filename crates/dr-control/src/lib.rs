@@ -26,9 +26,9 @@
 #![forbid(unsafe_code)]
 
 pub mod clock;
+mod control_loop;
 pub mod events;
 pub mod executor;
-mod control_loop;
 pub mod registry;
 
 pub use clock::TokioClock;

@@ -88,7 +88,9 @@ impl Registry {
 
     /// Name of a host by index.
     pub fn host_name(&self, idx: HostIdx) -> &str {
-        self.host_entries.get(idx as usize).map_or("?", |h| h.name.as_str())
+        self.host_entries
+            .get(idx as usize)
+            .map_or("?", |h| h.name.as_str())
     }
 
     fn site(&mut self, name: &str) -> u16 {
@@ -114,12 +116,22 @@ impl Registry {
                     diff.added_hosts.push(h.name.clone());
                     let mut f = HostFacts::connected(site, 0, 0);
                     f.link = h.link;
-                    (f, HostEntry { name: h.name.clone(), ip: h.ip, reachable: None })
+                    (
+                        f,
+                        HostEntry {
+                            name: h.name.clone(),
+                            ip: h.ip,
+                            reachable: None,
+                        },
+                    )
                 }
             };
             host_index.insert(h.name.clone(), hosts.len());
             hosts.push(HostFacts { site, ..facts });
-            host_entries.push(HostEntry { ip: h.ip.or(entry.ip), ..entry });
+            host_entries.push(HostEntry {
+                ip: h.ip.or(entry.ip),
+                ..entry
+            });
         }
         for e in &self.host_entries {
             if !host_index.contains_key(&e.name) {
@@ -134,9 +146,13 @@ impl Registry {
             if vm_index.contains_key(&v.name) {
                 continue;
             }
-            let Some(&host) = host_index.get(&v.host) else { continue };
+            let Some(&host) = host_index.get(&v.host) else {
+                continue;
+            };
             let known = self.vm_idx(&v.name);
-            let Some(ip) = v.ip.or(known.map(|i| self.vm_entries[i].ip)) else { continue };
+            let Some(ip) = v.ip.or(known.map(|i| self.vm_entries[i].ip)) else {
+                continue;
+            };
             let (facts, entry) = match known {
                 Some(i) => (self.vms[i], self.vm_entries[i].clone()),
                 None => {
@@ -144,11 +160,22 @@ impl Registry {
                     let mut f = VmFacts::running_on(0);
                     ledger::first_sight(&mut f, v.power);
                     f.heartbeat = v.heartbeat;
-                    (f, VmEntry { name: v.name.clone(), ip, reachable: None, last_decision: None })
+                    (
+                        f,
+                        VmEntry {
+                            name: v.name.clone(),
+                            ip,
+                            reachable: None,
+                            last_decision: None,
+                        },
+                    )
                 }
             };
             vm_index.insert(v.name.clone(), vms.len());
-            vms.push(VmFacts { host: host as HostIdx, ..facts });
+            vms.push(VmFacts {
+                host: host as HostIdx,
+                ..facts
+            });
             vm_entries.push(VmEntry { ip, ..entry });
         }
         for e in &self.vm_entries {
@@ -179,7 +206,9 @@ impl Registry {
             }
         }
         for h in &inv.hosts {
-            let Some(i) = self.host_idx(&h.name) else { continue };
+            let Some(i) = self.host_idx(&h.name) else {
+                continue;
+            };
             let f = &mut self.hosts[i];
             f.free_memory_mb = h.memory_mb.saturating_sub(used_mem[i]);
             f.free_cpu_mhz =
@@ -192,22 +221,46 @@ impl Registry {
             // `observe_host`, so both views move together.
         }
         for v in &inv.vms {
-            let Some(i) = self.vm_idx(&v.name) else { continue };
+            let Some(i) = self.vm_idx(&v.name) else {
+                continue;
+            };
             let name = &self.vm_entries[i].name;
             let f = &mut self.vms[i];
             if let Some(h) = self.host_index.get(&v.host) {
                 let h = *h as HostIdx;
                 if f.host != h {
-                    emit_change(sink, now, Subject::Vm(name.clone()), "host",
-                        self.host_entries.get(f.host as usize).map_or("?", |e| &e.name), &v.host);
+                    emit_change(
+                        sink,
+                        now,
+                        Subject::Vm(name.clone()),
+                        "host",
+                        self.host_entries
+                            .get(f.host as usize)
+                            .map_or("?", |e| &e.name),
+                        &v.host,
+                    );
                     f.host = h;
                 }
             }
             if f.power != v.power {
-                emit_change(sink, now, Subject::Vm(name.clone()), "power", lower(&f.power), lower(&v.power));
+                emit_change(
+                    sink,
+                    now,
+                    Subject::Vm(name.clone()),
+                    "power",
+                    lower(&f.power),
+                    lower(&v.power),
+                );
             }
             if f.heartbeat != v.heartbeat {
-                emit_change(sink, now, Subject::Vm(name.clone()), "heartbeat", lower(&f.heartbeat), lower(&v.heartbeat));
+                emit_change(
+                    sink,
+                    now,
+                    Subject::Vm(name.clone()),
+                    "heartbeat",
+                    lower(&f.heartbeat),
+                    lower(&v.heartbeat),
+                );
             }
             ledger::observe_vm_state(f, v.power, v.heartbeat);
             f.memory_mb = u32::try_from(v.memory_mb).unwrap_or(u32::MAX);
@@ -222,11 +275,25 @@ impl Registry {
 
     /// Applies one probe outcome to a VM. Reports reachability changes and
     /// the moment the VM crosses the failure threshold.
-    pub fn observe_vm_probe(&mut self, policy: &Policy, now: Timestamp, i: usize, reachable: bool, sink: &dyn EventSink) {
+    pub fn observe_vm_probe(
+        &mut self,
+        policy: &Policy,
+        now: Timestamp,
+        i: usize,
+        reachable: bool,
+        sink: &dyn EventSink,
+    ) {
         let e = &mut self.vm_entries[i];
         if e.reachable != Some(reachable) {
             let from = e.reachable.map_or("unknown", yes_no);
-            emit_change(sink, now, Subject::Vm(e.name.clone()), "reachable", from, yes_no(reachable));
+            emit_change(
+                sink,
+                now,
+                Subject::Vm(e.name.clone()),
+                "reachable",
+                from,
+                yes_no(reachable),
+            );
             e.reachable = Some(reachable);
         }
         let f = &mut self.vms[i];
@@ -236,27 +303,60 @@ impl Registry {
     }
 
     /// Applies one probe outcome and the hypervisor's link state to a host.
-    pub fn observe_host(&mut self, policy: &Policy, now: Timestamp, i: usize, reachable: bool, link: HostLink, sink: &dyn EventSink) {
+    pub fn observe_host(
+        &mut self,
+        policy: &Policy,
+        now: Timestamp,
+        i: usize,
+        reachable: bool,
+        link: HostLink,
+        sink: &dyn EventSink,
+    ) {
         let e = &mut self.host_entries[i];
         let f = &mut self.hosts[i];
         if f.link != link {
-            emit_change(sink, now, Subject::Host(e.name.clone()), "link", lower(&f.link), lower(&link));
+            emit_change(
+                sink,
+                now,
+                Subject::Host(e.name.clone()),
+                "link",
+                lower(&f.link),
+                lower(&link),
+            );
         }
         if e.reachable != Some(reachable) {
             let from = e.reachable.map_or("unknown", yes_no);
-            emit_change(sink, now, Subject::Host(e.name.clone()), "reachable", from, yes_no(reachable));
+            emit_change(
+                sink,
+                now,
+                Subject::Host(e.name.clone()),
+                "reachable",
+                from,
+                yes_no(reachable),
+            );
             e.reachable = Some(reachable);
         }
         let was_confirmed = f.unreachable_since.is_some();
         ledger::observe_host(policy, now, f, reachable, link);
         if !was_confirmed && f.unreachable_since.is_some() {
-            emit_change(sink, now, Subject::Host(e.name.clone()), "down", "no", "suspected");
+            emit_change(
+                sink,
+                now,
+                Subject::Host(e.name.clone()),
+                "down",
+                "no",
+                "suspected",
+            );
         }
     }
 }
 
 fn yes_no(b: bool) -> &'static str {
-    if b { "yes" } else { "no" }
+    if b {
+        "yes"
+    } else {
+        "no"
+    }
 }
 
 /// `snake_case` name of a serde unit enum value.
@@ -275,6 +375,21 @@ fn lower<T: serde::Serialize + std::fmt::Debug>(v: &T) -> String {
     })
 }
 
-fn emit_change(sink: &dyn EventSink, now: Timestamp, subject: Subject, field: &'static str, from: impl Into<String>, to: impl Into<String>) {
-    sink.emit(now, ControlEvent::Observation { subject, field, from: from.into(), to: to.into() });
+fn emit_change(
+    sink: &dyn EventSink,
+    now: Timestamp,
+    subject: Subject,
+    field: &'static str,
+    from: impl Into<String>,
+    to: impl Into<String>,
+) {
+    sink.emit(
+        now,
+        ControlEvent::Observation {
+            subject,
+            field,
+            from: from.into(),
+            to: to.into(),
+        },
+    );
 }

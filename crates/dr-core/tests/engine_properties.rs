@@ -2,7 +2,10 @@
 //! clusters, random facts and random observation histories. Each property
 //! names the rule of `docs/decision-table.md` it checks.
 
-use dr_core::engine::{host_confirmed_down, ledger, ClusterFacts, HostFacts, HostRecovery, OffCause, PlanScratch, VmFacts};
+use dr_core::engine::{
+    host_confirmed_down, ledger, ClusterFacts, HostFacts, HostRecovery, OffCause, PlanScratch,
+    VmFacts,
+};
 use dr_core::model::{Heartbeat, HostLink, PowerState, RestoreSource};
 use dr_core::{Decision, Engine, Policy, Timestamp};
 use proptest::prelude::*;
@@ -11,29 +14,45 @@ use std::time::Duration;
 
 /// Failing cases are kept beside this file and replayed first on every run.
 fn persistence() -> Option<Box<dyn proptest::test_runner::FailurePersistence>> {
-    Some(Box::new(proptest::test_runner::FileFailurePersistence::Direct("tests/engine_properties.proptest-regressions")))
+    Some(Box::new(
+        proptest::test_runner::FileFailurePersistence::Direct(
+            "tests/engine_properties.proptest-regressions",
+        ),
+    ))
 }
 
 fn policy() -> impl Strategy<Value = Policy> {
     (
         (1u16..=5, 0u64..60_000, 1u16..=5, 1u32..=20),
         (1u64..30_000, 0u64..120_000, 1u8..=10),
-        (0u64..120_000, 0u64..60_000, any::<bool>(), any::<bool>(), any::<bool>()),
+        (
+            0u64..120_000,
+            0u64..60_000,
+            any::<bool>(),
+            any::<bool>(),
+            any::<bool>(),
+        ),
     )
-        .prop_map(|((threshold, down_ms, per_host, total), (base, extra, attempts), (stable, grace, reset, fence, prefer))| Policy {
-            failure_threshold: threshold,
-            host_down_after: Duration::from_millis(down_ms),
-            max_in_flight_per_host: per_host,
-            max_in_flight_total: total,
-            backoff_base: Duration::from_millis(base),
-            backoff_max: Duration::from_millis(base + extra),
-            max_attempts: attempts,
-            stable_after: Duration::from_millis(stable),
-            boot_grace: Duration::from_millis(grace),
-            reset_hung_guests: reset,
-            require_fencing: fence,
-            prefer_replica: prefer,
-        })
+        .prop_map(
+            |(
+                (threshold, down_ms, per_host, total),
+                (base, extra, attempts),
+                (stable, grace, reset, fence, prefer),
+            )| Policy {
+                failure_threshold: threshold,
+                host_down_after: Duration::from_millis(down_ms),
+                max_in_flight_per_host: per_host,
+                max_in_flight_total: total,
+                backoff_base: Duration::from_millis(base),
+                backoff_max: Duration::from_millis(base + extra),
+                max_attempts: attempts,
+                stable_after: Duration::from_millis(stable),
+                boot_grace: Duration::from_millis(grace),
+                reset_hung_guests: reset,
+                require_fencing: fence,
+                prefer_replica: prefer,
+            },
+        )
 }
 
 fn link() -> impl Strategy<Value = HostLink> {
@@ -49,56 +68,105 @@ fn link() -> impl Strategy<Value = HostLink> {
 
 fn host() -> impl Strategy<Value = HostFacts> {
     (
-        (link(), 0u16..8, proptest::option::of(0u64..200_000), 0u64..65_536, 0u32..40_000),
-        (0u16..4, 0u16..3, any::<bool>(), prop_oneof![Just(HostRecovery::NotTried), Just(HostRecovery::InFlight), Just(HostRecovery::Failed)]),
+        (
+            link(),
+            0u16..8,
+            proptest::option::of(0u64..200_000),
+            0u64..65_536,
+            0u32..40_000,
+        ),
+        (
+            0u16..4,
+            0u16..3,
+            any::<bool>(),
+            prop_oneof![
+                Just(HostRecovery::NotTried),
+                Just(HostRecovery::InFlight),
+                Just(HostRecovery::Failed)
+            ],
+        ),
     )
-        .prop_map(|((link, probe_failures, since, mem, cpu), (in_flight, site, snap, recovery))| HostFacts {
-            unreachable_since: since.map(Timestamp),
-            free_memory_mb: mem,
-            free_cpu_mhz: cpu,
-            probe_failures,
-            in_flight,
-            site,
-            link,
-            has_snapshot: snap,
-            recovery,
-        })
+        .prop_map(
+            |((link, probe_failures, since, mem, cpu), (in_flight, site, snap, recovery))| {
+                HostFacts {
+                    unreachable_since: since.map(Timestamp),
+                    free_memory_mb: mem,
+                    free_cpu_mhz: cpu,
+                    probe_failures,
+                    in_flight,
+                    site,
+                    link,
+                    has_snapshot: snap,
+                    recovery,
+                }
+            },
+        )
 }
 
 fn power() -> impl Strategy<Value = PowerState> {
-    prop_oneof![Just(PowerState::On), Just(PowerState::Off), Just(PowerState::Suspended), Just(PowerState::Unknown)]
+    prop_oneof![
+        Just(PowerState::On),
+        Just(PowerState::Off),
+        Just(PowerState::Suspended),
+        Just(PowerState::Unknown)
+    ]
 }
 
 fn heartbeat() -> impl Strategy<Value = Heartbeat> {
-    prop_oneof![Just(Heartbeat::Ok), Just(Heartbeat::Missing), Just(Heartbeat::Unknown)]
+    prop_oneof![
+        Just(Heartbeat::Ok),
+        Just(Heartbeat::Missing),
+        Just(Heartbeat::Unknown)
+    ]
 }
 
 fn off_cause() -> impl Strategy<Value = OffCause> {
-    prop_oneof![Just(OffCause::None), Just(OffCause::User), Just(OffCause::System)]
+    prop_oneof![
+        Just(OffCause::None),
+        Just(OffCause::User),
+        Just(OffCause::System)
+    ]
 }
 
 fn vm(hosts: usize) -> impl Strategy<Value = VmFacts> {
     (
-        (0u64..200_000, 0u64..200_000, 256u32..16_384, 100u32..8_000, 0..hosts as u32 + 1),
+        (
+            0u64..200_000,
+            0u64..200_000,
+            256u32..16_384,
+            100u32..8_000,
+            0..hosts as u32 + 1,
+        ),
         (0u16..8, 0u8..12, power(), heartbeat(), off_cause()),
-        (any::<bool>(), any::<bool>(), prop::bool::weighted(0.1), prop::bool::weighted(0.05)),
+        (
+            any::<bool>(),
+            any::<bool>(),
+            prop::bool::weighted(0.1),
+            prop::bool::weighted(0.05),
+        ),
     )
-        .prop_map(|((retry, stable, mem, cpu, host), (fails, attempts, power, heartbeat, off_cause), (snap, replica, in_flight, paused))| VmFacts {
-            retry_at: Timestamp(retry),
-            stable_at: Timestamp(stable),
-            memory_mb: mem,
-            cpu_mhz: cpu,
-            host,
-            probe_failures: fails,
-            failed_attempts: attempts,
-            power,
-            heartbeat,
-            off_cause,
-            has_snapshot: snap,
-            has_replica: replica,
-            in_flight,
-            paused,
-        })
+        .prop_map(
+            |(
+                (retry, stable, mem, cpu, host),
+                (fails, attempts, power, heartbeat, off_cause),
+                (snap, replica, in_flight, paused),
+            )| VmFacts {
+                retry_at: Timestamp(retry),
+                stable_at: Timestamp(stable),
+                memory_mb: mem,
+                cpu_mhz: cpu,
+                host,
+                probe_failures: fails,
+                failed_attempts: attempts,
+                power,
+                heartbeat,
+                off_cause,
+                has_snapshot: snap,
+                has_replica: replica,
+                in_flight,
+                paused,
+            },
+        )
 }
 
 #[derive(Debug, Clone)]
@@ -114,9 +182,21 @@ fn cluster() -> impl Strategy<Value = Cluster> {
     (policy(), prop::collection::vec(host(), 1..12))
         .prop_flat_map(|(policy, hosts)| {
             let n = hosts.len();
-            (Just(policy), Just(hosts), prop::collection::vec(vm(n), 0..80), 0u64..250_000, 0u32..25)
+            (
+                Just(policy),
+                Just(hosts),
+                prop::collection::vec(vm(n), 0..80),
+                0u64..250_000,
+                0u32..25,
+            )
         })
-        .prop_map(|(policy, hosts, vms, now, in_flight)| Cluster { policy, hosts, vms, now: Timestamp(now), in_flight })
+        .prop_map(|(policy, hosts, vms, now, in_flight)| Cluster {
+            policy,
+            hosts,
+            vms,
+            now: Timestamp(now),
+            in_flight,
+        })
 }
 
 fn charged_host(vm: &VmFacts, d: &Decision) -> Option<usize> {

@@ -48,6 +48,9 @@ pub enum FaultKind {
         /// How many.
         count: u32,
     },
+    /// An operator creates the VM (declared with `created_at`): the next
+    /// inventory sync must pick it up.
+    VmCreated,
     /// The next `count` recoveries of the host from its snapshot fail.
     HostRecoveryFails {
         /// How many.
@@ -83,6 +86,9 @@ impl Fault {
     /// the scenario was built; an unknown one is ignored.
     pub fn apply(&self, w: &mut World, now: Timestamp) {
         match &self.target {
+            FaultTarget::Vm(name) if self.kind == FaultKind::VmCreated => {
+                w.create_pending_vm(name, now)
+            }
             FaultTarget::Vm(name) => {
                 let Some(v) = w.vm_idx(name) else { return };
                 match self.kind {

@@ -78,7 +78,11 @@ impl SimHypervisor {
 #[async_trait]
 impl Hypervisor for SimHypervisor {
     fn capabilities(&self) -> Capabilities {
-        Capabilities { host_recovery: true, add_host: true, replicas: true }
+        Capabilities {
+            host_recovery: true,
+            add_host: true,
+            replicas: true,
+        }
     }
 
     async fn inventory(&self) -> Result<Inventory, HypervisorError> {
@@ -93,23 +97,52 @@ impl Hypervisor for SimHypervisor {
         Ok(w.events[start..].to_vec())
     }
 
-    async fn create_snapshot(&self, target: &SnapshotTarget, name: &str) -> Result<SnapshotInfo, HypervisorError> {
-        self.run(Op::CreateSnapshot(target.clone(), name.to_owned()), self.lat.snapshot).await?;
+    async fn create_snapshot(
+        &self,
+        target: &SnapshotTarget,
+        name: &str,
+    ) -> Result<SnapshotInfo, HypervisorError> {
+        self.run(
+            Op::CreateSnapshot(target.clone(), name.to_owned()),
+            self.lat.snapshot,
+        )
+        .await?;
         let snaps = lock(&self.world).snapshots(target)?;
-        snaps.last().cloned().ok_or_else(|| HypervisorError::NotFound { kind: "snapshot", name: name.to_owned() })
+        snaps
+            .last()
+            .cloned()
+            .ok_or_else(|| HypervisorError::NotFound {
+                kind: "snapshot",
+                name: name.to_owned(),
+            })
     }
 
-    async fn list_snapshots(&self, target: &SnapshotTarget) -> Result<Vec<SnapshotInfo>, HypervisorError> {
+    async fn list_snapshots(
+        &self,
+        target: &SnapshotTarget,
+    ) -> Result<Vec<SnapshotInfo>, HypervisorError> {
         self.clock.sleep(self.lat.read).await;
         lock(&self.world).snapshots(target)
     }
 
-    async fn remove_snapshot(&self, target: &SnapshotTarget, id: &str) -> Result<(), HypervisorError> {
-        self.run(Op::RemoveSnapshot(target.clone(), id.to_owned()), self.lat.snapshot).await
+    async fn remove_snapshot(
+        &self,
+        target: &SnapshotTarget,
+        id: &str,
+    ) -> Result<(), HypervisorError> {
+        self.run(
+            Op::RemoveSnapshot(target.clone(), id.to_owned()),
+            self.lat.snapshot,
+        )
+        .await
     }
 
     async fn revert_vm(&self, vm: &str, snapshot: Option<&str>) -> Result<(), HypervisorError> {
-        self.run(Op::Revert(vm.to_owned(), snapshot.map(str::to_owned)), self.lat.revert).await
+        self.run(
+            Op::Revert(vm.to_owned(), snapshot.map(str::to_owned)),
+            self.lat.revert,
+        )
+        .await
     }
 
     async fn power_on(&self, vm: &str) -> Result<(), HypervisorError> {
@@ -124,23 +157,35 @@ impl Hypervisor for SimHypervisor {
         self.run(Op::Reset(vm.to_owned()), self.lat.power).await
     }
 
-    async fn restore_vm(&self, vm: &str, host: &str, source: RestoreSource) -> Result<(), HypervisorError> {
+    async fn restore_vm(
+        &self,
+        vm: &str,
+        host: &str,
+        source: RestoreSource,
+    ) -> Result<(), HypervisorError> {
         let latency = match source {
             RestoreSource::Snapshot => self.lat.restore_snapshot,
             RestoreSource::Replica => self.lat.restore_replica,
         };
-        self.run(Op::Restore(vm.to_owned(), host.to_owned(), source), latency).await
+        self.run(Op::Restore(vm.to_owned(), host.to_owned(), source), latency)
+            .await
     }
 
     async fn migrate_vm(&self, vm: &str, host: &str) -> Result<(), HypervisorError> {
-        self.run(Op::Migrate(vm.to_owned(), host.to_owned()), self.lat.migrate).await
+        self.run(
+            Op::Migrate(vm.to_owned(), host.to_owned()),
+            self.lat.migrate,
+        )
+        .await
     }
 
     async fn recover_host(&self, host: &str) -> Result<(), HypervisorError> {
-        self.run(Op::RecoverHost(host.to_owned()), self.lat.recover_host).await
+        self.run(Op::RecoverHost(host.to_owned()), self.lat.recover_host)
+            .await
     }
 
     async fn add_host(&self, host: &str) -> Result<(), HypervisorError> {
-        self.run(Op::AddHost(host.to_owned()), self.lat.add_host).await
+        self.run(Op::AddHost(host.to_owned()), self.lat.add_host)
+            .await
     }
 }

@@ -24,7 +24,11 @@ impl SimProber {
 
 #[async_trait]
 impl Prober for SimProber {
-    async fn probe(&self, targets: &[ProbeTarget], timeout: Duration) -> Result<Vec<ProbeResult>, ProbeError> {
+    async fn probe(
+        &self,
+        targets: &[ProbeTarget],
+        timeout: Duration,
+    ) -> Result<Vec<ProbeResult>, ProbeError> {
         if targets.is_empty() {
             return Ok(Vec::new());
         }
@@ -35,12 +39,20 @@ impl Prober for SimProber {
         // Like a real batch: done when the last answer is in, or at the
         // timeout if any target is silent.
         let rtt = self.rtt.min(timeout);
-        let wait = if answered.iter().all(|&a| a) { rtt } else { timeout };
+        let wait = if answered.iter().all(|&a| a) {
+            rtt
+        } else {
+            timeout
+        };
         self.clock.sleep(wait).await;
         Ok(targets
             .iter()
             .zip(answered)
-            .map(|(&target, reachable)| ProbeResult { target, reachable, rtt: reachable.then_some(rtt) })
+            .map(|(&target, reachable)| ProbeResult {
+                target,
+                reachable,
+                rtt: reachable.then_some(rtt),
+            })
             .collect())
     }
 }

@@ -19,7 +19,14 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 /// `count` random faults between `start` and `start + window`.
-pub fn faults(rng: &mut Rng, hosts: &[HostSpec], vms: &[VmSpec], start: Duration, window: Duration, count: u32) -> Vec<Fault> {
+pub fn faults(
+    rng: &mut Rng,
+    hosts: &[HostSpec],
+    vms: &[VmSpec],
+    start: Duration,
+    window: Duration,
+    count: u32,
+) -> Vec<Fault> {
     let live: Vec<&HostSpec> = hosts.iter().filter(|h| !h.standby).collect();
     let t0 = Timestamp::ZERO.saturating_add(start);
     let t_end = t0.saturating_add(window);
@@ -44,20 +51,32 @@ pub fn faults(rng: &mut Rng, hosts: &[HostSpec], vms: &[VmSpec], start: Duration
                 6 => FaultKind::VmUserPowerOn,
                 7 => {
                     let end = clamp(at.saturating_add(secs(rng, 30, 180)));
-                    out.push(Fault { at: end, kind: FaultKind::PacketLoss { loss: 0.0 }, target: target.clone() });
-                    FaultKind::PacketLoss { loss: 0.1 + rng.next_f64() * 0.5 }
+                    out.push(Fault {
+                        at: end,
+                        kind: FaultKind::PacketLoss { loss: 0.0 },
+                        target: target.clone(),
+                    });
+                    FaultKind::PacketLoss {
+                        loss: 0.1 + rng.next_f64() * 0.5,
+                    }
                 }
                 8 => {
                     let period = secs(rng, 20, 90);
                     for i in 1..rng.range(2, 3) as u32 {
                         let t = at.saturating_add(period * i);
                         if t <= t_end {
-                            out.push(Fault { at: t, kind: FaultKind::VmCrash, target: target.clone() });
+                            out.push(Fault {
+                                at: t,
+                                kind: FaultKind::VmCrash,
+                                target: target.clone(),
+                            });
                         }
                     }
                     FaultKind::VmCrash
                 }
-                _ => FaultKind::RestoreFails { count: rng.range(1, 2) as u32 },
+                _ => FaultKind::RestoreFails {
+                    count: rng.range(1, 2) as u32,
+                },
             };
             out.push(Fault { at, kind, target });
         } else if !live.is_empty() {
@@ -73,24 +92,44 @@ pub fn faults(rng: &mut Rng, hosts: &[HostSpec], vms: &[VmSpec], start: Duration
                     lost_for_good |= for_good;
                     if !for_good {
                         let back = clamp(at.saturating_add(secs(rng, 60, 300)));
-                        out.push(Fault { at: back, kind: FaultKind::HostRecover, target: target.clone() });
+                        out.push(Fault {
+                            at: back,
+                            kind: FaultKind::HostRecover,
+                            target: target.clone(),
+                        });
                     }
                     if roll % 10 == 3 {
                         FaultKind::HostPowerOff
                     } else {
-                        FaultKind::HostCrash { recoverable: !for_good }
+                        FaultKind::HostCrash {
+                            recoverable: !for_good,
+                        }
                     }
                 }
                 4 | 5 | 6 if net_busy[h] <= at => {
                     let end = clamp(at.saturating_add(secs(rng, 20, 180)));
                     net_busy[h] = end;
-                    out.push(Fault { at: end, kind: FaultKind::HostHeal, target: target.clone() });
-                    if roll % 10 == 6 { FaultKind::HostMgmtLoss } else { FaultKind::HostPartition }
+                    out.push(Fault {
+                        at: end,
+                        kind: FaultKind::HostHeal,
+                        target: target.clone(),
+                    });
+                    if roll % 10 == 6 {
+                        FaultKind::HostMgmtLoss
+                    } else {
+                        FaultKind::HostPartition
+                    }
                 }
                 4..=7 => {
                     let end = clamp(at.saturating_add(secs(rng, 30, 180)));
-                    out.push(Fault { at: end, kind: FaultKind::PacketLoss { loss: 0.0 }, target: target.clone() });
-                    FaultKind::PacketLoss { loss: 0.1 + rng.next_f64() * 0.5 }
+                    out.push(Fault {
+                        at: end,
+                        kind: FaultKind::PacketLoss { loss: 0.0 },
+                        target: target.clone(),
+                    });
+                    FaultKind::PacketLoss {
+                        loss: 0.1 + rng.next_f64() * 0.5,
+                    }
                 }
                 _ => FaultKind::HostRecoveryFails { count: 1 },
             };
@@ -105,15 +144,21 @@ pub fn faults(rng: &mut Rng, hosts: &[HostSpec], vms: &[VmSpec], start: Duration
 /// minutes for recovery to finish.
 pub fn scenario(seed: u64) -> Scenario {
     let mut rng = Rng::new(seed);
-    let host = |name: String, site: &str, n: u8, standby: bool, snapshot: bool, memory_mb: u64| HostSpec {
-        name,
-        site: site.to_owned(),
-        ip: Some(IpAddr::V4(Ipv4Addr::new(10, 0, if site == "primary" { 1 } else { 2 }, n))),
-        cpu_mhz: 64_000,
-        memory_mb,
-        snapshot,
-        standby,
-    };
+    let host =
+        |name: String, site: &str, n: u8, standby: bool, snapshot: bool, memory_mb: u64| HostSpec {
+            name,
+            site: site.to_owned(),
+            ip: Some(IpAddr::V4(Ipv4Addr::new(
+                10,
+                0,
+                if site == "primary" { 1 } else { 2 },
+                n,
+            ))),
+            cpu_mhz: 64_000,
+            memory_mb,
+            snapshot,
+            standby,
+        };
     let primary = rng.range(3, 5) as u8;
     let mut vms = Vec::new();
     let mut load = vec![0u64; usize::from(primary)];
@@ -131,6 +176,7 @@ pub fn scenario(seed: u64) -> Scenario {
             replica: true,
             tools: true,
             powered_on: true,
+            created_at: None,
         });
     }
     // Tight hosts (their load plus 0-16 GiB), small secondaries, and one
@@ -141,14 +187,35 @@ pub fn scenario(seed: u64) -> Scenario {
     for (i, l) in load.iter().enumerate() {
         let snap = rng.chance(0.7);
         let memory = (l + rng.range(0, 8) * 2048).max(8192);
-        hosts.push(host(format!("esx-p{}", i + 1), "primary", i as u8 + 1, false, snap, memory));
+        hosts.push(host(
+            format!("esx-p{}", i + 1),
+            "primary",
+            i as u8 + 1,
+            false,
+            snap,
+            memory,
+        ));
     }
     for i in 1..=rng.range(1, 2) as u8 {
         let snap = rng.chance(0.7);
         let memory = rng.range(1, 3) * 8192;
-        hosts.push(host(format!("esx-s{i}"), "secondary", i, false, snap, memory));
+        hosts.push(host(
+            format!("esx-s{i}"),
+            "secondary",
+            i,
+            false,
+            snap,
+            memory,
+        ));
     }
-    hosts.push(host("esx-spare".to_owned(), "primary", 200, true, false, 65_536));
+    hosts.push(host(
+        "esx-spare".to_owned(),
+        "primary",
+        200,
+        true,
+        false,
+        65_536,
+    ));
     let start = Duration::from_secs(30);
     let window = Duration::from_secs(600);
     let count = rng.range(5, 25) as u32;
@@ -175,5 +242,9 @@ pub fn scenario(seed: u64) -> Scenario {
 /// number of failures the generator can inject into one VM (so a give-up is
 /// a finding, not noise) and a back-off cap that fits the quiet period.
 pub fn random_policy() -> Policy {
-    Policy { max_attempts: 30, backoff_max: Duration::from_secs(120), ..Policy::default() }
+    Policy {
+        max_attempts: 30,
+        backoff_max: Duration::from_secs(120),
+        ..Policy::default()
+    }
 }

@@ -52,6 +52,8 @@ pub struct Verdict {
     /// way back: their host is up, or they have a snapshot or replica) and
     /// are not.
     pub unrecovered: Vec<String>,
+    /// VMs the scenario creates during the run that could not be created.
+    pub setup_errors: Vec<String>,
     /// Every check passed.
     pub ok: bool,
 }
@@ -72,7 +74,12 @@ pub struct Report {
 }
 
 impl Report {
-    pub(crate) fn new(scenario: &Scenario, records: Vec<(Timestamp, Record)>, world: &World, end: Timestamp) -> Report {
+    pub(crate) fn new(
+        scenario: &Scenario,
+        records: Vec<(Timestamp, Record)>,
+        world: &World,
+        end: Timestamp,
+    ) -> Report {
         let mut summaries = Vec::new();
         let mut unrecovered = Vec::new();
         for vm in &world.vms {
@@ -80,7 +87,11 @@ impl Report {
             let downs: Vec<Timestamp> = records
                 .iter()
                 .filter_map(|(t, r)| match r {
-                    Record::Control(ControlEvent::Observation { subject: Subject::Vm(v), field: "down", .. }) if v == name => Some(*t),
+                    Record::Control(ControlEvent::Observation {
+                        subject: Subject::Vm(v),
+                        field: "down",
+                        ..
+                    }) if v == name => Some(*t),
                     _ => None,
                 })
                 .collect();
@@ -98,7 +109,11 @@ impl Report {
             let actions = records
                 .iter()
                 .filter_map(|(_, r)| match r {
-                    Record::Control(ControlEvent::ActionStarted { action }) if action.vm() == name => Some(action.kind()),
+                    Record::Control(ControlEvent::ActionStarted { action })
+                        if action.vm() == name =>
+                    {
+                        Some(action.kind())
+                    }
                     _ => None,
                 })
                 .collect();
@@ -129,15 +144,28 @@ impl Report {
             });
         }
         let double_runs = world.vms.iter().map(|v| v.double_runs).sum();
-        let user_stop_violations: Vec<String> =
-            world.user_stop_violations.iter().map(|v| format!("{}:{}@{}", v.vm, v.op, v.at)).collect();
-        let ok = double_runs == 0 && user_stop_violations.is_empty() && unrecovered.is_empty();
+        let user_stop_violations: Vec<String> = world
+            .user_stop_violations
+            .iter()
+            .map(|v| format!("{}:{}@{}", v.vm, v.op, v.at))
+            .collect();
+        let setup_errors = world.rejected_creations.clone();
+        let ok = double_runs == 0
+            && user_stop_violations.is_empty()
+            && unrecovered.is_empty()
+            && setup_errors.is_empty();
         Report {
             name: scenario.name.clone(),
             seed: scenario.seed,
             records,
             summaries,
-            verdict: Verdict { double_runs, user_stop_violations, unrecovered, ok },
+            verdict: Verdict {
+                double_runs,
+                user_stop_violations,
+                unrecovered,
+                setup_errors,
+                ok,
+            },
         }
     }
 
@@ -192,17 +220,42 @@ impl Report {
             writeln!(out, "{t}  {}", human_line(r))?;
         }
         writeln!(out)?;
-        writeln!(out, "{:<16} {:<16} {:<14} {:>7} {:>10} {:>10} {:>6}  actions", "vm", "final state", "host", "outages", "detect", "rto", "double")?;
+        writeln!(
+            out,
+            "{:<16} {:<16} {:<14} {:>7} {:>10} {:>10} {:>6}  actions",
+            "vm", "final state", "host", "outages", "detect", "rto", "double"
+        )?;
         for s in &self.summaries {
-            let secs = |ms: Option<u64>| ms.map_or("-".to_owned(), |ms| format!("{:.1}s", ms as f64 / 1000.0));
-            writeln!(out, "{:<16} {:<16} {:<14} {:>7} {:>10} {:>10} {:>6}  {}", s.vm, s.final_state, s.final_host,
-                s.outages, secs(s.time_to_detect_ms), secs(s.rto_ms), s.double_runs, s.actions.join(", "))?;
+            let secs = |ms: Option<u64>| {
+                ms.map_or("-".to_owned(), |ms| format!("{:.1}s", ms as f64 / 1000.0))
+            };
+            writeln!(
+                out,
+                "{:<16} {:<16} {:<14} {:>7} {:>10} {:>10} {:>6}  {}",
+                s.vm,
+                s.final_state,
+                s.final_host,
+                s.outages,
+                secs(s.time_to_detect_ms),
+                secs(s.rto_ms),
+                s.double_runs,
+                s.actions.join(", ")
+            )?;
         }
         let v = &self.verdict;
         writeln!(out)?;
-        writeln!(out, "verdict: {} (double runs: {}, actions on user-stopped VMs: {}, unrecovered: {})",
-            if v.ok { "OK" } else { "FAILED" }, v.double_runs, v.user_stop_violations.len(),
-            if v.unrecovered.is_empty() { "none".to_owned() } else { v.unrecovered.join(", ") })
+        writeln!(
+            out,
+            "verdict: {} (double runs: {}, actions on user-stopped VMs: {}, unrecovered: {})",
+            if v.ok { "OK" } else { "FAILED" },
+            v.double_runs,
+            v.user_stop_violations.len(),
+            if v.unrecovered.is_empty() {
+                "none".to_owned()
+            } else {
+                v.unrecovered.join(", ")
+            }
+        )
     }
 }
 
@@ -224,7 +277,9 @@ fn decision_text(d: &Decision, host: Option<&str>) -> String {
         Decision::RevertToSnapshot => "revert to snapshot in place".to_owned(),
         Decision::RecoverHost { .. } => format!("recover host {on} from its snapshot"),
         Decision::Restore { source, .. } => format!("restore on {on} from {source:?}"),
-        Decision::AddHostThenRestore { source, .. } => format!("add host {on}, restore there from {source:?}"),
+        Decision::AddHostThenRestore { source, .. } => {
+            format!("add host {on}, restore there from {source:?}")
+        }
     }
 }
 
@@ -235,20 +290,53 @@ fn human_line(r: &Record) -> String {
                 FaultTarget::Vm(n) => format!("vm {n}"),
                 FaultTarget::Host(n) => format!("host {n}"),
             };
-            let kind = serde_json::to_value(f.kind).ok().and_then(|v| v.get("fault").and_then(Value::as_str).map(str::to_owned)).unwrap_or_default();
+            let kind = serde_json::to_value(f.kind)
+                .ok()
+                .and_then(|v| v.get("fault").and_then(Value::as_str).map(str::to_owned))
+                .unwrap_or_default();
             format!("FAULT     {kind} on {target}")
         }
         Record::Control(e) => match e {
-            ControlEvent::Inventory { added_hosts, removed_hosts, added_vms, removed_vms } => format!(
+            ControlEvent::Inventory {
+                added_hosts,
+                removed_hosts,
+                added_vms,
+                removed_vms,
+            } => format!(
                 "inventory +{} hosts -{} hosts +{} vms -{} vms",
-                added_hosts.len(), removed_hosts.len(), added_vms.len(), removed_vms.len()
+                added_hosts.len(),
+                removed_hosts.len(),
+                added_vms.len(),
+                removed_vms.len()
             ),
-            ControlEvent::Observation { subject: s, field, from, to } => format!("observe   {} {field}: {from} -> {to}", subject(s)),
-            ControlEvent::Decision { vm, decision, host } => format!("decide    vm {vm}: {}", decision_text(decision, host.as_deref())),
-            ControlEvent::ActionStarted { action } => format!("start     {} for vm {} (host {})", action.kind(), action.vm(), action.charged_host()),
-            ControlEvent::ActionFinished { action, ok, attempts, duration_ms, error } => format!(
+            ControlEvent::Observation {
+                subject: s,
+                field,
+                from,
+                to,
+            } => format!("observe   {} {field}: {from} -> {to}", subject(s)),
+            ControlEvent::Decision { vm, decision, host } => format!(
+                "decide    vm {vm}: {}",
+                decision_text(decision, host.as_deref())
+            ),
+            ControlEvent::ActionStarted { action } => format!(
+                "start     {} for vm {} (host {})",
+                action.kind(),
+                action.vm(),
+                action.charged_host()
+            ),
+            ControlEvent::ActionFinished {
+                action,
+                ok,
+                attempts,
+                duration_ms,
+                error,
+            } => format!(
                 "finish    {} for vm {}: {} after {:.1}s, {attempts} attempt(s){}",
-                action.kind(), action.vm(), if *ok { "ok" } else { "FAILED" }, *duration_ms as f64 / 1000.0,
+                action.kind(),
+                action.vm(),
+                if *ok { "ok" } else { "FAILED" },
+                *duration_ms as f64 / 1000.0,
                 error.as_ref().map_or(String::new(), |e| format!(": {e}"))
             ),
             ControlEvent::Error { context, error } => format!("error     {context}: {error}"),

@@ -35,7 +35,10 @@ struct Collector(Mutex<Vec<(Timestamp, Record)>>);
 
 impl Collector {
     fn push(&self, at: Timestamp, r: Record) {
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((at, r));
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push((at, r));
     }
 }
 
@@ -48,18 +51,36 @@ impl EventSink for Collector {
 /// Runs `scenario` to its end and reports what happened. Deterministic: the
 /// same scenario (same seed) gives the same report, event for event.
 pub fn run(scenario: &Scenario) -> Result<Report, RunError> {
-    let world = World::new(scenario.hosts.clone(), scenario.vms.clone(), scenario.seed).map_err(RunError::World)?;
+    let world = World::new(scenario.hosts.clone(), scenario.vms.clone(), scenario.seed)
+        .map_err(RunError::World)?;
     let world = Arc::new(Mutex::new(world));
     // Paused time: the clock jumps to the next timer whenever every task
     // waits, so a run takes as long as its computation, not its timeline.
-    let rt = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()?;
     let collector = Arc::new(Collector::default());
     let end = Timestamp::ZERO.saturating_add(scenario.duration);
     rt.block_on(async {
         let clock: Arc<dyn Clock> = Arc::new(TokioClock::from_zero());
-        let hv = Arc::new(SimHypervisor::new(world.clone(), clock.clone(), scenario.latencies.clone()));
-        let prober = Arc::new(SimProber::new(world.clone(), clock.clone(), Duration::from_millis(1)));
-        let mut control = ControlLoop::new(hv, prober, clock.clone(), collector.clone(), scenario.control.clone())?;
+        let hv = Arc::new(SimHypervisor::new(
+            world.clone(),
+            clock.clone(),
+            scenario.latencies.clone(),
+        ));
+        let prober = Arc::new(SimProber::new(
+            world.clone(),
+            clock.clone(),
+            Duration::from_millis(1),
+        ));
+        let mut control = ControlLoop::new(
+            hv,
+            prober,
+            clock.clone(),
+            collector.clone(),
+            scenario.control.clone(),
+        )?;
         let (stop, stopped) = watch::channel(false);
         let inject = async {
             for fault in &scenario.faults {
@@ -73,7 +94,12 @@ pub fn run(scenario: &Scenario) -> Result<Report, RunError> {
         tokio::join!(control.run(stopped), inject);
         Ok::<(), RunError>(())
     })?;
-    let records = std::mem::take(&mut *collector.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+    let records = std::mem::take(
+        &mut *collector
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    );
     let world = lock(&world).clone();
     Ok(Report::new(scenario, records, &world, end))
 }

@@ -140,6 +140,7 @@ struct RawVm {
     replica: bool,
     tools: Option<bool>,
     powered_on: Option<bool>,
+    created_at: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -170,25 +171,40 @@ struct Src<'a>(&'a str);
 impl Src<'_> {
     fn line(&self, span: Range<usize>) -> usize {
         let end = span.start.min(self.0.len());
-        self.0.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count() + 1
+        self.0.as_bytes()[..end]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count()
+            + 1
     }
 
     fn err<T>(&self, span: Range<usize>, message: impl Into<String>) -> Result<T, ScenarioError> {
-        Err(ScenarioError { line: Some(self.line(span)), message: message.into() })
+        Err(ScenarioError {
+            line: Some(self.line(span)),
+            message: message.into(),
+        })
     }
 
     fn duration(&self, field: &str, v: &Spanned<String>) -> Result<Duration, ScenarioError> {
         parse_duration(v.get_ref()).or_else(|e| self.err(v.span(), format!("{field}: {e}")))
     }
 
-    fn opt_duration(&self, field: &str, v: &Option<Spanned<String>>, default: Duration) -> Result<Duration, ScenarioError> {
+    fn opt_duration(
+        &self,
+        field: &str,
+        v: &Option<Spanned<String>>,
+        default: Duration,
+    ) -> Result<Duration, ScenarioError> {
         v.as_ref().map_or(Ok(default), |v| self.duration(field, v))
     }
 
     fn ip(&self, field: &str, v: &Spanned<String>) -> Result<IpAddr, ScenarioError> {
-        v.get_ref()
-            .parse()
-            .or_else(|_| self.err(v.span(), format!("{field}: {:?} is not an IP address", v.get_ref())))
+        v.get_ref().parse().or_else(|_| {
+            self.err(
+                v.span(),
+                format!("{field}: {:?} is not an IP address", v.get_ref()),
+            )
+        })
     }
 }
 
@@ -205,7 +221,10 @@ impl Scenario {
                 .map(str::trim)
                 .filter(|l| !l.is_empty())
                 .map_or(String::new(), |l| format!(" (in `{l}`)"));
-            ScenarioError { line, message: format!("{}{quoted}", e.message().trim()) }
+            ScenarioError {
+                line,
+                message: format!("{}{quoted}", e.message().trim()),
+            }
         })?;
         raw.into_scenario(&src)
     }
@@ -221,10 +240,22 @@ impl RawScenario {
         let c = &self.control;
         let control = ControlConfig {
             policy: self.policy,
-            probe_interval: src.opt_duration("probe_interval", &c.probe_interval, d.probe_interval)?,
+            probe_interval: src.opt_duration(
+                "probe_interval",
+                &c.probe_interval,
+                d.probe_interval,
+            )?,
             probe_timeout: src.opt_duration("probe_timeout", &c.probe_timeout, d.probe_timeout)?,
-            inventory_interval: src.opt_duration("inventory_interval", &c.inventory_interval, d.inventory_interval)?,
-            action_timeout: src.opt_duration("action_timeout", &c.action_timeout, Duration::from_secs(120))?,
+            inventory_interval: src.opt_duration(
+                "inventory_interval",
+                &c.inventory_interval,
+                d.inventory_interval,
+            )?,
+            action_timeout: src.opt_duration(
+                "action_timeout",
+                &c.action_timeout,
+                Duration::from_secs(120),
+            )?,
             action_retries: c.action_retries.unwrap_or(d.action_retries),
             retry_delay: src.opt_duration("retry_delay", &c.retry_delay, d.retry_delay)?,
         };
@@ -233,7 +264,10 @@ impl RawScenario {
             return src.err(span, "probe_interval must be more than zero");
         }
         if let Err(e) = control.policy.validate() {
-            return Err(ScenarioError { line: None, message: e.to_string() });
+            return Err(ScenarioError {
+                line: None,
+                message: e.to_string(),
+            });
         }
         let l = &self.latency;
         let dl = Latencies::default();
@@ -241,8 +275,16 @@ impl RawScenario {
             read: src.opt_duration("read", &l.read, dl.read)?,
             power: src.opt_duration("power", &l.power, dl.power)?,
             revert: src.opt_duration("revert", &l.revert, dl.revert)?,
-            restore_snapshot: src.opt_duration("restore_snapshot", &l.restore_snapshot, dl.restore_snapshot)?,
-            restore_replica: src.opt_duration("restore_replica", &l.restore_replica, dl.restore_replica)?,
+            restore_snapshot: src.opt_duration(
+                "restore_snapshot",
+                &l.restore_snapshot,
+                dl.restore_snapshot,
+            )?,
+            restore_replica: src.opt_duration(
+                "restore_replica",
+                &l.restore_replica,
+                dl.restore_replica,
+            )?,
             migrate: src.opt_duration("migrate", &l.migrate, dl.migrate)?,
             recover_host: src.opt_duration("recover_host", &l.recover_host, dl.recover_host)?,
             add_host: src.opt_duration("add_host", &l.add_host, dl.add_host)?,
@@ -252,19 +294,29 @@ impl RawScenario {
         let mut sites = HashSet::new();
         for s in &self.site {
             if !sites.insert(s.name.get_ref().clone()) {
-                return src.err(s.name.span(), format!("duplicate site {:?}", s.name.get_ref()));
+                return src.err(
+                    s.name.span(),
+                    format!("duplicate site {:?}", s.name.get_ref()),
+                );
             }
         }
         if self.host.is_empty() {
-            return Err(ScenarioError { line: None, message: "no [[host]]: a scenario needs at least one host".into() });
+            return Err(ScenarioError {
+                line: None,
+                message: "no [[host]]: a scenario needs at least one host".into(),
+            });
         }
         let mut ips: HashMap<IpAddr, String> = HashMap::new();
-        let mut claim_ip = |ip: IpAddr, owner: &str, span: Range<usize>| -> Result<(), ScenarioError> {
-            if let Some(other) = ips.insert(ip, owner.to_owned()) {
-                return src.err(span, format!("address {ip} of {owner:?} is already used by {other:?}"));
-            }
-            Ok(())
-        };
+        let mut claim_ip =
+            |ip: IpAddr, owner: &str, span: Range<usize>| -> Result<(), ScenarioError> {
+                if let Some(other) = ips.insert(ip, owner.to_owned()) {
+                    return src.err(
+                        span,
+                        format!("address {ip} of {owner:?} is already used by {other:?}"),
+                    );
+                }
+                Ok(())
+            };
         let mut hosts: Vec<HostSpec> = Vec::new();
         let mut host_spans: HashMap<String, usize> = HashMap::new();
         for h in &self.host {
@@ -277,10 +329,19 @@ impl RawScenario {
             }
             let site = match &h.site {
                 Some(s) if !sites.is_empty() && !sites.contains(s.get_ref()) => {
-                    return src.err(s.span(), format!("host {name:?}: unknown site {:?} (declare it with [[site]])", s.get_ref()));
+                    return src.err(
+                        s.span(),
+                        format!(
+                            "host {name:?}: unknown site {:?} (declare it with [[site]])",
+                            s.get_ref()
+                        ),
+                    );
                 }
                 Some(s) => s.get_ref().clone(),
-                None => self.site.first().map_or_else(|| "primary".to_owned(), |s| s.name.get_ref().clone()),
+                None => self
+                    .site
+                    .first()
+                    .map_or_else(|| "primary".to_owned(), |s| s.name.get_ref().clone()),
             };
             let ip = match &h.ip {
                 Some(ip) => {
@@ -312,10 +373,19 @@ impl RawScenario {
                 return src.err(v.name.span(), format!("duplicate vm {name:?}"));
             }
             let Some(&hi) = host_spans.get(v.host.get_ref()) else {
-                return src.err(v.host.span(), format!("vm {name:?}: unknown host {:?}", v.host.get_ref()));
+                return src.err(
+                    v.host.span(),
+                    format!("vm {name:?}: unknown host {:?}", v.host.get_ref()),
+                );
             };
             if hosts[hi].standby {
-                return src.err(v.host.span(), format!("vm {name:?}: host {:?} is a standby host and runs nothing yet", v.host.get_ref()));
+                return src.err(
+                    v.host.span(),
+                    format!(
+                        "vm {name:?}: host {:?} is a standby host and runs nothing yet",
+                        v.host.get_ref()
+                    ),
+                );
             }
             let ip = src.ip("ip", &v.ip)?;
             claim_ip(ip, name, v.ip.span())?;
@@ -329,12 +399,22 @@ impl RawScenario {
                 replica: v.replica,
                 tools: v.tools.unwrap_or(true),
                 powered_on: v.powered_on.unwrap_or(true),
+                created_at: match &v.created_at {
+                    Some(c) => Some(Timestamp::ZERO.saturating_add(src.duration("created_at", c)?)),
+                    None => None,
+                },
             };
             if spec.powered_on {
                 let u = used.entry(spec.host.clone()).or_default();
                 *u += spec.memory_mb;
                 if *u > hosts[hi].memory_mb {
-                    return src.err(v.name.span(), format!("vm {name:?}: host {:?} has only {} MiB of memory for its running VMs", spec.host, hosts[hi].memory_mb));
+                    return src.err(
+                        v.name.span(),
+                        format!(
+                            "vm {name:?}: host {:?} has only {} MiB of memory for its running VMs",
+                            spec.host, hosts[hi].memory_mb
+                        ),
+                    );
                 }
             }
             vms.push(spec);
@@ -342,6 +422,25 @@ impl RawScenario {
 
         let end = Timestamp::ZERO.saturating_add(duration);
         let mut faults = Vec::new();
+        for (spec, raw) in vms.iter().zip(&self.vm) {
+            if let Some(at) = spec.created_at {
+                if at > end {
+                    let span = raw.created_at.as_ref().map_or(0..0, Spanned::span);
+                    return src.err(
+                        span,
+                        format!(
+                            "vm {:?} is created after the end of the scenario",
+                            spec.name
+                        ),
+                    );
+                }
+                faults.push(Fault {
+                    at,
+                    kind: FaultKind::VmCreated,
+                    target: FaultTarget::Vm(spec.name.clone()),
+                });
+            }
+        }
         for f in &self.fault {
             parse_fault(src, f, &host_spans, &vm_names, end, &mut faults)?;
         }
@@ -350,10 +449,15 @@ impl RawScenario {
             let start = src.opt_duration("start", &r.start, Duration::from_secs(30))?;
             let window = src.duration("window", &r.window)?;
             if start + window > duration {
-                return src.err(r.window.span(), "random faults: start + window is past the scenario's duration");
+                return src.err(
+                    r.window.span(),
+                    "random faults: start + window is past the scenario's duration",
+                );
             }
             let mut rng = Rng::new(seed ^ 0x5EED_FA17);
-            faults.extend(random::faults(&mut rng, &hosts, &vms, start, window, r.faults));
+            faults.extend(random::faults(
+                &mut rng, &hosts, &vms, start, window, r.faults,
+            ));
         }
         faults.sort_by_key(|f| f.at);
         Ok(Scenario {
@@ -369,9 +473,22 @@ impl RawScenario {
     }
 }
 
-const VM_FAULTS: &[&str] = &["vm_crash", "vm_hang", "vm_user_poweroff", "vm_user_poweron", "restore_fails", "flap"];
+const VM_FAULTS: &[&str] = &[
+    "vm_crash",
+    "vm_hang",
+    "vm_user_poweroff",
+    "vm_user_poweron",
+    "restore_fails",
+    "flap",
+];
 const HOST_FAULTS: &[&str] = &[
-    "host_crash", "host_recover", "host_poweroff", "host_partition", "host_mgmt_loss", "host_heal", "host_recovery_fails",
+    "host_crash",
+    "host_recover",
+    "host_poweroff",
+    "host_partition",
+    "host_mgmt_loss",
+    "host_heal",
+    "host_recovery_fails",
 ];
 
 fn parse_fault(
@@ -385,14 +502,24 @@ fn parse_fault(
     let kind = f.kind.get_ref().as_str();
     let at = Timestamp::ZERO.saturating_add(src.duration("at", &f.at)?);
     if at > end {
-        return src.err(f.at.span(), format!("fault at {at} is after the end of the scenario ({end})"));
+        return src.err(
+            f.at.span(),
+            format!("fault at {at} is after the end of the scenario ({end})"),
+        );
     }
     let target = if kind == "packet_loss" {
         match (&f.vm, &f.host) {
-            (Some(_), Some(h)) => return src.err(h.span(), "packet_loss: give vm or host, not both"),
+            (Some(_), Some(h)) => {
+                return src.err(h.span(), "packet_loss: give vm or host, not both")
+            }
             (Some(v), None) => FaultTarget::Vm(v.get_ref().clone()),
             (None, Some(h)) => FaultTarget::Host(h.get_ref().clone()),
-            (None, None) => return src.err(f.kind.span(), "packet_loss needs vm = \"...\" or host = \"...\""),
+            (None, None) => {
+                return src.err(
+                    f.kind.span(),
+                    "packet_loss needs vm = \"...\" or host = \"...\"",
+                )
+            }
         }
     } else if VM_FAULTS.contains(&kind) {
         match &f.vm {
@@ -405,8 +532,16 @@ fn parse_fault(
             None => return src.err(f.kind.span(), format!("{kind} needs host = \"...\"")),
         }
     } else {
-        let all: Vec<&str> = VM_FAULTS.iter().chain(HOST_FAULTS).copied().chain(["packet_loss"]).collect();
-        return src.err(f.kind.span(), format!("unknown fault kind {kind:?}; known: {}", all.join(", ")));
+        let all: Vec<&str> = VM_FAULTS
+            .iter()
+            .chain(HOST_FAULTS)
+            .copied()
+            .chain(["packet_loss"])
+            .collect();
+        return src.err(
+            f.kind.span(),
+            format!("unknown fault kind {kind:?}; known: {}", all.join(", ")),
+        );
     };
     match &target {
         FaultTarget::Vm(name) if !vms.contains(name) => {
@@ -422,13 +557,20 @@ fn parse_fault(
     let lasting = |end_kind: FaultKind, out: &mut Vec<Fault>| -> Result<(), ScenarioError> {
         if let Some(d) = &f.duration {
             let d = src.duration("duration", d)?;
-            out.push(Fault { at: at.saturating_add(d), kind: end_kind, target: target.clone() });
+            out.push(Fault {
+                at: at.saturating_add(d),
+                kind: end_kind,
+                target: target.clone(),
+            });
         }
         Ok(())
     };
     let count = || -> Result<u32, ScenarioError> {
         match f.count {
-            Some(0) | None => src.err(f.kind.span(), format!("{kind} needs count = N (at least 1)")),
+            Some(0) | None => src.err(
+                f.kind.span(),
+                format!("{kind} needs count = N (at least 1)"),
+            ),
             Some(n) => Ok(n),
         }
     };
@@ -439,7 +581,9 @@ fn parse_fault(
         "vm_user_poweron" => FaultKind::VmUserPowerOn,
         "restore_fails" => FaultKind::RestoreFails { count: count()? },
         "host_recovery_fails" => FaultKind::HostRecoveryFails { count: count()? },
-        "host_crash" => FaultKind::HostCrash { recoverable: f.recoverable.unwrap_or(true) },
+        "host_crash" => FaultKind::HostCrash {
+            recoverable: f.recoverable.unwrap_or(true),
+        },
         "host_recover" => FaultKind::HostRecover,
         "host_poweroff" => FaultKind::HostPowerOff,
         "host_heal" => FaultKind::HostHeal,
@@ -456,10 +600,15 @@ fn parse_fault(
                 return src.err(f.kind.span(), "packet_loss needs loss = 0.0..1.0");
             };
             if !(0.0..=1.0).contains(loss.get_ref()) {
-                return src.err(loss.span(), format!("loss {} is not between 0 and 1", loss.get_ref()));
+                return src.err(
+                    loss.span(),
+                    format!("loss {} is not between 0 and 1", loss.get_ref()),
+                );
             }
             lasting(FaultKind::PacketLoss { loss: 0.0 }, out)?;
-            FaultKind::PacketLoss { loss: *loss.get_ref() }
+            FaultKind::PacketLoss {
+                loss: *loss.get_ref(),
+            }
         }
         "flap" => {
             let Some(p) = &f.period else {
@@ -471,12 +620,20 @@ fn parse_fault(
             }
             let n = count()?;
             for i in 1..n {
-                out.push(Fault { at: at.saturating_add(period * i), kind: FaultKind::VmCrash, target: target.clone() });
+                out.push(Fault {
+                    at: at.saturating_add(period * i),
+                    kind: FaultKind::VmCrash,
+                    target: target.clone(),
+                });
             }
             FaultKind::VmCrash
         }
         _ => unreachable!("kinds were checked above"),
     };
-    out.push(Fault { at, kind: fk, target });
+    out.push(Fault {
+        at,
+        kind: fk,
+        target,
+    });
     Ok(())
 }

@@ -10,7 +10,7 @@
 use crate::rng::Rng;
 use dr_core::model::{
     Actor, Heartbeat, HostInfo, HostLink, Inventory, PowerEvent, PowerEventKind, PowerState,
-    RestoreSource, SnapshotInfo, SnapshotTarget, VmInfo, Vitals,
+    RestoreSource, SnapshotInfo, SnapshotTarget, Vitals, VmInfo,
 };
 use dr_core::ports::HypervisorError;
 use dr_core::Timestamp;
@@ -70,6 +70,9 @@ pub struct VmSpec {
     pub tools: bool,
     /// Starts powered on.
     pub powered_on: bool,
+    /// Created while the run goes on, at this time (an operator adding a
+    /// VM); `None`: there from the start.
+    pub created_at: Option<dr_core::Timestamp>,
 }
 
 /// One simulated host.
@@ -184,7 +187,11 @@ impl Op {
     /// The VM it acts on, for VM operations that recovery uses.
     fn recovery_vm(&self) -> Option<&str> {
         match self {
-            Op::PowerOn(vm) | Op::Reset(vm) | Op::Revert(vm, _) | Op::Restore(vm, ..) | Op::Migrate(vm, _) => Some(vm),
+            Op::PowerOn(vm)
+            | Op::Reset(vm)
+            | Op::Revert(vm, _)
+            | Op::Restore(vm, ..)
+            | Op::Migrate(vm, _) => Some(vm),
             _ => None,
         }
     }
@@ -234,6 +241,10 @@ pub struct World {
     /// Breaches of the user-stop rule.
     pub user_stop_violations: Vec<UserStopViolation>,
     next_snapshot: u64,
+    /// VMs not created yet, by name.
+    pending: HashMap<String, VmSpec>,
+    /// Creations that could not happen, with why.
+    pub rejected_creations: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -245,11 +256,17 @@ enum Owner {
 type R<T> = Result<T, HypervisorError>;
 
 fn not_found(kind: &'static str, name: &str) -> HypervisorError {
-    HypervisorError::NotFound { kind, name: name.to_owned() }
+    HypervisorError::NotFound {
+        kind,
+        name: name.to_owned(),
+    }
 }
 
 fn invalid(name: &str, detail: impl Into<String>) -> HypervisorError {
-    HypervisorError::InvalidState { name: name.to_owned(), detail: detail.into() }
+    HypervisorError::InvalidState {
+        name: name.to_owned(),
+        detail: detail.into(),
+    }
 }
 
 impl World {
@@ -265,9 +282,14 @@ impl World {
             rng: Rng::new(seed),
             user_stop_violations: Vec::new(),
             next_snapshot: 1,
+            pending: HashMap::new(),
+            rejected_creations: Vec::new(),
         };
         for spec in hosts {
-            if w.host_by_name.insert(spec.name.clone(), w.hosts.len()).is_some() {
+            if w.host_by_name
+                .insert(spec.name.clone(), w.hosts.len())
+                .is_some()
+            {
                 return Err(format!("duplicate host name {:?}", spec.name));
             }
             if let Some(ip) = spec.ip {
@@ -281,7 +303,11 @@ impl World {
                 Vec::new()
             };
             w.hosts.push(SimHost {
-                state: if spec.standby { HostState::Standby } else { HostState::Up },
+                state: if spec.standby {
+                    HostState::Standby
+                } else {
+                    HostState::Up
+                },
                 spec,
                 partitioned: false,
                 mgmt_lost: false,
@@ -291,46 +317,85 @@ impl World {
             });
         }
         for spec in vms {
-            let Some(&host) = w.host_by_name.get(&spec.host) else {
-                return Err(format!("vm {:?}: unknown host {:?}", spec.name, spec.host));
-            };
-            if w.hosts[host].state != HostState::Up {
-                return Err(format!("vm {:?}: host {:?} is a standby host", spec.name, spec.host));
+            if spec.created_at.is_some() {
+                if w.pending.contains_key(&spec.name) {
+                    return Err(format!("duplicate vm name {:?}", spec.name));
+                }
+                w.pending.insert(spec.name.clone(), spec);
+                continue;
             }
-            if w.vm_by_name.insert(spec.name.clone(), w.vms.len()).is_some() {
-                return Err(format!("duplicate vm name {:?}", spec.name));
-            }
-            if w.ip_owner.insert(spec.ip, Owner::Vm(w.vms.len())).is_some() {
-                return Err(format!("duplicate address {} (vm {:?})", spec.ip, spec.name));
-            }
-            let snapshots = if spec.snapshot {
-                vec![w.snapshot_info("initial", Timestamp::ZERO)]
-            } else {
-                Vec::new()
-            };
-            let on = spec.powered_on;
-            w.vms.push(SimVm {
-                spec,
-                host,
-                power: if on { PowerState::On } else { PowerState::Off },
-                instances: if on { vec![host] } else { Vec::new() },
-                hung: false,
-                user_stopped: !on,
-                loss: 0.0,
-                fail_next: 0,
-                snapshots,
-                double_runs: 0,
-                running_twice: false,
-                outages: Vec::new(),
-            });
+            w.add_vm(spec)?;
         }
         Ok(w)
+    }
+
+    /// A VM declared with `created_at` comes into existence (powered as its
+    /// spec says). Unknown or already created: nothing happens.
+    pub fn create_pending_vm(&mut self, name: &str, now: Timestamp) {
+        if let Some(spec) = self.pending.remove(name) {
+            if let Err(e) = self.add_vm(spec) {
+                // Checked when the scenario was parsed; a clash here means
+                // the world changed under it (e.g. the address was reused).
+                self.rejected_creations.push(format!("{name}: {e}"));
+            }
+        }
+        self.settle(now);
+    }
+
+    fn add_vm(&mut self, spec: VmSpec) -> Result<(), String> {
+        let w = self;
+        let Some(&host) = w.host_by_name.get(&spec.host) else {
+            return Err(format!("vm {:?}: unknown host {:?}", spec.name, spec.host));
+        };
+        if w.hosts[host].state != HostState::Up {
+            return Err(format!(
+                "vm {:?}: host {:?} is a standby host",
+                spec.name, spec.host
+            ));
+        }
+        if w.vm_by_name
+            .insert(spec.name.clone(), w.vms.len())
+            .is_some()
+        {
+            return Err(format!("duplicate vm name {:?}", spec.name));
+        }
+        if w.ip_owner.insert(spec.ip, Owner::Vm(w.vms.len())).is_some() {
+            return Err(format!(
+                "duplicate address {} (vm {:?})",
+                spec.ip, spec.name
+            ));
+        }
+        let snapshots = if spec.snapshot {
+            vec![w.snapshot_info("initial", Timestamp::ZERO)]
+        } else {
+            Vec::new()
+        };
+        let on = spec.powered_on;
+        w.vms.push(SimVm {
+            spec,
+            host,
+            power: if on { PowerState::On } else { PowerState::Off },
+            instances: if on { vec![host] } else { Vec::new() },
+            hung: false,
+            user_stopped: !on,
+            loss: 0.0,
+            fail_next: 0,
+            snapshots,
+            double_runs: 0,
+            running_twice: false,
+            outages: Vec::new(),
+        });
+        Ok(())
     }
 
     fn snapshot_info(&mut self, name: &str, at: Timestamp) -> SnapshotInfo {
         let id = format!("snap-{}", self.next_snapshot);
         self.next_snapshot += 1;
-        SnapshotInfo { id, name: name.to_owned(), created: at }
+        SnapshotInfo {
+            id,
+            name: name.to_owned(),
+            created: at,
+        }
     }
 
     /// Index of a host by name.
@@ -357,7 +422,9 @@ impl World {
         if h.managed() {
             Ok(())
         } else {
-            Err(HypervisorError::HostUnreachable { host: h.spec.name.clone() })
+            Err(HypervisorError::HostUnreachable {
+                host: h.spec.name.clone(),
+            })
         }
     }
 
@@ -374,11 +441,18 @@ impl World {
         if let Some(name) = op.recovery_vm() {
             let v = self.vm_r(name)?;
             if !commit && self.vms[v].user_stopped {
-                self.user_stop_violations.push(UserStopViolation { vm: name.to_owned(), op: op.name(), at: now });
+                self.user_stop_violations.push(UserStopViolation {
+                    vm: name.to_owned(),
+                    op: op.name(),
+                    at: now,
+                });
             }
             if commit && self.vms[v].fail_next > 0 {
                 self.vms[v].fail_next -= 1;
-                return Err(HypervisorError::Failed { op: op.name(), detail: "injected failure".into() });
+                return Err(HypervisorError::Failed {
+                    op: op.name(),
+                    detail: "injected failure".into(),
+                });
             }
         }
         let r = self.op_inner(op, now, commit);
@@ -457,13 +531,18 @@ impl World {
                 let v = self.vm_r(name)?;
                 let t = self.host_r(target)?;
                 if !self.hosts[t].managed() {
-                    return Err(HypervisorError::HostUnreachable { host: target.clone() });
+                    return Err(HypervisorError::HostUnreachable {
+                        host: target.clone(),
+                    });
                 }
                 let vm = &self.vms[v];
                 if vm.power == PowerState::On && self.hosts[vm.host].managed() {
                     // The manager sees the original running: a restore now
                     // would start a second copy.
-                    return Err(invalid(name, format!("is running on {}", self.hosts[vm.host].spec.name)));
+                    return Err(invalid(
+                        name,
+                        format!("is running on {}", self.hosts[vm.host].spec.name),
+                    ));
                 }
                 match source {
                     RestoreSource::Snapshot => {
@@ -472,7 +551,13 @@ impl World {
                         }
                         // Snapshots live on the site's shared storage.
                         if self.hosts[t].spec.site != self.hosts[vm.host].spec.site {
-                            return Err(invalid(name, format!("its snapshots are not on the storage of site {}", self.hosts[t].spec.site)));
+                            return Err(invalid(
+                                name,
+                                format!(
+                                    "its snapshots are not on the storage of site {}",
+                                    self.hosts[t].spec.site
+                                ),
+                            ));
                         }
                     }
                     RestoreSource::Replica => {
@@ -482,7 +567,10 @@ impl World {
                     }
                 }
                 if self.free_memory(t) < vm.spec.memory_mb {
-                    return Err(HypervisorError::InsufficientCapacity { host: target.clone(), vm: name.clone() });
+                    return Err(HypervisorError::InsufficientCapacity {
+                        host: target.clone(),
+                        vm: name.clone(),
+                    });
                 }
                 if commit {
                     // The copy on the old host is not touched: if it still
@@ -502,7 +590,9 @@ impl World {
                 let t = self.host_r(target)?;
                 self.vm_host_managed(v)?;
                 if !self.hosts[t].managed() {
-                    return Err(HypervisorError::HostUnreachable { host: target.clone() });
+                    return Err(HypervisorError::HostUnreachable {
+                        host: target.clone(),
+                    });
                 }
                 if self.vms[v].power == PowerState::On {
                     return Err(invalid(name, "cold migration needs the VM powered off"));
@@ -526,7 +616,10 @@ impl World {
                         if host.recover_failures != u32::MAX {
                             host.recover_failures -= 1;
                         }
-                        return Err(HypervisorError::Failed { op: "recover_host", detail: "host did not come back from its snapshot".into() });
+                        return Err(HypervisorError::Failed {
+                            op: "recover_host",
+                            detail: "host did not come back from its snapshot".into(),
+                        });
                     }
                     self.host_comes_back(h);
                 }
@@ -545,21 +638,28 @@ impl World {
                     SnapshotTarget::Vm(name) => {
                         let v = self.vm_r(name)?;
                         self.vm_host_managed(v)?;
-                        commit.then(|| self.snapshot_info(snap_name, now)).map(|s| self.vms[v].snapshots.push(s))
+                        commit
+                            .then(|| self.snapshot_info(snap_name, now))
+                            .map(|s| self.vms[v].snapshots.push(s))
                     }
                     SnapshotTarget::Host(name) => {
                         let h = self.host_r(name)?;
                         if !self.hosts[h].managed() {
                             return Err(HypervisorError::HostUnreachable { host: name.clone() });
                         }
-                        commit.then(|| self.snapshot_info(snap_name, now)).map(|s| self.hosts[h].snapshots.push(s))
+                        commit
+                            .then(|| self.snapshot_info(snap_name, now))
+                            .map(|s| self.hosts[h].snapshots.push(s))
                     }
                 };
                 let _ = info;
             }
             Op::RemoveSnapshot(target, id) => {
                 let list = self.snapshots_mut(target)?;
-                let pos = list.iter().position(|s| &s.id == id).ok_or_else(|| not_found("snapshot", id))?;
+                let pos = list
+                    .iter()
+                    .position(|s| &s.id == id)
+                    .ok_or_else(|| not_found("snapshot", id))?;
                 if commit {
                     list.remove(pos);
                 }
@@ -654,7 +754,12 @@ impl World {
             vm.power = PowerState::Off;
             vm.user_stopped = true;
             vm.instances.retain(|&h| h != host);
-            self.log(v, now, PowerEventKind::PoweredOff, Actor::User(user.to_owned()));
+            self.log(
+                v,
+                now,
+                PowerEventKind::PoweredOff,
+                Actor::User(user.to_owned()),
+            );
         }
         self.settle(now);
     }
@@ -670,7 +775,12 @@ impl World {
             if !vm.instances.contains(&host) {
                 vm.instances.push(host);
             }
-            self.log(v, now, PowerEventKind::PoweredOn, Actor::User(user.to_owned()));
+            self.log(
+                v,
+                now,
+                PowerEventKind::PoweredOn,
+                Actor::User(user.to_owned()),
+            );
         }
         self.settle(now);
     }
@@ -691,7 +801,10 @@ impl World {
                     o.end = Some(now);
                 }
             } else if !serving && !open && !vm.user_stopped {
-                vm.outages.push(Outage { start: now, end: None });
+                vm.outages.push(Outage {
+                    start: now,
+                    end: None,
+                });
             }
         }
     }
@@ -729,7 +842,10 @@ impl World {
                     cpu_mhz: h.spec.cpu_mhz,
                     memory_mb: h.spec.memory_mb,
                     snapshot_count: h.snapshots.len() as u32,
-                    vitals: Vitals { memory_mb: used_mem, ..Vitals::default() },
+                    vitals: Vitals {
+                        memory_mb: used_mem,
+                        ..Vitals::default()
+                    },
                 }
             })
             .collect();
@@ -750,7 +866,11 @@ impl World {
                     name: vm.spec.name.clone(),
                     ip: (on && vm.spec.tools && !vm.hung).then_some(vm.spec.ip),
                     host: host.spec.name.clone(),
-                    power: if managed { vm.power } else { PowerState::Unknown },
+                    power: if managed {
+                        vm.power
+                    } else {
+                        PowerState::Unknown
+                    },
                     heartbeat,
                     cpu_mhz: vm.spec.cpu_mhz,
                     memory_mb: vm.spec.memory_mb,
@@ -777,6 +897,8 @@ impl World {
 /// A VM's steady load, 10–79 %, from its name (no RNG draw, so vitals never
 /// change a run's fault sequence).
 fn vitals_load(name: &str) -> u32 {
-    let h = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    let h = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
     10 + (h % 70) as u32
 }

@@ -32,9 +32,15 @@ fn world() -> World {
         replica: true,
         tools: true,
         powered_on: true,
+        created_at: None,
     };
     World::new(
-        vec![host("h1", "10.0.0.1", false), host("h2", "10.0.0.2", false), host("h3", "10.0.0.3", false), host("spare", "10.0.0.9", true)],
+        vec![
+            host("h1", "10.0.0.1", false),
+            host("h2", "10.0.0.2", false),
+            host("h3", "10.0.0.3", false),
+            host("spare", "10.0.0.9", true),
+        ],
         vec![vm("a", "10.1.0.1", "h1"), vm("b", "10.1.0.2", "h1")],
         1,
     )
@@ -45,7 +51,11 @@ fn world() -> World {
 async fn sim_hypervisor_passes_the_conformance_suite() {
     let clock: Arc<dyn Clock> = Arc::new(TokioClock::from_zero());
     let hv = SimHypervisor::new(Arc::new(Mutex::new(world())), clock, Latencies::default());
-    let fx = dr_conformance::hypervisor::Fixture { vm: "a".into(), other_host: "h2".into(), standby_host: Some("spare".into()) };
+    let fx = dr_conformance::hypervisor::Fixture {
+        vm: "a".into(),
+        other_host: "h2".into(),
+        standby_host: Some("spare".into()),
+    };
     dr_conformance::hypervisor::run_all(&hv, &fx).await;
 }
 
@@ -55,7 +65,11 @@ async fn sim_prober_passes_the_conformance_suite() {
     let w = Arc::new(Mutex::new(world()));
     // Take h3 down so its address is silent.
     let h3 = w.lock().expect("lock").host_idx("h3").expect("h3");
-    w.lock().expect("lock").host_goes_down(h3, dr_sim::world::HostState::Down, dr_core::Timestamp::ZERO);
+    w.lock().expect("lock").host_goes_down(
+        h3,
+        dr_sim::world::HostState::Down,
+        dr_core::Timestamp::ZERO,
+    );
     let p = SimProber::new(w, clock, Duration::from_millis(1));
     let fx = dr_conformance::prober::Fixture {
         reachable: vec![ip("10.0.0.1"), ip("10.1.0.1"), ip("10.1.0.2")],

@@ -9,7 +9,9 @@ const SEEDS: u64 = 1_000;
 #[test]
 fn a_thousand_random_seeds_keep_every_invariant() {
     let next = AtomicU64::new(1);
-    let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).min(8);
+    let workers = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .min(8);
     let failures: Vec<String> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..workers)
             .map(|_| {
@@ -31,9 +33,17 @@ fn a_thousand_random_seeds_keep_every_invariant() {
                 })
             })
             .collect();
-        handles.into_iter().flat_map(|h| h.join().expect("worker panicked")).collect()
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("worker panicked"))
+            .collect()
     });
-    assert!(failures.is_empty(), "{} of {SEEDS} seeds broke an invariant:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {SEEDS} seeds broke an invariant:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -54,7 +64,14 @@ fn random_runs_inject_real_trouble() {
     }
     assert!(outages > 100, "only {outages} outages in 60 seeds");
     assert!(stopped > 5, "only {stopped} user-stopped VMs in 60 seeds");
-    for kind in ["power_on", "reset", "revert_to_snapshot", "recover_host", "restore", "add_host_then_restore"] {
+    for kind in [
+        "power_on",
+        "reset",
+        "revert_to_snapshot",
+        "recover_host",
+        "restore",
+        "add_host_then_restore",
+    ] {
         assert!(actions.contains(kind), "no {kind} in 60 seeds: {actions:?}");
     }
 }

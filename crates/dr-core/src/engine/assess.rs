@@ -47,26 +47,40 @@ pub fn assess(policy: &Policy, now: Timestamp, vm: &VmFacts, host: &HostFacts) -
     // Even if the hypervisor's last read still showed it on: the event of a
     // user's power-off can be newer than that read.
     if vm.off_cause == OffCause::User {
-        return Settled(Decision::None { why: Quiet::UserStopped });
+        return Settled(Decision::None {
+            why: Quiet::UserStopped,
+        });
     }
     if vm.power == PowerState::Suspended {
-        return Settled(Decision::None { why: Quiet::Suspended });
+        return Settled(Decision::None {
+            why: Quiet::Suspended,
+        });
     }
     // V4: one recovery per VM at a time.
     if vm.in_flight {
-        return Settled(Decision::Wait { why: WaitReason::InFlight });
+        return Settled(Decision::Wait {
+            why: WaitReason::InFlight,
+        });
     }
     // V5–V6: hysteresis.
     if vm.probe_failures < policy.failure_threshold {
-        let why = if vm.probe_failures == 0 { Quiet::Healthy } else { Quiet::Suspect };
+        let why = if vm.probe_failures == 0 {
+            Quiet::Healthy
+        } else {
+            Quiet::Suspect
+        };
         return Settled(Decision::None { why });
     }
     // V7–V8: no restart storms.
     if vm.failed_attempts >= policy.max_attempts {
-        return Settled(Decision::Alert { why: AlertReason::GaveUp });
+        return Settled(Decision::Alert {
+            why: AlertReason::GaveUp,
+        });
     }
     if now < vm.retry_at {
-        return Settled(Decision::Wait { why: WaitReason::Backoff });
+        return Settled(Decision::Wait {
+            why: WaitReason::Backoff,
+        });
     }
     match host.link {
         // Scenario 2: the host is alive and managed; the VM is dealt with in
@@ -77,8 +91,12 @@ pub fn assess(policy: &Policy, now: Timestamp, vm: &VmFacts, host: &HostFacts) -
                 Heartbeat::Missing if policy.reset_hung_guests => {
                     InPlace(Decision::RestartInPlace { reset: true })
                 }
-                Heartbeat::Ok => Settled(Decision::Alert { why: AlertReason::GuestUnreachable }),
-                _ => Settled(Decision::Alert { why: AlertReason::GuestUnresponsive }),
+                Heartbeat::Ok => Settled(Decision::Alert {
+                    why: AlertReason::GuestUnreachable,
+                }),
+                _ => Settled(Decision::Alert {
+                    why: AlertReason::GuestUnresponsive,
+                }),
             },
             // V12: down by failure: power on; after a failure, the snapshot.
             PowerState::Off => {
@@ -88,11 +106,13 @@ pub fn assess(policy: &Policy, now: Timestamp, vm: &VmFacts, host: &HostFacts) -
                     InPlace(Decision::RestartInPlace { reset: false })
                 }
             }
-            PowerState::Suspended | PowerState::Unknown => {
-                Settled(Decision::Wait { why: WaitReason::StateUnknown })
-            }
+            PowerState::Suspended | PowerState::Unknown => Settled(Decision::Wait {
+                why: WaitReason::StateUnknown,
+            }),
         },
-        HostLink::Maintenance => Settled(Decision::Alert { why: AlertReason::HostInMaintenance }),
+        HostLink::Maintenance => Settled(Decision::Alert {
+            why: AlertReason::HostInMaintenance,
+        }),
         // Scenario 3: the host is gone (or so it seems).
         HostLink::NotResponding
         | HostLink::Disconnected
@@ -100,17 +120,21 @@ pub fn assess(policy: &Policy, now: Timestamp, vm: &VmFacts, host: &HostFacts) -
         | HostLink::Standby => {
             // V13: no split brain.
             if !host_confirmed_down(policy, now, host) {
-                return Settled(Decision::Wait { why: WaitReason::HostNotConfirmedDown });
+                return Settled(Decision::Wait {
+                    why: WaitReason::HostNotConfirmedDown,
+                });
             }
             if policy.require_fencing && !host.link.is_fenced() {
-                return Settled(Decision::Alert { why: AlertReason::NeedsFencing });
+                return Settled(Decision::Alert {
+                    why: AlertReason::NeedsFencing,
+                });
             }
             // V14–V16: the host from its snapshot first, then elsewhere.
             match host.recovery {
                 HostRecovery::NotTried if host.has_snapshot => Need::RecoverHost,
-                HostRecovery::InFlight => {
-                    Settled(Decision::Wait { why: WaitReason::HostRecoveryInFlight })
-                }
+                HostRecovery::InFlight => Settled(Decision::Wait {
+                    why: WaitReason::HostRecoveryInFlight,
+                }),
                 _ => Need::Relocate,
             }
         }

@@ -122,7 +122,10 @@ impl Decision {
 
     /// Starts the VM somewhere other than its own host.
     pub const fn moves_vm(&self) -> bool {
-        matches!(self, Decision::Restore { .. } | Decision::AddHostThenRestore { .. })
+        matches!(
+            self,
+            Decision::Restore { .. } | Decision::AddHostThenRestore { .. }
+        )
     }
 
     /// A short stable name, for logs and metrics.

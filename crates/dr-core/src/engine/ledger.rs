@@ -41,7 +41,12 @@ pub fn observe_power_event(vm: &mut VmFacts, kind: PowerEventKind, by: &Actor) {
 
 /// One probe of a VM. Returns `true` when this probe made the VM cross the
 /// failure threshold (the moment it is detected down).
-pub fn observe_vm_probe(policy: &Policy, now: Timestamp, vm: &mut VmFacts, reachable: bool) -> bool {
+pub fn observe_vm_probe(
+    policy: &Policy,
+    now: Timestamp,
+    vm: &mut VmFacts,
+    reachable: bool,
+) -> bool {
     if reachable {
         vm.probe_failures = 0;
         if vm.stable_at != Timestamp::ZERO && now >= vm.stable_at {
@@ -86,13 +91,25 @@ pub fn recovery_finished(policy: &Policy, now: Timestamp, vm: &mut VmFacts, ok: 
 
 fn note_failure(policy: &Policy, now: Timestamp, vm: &mut VmFacts) {
     vm.failed_attempts = vm.failed_attempts.saturating_add(1);
-    vm.retry_at = vm.retry_at.max(now.saturating_add(policy.backoff(vm.failed_attempts)));
+    vm.retry_at = vm
+        .retry_at
+        .max(now.saturating_add(policy.backoff(vm.failed_attempts)));
 }
 
 /// One observation of a host: its probe and the hypervisor's view together.
-pub fn observe_host(policy: &Policy, now: Timestamp, host: &mut HostFacts, reachable: bool, link: HostLink) {
+pub fn observe_host(
+    policy: &Policy,
+    now: Timestamp,
+    host: &mut HostFacts,
+    reachable: bool,
+    link: HostLink,
+) {
     host.link = link;
-    host.probe_failures = if reachable { 0 } else { host.probe_failures.saturating_add(1) };
+    host.probe_failures = if reachable {
+        0
+    } else {
+        host.probe_failures.saturating_add(1)
+    };
     let lost = !reachable && (link.is_lost() || link.is_fenced());
     if lost && host.probe_failures >= policy.failure_threshold {
         host.unreachable_since.get_or_insert(now);
@@ -113,7 +130,11 @@ pub fn host_recovery_started(host: &mut HostFacts) {
 
 /// The host's recovery from its snapshot finished.
 pub fn host_recovery_finished(host: &mut HostFacts, ok: bool) {
-    host.recovery = if ok { HostRecovery::NotTried } else { HostRecovery::Failed };
+    host.recovery = if ok {
+        HostRecovery::NotTried
+    } else {
+        HostRecovery::Failed
+    };
     if ok {
         host.unreachable_since = None;
         host.probe_failures = 0;
@@ -139,7 +160,9 @@ mod tests {
     fn threshold_crossed_exactly_once() {
         let p = policy();
         let mut vm = VmFacts::running_on(0);
-        let crossed: Vec<bool> = (0..5).map(|i| observe_vm_probe(&p, Timestamp(i), &mut vm, false)).collect();
+        let crossed: Vec<bool> = (0..5)
+            .map(|i| observe_vm_probe(&p, Timestamp(i), &mut vm, false))
+            .collect();
         assert_eq!(crossed, [false, false, true, false, false]);
         observe_vm_probe(&p, Timestamp(6), &mut vm, true);
         assert_eq!(vm.probe_failures, 0);
@@ -170,14 +193,20 @@ mod tests {
         assert_eq!(vm.failed_attempts, 0, "still booting");
         assert_eq!(vm.retry_at, Timestamp(21_000), "grace not shortened");
         observe_vm_probe(&p, Timestamp(21_000), &mut vm, false);
-        assert_eq!(vm.failed_attempts, 1, "not up after the grace: the recovery failed");
+        assert_eq!(
+            vm.failed_attempts, 1,
+            "not up after the grace: the recovery failed"
+        );
         assert_eq!(vm.retry_at, Timestamp(31_000));
     }
 
     #[test]
     fn a_recovery_that_holds_clears_the_failures() {
         let p = policy();
-        let mut vm = VmFacts { failed_attempts: 2, ..VmFacts::running_on(0) };
+        let mut vm = VmFacts {
+            failed_attempts: 2,
+            ..VmFacts::running_on(0)
+        };
         recovery_finished(&p, Timestamp(1_000), &mut vm, true);
         observe_vm_probe(&p, Timestamp(30_000), &mut vm, true);
         assert_eq!(vm.failed_attempts, 2, "not yet stable");
@@ -188,7 +217,11 @@ mod tests {
     #[test]
     fn user_power_off_binds_until_powered_on() {
         let mut vm = VmFacts::running_on(0);
-        observe_power_event(&mut vm, PowerEventKind::PoweredOff, &Actor::User("alice".into()));
+        observe_power_event(
+            &mut vm,
+            PowerEventKind::PoweredOff,
+            &Actor::User("alice".into()),
+        );
         assert_eq!(vm.off_cause, OffCause::User);
         observe_vm_state(&mut vm, PowerState::Off, Heartbeat::Unknown);
         assert_eq!(vm.off_cause, OffCause::User);

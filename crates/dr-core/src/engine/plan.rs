@@ -66,10 +66,14 @@ impl Pass<'_> {
     /// Admits `d`, charged to host `h`, or says why not.
     fn admit(&mut self, h: usize, d: Decision) -> Decision {
         if !self.cluster_has_budget() {
-            return Decision::Wait { why: WaitReason::ClusterLimit };
+            return Decision::Wait {
+                why: WaitReason::ClusterLimit,
+            };
         }
         if !self.host_has_budget(h) {
-            return Decision::Wait { why: WaitReason::HostLimit };
+            return Decision::Wait {
+                why: WaitReason::HostLimit,
+            };
         }
         self.s.admitted[h] += 1;
         self.cluster_admitted += 1;
@@ -98,18 +102,25 @@ impl Pass<'_> {
                 .filter(|&h| hosts[h].link.accepts_vms())
                 .map(|h| h as HostIdx),
         );
-        self.s
-            .targets
-            .sort_by(|&a, &b| hosts[b as usize].free_memory_mb.cmp(&hosts[a as usize].free_memory_mb).then(a.cmp(&b)));
+        self.s.targets.sort_by(|&a, &b| {
+            hosts[b as usize]
+                .free_memory_mb
+                .cmp(&hosts[a as usize].free_memory_mb)
+                .then(a.cmp(&b))
+        });
     }
 
     /// Picks where `vm` (whose host `from` is confirmed down) comes up.
     fn relocate(&mut self, vm: &VmFacts) -> Decision {
         if !vm.has_snapshot && !vm.has_replica {
-            return Decision::Alert { why: AlertReason::NoRecoverySource };
+            return Decision::Alert {
+                why: AlertReason::NoRecoverySource,
+            };
         }
         if !self.cluster_has_budget() {
-            return Decision::Wait { why: WaitReason::ClusterLimit };
+            return Decision::Wait {
+                why: WaitReason::ClusterLimit,
+            };
         }
         let from = vm.host as usize;
         let from_site = self.hosts.get(from).map(|h| h.site);
@@ -132,7 +143,9 @@ impl Pass<'_> {
             if h == from || !self.fits(h, vm) {
                 continue;
             }
-            let Some(source) = source_for(self.hosts[h].site) else { continue };
+            let Some(source) = source_for(self.hosts[h].site) else {
+                continue;
+            };
             if !self.host_has_budget(h) {
                 host_limited = true;
                 continue;
@@ -142,10 +155,18 @@ impl Pass<'_> {
         }
         if let Some((h, source)) = pick {
             self.reserve(h, vm);
-            return self.admit(h, Decision::Restore { target: h as HostIdx, source });
+            return self.admit(
+                h,
+                Decision::Restore {
+                    target: h as HostIdx,
+                    source,
+                },
+            );
         }
         if host_limited {
-            return Decision::Wait { why: WaitReason::HostLimit };
+            return Decision::Wait {
+                why: WaitReason::HostLimit,
+            };
         }
         // No connected host has room: the paper's "add a new vHost".
         let mut spare_busy = false;
@@ -158,15 +179,27 @@ impl Pass<'_> {
                 spare_busy = true;
                 continue;
             }
-            let Some(source) = source_for(host.site) else { continue };
+            let Some(source) = source_for(host.site) else {
+                continue;
+            };
             self.s.claimed[h] = true;
             self.reserve(h, vm);
-            return self.admit(h, Decision::AddHostThenRestore { spare: h as HostIdx, source });
+            return self.admit(
+                h,
+                Decision::AddHostThenRestore {
+                    spare: h as HostIdx,
+                    source,
+                },
+            );
         }
         if spare_busy {
-            return Decision::Wait { why: WaitReason::AwaitingHost };
+            return Decision::Wait {
+                why: WaitReason::AwaitingHost,
+            };
         }
-        Decision::Alert { why: AlertReason::NoCapacity }
+        Decision::Alert {
+            why: AlertReason::NoCapacity,
+        }
     }
 }
 
@@ -193,7 +226,14 @@ impl Engine {
         cluster: ClusterFacts,
     ) -> Vec<Decision> {
         let mut out = Vec::with_capacity(vms.len());
-        self.plan_into(now, vms, hosts, cluster, &mut PlanScratch::default(), &mut out);
+        self.plan_into(
+            now,
+            vms,
+            hosts,
+            cluster,
+            &mut PlanScratch::default(),
+            &mut out,
+        );
         out
     }
 
@@ -223,7 +263,9 @@ impl Engine {
         for vm in vms {
             let h = vm.host as usize;
             let Some(host) = hosts.get(h) else {
-                out.push(Decision::Wait { why: WaitReason::HostNotConfirmedDown });
+                out.push(Decision::Wait {
+                    why: WaitReason::HostNotConfirmedDown,
+                });
                 continue;
             };
             let d = match assess(&self.policy, now, vm, host) {
@@ -231,7 +273,9 @@ impl Engine {
                 Need::InPlace(d) => pass.admit(h, d),
                 Need::RecoverHost => {
                     if pass.s.claimed[h] {
-                        Decision::Wait { why: WaitReason::HostRecoveryInFlight }
+                        Decision::Wait {
+                            why: WaitReason::HostRecoveryInFlight,
+                        }
                     } else {
                         let d = pass.admit(h, Decision::RecoverHost { host: vm.host });
                         if d.is_action() {

@@ -103,8 +103,12 @@ impl Policy {
         if failures == 0 {
             return Duration::ZERO;
         }
-        let factor = 1u32.checked_shl(u32::from(failures - 1)).unwrap_or(u32::MAX);
-        self.backoff_base.saturating_mul(factor).min(self.backoff_max)
+        let factor = 1u32
+            .checked_shl(u32::from(failures - 1))
+            .unwrap_or(u32::MAX);
+        self.backoff_base
+            .saturating_mul(factor)
+            .min(self.backoff_max)
     }
 }
 
@@ -155,7 +159,10 @@ mod tests {
     #[test]
     fn validate_rejects_nonsense() {
         assert!(Policy::default().validate().is_ok());
-        let p = Policy { failure_threshold: 0, ..Policy::default() };
+        let p = Policy {
+            failure_threshold: 0,
+            ..Policy::default()
+        };
         assert_eq!(
             p.validate().unwrap_err().to_string(),
             "policy.failure_threshold: must be at least 1"

@@ -1,6 +1,4 @@
-use crate::model::{
-    Inventory, PowerEvent, RestoreSource, SnapshotInfo, SnapshotTarget,
-};
+use crate::model::{Inventory, PowerEvent, RestoreSource, SnapshotInfo, SnapshotTarget};
 use crate::time::Timestamp;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};

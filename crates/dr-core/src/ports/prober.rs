@@ -26,7 +26,10 @@ pub struct ProbeTarget {
 impl ProbeTarget {
     /// An ICMP echo target.
     pub const fn icmp(addr: IpAddr) -> Self {
-        ProbeTarget { addr, kind: ProbeKind::Icmp }
+        ProbeTarget {
+            addr,
+            kind: ProbeKind::Icmp,
+        }
     }
 }
 
