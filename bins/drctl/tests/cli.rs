@@ -3,8 +3,15 @@
 use std::process::Command;
 
 fn drctl(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_drctl")).args(args).output().expect("drctl runs");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    let out = Command::new(env!("CARGO_BIN_EXE_drctl"))
+        .args(args)
+        .output()
+        .expect("drctl runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 fn example(name: &str) -> String {
@@ -15,19 +22,31 @@ fn example(name: &str) -> String {
 fn seed_scenarios_print_json_lines_and_pass() {
     let (code, out, err) = drctl(&["simulate", &example("seed-scenarios.toml")]);
     assert_eq!(code, 0, "stderr: {err}");
-    let lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).expect("every line is JSON")).collect();
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("every line is JSON"))
+        .collect();
     assert!(lines.iter().any(|l| l["type"] == "decision"));
     assert!(lines.iter().any(|l| l["type"] == "action_started"));
     assert!(lines.iter().any(|l| l["type"] == "observation"));
     assert!(lines.iter().any(|l| l["type"] == "fault"));
     let timed: Vec<u64> = lines.iter().filter_map(|l| l["t_ms"].as_u64()).collect();
     assert!(timed.len() > 100, "timeline lines carry t_ms");
-    assert!(timed.windows(2).all(|w| w[0] <= w[1]), "the timeline is in time order");
+    assert!(
+        timed.windows(2).all(|w| w[0] <= w[1]),
+        "the timeline is in time order"
+    );
     let summaries: Vec<_> = lines.iter().filter(|l| l["type"] == "summary").collect();
     assert_eq!(summaries.len(), 11, "one summary per VM");
     for s in &summaries {
         assert_eq!(s["double_runs"], 0, "{s}");
-        for key in ["final_state", "final_host", "time_to_detect_ms", "rto_ms", "actions"] {
+        for key in [
+            "final_state",
+            "final_host",
+            "time_to_detect_ms",
+            "rto_ms",
+            "actions",
+        ] {
             assert!(s.get(key).is_some(), "summary lacks {key}: {s}");
         }
     }
@@ -54,9 +73,15 @@ fn an_invalid_file_exits_2_naming_the_line() {
     let (code, out, err) = drctl(&["simulate", bad.to_str().expect("utf-8 path")]);
     assert_eq!(code, 2);
     assert!(out.is_empty());
-    assert!(err.contains("line 7: vm \"a\": unknown host \"h2\""), "stderr: {err}");
+    assert!(
+        err.contains("line 7: vm \"a\": unknown host \"h2\""),
+        "stderr: {err}"
+    );
     assert!(err.contains("bad.toml"), "stderr names the file: {err}");
-    let (code, _, err) = drctl(&["simulate", dir.join("missing.toml").to_str().expect("utf-8")]);
+    let (code, _, err) = drctl(&[
+        "simulate",
+        dir.join("missing.toml").to_str().expect("utf-8"),
+    ]);
     assert_eq!(code, 2);
     assert!(err.contains("cannot read"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
@@ -66,7 +91,8 @@ fn an_invalid_file_exits_2_naming_the_line() {
 fn random_mode_checks_seeds_and_replays_one() {
     let (code, out, _) = drctl(&["simulate", "--random", "--seeds", "20"]);
     assert_eq!(code, 0, "{out}");
-    let last: serde_json::Value = serde_json::from_str(out.lines().last().expect("summary")).expect("json");
+    let last: serde_json::Value =
+        serde_json::from_str(out.lines().last().expect("summary")).expect("json");
     assert_eq!(last["type"], "random_summary");
     assert_eq!(last["seeds"], 20);
     assert_eq!(last["failed"], 0);

@@ -2,7 +2,7 @@
 //! survive by name, VMs never seen with an IP are not monitored.
 
 use dr_control::registry::Registry;
-use dr_core::model::{Heartbeat, HostInfo, HostLink, Inventory, PowerState, VmInfo, Vitals};
+use dr_core::model::{Heartbeat, HostInfo, HostLink, Inventory, PowerState, Vitals, VmInfo};
 use std::net::IpAddr;
 
 fn host(name: &str) -> HostInfo {
@@ -46,7 +46,11 @@ fn sync_adds_removes_and_keeps_state_by_name() {
     };
     let diff = reg.sync(&inv);
     assert_eq!(diff.added_hosts, ["h1", "h22"]);
-    assert_eq!(diff.added_vms, ["a", "b"], "a VM never seen with an IP is not monitored");
+    assert_eq!(
+        diff.added_vms,
+        ["a", "b"],
+        "a VM never seen with an IP is not monitored"
+    );
     let b = reg.vm_idx("b").expect("b");
     reg.vms[b].probe_failures = 2;
     reg.vms[b].failed_attempts = 1;
@@ -54,7 +58,10 @@ fn sync_adds_removes_and_keeps_state_by_name() {
     // h1 and "a" go away, "c" arrives, "b" stopped reporting its IP.
     let inv2 = Inventory {
         hosts: vec![host("h22"), host("h333")],
-        vms: vec![vm("c", "h333", Some("10.1.0.3"), PowerState::On), vm("b", "h22", None, PowerState::Off)],
+        vms: vec![
+            vm("c", "h333", Some("10.1.0.3"), PowerState::On),
+            vm("b", "h22", None, PowerState::Off),
+        ],
     };
     let diff = reg.sync(&inv2);
     assert_eq!(diff.added_hosts, ["h333"]);
@@ -64,16 +71,26 @@ fn sync_adds_removes_and_keeps_state_by_name() {
     let b = reg.vm_idx("b").expect("b kept");
     assert_eq!(reg.vms[b].probe_failures, 2, "facts survive a sync");
     assert_eq!(reg.vms[b].failed_attempts, 1);
-    assert_eq!(reg.vm_entries[b].ip, "10.1.0.2".parse::<IpAddr>().expect("ip"), "last known IP kept");
+    assert_eq!(
+        reg.vm_entries[b].ip,
+        "10.1.0.2".parse::<IpAddr>().expect("ip"),
+        "last known IP kept"
+    );
     assert_eq!(reg.host_name(reg.vms[b].host), "h22", "host index remapped");
     assert!(reg.vm_idx("a").is_none());
-    assert!(reg.sync(&inv2).is_empty(), "a second identical sync changes nothing");
+    assert!(
+        reg.sync(&inv2).is_empty(),
+        "a second identical sync changes nothing"
+    );
 }
 
 #[test]
 fn a_vm_found_off_counts_as_stopped_by_intent() {
     let mut reg = Registry::default();
-    let inv = Inventory { hosts: vec![host("h1")], vms: vec![vm("off", "h1", Some("10.1.0.9"), PowerState::Off)] };
+    let inv = Inventory {
+        hosts: vec![host("h1")],
+        vms: vec![vm("off", "h1", Some("10.1.0.9"), PowerState::Off)],
+    };
     reg.sync(&inv);
     let i = reg.vm_idx("off").expect("monitored");
     assert_eq!(reg.vms[i].off_cause, dr_core::engine::OffCause::User);

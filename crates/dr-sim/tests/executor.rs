@@ -36,18 +36,31 @@ fn world() -> Arc<Mutex<World>> {
 }
 
 fn power_on() -> Action {
-    Action::PowerOn { vm: "a".into(), host: "h1".into() }
+    Action::PowerOn {
+        vm: "a".into(),
+        host: "h1".into(),
+    }
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_slow_operation_times_out() {
     let clock: Arc<dyn Clock> = Arc::new(TokioClock::from_zero());
-    let lat = Latencies { power: Duration::from_secs(10), ..Latencies::default() };
+    let lat = Latencies {
+        power: Duration::from_secs(10),
+        ..Latencies::default()
+    };
     let hv = SimHypervisor::new(world(), clock.clone(), lat);
-    let retry = RetryPolicy { timeout: Duration::from_secs(3), retries: 1, delay: Duration::from_secs(1) };
+    let retry = RetryPolicy {
+        timeout: Duration::from_secs(3),
+        retries: 1,
+        delay: Duration::from_secs(1),
+    };
     let (attempts, r) = execute(&hv, &*clock, retry, &power_on()).await;
     assert_eq!(attempts, 2, "a timeout is transient: retried once");
-    assert!(matches!(r, Err(HypervisorError::Timeout { op: "power_on", .. })), "{r:?}");
+    assert!(
+        matches!(r, Err(HypervisorError::Timeout { op: "power_on", .. })),
+        "{r:?}"
+    );
     assert_eq!(clock.now(), Timestamp(7_000), "3 s + 1 s pause + 3 s");
 }
 
@@ -64,7 +77,11 @@ async fn an_unreachable_host_is_retried_until_it_answers() {
             w.lock().expect("lock").hosts[0].mgmt_lost = false;
         }
     };
-    let retry = RetryPolicy { timeout: Duration::from_secs(30), retries: 3, delay: Duration::from_secs(2) };
+    let retry = RetryPolicy {
+        timeout: Duration::from_secs(30),
+        retries: 3,
+        delay: Duration::from_secs(2),
+    };
     let action = power_on();
     let ((attempts, r), ()) = tokio::join!(execute(&hv, &*clock, retry, &action), heal);
     assert!(r.is_ok(), "{r:?}");
@@ -77,7 +94,11 @@ async fn a_permanent_error_is_not_retried() {
     let w = world();
     w.lock().expect("lock").vms[0].fail_next = 5;
     let hv = SimHypervisor::new(w, clock.clone(), Latencies::default());
-    let retry = RetryPolicy { timeout: Duration::from_secs(30), retries: 3, delay: Duration::from_secs(2) };
+    let retry = RetryPolicy {
+        timeout: Duration::from_secs(30),
+        retries: 3,
+        delay: Duration::from_secs(2),
+    };
     let (attempts, r) = execute(&hv, &*clock, retry, &power_on()).await;
     assert_eq!(attempts, 1);
     assert!(matches!(r, Err(HypervisorError::Failed { .. })), "{r:?}");

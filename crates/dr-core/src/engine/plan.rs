@@ -26,6 +26,9 @@ pub struct PlanScratch {
     /// Connected hosts, most free memory first; built on first use per pass.
     targets: Vec<HostIdx>,
     targets_built: bool,
+    /// Targets before this index have no budget left in this pass (budgets
+    /// only shrink within a pass), so scans start here.
+    targets_from: usize,
 }
 
 impl PlanScratch {
@@ -40,6 +43,7 @@ impl PlanScratch {
         self.claimed.resize(hosts, false);
         self.targets.clear();
         self.targets_built = false;
+        self.targets_from = 0;
     }
 }
 
@@ -136,9 +140,14 @@ impl Pass<'_> {
             }
         };
         self.build_targets();
+        while self.s.targets_from < self.s.targets.len()
+            && !self.host_has_budget(self.s.targets[self.s.targets_from] as usize)
+        {
+            self.s.targets_from += 1;
+        }
         let mut host_limited = false;
         let mut pick = None;
-        for i in 0..self.s.targets.len() {
+        for i in self.s.targets_from..self.s.targets.len() {
             let h = self.s.targets[i] as usize;
             if h == from || !self.fits(h, vm) {
                 continue;

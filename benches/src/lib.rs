@@ -1,0 +1,100 @@
+//! Workloads for the vmdr benchmarks: deterministic mixed clusters of any
+//! size, so every bench (and every run of it) decides over the same facts.
+#![forbid(unsafe_code)]
+
+use dr_core::engine::{HostFacts, HostRecovery, OffCause, VmFacts};
+use dr_core::model::{Heartbeat, HostLink, PowerState};
+use dr_core::Timestamp;
+
+/// VMs per host in the generated clusters.
+pub const VMS_PER_HOST: usize = 50;
+
+/// "Now" for the generated facts.
+pub const NOW: Timestamp = Timestamp(10_000_000);
+
+fn mix(i: u64) -> u64 {
+    let mut z = i.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// A cluster of `vms` VMs on `vms / VMS_PER_HOST` hosts (plus spares):
+/// 1 % of hosts confirmed down (half with a host snapshot to try, half
+/// whose recovery failed), 1 % unreachable but not yet confirmed; of the
+/// VMs, about 5 % suspect (one failed probe), 3 % crashed, 2 % hung, 1 %
+/// stopped by a user, 1 % in back-off, 1 % with a recovery in flight, the
+/// rest healthy.
+pub fn cluster(vms: usize) -> (Vec<VmFacts>, Vec<HostFacts>) {
+    let n_hosts = (vms / VMS_PER_HOST).max(2);
+    let mut hosts = Vec::with_capacity(n_hosts + n_hosts / 100 + 1);
+    for h in 0..n_hosts {
+        let r = mix(h as u64 ^ 0xA5A5) % 1000;
+        let mut f = HostFacts::connected((h % 2) as u16, 200_000, 100_000);
+        if r < 10 {
+            f.link = HostLink::NotResponding;
+            f.probe_failures = 100;
+            f.unreachable_since = Some(Timestamp(0));
+            f.has_snapshot = r < 5;
+            f.recovery = if r < 5 {
+                HostRecovery::NotTried
+            } else {
+                HostRecovery::Failed
+            };
+        } else if r < 20 {
+            f.link = HostLink::NotResponding;
+            f.probe_failures = 2;
+        }
+        hosts.push(f);
+    }
+    for _ in 0..=n_hosts / 100 {
+        let mut spare = HostFacts::connected(0, 262_144, 128_000);
+        spare.link = HostLink::Standby;
+        hosts.push(spare);
+    }
+    let mut out = Vec::with_capacity(vms);
+    for i in 0..vms {
+        let r = mix(i as u64) % 100;
+        let host = (i % n_hosts) as u32;
+        let mut vm = VmFacts::running_on(host);
+        vm.memory_mb = 2048 << (r % 3);
+        vm.has_snapshot = r % 2 == 0;
+        vm.has_replica = r % 3 != 0;
+        let down_host = hosts[host as usize].link != HostLink::Connected;
+        match r {
+            _ if down_host => {
+                vm.probe_failures = 50;
+                vm.power = PowerState::Unknown;
+                vm.heartbeat = Heartbeat::Unknown;
+            }
+            0..=4 => vm.probe_failures = 1,
+            5..=7 => {
+                vm.probe_failures = 5;
+                vm.power = PowerState::Off;
+                vm.off_cause = OffCause::System;
+                vm.heartbeat = Heartbeat::Unknown;
+            }
+            8..=9 => {
+                vm.probe_failures = 5;
+                vm.heartbeat = Heartbeat::Missing;
+            }
+            10 => {
+                vm.power = PowerState::Off;
+                vm.off_cause = OffCause::User;
+                vm.probe_failures = 40;
+            }
+            11 => {
+                vm.probe_failures = 5;
+                vm.failed_attempts = 2;
+                vm.retry_at = Timestamp(NOW.0 + 5_000);
+            }
+            12 => {
+                vm.probe_failures = 5;
+                vm.in_flight = true;
+            }
+            _ => {}
+        }
+        out.push(vm);
+    }
+    (out, hosts)
+}
