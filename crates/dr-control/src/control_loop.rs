@@ -231,9 +231,10 @@ where
 
         // Probe outcomes belong to the registry as it was probed: apply them
         // before a sync can reorder it.
-        for i in 0..self.registry.vms.len() {
+        let vm_count = self.registry.vms.len();
+        for (i, r) in results.iter().take(vm_count).enumerate() {
             self.registry
-                .observe_vm_probe(&policy, now, i, results[i].reachable, &*self.sink);
+                .observe_vm_probe(&policy, now, i, r.reachable, &*self.sink);
         }
         let links: Vec<HostLink> = inv_links(&inv, &self.registry);
         for (i, slot) in host_slots.into_iter().enumerate() {

@@ -359,10 +359,11 @@ fn yes_no(b: bool) -> &'static str {
     }
 }
 
-/// `snake_case` name of a serde unit enum value.
-fn lower<T: serde::Serialize + std::fmt::Debug>(v: &T) -> String {
-    // Every enum given here serializes as a plain snake_case string.
-    format!("{v:?}").chars().fold(String::new(), |mut s, c| {
+/// `snake_case` name of a fieldless enum value (`NotResponding` →
+/// `not_responding`), matching how the enums serialize.
+fn lower<T: std::fmt::Debug>(v: &T) -> String {
+    let mut s = String::new();
+    for c in format!("{v:?}").chars() {
         if c.is_ascii_uppercase() {
             if !s.is_empty() {
                 s.push('_');
@@ -371,8 +372,8 @@ fn lower<T: serde::Serialize + std::fmt::Debug>(v: &T) -> String {
         } else {
             s.push(c);
         }
-        s
-    })
+    }
+    s
 }
 
 fn emit_change(

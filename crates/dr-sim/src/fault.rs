@@ -109,18 +109,14 @@ impl Fault {
             FaultTarget::Host(name) => {
                 let Some(h) = w.host_idx(name) else { return };
                 match self.kind {
-                    FaultKind::HostCrash { recoverable } => {
-                        if w.hosts[h].state == HostState::Up {
-                            if !recoverable {
-                                w.hosts[h].recover_failures = u32::MAX;
-                            }
-                            w.host_goes_down(h, HostState::Down, now);
+                    FaultKind::HostCrash { recoverable } if w.hosts[h].state == HostState::Up => {
+                        if !recoverable {
+                            w.hosts[h].recover_failures = u32::MAX;
                         }
+                        w.host_goes_down(h, HostState::Down, now);
                     }
-                    FaultKind::HostPowerOff => {
-                        if matches!(w.hosts[h].state, HostState::Up | HostState::Down) {
-                            w.host_goes_down(h, HostState::Off, now);
-                        }
+                    FaultKind::HostPowerOff if matches!(w.hosts[h].state, HostState::Up | HostState::Down) => {
+                        w.host_goes_down(h, HostState::Off, now);
                     }
                     FaultKind::HostRecover => {
                         if w.hosts[h].recover_failures == u32::MAX {

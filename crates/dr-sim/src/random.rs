@@ -106,7 +106,7 @@ pub fn faults(
                         }
                     }
                 }
-                4 | 5 | 6 if net_busy[h] <= at => {
+                4..=6 if net_busy[h] <= at => {
                     let end = clamp(at.saturating_add(secs(rng, 20, 180)));
                     net_busy[h] = end;
                     out.push(Fault {
