@@ -168,3 +168,21 @@ fn every_branch_of_the_paper_runs_safely() {
         "no back-off while flapping: {delays:?}"
     );
 }
+
+#[test]
+fn every_example_parses_and_passes() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(dir).expect("examples/") {
+        let path = entry.expect("entry").path();
+        if path.extension().and_then(|e| e.to_str()) != Some("toml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).expect("readable");
+        let scenario = Scenario::parse(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let report = dr_sim::run(&scenario).expect("runs");
+        assert!(report.verdict.ok, "{}: {:?}", path.display(), report.verdict);
+        seen += 1;
+    }
+    assert!(seen >= 2, "examples/ holds the seed and random scenarios");
+}
