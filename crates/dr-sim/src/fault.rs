@@ -115,7 +115,9 @@ impl Fault {
                         }
                         w.host_goes_down(h, HostState::Down, now);
                     }
-                    FaultKind::HostPowerOff if matches!(w.hosts[h].state, HostState::Up | HostState::Down) => {
+                    FaultKind::HostPowerOff
+                        if matches!(w.hosts[h].state, HostState::Up | HostState::Down) =>
+                    {
                         w.host_goes_down(h, HostState::Off, now);
                     }
                     FaultKind::HostRecover => {

@@ -181,7 +181,12 @@ fn every_example_parses_and_passes() {
         let text = std::fs::read_to_string(&path).expect("readable");
         let scenario = Scenario::parse(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let report = dr_sim::run(&scenario).expect("runs");
-        assert!(report.verdict.ok, "{}: {:?}", path.display(), report.verdict);
+        assert!(
+            report.verdict.ok,
+            "{}: {:?}",
+            path.display(),
+            report.verdict
+        );
         seen += 1;
     }
     assert!(seen >= 2, "examples/ holds the seed and random scenarios");
