@@ -1,7 +1,6 @@
 //! What the control loop reports: every observation change, decision change
 //! and action, with the clock's timestamp.
 
-use dr_core::model::RestoreSource;
 use dr_core::{Decision, Timestamp};
 use serde::Serialize;
 
@@ -76,17 +75,6 @@ pub enum ControlEvent {
         /// The error.
         error: String,
     },
-}
-
-impl ControlEvent {
-    /// The restore source an action uses, if any (for summaries).
-    pub fn restore_source(&self) -> Option<RestoreSource> {
-        match self {
-            ControlEvent::ActionStarted { action }
-            | ControlEvent::ActionFinished { action, .. } => action.restore_source(),
-            _ => None,
-        }
-    }
 }
 
 /// Receives the control loop's events. Called from the loop's task and from

@@ -49,17 +49,7 @@ pub fn faults(
                 4 => FaultKind::VmCrash,
                 5 => FaultKind::VmUserPowerOff,
                 6 => FaultKind::VmUserPowerOn,
-                7 => {
-                    let end = clamp(at.saturating_add(secs(rng, 30, 180)));
-                    out.push(Fault {
-                        at: end,
-                        kind: FaultKind::PacketLoss { loss: 0.0 },
-                        target: target.clone(),
-                    });
-                    FaultKind::PacketLoss {
-                        loss: 0.1 + rng.next_f64() * 0.5,
-                    }
-                }
+                7 => packet_loss(rng, at, t_end, &target, &mut out),
                 8 => {
                     let period = secs(rng, 20, 90);
                     for i in 1..rng.range(2, 3) as u32 {
@@ -120,23 +110,35 @@ pub fn faults(
                         FaultKind::HostPartition
                     }
                 }
-                4..=7 => {
-                    let end = clamp(at.saturating_add(secs(rng, 30, 180)));
-                    out.push(Fault {
-                        at: end,
-                        kind: FaultKind::PacketLoss { loss: 0.0 },
-                        target: target.clone(),
-                    });
-                    FaultKind::PacketLoss {
-                        loss: 0.1 + rng.next_f64() * 0.5,
-                    }
-                }
+                4..=7 => packet_loss(rng, at, t_end, &target, &mut out),
                 _ => FaultKind::HostRecoveryFails { count: 1 },
             };
             out.push(Fault { at, kind, target });
         }
     }
     out
+}
+
+/// Probe loss on `target` from `at` for 30–180 s (ending by `t_end`): pushes
+/// the end, returns the start.
+fn packet_loss(
+    rng: &mut Rng,
+    at: Timestamp,
+    t_end: Timestamp,
+    target: &FaultTarget,
+    out: &mut Vec<Fault>,
+) -> FaultKind {
+    let end = at
+        .saturating_add(Duration::from_secs(rng.range(30, 180)))
+        .min(t_end);
+    out.push(Fault {
+        at: end,
+        kind: FaultKind::PacketLoss { loss: 0.0 },
+        target: target.clone(),
+    });
+    FaultKind::PacketLoss {
+        loss: 0.1 + rng.next_f64() * 0.5,
+    }
 }
 
 /// A random datacenter and fault timeline for `seed`: two sites, a spare,
