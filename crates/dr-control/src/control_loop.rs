@@ -127,17 +127,47 @@ where
     /// Ticks every probe interval until `shutdown` turns true (or its sender
     /// is dropped), then waits for the actions still running so none is left
     /// half-accounted.
-    pub async fn run(&mut self, mut shutdown: watch::Receiver<bool>) {
+    pub async fn run(&mut self, shutdown: watch::Receiver<bool>) {
+        self.run_with_reload(shutdown, None).await;
+    }
+
+    /// [`ControlLoop::run`], also applying every configuration published on
+    /// `config` from the next tick on (the daemon's reload). An invalid one
+    /// is reported as an error event and the running configuration stays.
+    pub async fn run_with_reload(
+        &mut self,
+        mut shutdown: watch::Receiver<bool>,
+        mut config: Option<watch::Receiver<ControlConfig>>,
+    ) {
         let mut next = self.clock.now();
         loop {
             if *shutdown.borrow() {
                 break;
             }
+            let reload = async {
+                match config.as_mut() {
+                    Some(rx) => rx.changed().await.is_ok(),
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 biased;
                 changed = shutdown.changed() => {
                     if changed.is_err() || *shutdown.borrow() {
                         break;
+                    }
+                    continue;
+                }
+                reloaded = reload => {
+                    match config.as_mut() {
+                        Some(rx) if reloaded => {
+                            let cfg = rx.borrow_and_update().clone();
+                            if let Err(e) = self.reconfigure(cfg) {
+                                self.error("reconfigure", &e);
+                            }
+                        }
+                        // The publisher is gone: keep running as configured.
+                        _ => config = None,
                     }
                     continue;
                 }
