@@ -169,3 +169,148 @@ async fn tcp_probes_see_listeners_and_closed_ports_as_up_and_silence_as_down() {
     assert!(r[3].reachable, "mixed batch keeps its order");
     drop(listener);
 }
+
+#[tokio::test]
+async fn with_30_percent_loss_a_host_is_still_up_after_retries() {
+    if !can_run("with_30_percent_loss_a_host_is_still_up_after_retries") {
+        return;
+    }
+    let host = TestHost::new();
+    // 30 % of the echo requests reaching the host are dropped, in its kernel.
+    host.exec(&["nft", "add", "table", "inet", "loss"]);
+    host.exec(&[
+        "nft",
+        "add",
+        "chain",
+        "inet",
+        "loss",
+        "in",
+        "{ type filter hook input priority 0; }",
+    ]);
+    host.exec(&[
+        "nft",
+        "add",
+        "rule",
+        "inet",
+        "loss",
+        "in",
+        "meta",
+        "l4proto",
+        "{ icmp, ipv6-icmp }",
+        "numgen",
+        "random",
+        "mod",
+        "100",
+        "<",
+        "30",
+        "drop",
+    ]);
+    let cfg = ProbeConfig {
+        icmp: dr_probe::IcmpConfig {
+            attempts: 8,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let p = NetProber::new(cfg);
+    for round in 0..10 {
+        let r = p
+            .probe(&icmp(&[host.v4]), Duration::from_millis(800))
+            .await
+            .expect("probe");
+        assert!(
+            r[0].reachable,
+            "round {round}: judged down despite 8 attempts"
+        );
+    }
+    let s = p.stats();
+    assert_eq!(s.answered, 10);
+    assert!(
+        s.sent > s.answered,
+        "no request was lost: is the loss rule in place? {s:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_100_ms_host_measures_100_ms() {
+    if !can_run("a_100_ms_host_measures_100_ms") {
+        return;
+    }
+    let host = TestHost::new();
+    let _slow = common::Responder::start(&host, Duration::from_millis(100), |_| {});
+    let cfg = ProbeConfig {
+        icmp: dr_probe::IcmpConfig {
+            attempts: 1,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let p = NetProber::new(cfg);
+    for _ in 0..5 {
+        let r = p
+            .probe(&icmp(&[host.v4]), Duration::from_millis(500))
+            .await
+            .expect("probe");
+        let rtt = r[0].rtt.expect("the slow host answers");
+        assert!(
+            rtt >= Duration::from_millis(80) && rtt <= Duration::from_millis(120),
+            "rtt {rtt:?} not within 20% of 100 ms"
+        );
+    }
+    // Shorter than the delay: down.
+    let r = p
+        .probe(&icmp(&[host.v4]), Duration::from_millis(50))
+        .await
+        .expect("probe");
+    assert!(!r[0].reachable);
+}
+
+#[tokio::test]
+async fn bad_replies_are_counted_and_never_count_as_up() {
+    if !can_run("bad_replies_are_counted_and_never_count_as_up") {
+        return;
+    }
+    type Mangle = fn(&mut Vec<u8>);
+    let cases: [(&str, Mangle); 4] = [
+        ("bad checksum", |r| r[30] ^= 0xff),
+        ("truncated", |r| r.truncate(12)),
+        ("foreign token", |r| {
+            r[8] ^= 0xff;
+            r[2..4].copy_from_slice(&[0, 0]);
+            let c = dr_probe::packet::checksum(r);
+            r[2..4].copy_from_slice(&c.to_be_bytes());
+        }),
+        ("forged index", |r| {
+            r[20..24].copy_from_slice(&9_999u32.to_be_bytes());
+            r[2..4].copy_from_slice(&[0, 0]);
+            let c = dr_probe::packet::checksum(r);
+            r[2..4].copy_from_slice(&c.to_be_bytes());
+        }),
+    ];
+    for (what, mangle) in cases {
+        let host = TestHost::new();
+        let _bad = common::Responder::start(&host, Duration::ZERO, mangle);
+        let cfg = ProbeConfig {
+            icmp: dr_probe::IcmpConfig {
+                attempts: 2,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let p = NetProber::new(cfg);
+        let r = p
+            .probe(&icmp(&[host.v4]), Duration::from_millis(300))
+            .await
+            .expect("probe");
+        assert!(!r[0].reachable, "{what}: a bad reply counted as an answer");
+        let s = p.stats();
+        let counted = match what {
+            "bad checksum" => s.bad_checksum,
+            "truncated" => s.truncated,
+            "foreign token" => s.foreign,
+            _ => s.forged,
+        };
+        assert!(counted >= 1, "{what}: not counted: {s:?}");
+        assert_eq!(s.answered, 0);
+    }
+}

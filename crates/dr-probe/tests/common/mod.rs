@@ -208,3 +208,81 @@ impl Drop for TestHost {
             .output();
     }
 }
+
+/// An ICMPv4 echo responder running inside a test host's namespace (the
+/// kernel's own replies switched off there): a slow host, or one that sends
+/// bad replies. Stops when dropped.
+pub struct Responder {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Responder {
+    /// Answers after `delay`, passing each reply through `mangle` first
+    /// (to forge, corrupt or truncate it).
+    pub fn start(
+        host: &TestHost,
+        delay: std::time::Duration,
+        mangle: fn(&mut Vec<u8>),
+    ) -> Responder {
+        use std::sync::atomic::AtomicBool;
+        use std::sync::Arc;
+        host.exec(&["sysctl", "-qw", "net.ipv4.icmp_echo_ignore_all=1"]);
+        let stop = Arc::new(AtomicBool::new(false));
+        let ns = format!("/run/netns/{}", host.ns);
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            // setns changes only this thread's namespace.
+            let f = std::fs::File::open(&ns).expect("namespace file");
+            nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+            let raw = socket2::Socket::new(
+                socket2::Domain::IPV4,
+                socket2::Type::RAW,
+                Some(socket2::Protocol::ICMPV4),
+            )
+            .expect("raw socket in the namespace");
+            let sock: std::net::UdpSocket = raw.into();
+            sock.set_read_timeout(Some(std::time::Duration::from_millis(50)))
+                .expect("timeout");
+            let sock = Arc::new(sock);
+            ready_tx.send(()).expect("ready");
+            let mut buf = [0u8; 2048];
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                let Ok((len, from)) = sock.recv_from(&mut buf) else {
+                    continue;
+                };
+                let ihl = usize::from(buf[0] & 0x0f) * 4;
+                if len < ihl + 8 || buf[ihl] != 8 {
+                    continue; // not an echo request
+                }
+                let mut reply = buf[ihl..len].to_vec();
+                reply[0] = 0;
+                reply[2] = 0;
+                reply[3] = 0;
+                let c = dr_probe::packet::checksum(&reply);
+                reply[2..4].copy_from_slice(&c.to_be_bytes());
+                mangle(&mut reply);
+                let sock = sock.clone();
+                std::thread::spawn(move || {
+                    std::thread::sleep(delay);
+                    let _ = sock.send_to(&reply, from);
+                });
+            }
+        });
+        ready_rx.recv().expect("responder started");
+        Responder {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Responder {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
