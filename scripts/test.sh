@@ -16,6 +16,24 @@ if command -v rustup >/dev/null 2>&1; then
     rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
 fi
 
+# Debian packages the tests use: iproute2 (test hosts in network namespaces),
+# nftables (packet loss inside a test host), fping (the prober benchmark's
+# reference). Installed when missing and we are root; the namespace tests
+# fail in CI without them and skip with a reason elsewhere.
+need=()
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
+command -v nft >/dev/null 2>&1 || need+=(nftables)
+command -v fping >/dev/null 2>&1 || need+=(fping)
+if [ ${#need[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        say "installing ${need[*]}"
+        apt-get update -q >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}" >/dev/null
+    else
+        echo "note: missing ${need[*]} (not root or no apt-get): namespace tests will skip" >&2
+    fi
+fi
+
 say "format"
 cargo fmt --all -- --check
 

@@ -7,6 +7,8 @@ use std::io::{self, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod probe;
+
 #[derive(Parser)]
 #[command(
     name = "drctl",
@@ -23,6 +25,9 @@ enum Command {
     /// Run a scenario through the real engine and control loop on a
     /// simulated datacenter, on virtual time.
     Simulate(SimulateArgs),
+    /// Probe targets like fping: one line per target with up/down, loss and
+    /// RTT. Exit status 1 when any target is down, 2 on bad input.
+    Probe(probe::ProbeArgs),
 }
 
 #[derive(Args)]
@@ -59,6 +64,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Simulate(args) => simulate(&args),
+        Command::Probe(args) => probe(&args),
     };
     match result {
         Ok(code) => code,
@@ -67,6 +73,19 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+fn probe(args: &probe::ProbeArgs) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let all_up = rt.block_on(probe::run(args))?;
+    Ok(if all_up {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 fn simulate(args: &SimulateArgs) -> anyhow::Result<ExitCode> {

@@ -172,7 +172,10 @@ async fn tcp_probes_see_listeners_and_closed_ports_as_up_and_silence_as_down() {
 
 #[tokio::test]
 async fn with_30_percent_loss_a_host_is_still_up_after_retries() {
-    if !can_run("with_30_percent_loss_a_host_is_still_up_after_retries") {
+    if !common::can_run_with(
+        "with_30_percent_loss_a_host_is_still_up_after_retries",
+        &["nft"],
+    ) {
         return;
     }
     let host = TestHost::new();

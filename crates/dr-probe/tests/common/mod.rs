@@ -28,7 +28,7 @@ pub fn sh(args: &[&str]) {
 }
 
 /// Why these tests cannot run here, if they cannot.
-fn missing() -> Option<String> {
+fn missing(tools: &[&str]) -> Option<String> {
     let uid = Command::new("id")
         .arg("-u")
         .output()
@@ -40,13 +40,23 @@ fn missing() -> Option<String> {
     if Command::new("ip").arg("-V").output().is_err() {
         return Some("iproute2's `ip` is not installed".into());
     }
+    for tool in tools {
+        if Command::new(tool).arg("--version").output().is_err() {
+            return Some(format!("`{tool}` is not installed"));
+        }
+    }
     None
 }
 
 /// Whether a test needing namespaces should run: panics in CI when it
 /// cannot, returns false (after saying why) elsewhere.
 pub fn can_run(test: &str) -> bool {
-    match missing() {
+    can_run_with(test, &[])
+}
+
+/// [`can_run`], also needing these commands.
+pub fn can_run_with(test: &str, tools: &[&str]) -> bool {
+    match missing(tools) {
         None => true,
         Some(why) if std::env::var("CI").is_ok_and(|v| v == "true") => {
             panic!("{test}: cannot run in CI: {why}")
