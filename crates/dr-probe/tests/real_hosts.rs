@@ -274,7 +274,7 @@ async fn bad_replies_are_counted_and_never_count_as_up() {
         return;
     }
     type Mangle = fn(&mut Vec<u8>);
-    let cases: [(&str, Mangle); 4] = [
+    let cases: [(&str, Mangle); 5] = [
         ("bad checksum", |r| r[30] ^= 0xff),
         ("truncated", |r| r.truncate(12)),
         ("foreign token", |r| {
@@ -285,6 +285,13 @@ async fn bad_replies_are_counted_and_never_count_as_up() {
         }),
         ("forged index", |r| {
             r[20..24].copy_from_slice(&9_999u32.to_be_bytes());
+            r[2..4].copy_from_slice(&[0, 0]);
+            let c = dr_probe::packet::checksum(r);
+            r[2..4].copy_from_slice(&c.to_be_bytes());
+        }),
+        // Claims to answer for the batch's second target, which it is not.
+        ("unknown sender", |r| {
+            r[20..24].copy_from_slice(&1u32.to_be_bytes());
             r[2..4].copy_from_slice(&[0, 0]);
             let c = dr_probe::packet::checksum(r);
             r[2..4].copy_from_slice(&c.to_be_bytes());
@@ -302,18 +309,71 @@ async fn bad_replies_are_counted_and_never_count_as_up() {
         };
         let p = NetProber::new(cfg);
         let r = p
-            .probe(&icmp(&[host.v4]), Duration::from_millis(300))
+            .probe(
+                &icmp(&[host.v4, host.silent_v4]),
+                Duration::from_millis(300),
+            )
             .await
             .expect("probe");
-        assert!(!r[0].reachable, "{what}: a bad reply counted as an answer");
+        assert!(
+            !r[0].reachable && !r[1].reachable,
+            "{what}: a bad reply counted as an answer: {r:?}"
+        );
         let s = p.stats();
         let counted = match what {
             "bad checksum" => s.bad_checksum,
             "truncated" => s.truncated,
             "foreign token" => s.foreign,
+            "unknown sender" => s.unknown_sender,
             _ => s.forged,
         };
         assert!(counted >= 1, "{what}: not counted: {s:?}");
         assert_eq!(s.answered, 0);
+    }
+}
+
+#[tokio::test]
+async fn continuous_rounds_keep_their_interval_and_spread_their_sends() {
+    if !can_run("continuous_rounds_keep_their_interval_and_spread_their_sends") {
+        return;
+    }
+    let host = TestHost::new();
+    let p = NetProber::new(ProbeConfig::default());
+    // Four requests per round, spread over half the interval.
+    let targets = icmp(&[host.v4, host.v4, host.v4, host.v4]);
+    let (tx, mut rx) = tokio::sync::mpsc::channel(8);
+    let start = Instant::now();
+    let interval = Duration::from_millis(200);
+    let run = p.rounds(
+        &targets,
+        interval,
+        Duration::from_millis(20),
+        Duration::from_millis(150),
+        Some(4),
+        tx,
+    );
+    let collect = async {
+        let mut arrivals = Vec::new();
+        while let Some(r) = rx.recv().await {
+            let r = r.expect("round");
+            assert!(r.iter().all(|x| x.reachable), "{r:?}");
+            arrivals.push(start.elapsed());
+        }
+        arrivals
+    };
+    let ((), arrivals) = tokio::join!(run, collect);
+    assert_eq!(arrivals.len(), 4);
+    // Round k starts at k*200 ms (+ up to 20 ms jitter); its last request
+    // goes out 75 ms in.
+    for (k, t) in arrivals.iter().enumerate() {
+        let k = k as u32;
+        assert!(
+            *t >= interval * k + Duration::from_millis(50),
+            "round {k} ended at {t:?}: sends not spread"
+        );
+        assert!(
+            *t < interval * k + Duration::from_millis(190),
+            "round {k} ended at {t:?}"
+        );
     }
 }
