@@ -46,5 +46,10 @@ cargo test --workspace --locked
 say "benchmarks compile and run once"
 cargo bench --locked -p dr-benches --bench decision_engine -- --test
 
+if [ "$(id -u)" = 0 ] && command -v fping >/dev/null 2>&1; then
+    say "prober sweep against fping (1,000 targets in a test namespace)"
+    cargo run --locked --release -q -p dr-benches --bin probe-sweep -- 1000
+fi
+
 say "main job: the paper's scenarios"
 cargo run --locked --release -q -p drctl -- simulate examples/seed-scenarios.toml --human | tail -n 1
