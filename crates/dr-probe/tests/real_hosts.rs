@@ -377,3 +377,50 @@ async fn continuous_rounds_keep_their_interval_and_spread_their_sends() {
         );
     }
 }
+
+#[test]
+fn unprivileged_datagram_sockets_are_used_where_the_system_allows_them() {
+    if !can_run("unprivileged_datagram_sockets_are_used_where_the_system_allows_them") {
+        return;
+    }
+    let host = TestHost::new();
+    // Inside the test host, any group may open ICMP datagram sockets.
+    host.exec(&["sysctl", "-qw", "net.ipv4.ping_group_range=0 2147483647"]);
+    let ns = format!("/run/netns/{}", host.ns);
+    let peer: IpAddr = match host.v4 {
+        IpAddr::V4(v4) => IpAddr::V4(std::net::Ipv4Addr::from(u32::from(v4) - 1)),
+        v6 => v6,
+    };
+    let outcome = std::thread::spawn(move || {
+        // Only this thread enters the namespace; the prober is built there.
+        let f = std::fs::File::open(&ns).expect("namespace file");
+        nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let p = NetProber::new(ProbeConfig::default());
+            let kinds = p.socket_kinds().await;
+            let v4 = kinds[0].1.as_ref().map(|k| *k).map_err(|e| e.to_string());
+            let targets = icmp(&[
+                "127.0.0.1".parse().expect("ip"),
+                "::1".parse().expect("ip"),
+                peer,
+            ]);
+            let r = p
+                .probe(&targets, Duration::from_millis(500))
+                .await
+                .expect("probe");
+            (v4, r.iter().map(|x| x.reachable).collect::<Vec<_>>())
+        })
+    })
+    .join()
+    .expect("thread");
+    assert_eq!(outcome.0, Ok(dr_probe::socket::SocketKind::Datagram));
+    assert_eq!(
+        outcome.1,
+        [true, true, true],
+        "loopback v4, v6 and the veth peer"
+    );
+}
