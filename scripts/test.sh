@@ -18,9 +18,13 @@ fi
 
 # Debian packages the tests use: iproute2 (test hosts in network namespaces),
 # nftables (packet loss inside a test host), fping (the prober benchmark's
-# reference). Installed when missing and we are root; the namespace tests
-# fail in CI without them and skip with a reason elsewhere.
+# reference), golang-go and golang-github-vmware-govmomi-dev (govmomi's
+# vCenter simulator, built by the dr-vsphere tests). Installed when missing
+# and we are root; the tests that need them fail in CI without them and skip
+# with a reason elsewhere.
 need=()
+command -v go >/dev/null 2>&1 || need+=(golang-go)
+[ -d /usr/share/gocode/src/github.com/vmware/govmomi/simulator ] || need+=(golang-github-vmware-govmomi-dev)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v nft >/dev/null 2>&1 || need+=(nftables)
 command -v fping >/dev/null 2>&1 || need+=(fping)

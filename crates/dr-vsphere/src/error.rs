@@ -1,0 +1,119 @@
+//! What can go wrong talking to vCenter, and how it maps onto the port's
+//! errors.
+
+use crate::xml::XmlError;
+use dr_core::ports::HypervisorError;
+
+/// A vSphere backend error, with context.
+#[derive(Debug, thiserror::Error)]
+pub enum VsphereError {
+    /// Bad configuration (URL, TLS settings, password source).
+    #[error("vSphere configuration: {0}")]
+    Config(String),
+    /// The HTTP exchange failed (connect, TLS, timeout).
+    #[error("vCenter request {method} failed: {source}")]
+    Http {
+        /// The SOAP method.
+        method: String,
+        /// The cause.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The answer is not a SOAP response (a proxy's HTML page, an empty or
+    /// truncated body, an unexpected status).
+    #[error("vCenter answered {method} with something that is not SOAP: {detail}")]
+    NotSoap {
+        /// The SOAP method.
+        method: String,
+        /// What came back.
+        detail: String,
+    },
+    /// The XML could not be accepted.
+    #[error("vCenter answer to {method}: {source}")]
+    Xml {
+        /// The SOAP method.
+        method: String,
+        /// Why.
+        #[source]
+        source: XmlError,
+    },
+    /// A SOAP fault.
+    #[error("vCenter fault on {method}: {fault}: {message}")]
+    Fault {
+        /// The SOAP method.
+        method: String,
+        /// The VIM fault type (`NotAuthenticated`, `InvalidLogin`,
+        /// `ManagedObjectNotFound`, `InvalidPowerState`, ...).
+        fault: String,
+        /// The fault string.
+        message: String,
+    },
+    /// A well-formed answer missing something it must have.
+    #[error("vCenter answer to {method} lacks {what}")]
+    Missing {
+        /// The SOAP method.
+        method: String,
+        /// What.
+        what: String,
+    },
+}
+
+impl VsphereError {
+    /// The fault type, for SOAP faults.
+    pub fn fault(&self) -> Option<&str> {
+        match self {
+            VsphereError::Fault { fault, .. } => Some(fault),
+            _ => None,
+        }
+    }
+}
+
+impl From<VsphereError> for HypervisorError {
+    fn from(e: VsphereError) -> Self {
+        match &e {
+            VsphereError::Fault { fault, message, .. } => match fault.as_str() {
+                "InvalidLogin" | "NotAuthenticated" | "NoPermission" => {
+                    HypervisorError::Auth(e.to_string())
+                }
+                "ManagedObjectNotFound" => HypervisorError::NotFound {
+                    kind: "object",
+                    name: message.clone(),
+                },
+                "InvalidPowerState" | "InvalidState" | "TaskInProgress" | "InvalidHostState"
+                | "AlreadyExists" => HypervisorError::InvalidState {
+                    name: String::new(),
+                    detail: e.to_string(),
+                },
+                "HostNotConnected" | "HostNotReachable" | "HostCommunication" => {
+                    HypervisorError::HostUnreachable {
+                        host: message.clone(),
+                    }
+                }
+                "InsufficientResourcesFault"
+                | "InsufficientHostCapacityFault"
+                | "InsufficientMemoryResourcesFault" => HypervisorError::InsufficientCapacity {
+                    host: String::new(),
+                    vm: message.clone(),
+                },
+                _ => HypervisorError::Failed {
+                    op: "vsphere",
+                    detail: e.to_string(),
+                },
+            },
+            VsphereError::Http { source, .. } if source.is_timeout() => HypervisorError::Timeout {
+                op: "vsphere request",
+                after: std::time::Duration::ZERO,
+            },
+            VsphereError::Http { .. } => HypervisorError::HostUnreachable {
+                host: "vCenter".into(),
+            },
+            VsphereError::Config(_) => HypervisorError::Failed {
+                op: "vsphere",
+                detail: e.to_string(),
+            },
+            VsphereError::NotSoap { .. }
+            | VsphereError::Xml { .. }
+            | VsphereError::Missing { .. } => HypervisorError::Protocol(e.to_string()),
+        }
+    }
+}

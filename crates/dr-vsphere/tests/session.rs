@@ -1,0 +1,195 @@
+//! Sessions against govmomi's vCenter simulator: login, wrong password,
+//! expiry and transparent re-login, logout, TLS modes; and what a bad
+//! server (a proxy's HTML, truncated XML) gets.
+
+mod common;
+
+use common::{available, Vcsim};
+use dr_vsphere::xml::Limits;
+use dr_vsphere::{PasswordSource, Session, TlsMode, VsphereConfig, VsphereError};
+use std::time::Duration;
+
+fn config(url: &str, pw_var: &str, tls: TlsMode) -> VsphereConfig {
+    VsphereConfig {
+        url: url.to_owned(),
+        user: "vmdr".into(),
+        password: PasswordSource::Env(pw_var.into()),
+        tls,
+        timeout: Duration::from_secs(10),
+        limits: Limits::default(),
+    }
+}
+
+fn set_password(var: &str, value: &str) {
+    // Test-only: each test uses its own variable name, so parallel tests
+    // do not race on one.
+    std::env::set_var(var, value);
+}
+
+#[tokio::test]
+async fn login_logout_and_a_wrong_password() {
+    if !available("login_logout_and_a_wrong_password") {
+        return;
+    }
+    let sim = Vcsim::start(&[]);
+    set_password("DRV_PW_LOGIN", "s3cret");
+    let s = Session::connect(&config(&sim.url, "DRV_PW_LOGIN", TlsMode::Verify))
+        .await
+        .expect("login");
+    assert!(
+        s.content().full_name.contains("vCenter"),
+        "{:?}",
+        s.content()
+    );
+    assert_eq!(s.content().root_folder.kind, "Folder");
+    assert!(!format!("{s:?}").contains("s3cret"));
+    s.logout().await;
+    // After logout, calls are refused until a new login (done transparently).
+    let r = s
+        .invoke(
+            "CurrentTime",
+            r#"<_this type="ServiceInstance">ServiceInstance</_this>"#,
+        )
+        .await;
+    assert!(r.is_ok(), "{r:?}");
+    assert_eq!(s.relogins().await, 1);
+
+    set_password("DRV_PW_WRONG", "not-it");
+    let e = Session::connect(&config(&sim.url, "DRV_PW_WRONG", TlsMode::Verify))
+        .await
+        .expect_err("wrong password");
+    assert_eq!(e.fault(), Some("InvalidLogin"), "{e}");
+    let port_error: dr_core::ports::HypervisorError = e.into();
+    assert!(
+        matches!(port_error, dr_core::ports::HypervisorError::Auth(_)),
+        "{port_error:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_expired_session_is_renewed_transparently() {
+    if !available("an_expired_session_is_renewed_transparently") {
+        return;
+    }
+    let sim = Vcsim::start(&["-session-idle", "1s"]);
+    set_password("DRV_PW_EXPIRE", "s3cret");
+    let s = Session::connect(&config(&sim.url, "DRV_PW_EXPIRE", TlsMode::Verify))
+        .await
+        .expect("login");
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let r = s
+        .invoke(
+            "CurrentTime",
+            r#"<_this type="ServiceInstance">ServiceInstance</_this>"#,
+        )
+        .await;
+    assert!(r.is_ok(), "{r:?}");
+    assert_eq!(
+        s.relogins().await,
+        1,
+        "the session expired and was renewed once"
+    );
+}
+
+#[tokio::test]
+async fn tls_pinning_ca_and_insecure() {
+    if !available("tls_pinning_ca_and_insecure") {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("drv-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let ca = dir.join("vcsim.pem");
+    let sim = Vcsim::start(&["-tls", "-cert-out", ca.to_str().expect("utf-8")]);
+    set_password("DRV_PW_TLS", "s3cret");
+    let thumb = sim.sha256.clone().expect("thumbprint");
+    let e = Session::connect(&config(&sim.url, "DRV_PW_TLS", TlsMode::Verify))
+        .await
+        .expect_err("self-signed is not trusted by default");
+    assert!(matches!(e, VsphereError::Http { .. }), "{e}");
+    Session::connect(&config(
+        &sim.url,
+        "DRV_PW_TLS",
+        TlsMode::Pinned(thumb.clone()),
+    ))
+    .await
+    .expect("pinned thumbprint");
+    let wrong = thumb.replace(&thumb[..2], if &thumb[..2] == "00" { "11" } else { "00" });
+    let e = Session::connect(&config(&sim.url, "DRV_PW_TLS", TlsMode::Pinned(wrong)))
+        .await
+        .expect_err("wrong pin");
+    assert!(matches!(e, VsphereError::Http { .. }), "{e}");
+    Session::connect(&config(&sim.url, "DRV_PW_TLS", TlsMode::CaFile(ca.clone())))
+        .await
+        .expect("CA file");
+    std::fs::write(&ca, "not a certificate").expect("write");
+    let e = Session::connect(&config(&sim.url, "DRV_PW_TLS", TlsMode::CaFile(ca.clone())))
+        .await
+        .expect_err("bad CA file");
+    assert!(matches!(e, VsphereError::Config(_)), "{e}");
+    Session::connect(&config(&sim.url, "DRV_PW_TLS", TlsMode::Insecure))
+        .await
+        .expect("insecure");
+    let _ = std::fs::remove_dir_all(&dir);
+    let e = Session::connect(&config(
+        &sim.url,
+        "DRV_PW_TLS",
+        TlsMode::Pinned("12:34".into()),
+    ))
+    .await
+    .expect_err("bad pin");
+    assert!(matches!(e, VsphereError::Config(_)), "{e}");
+}
+
+/// A one-shot HTTP server on loopback answering every request with `reply`.
+async fn canned(reply: &'static str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = l.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let mut buf = vec![0u8; 65536];
+            let _ = s.read(&mut buf).await;
+            let _ = s.write_all(reply.as_bytes()).await;
+        }
+    });
+    format!("http://{addr}/sdk")
+}
+
+#[tokio::test]
+async fn bad_servers_get_typed_errors() {
+    set_password("DRV_PW_BAD", "x");
+    let html = canned("HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/html\r\nContent-Length: 33\r\nConnection: close\r\n\r\n<html><body>proxy</body></html>\r\n").await;
+    let e = Session::connect(&config(&html, "DRV_PW_BAD", TlsMode::Verify))
+        .await
+        .expect_err("html");
+    assert!(matches!(e, VsphereError::NotSoap { .. }), "{e}");
+    assert!(e.to_string().contains("text/html"), "{e}");
+    let cut = canned("HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nContent-Length: 60\r\nConnection: close\r\n\r\n<soapenv:Envelope><soapenv:Body><RetrieveServiceContentRes").await;
+    let e = Session::connect(&config(&cut, "DRV_PW_BAD", TlsMode::Verify))
+        .await
+        .expect_err("truncated");
+    assert!(
+        matches!(e, VsphereError::Xml { .. } | VsphereError::Http { .. }),
+        "{e}"
+    );
+    let dtd = canned("HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nContent-Length: 64\r\nConnection: close\r\n\r\n<!DOCTYPE x [<!ENTITY e SYSTEM \"file:///etc/passwd\">]><x>&e;</x>").await;
+    let e = Session::connect(&config(&dtd, "DRV_PW_BAD", TlsMode::Verify))
+        .await
+        .expect_err("dtd");
+    assert!(e.to_string().contains("DTD"), "{e}");
+    let empty = canned("HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").await;
+    let e = Session::connect(&config(&empty, "DRV_PW_BAD", TlsMode::Verify))
+        .await
+        .expect_err("empty");
+    assert!(matches!(e, VsphereError::Xml { .. }), "{e}");
+    let e = Session::connect(&config("ftp://x/sdk", "DRV_PW_BAD", TlsMode::Verify))
+        .await
+        .expect_err("scheme");
+    assert!(matches!(e, VsphereError::Config(_)), "{e}");
+    let e = Session::connect(&config("https://u:p@x/sdk", "DRV_PW_BAD", TlsMode::Verify))
+        .await
+        .expect_err("creds in URL");
+    assert!(matches!(e, VsphereError::Config(_)), "{e}");
+}

@@ -1,0 +1,149 @@
+// vcsim for vmdr's tests: govmomi's vCenter simulator with a chosen
+// inventory, credentials, optional TLS, and a test-only endpoint to inject
+// faults the SOAP API cannot (a host that stops responding).
+//
+// Built in GOPATH mode against Debian's golang-github-vmware-govmomi-dev:
+//   GO111MODULE=off GOPATH=/usr/share/gocode go build -o vcsim .
+// Prints one JSON line: {"url": ".../sdk", "sha256": "<cert thumbprint>"}.
+package main
+
+import (
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"net"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/vmware/govmomi/simulator"
+	"github.com/vmware/govmomi/vim25/types"
+)
+
+func main() {
+	clusters := flag.Int("clusters", 1, "clusters")
+	hosts := flag.Int("hosts", 3, "hosts per cluster")
+	standalone := flag.Int("standalone", 0, "standalone hosts")
+	vms := flag.Int("vms", 4, "VMs per host or cluster resource pool")
+	useTLS := flag.Bool("tls", false, "serve https with a self-signed certificate")
+	certOut := flag.String("cert-out", "", "with -tls: write the certificate (PEM) here")
+	user := flag.String("user", "vmdr", "user name")
+	pass := flag.String("pass", "s3cret", "password")
+	idle := flag.Duration("session-idle", 0, "expire sessions idle this long (0: never)")
+	flag.Parse()
+
+	model := simulator.VPX()
+	model.Datacenter = 1
+	model.Cluster = *clusters
+	model.ClusterHost = *hosts
+	model.Host = *standalone
+	model.Machine = *vms
+	if err := model.Create(); err != nil {
+		fmt.Fprintln(os.Stderr, "create:", err)
+		os.Exit(1)
+	}
+	simulator.SessionIdleTimeout = *idle
+	model.Service.Listen = &url.URL{Host: "127.0.0.1:0", User: url.UserPassword(*user, *pass)}
+	if *useTLS {
+		cert, pemBytes := selfSigned()
+		model.Service.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
+		if *certOut != "" {
+			if err := os.WriteFile(*certOut, pemBytes, 0o644); err != nil {
+				fmt.Fprintln(os.Stderr, "cert-out:", err)
+				os.Exit(1)
+			}
+		}
+	}
+	model.Service.HandleFunc("/vmdr-test/host-state", hostState)
+	s := model.Service.NewServer()
+	u := *s.URL
+	u.User = nil
+	out := map[string]string{"url": u.String()}
+	if *useTLS {
+		sum := sha256.Sum256(s.Certificate().Raw)
+		parts := make([]string, len(sum))
+		for i, b := range sum {
+			parts[i] = fmt.Sprintf("%02X", b)
+		}
+		out["sha256"] = strings.Join(parts, ":")
+	}
+	line, _ := json.Marshal(out)
+	fmt.Println(string(line))
+	for {
+		time.Sleep(time.Hour)
+	}
+}
+
+// hostState sets a host's connection state: POST
+// /vmdr-test/host-state?name=H&state=notResponding|connected|disconnected.
+func hostState(w http.ResponseWriter, r *http.Request) {
+	name := r.URL.Query().Get("name")
+	state := types.HostSystemConnectionState(r.URL.Query().Get("state"))
+	for _, obj := range simulator.Map.All("HostSystem") {
+		h, ok := obj.(*simulator.HostSystem)
+		if !ok || h.Name != name {
+			continue
+		}
+		simulator.Map.WithLock(h, func() {
+			h.Runtime.ConnectionState = state
+			h.Summary.Runtime = &h.Runtime
+		})
+		fmt.Fprintln(w, "ok")
+		return
+	}
+	http.Error(w, "no such host", http.StatusNotFound)
+}
+
+// selfSigned makes a CA and a 2048-bit RSA server certificate for
+// 127.0.0.1 signed by it (the simulator's built-in test certificate has a
+// 1024-bit key, which modern TLS stacks rightly refuse). Returns the server
+// certificate and the CA's PEM.
+func selfSigned() (tls.Certificate, []byte) {
+	caKey, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		panic(err)
+	}
+	caTmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "vmdr test CA"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(24 * time.Hour),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	caDer, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		panic(err)
+	}
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		panic(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(2),
+		Subject:      pkix.Name{CommonName: "vcsim.vmdr.test"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
+		DNSNames:     []string{"localhost"},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, caTmpl, &key.PublicKey, caKey)
+	if err != nil {
+		panic(err)
+	}
+	caPem := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDer})
+	return tls.Certificate{Certificate: [][]byte{der, caDer}, PrivateKey: key}, caPem
+}
