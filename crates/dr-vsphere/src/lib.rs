@@ -19,6 +19,7 @@
 #![forbid(unsafe_code)]
 
 pub mod error;
+pub mod inventory;
 pub mod session;
 pub mod soap;
 pub mod tls;

@@ -190,8 +190,9 @@ fn fault(method: &str, f: &Element) -> VsphereError {
         .child("detail")
         .and_then(|d| d.children.first())
         .map(|d| {
-            d.attr("type")
-                .map(|t| t.rsplit(':').next().unwrap_or(t).to_owned())
+            d.xsi_type()
+                .or_else(|| d.attr("type"))
+                .map(str::to_owned)
                 .unwrap_or_else(|| d.name.strip_suffix("Fault").unwrap_or(&d.name).to_owned())
         })
         .unwrap_or_else(|| "SoapFault".to_owned());
@@ -218,7 +219,7 @@ mod tests {
 
     #[test]
     fn faults_are_typed() {
-        let doc = br#"<Envelope><Body><Fault><faultcode>ServerFaultCode</faultcode><faultstring>The session is not authenticated.</faultstring><detail><NotAuthenticatedFault type="NotAuthenticated"><object type="Folder">group-d1</object></NotAuthenticatedFault></detail></Fault></Body></Envelope>"#;
+        let doc = br#"<Envelope><Body><Fault><faultcode>ServerFaultCode</faultcode><faultstring>The session is not authenticated.</faultstring><detail><NotAuthenticatedFault xmlns:XMLSchema-instance="http://www.w3.org/2001/XMLSchema-instance" XMLSchema-instance:type="NotAuthenticated"><object type="Folder">group-d1</object></NotAuthenticatedFault></detail></Fault></Body></Envelope>"#;
         let root = xml::parse(doc, Limits::default()).unwrap();
         let f = root.path(&["Body", "Fault"]).unwrap();
         let e = fault("RetrieveProperties", f);

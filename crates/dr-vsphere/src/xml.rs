@@ -53,7 +53,8 @@ pub enum XmlError {
 pub struct Element {
     /// Local name.
     pub name: String,
-    /// Attributes by local name (`type`, `xsi:type` → `type`...).
+    /// Attributes as written (`type`, `xsi:type`), namespace declarations
+    /// left out.
     pub attrs: Vec<(String, String)>,
     /// Child elements in order.
     pub children: Vec<Element>,
@@ -78,6 +79,15 @@ impl Element {
             .iter()
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
+    }
+
+    /// The XML Schema instance type (`xsi:type`, whatever the prefix), with
+    /// its own prefix dropped (`xsd:string` → `string`).
+    pub fn xsi_type(&self) -> Option<&str> {
+        self.attrs
+            .iter()
+            .find(|(k, _)| k.ends_with(":type"))
+            .map(|(_, v)| v.rsplit(':').next().unwrap_or(v))
     }
 
     /// The text of a child, if present.
@@ -136,7 +146,10 @@ pub fn parse(bytes: &[u8], limits: Limits) -> Result<Element, XmlError> {
                 let mut attrs = Vec::new();
                 for a in s.attributes() {
                     let a = a.map_err(|e| malformed(&reader, e))?;
-                    let key = String::from_utf8_lossy(a.key.local_name().as_ref()).into_owned();
+                    let key = String::from_utf8_lossy(a.key.as_ref()).into_owned();
+                    if key == "xmlns" || key.starts_with("xmlns:") {
+                        continue;
+                    }
                     let value = a
                         .unescape_value()
                         .map_err(|e| malformed(&reader, e))?
@@ -223,7 +236,12 @@ mod tests {
         let r = root.path(&["Body", "R"]).unwrap();
         assert_eq!(r.child("returnval").unwrap().attr("type"), Some("Folder"));
         assert_eq!(r.child_text("returnval"), Some("group-d1"));
-        assert_eq!(r.child("val").unwrap().attr("type"), Some("xsd:string"));
+        assert_eq!(r.child("val").unwrap().xsi_type(), Some("string"));
+        assert_eq!(
+            r.child("val").unwrap().attr("type"),
+            None,
+            "xsi:type is not the moref type"
+        );
         assert_eq!(r.child_text("val"), Some("a & b"));
         assert!(r.child("e").is_some());
     }
