@@ -48,6 +48,14 @@ pub enum VsphereError {
         /// The fault string.
         message: String,
     },
+    /// No VM or host of that name in the inventory.
+    #[error("{kind} not found in vCenter: {name}")]
+    NotFound {
+        /// "vm" or "host".
+        kind: &'static str,
+        /// The name.
+        name: String,
+    },
     /// A well-formed answer missing something it must have.
     #[error("vCenter answer to {method} lacks {what}")]
     Missing {
@@ -95,6 +103,10 @@ impl From<VsphereError> for HypervisorError {
                     host: String::new(),
                     vm: message.clone(),
                 },
+                "Timeout" => HypervisorError::Timeout {
+                    op: "vsphere task",
+                    after: std::time::Duration::ZERO,
+                },
                 _ => HypervisorError::Failed {
                     op: "vsphere",
                     detail: e.to_string(),
@@ -106,6 +118,10 @@ impl From<VsphereError> for HypervisorError {
             },
             VsphereError::Http { .. } => HypervisorError::HostUnreachable {
                 host: "vCenter".into(),
+            },
+            VsphereError::NotFound { kind, name } => HypervisorError::NotFound {
+                kind,
+                name: name.clone(),
             },
             VsphereError::Config(_) => HypervisorError::Failed {
                 op: "vsphere",

@@ -6,11 +6,14 @@
 //!
 //! Built so far: the wire ([`soap`], [`xml`]: envelopes, typed faults,
 //! response size caps, no DTDs), TLS ([`tls`]: verified, CA file, pinned
-//! SHA-256 thumbprint, or explicitly insecure), and the session
-//! ([`session`]: login with a password from a file or environment variable,
-//! redacted `Debug`, transparent re-login on `NotAuthenticated`, logout).
-//! The `Hypervisor` port implementation (inventory, events, tasks) builds on
-//! these; see issue 5 and `docs/ARCHITECTURE.md`.
+//! SHA-256 thumbprint, or explicitly insecure), the session ([`session`]:
+//! login with a password from a file or environment variable, redacted
+//! `Debug`, transparent re-login on `NotAuthenticated`, logout), the
+//! inventory in few round trips ([`inventory`]), power events with their
+//! users ([`events`]), tasks ([`task`]) and the VM power operations
+//! ([`Vsphere`]). Still to come for the `Hypervisor` port: snapshots,
+//! restore (clone), cold migration, adding hosts, vitals from `QueryPerf`,
+//! incremental inventory (`WaitForUpdatesEx`); see `docs/ARCHITECTURE.md`.
 //!
 //! ## What this crate must not know
 //!
@@ -18,13 +21,18 @@
 //! simulation, no prober.
 #![forbid(unsafe_code)]
 
+pub mod backend;
 pub mod error;
+pub mod events;
 pub mod inventory;
 pub mod session;
 pub mod soap;
+pub mod task;
+pub mod time;
 pub mod tls;
 pub mod xml;
 
+pub use backend::Vsphere;
 pub use error::VsphereError;
 pub use session::{PasswordSource, Secret, Session, VsphereConfig};
 pub use tls::TlsMode;

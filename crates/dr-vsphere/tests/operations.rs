@@ -1,0 +1,95 @@
+//! VM operations and power events against govmomi's vCenter simulator.
+
+mod common;
+
+use common::{available, Vcsim};
+use dr_core::model::{Actor, PowerEventKind, PowerState};
+use dr_core::ports::HypervisorError;
+use dr_core::Timestamp;
+use dr_vsphere::xml::Limits;
+use dr_vsphere::{PasswordSource, TlsMode, Vsphere, VsphereConfig};
+use std::time::Duration;
+
+async fn connect(sim: &Vcsim, var: &str) -> Vsphere {
+    std::env::set_var(var, "s3cret");
+    let cfg = VsphereConfig {
+        url: sim.url.clone(),
+        user: "vmdr".into(),
+        password: PasswordSource::Env(var.into()),
+        tls: TlsMode::Verify,
+        timeout: Duration::from_secs(30),
+        limits: Limits::default(),
+    };
+    Vsphere::connect(&cfg).await.expect("login")
+}
+
+#[tokio::test]
+async fn power_cycle_reset_and_faults() {
+    if !available("power_cycle_reset_and_faults") {
+        return;
+    }
+    let sim = Vcsim::start(&[]);
+    let v = connect(&sim, "DRV_PW_OPS").await;
+    let (inv, _) = v.inventory().await.expect("inventory");
+    let vm = inv.vms[0].name.clone();
+    let power = |inv: &dr_core::model::Inventory| inv.vm(&vm).map(|x| x.power);
+
+    v.power_off(&vm).await.expect("power off");
+    assert_eq!(
+        power(&v.inventory().await.expect("inv").0),
+        Some(PowerState::Off)
+    );
+    let e = v.power_off(&vm).await.expect_err("already off");
+    assert!(matches!(
+        HypervisorError::from(e),
+        HypervisorError::InvalidState { .. }
+    ));
+    v.power_on(&vm).await.expect("power on");
+    assert_eq!(
+        power(&v.inventory().await.expect("inv").0),
+        Some(PowerState::On)
+    );
+    v.reset(&vm).await.expect("reset");
+    let e = v.power_on("no-such-vm").await.expect_err("unknown VM");
+    assert!(matches!(
+        HypervisorError::from(e),
+        HypervisorError::NotFound { kind: "vm", .. }
+    ));
+    v.close().await;
+}
+
+#[tokio::test]
+async fn power_events_say_who() {
+    if !available("power_events_say_who") {
+        return;
+    }
+    let sim = Vcsim::start(&[]);
+    let v = connect(&sim, "DRV_PW_EVENTS").await;
+    let (inv, _) = v.inventory().await.expect("inventory");
+    let vm = inv.vms[1].name.clone();
+    v.power_off(&vm).await.expect("power off");
+    v.power_on(&vm).await.expect("power on");
+    let events = v.power_events(Timestamp(0)).await.expect("events");
+    let ours: Vec<_> = events.iter().filter(|e| e.vm == vm).collect();
+    let kinds: Vec<PowerEventKind> = ours.iter().map(|e| e.kind).collect();
+    assert!(
+        kinds.ends_with(&[PowerEventKind::PoweredOff, PowerEventKind::PoweredOn]),
+        "{ours:?}"
+    );
+    assert!(
+        ours.iter()
+            .rev()
+            .take(2)
+            .all(|e| e.by == Actor::Orchestrator),
+        "vmdr's own actions are vmdr's: {ours:?}"
+    );
+    assert!(
+        events.windows(2).all(|w| w[0].at <= w[1].at),
+        "oldest first"
+    );
+    let later = v
+        .power_events(Timestamp(4_102_444_800_000))
+        .await
+        .expect("events");
+    assert!(later.is_empty(), "nothing after 2100");
+}
