@@ -3,11 +3,13 @@
 
 use crate::error::VsphereError;
 use crate::events;
-use crate::inventory::InventoryReader;
+use crate::inventory::{self, InventoryReader};
 use crate::session::{Session, VsphereConfig};
 use crate::soap::MoRef;
 use crate::task;
-use dr_core::model::{Inventory, PowerEvent};
+use crate::time;
+use crate::xml;
+use dr_core::model::{Inventory, PowerEvent, SnapshotInfo, SnapshotTarget};
 use dr_core::Timestamp;
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -128,4 +130,171 @@ impl Vsphere {
     pub async fn reset(&self, vm: &str) -> Result<(), VsphereError> {
         self.vm_task("ResetVM_Task", vm, "").await
     }
+
+    /// The VM of a snapshot target (host snapshots do not exist in vSphere).
+    fn snapshot_vm<'a>(target: &'a SnapshotTarget) -> Result<&'a str, VsphereError> {
+        match target {
+            SnapshotTarget::Vm(vm) => Ok(vm),
+            SnapshotTarget::Host(_) => Err(VsphereError::Unsupported {
+                op: "host snapshots",
+            }),
+        }
+    }
+
+    /// A VM's snapshots, oldest first; `id` is the snapshot's managed object.
+    pub async fn list_snapshots(
+        &self,
+        target: &SnapshotTarget,
+    ) -> Result<Vec<SnapshotInfo>, VsphereError> {
+        let vm = self.moref(true, Self::snapshot_vm(target)?).await?;
+        let o = inventory::retrieve_one(&self.session, &vm, &["snapshot"]).await?;
+        let mut out: Vec<SnapshotInfo> = o
+            .props
+            .get("snapshot")
+            .map(|info| {
+                inventory::snapshot_trees(info)
+                    .into_iter()
+                    .filter_map(|t| {
+                        Some(SnapshotInfo {
+                            id: t.child_text("snapshot")?.trim().to_owned(),
+                            name: t.child_text("name").unwrap_or("").to_owned(),
+                            created: time::parse(t.child_text("createTime")?)?,
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.sort_by(|a, b| {
+            a.created
+                .cmp(&b.created)
+                .then_with(|| snapshot_number(&a.id).cmp(&snapshot_number(&b.id)))
+        });
+        Ok(out)
+    }
+
+    /// `CreateSnapshot_Task` (no memory, not quiesced).
+    pub async fn create_snapshot(
+        &self,
+        target: &SnapshotTarget,
+        name: &str,
+    ) -> Result<SnapshotInfo, VsphereError> {
+        let vm = self.moref(true, Self::snapshot_vm(target)?).await?;
+        let args = format!(
+            "<name>{}</name><description>vmdr</description><memory>false</memory><quiesce>false</quiesce>",
+            xml::escape(name)
+        );
+        let result = task::run(
+            &self.session,
+            "CreateSnapshot_Task",
+            &vm,
+            &args,
+            self.task_timeout,
+        )
+        .await?;
+        let id = result
+            .map(|r| r.text.trim().to_owned())
+            .filter(|id| !id.is_empty())
+            .ok_or_else(|| VsphereError::Missing {
+                method: "CreateSnapshot_Task".into(),
+                what: "the new snapshot".into(),
+            })?;
+        self.list_snapshots(target)
+            .await?
+            .into_iter()
+            .find(|s| s.id == id)
+            .ok_or_else(|| VsphereError::Missing {
+                method: "CreateSnapshot_Task".into(),
+                what: format!("snapshot {id} in the tree"),
+            })
+    }
+
+    async fn snapshot_ref(
+        &self,
+        target: &SnapshotTarget,
+        id: Option<&str>,
+    ) -> Result<MoRef, VsphereError> {
+        let list = self.list_snapshots(target).await?;
+        let found = match id {
+            Some(id) => list.iter().find(|s| s.id == id),
+            None => list.last(),
+        };
+        found
+            .map(|s| MoRef::new("VirtualMachineSnapshot", &s.id))
+            .ok_or_else(|| VsphereError::NotFound {
+                kind: "snapshot",
+                name: id.unwrap_or(target.name()).to_owned(),
+            })
+    }
+
+    /// `RemoveSnapshot_Task` (children kept).
+    pub async fn remove_snapshot(
+        &self,
+        target: &SnapshotTarget,
+        id: &str,
+    ) -> Result<(), VsphereError> {
+        let snap = self.snapshot_ref(target, Some(id)).await?;
+        task::run(
+            &self.session,
+            "RemoveSnapshot_Task",
+            &snap,
+            "<removeChildren>false</removeChildren>",
+            self.task_timeout,
+        )
+        .await
+        .map(drop)
+    }
+
+    /// `RevertToSnapshot_Task` to `id` (or the newest), leaving the VM off.
+    pub async fn revert_vm(&self, vm: &str, id: Option<&str>) -> Result<(), VsphereError> {
+        let snap = self
+            .snapshot_ref(&SnapshotTarget::Vm(vm.to_owned()), id)
+            .await?;
+        task::run(
+            &self.session,
+            "RevertToSnapshot_Task",
+            &snap,
+            "",
+            self.task_timeout,
+        )
+        .await?;
+        // A snapshot with memory comes back running; the port promises "off"
+        // so the caller decides when it starts.
+        if self.power_state(vm).await?.as_deref() == Some("poweredOn") {
+            self.power_off(vm).await?;
+        }
+        Ok(())
+    }
+
+    async fn power_state(&self, vm: &str) -> Result<Option<String>, VsphereError> {
+        let r = self.moref(true, vm).await?;
+        let o = inventory::retrieve_one(&self.session, &r, &["runtime.powerState"]).await?;
+        Ok(o.props
+            .get("runtime.powerState")
+            .map(|e| e.text.trim().to_owned()))
+    }
+
+    /// Cold migration (`RelocateVM_Task` to `host`) of a powered-off VM.
+    pub async fn migrate_vm(&self, vm: &str, host: &str) -> Result<(), VsphereError> {
+        if self.power_state(vm).await?.as_deref() == Some("poweredOn") {
+            return Err(VsphereError::InvalidState {
+                name: vm.to_owned(),
+                detail: "cold migration needs the VM powered off".into(),
+            });
+        }
+        let h = self.moref(false, host).await?;
+        self.vm_task(
+            "RelocateVM_Task",
+            vm,
+            &format!("<spec>{}</spec>", h.xml("host")),
+        )
+        .await
+    }
+}
+
+/// The number in `snapshot-42`, for a stable order of equal creation times.
+fn snapshot_number(id: &str) -> u64 {
+    id.rsplit('-')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
 }

@@ -48,6 +48,20 @@ pub enum VsphereError {
         /// The fault string.
         message: String,
     },
+    /// This backend cannot do it (see the declared capabilities).
+    #[error("{op} is not supported by the vSphere backend")]
+    Unsupported {
+        /// The operation.
+        op: &'static str,
+    },
+    /// The object is not in a state that allows the operation.
+    #[error("invalid state for {name}: {detail}")]
+    InvalidState {
+        /// The object.
+        name: String,
+        /// Why.
+        detail: String,
+    },
     /// No VM or host of that name in the inventory.
     #[error("{kind} not found in vCenter: {name}")]
     NotFound {
@@ -118,6 +132,11 @@ impl From<VsphereError> for HypervisorError {
             },
             VsphereError::Http { .. } => HypervisorError::HostUnreachable {
                 host: "vCenter".into(),
+            },
+            VsphereError::Unsupported { op } => HypervisorError::Unsupported { op },
+            VsphereError::InvalidState { name, detail } => HypervisorError::InvalidState {
+                name: name.clone(),
+                detail: detail.clone(),
             },
             VsphereError::NotFound { kind, name } => HypervisorError::NotFound {
                 kind,

@@ -171,6 +171,28 @@ impl InventoryReader {
     }
 }
 
+/// Some properties of one object.
+pub async fn retrieve_one(
+    s: &Session,
+    obj: &MoRef,
+    paths: &[&str],
+) -> Result<ObjectContent, VsphereError> {
+    let p: String = paths
+        .iter()
+        .map(|p| format!("<pathSet>{}</pathSet>", xml::escape(p)))
+        .collect();
+    let body = format!(
+        "{}<specSet><propSet><type>{}</type>{p}</propSet><objectSet>{}</objectSet></specSet><options/>",
+        s.content().property_collector.xml("_this"),
+        xml::escape(&obj.kind),
+        obj.xml("obj"),
+    );
+    let r = s.invoke("RetrievePropertiesEx", &body).await?;
+    let mut out = Vec::new();
+    parse_result(&r, &mut out);
+    Ok(out.pop().unwrap_or_default())
+}
+
 /// Appends the objects of a `RetrieveResult`; returns its paging token.
 fn parse_result(resp: &Element, out: &mut Vec<ObjectContent>) -> Option<String> {
     let rv = resp.child("returnval")?;
@@ -219,6 +241,22 @@ fn host_ip(o: &ObjectContent) -> Option<IpAddr> {
         })
         .and_then(|e| e.text.trim().parse().ok());
     from_vnic.or_else(|| o.text("name").and_then(|n| n.parse().ok()))
+}
+
+/// Every snapshot in a `VirtualMachineSnapshotInfo` tree, depth first.
+pub fn snapshot_trees(info: &Element) -> Vec<&Element> {
+    fn walk<'a>(list: &'a Element, out: &mut Vec<&'a Element>) {
+        for t in list
+            .children_named("rootSnapshotList")
+            .chain(list.children_named("childSnapshotList"))
+        {
+            out.push(t);
+            walk(t, out);
+        }
+    }
+    let mut out = Vec::new();
+    walk(info, &mut out);
+    out
 }
 
 fn count_snapshots(list: &Element) -> u32 {

@@ -93,3 +93,102 @@ async fn power_events_say_who() {
         .expect("events");
     assert!(later.is_empty(), "nothing after 2100");
 }
+
+#[tokio::test]
+async fn snapshot_lifecycle_and_cold_migration() {
+    if !available("snapshot_lifecycle_and_cold_migration") {
+        return;
+    }
+    let sim = Vcsim::start(&[]);
+    let v = connect(&sim, "DRV_PW_SNAP").await;
+    let (inv, _) = v.inventory().await.expect("inventory");
+    let vm = inv.vms[0].name.clone();
+    let target = dr_core::model::SnapshotTarget::Vm(vm.clone());
+    assert!(v.list_snapshots(&target).await.expect("list").is_empty());
+    let a = v.create_snapshot(&target, "first").await.expect("create");
+    let b = v
+        .create_snapshot(&target, "second & <newest>")
+        .await
+        .expect("create");
+    assert_eq!(b.name, "second & <newest>");
+    let list = v.list_snapshots(&target).await.expect("list");
+    assert_eq!(
+        list.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(),
+        [a.id.as_str(), b.id.as_str()],
+        "oldest first"
+    );
+    assert_eq!(
+        v.inventory()
+            .await
+            .expect("inv")
+            .0
+            .vm(&vm)
+            .map(|x| x.snapshot_count),
+        Some(2)
+    );
+
+    v.revert_vm(&vm, None).await.expect("revert to newest");
+    assert_eq!(
+        v.inventory().await.expect("inv").0.vm(&vm).map(|x| x.power),
+        Some(PowerState::Off),
+        "revert leaves it off"
+    );
+    v.power_on(&vm).await.expect("on");
+
+    v.remove_snapshot(&target, &a.id).await.expect("remove");
+    let left: Vec<String> = v
+        .list_snapshots(&target)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(left, [b.id.clone()]);
+    let e = v
+        .remove_snapshot(&target, &a.id)
+        .await
+        .expect_err("removed twice");
+    assert!(matches!(
+        HypervisorError::from(e),
+        HypervisorError::NotFound {
+            kind: "snapshot",
+            ..
+        }
+    ));
+    let e = v
+        .create_snapshot(
+            &dr_core::model::SnapshotTarget::Host(inv.hosts[0].name.clone()),
+            "h",
+        )
+        .await
+        .expect_err("no host snapshots");
+    assert!(matches!(
+        HypervisorError::from(e),
+        HypervisorError::Unsupported { .. }
+    ));
+
+    let home = inv.vm(&vm).expect("vm").host.clone();
+    let other = inv
+        .hosts
+        .iter()
+        .find(|h| h.name != home)
+        .expect("another host")
+        .name
+        .clone();
+    let e = v.migrate_vm(&vm, &other).await.expect_err("running");
+    assert!(matches!(
+        HypervisorError::from(e),
+        HypervisorError::InvalidState { .. }
+    ));
+    v.power_off(&vm).await.expect("off");
+    v.migrate_vm(&vm, &other).await.expect("cold migration");
+    assert_eq!(
+        v.inventory()
+            .await
+            .expect("inv")
+            .0
+            .vm(&vm)
+            .map(|x| x.host.clone()),
+        Some(other)
+    );
+}
