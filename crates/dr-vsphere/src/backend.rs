@@ -132,7 +132,7 @@ impl Vsphere {
     }
 
     /// The VM of a snapshot target (host snapshots do not exist in vSphere).
-    fn snapshot_vm<'a>(target: &'a SnapshotTarget) -> Result<&'a str, VsphereError> {
+    fn snapshot_vm(target: &SnapshotTarget) -> Result<&str, VsphereError> {
         match target {
             SnapshotTarget::Vm(vm) => Ok(vm),
             SnapshotTarget::Host(_) => Err(VsphereError::Unsupported {
