@@ -143,7 +143,7 @@ async fn snapshot_lifecycle_and_cold_migration() {
         .into_iter()
         .map(|s| s.id)
         .collect();
-    assert_eq!(left, [b.id.clone()]);
+    assert_eq!(left, std::slice::from_ref(&b.id));
     let e = v
         .remove_snapshot(&target, &a.id)
         .await
