@@ -4,12 +4,14 @@
 use crate::error::VsphereError;
 use crate::events;
 use crate::inventory::{self, InventoryReader};
-use crate::session::{Session, VsphereConfig};
+use crate::session::{Session, SpareHost, VsphereConfig};
 use crate::soap::MoRef;
 use crate::task;
 use crate::time;
 use crate::xml;
-use dr_core::model::{Inventory, PowerEvent, SnapshotInfo, SnapshotTarget};
+use async_trait::async_trait;
+use dr_core::model::{Inventory, PowerEvent, RestoreSource, SnapshotInfo, SnapshotTarget};
+use dr_core::ports::{Capabilities, Hypervisor, HypervisorError};
 use dr_core::Timestamp;
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -20,6 +22,7 @@ use std::time::Duration;
 struct Refs {
     vms: HashMap<String, MoRef>,
     hosts: HashMap<String, MoRef>,
+    clusters: HashMap<String, MoRef>,
 }
 
 /// A connected vCenter.
@@ -28,6 +31,7 @@ pub struct Vsphere {
     reader: InventoryReader,
     refs: Mutex<Refs>,
     user: String,
+    spares: Vec<SpareHost>,
     /// How long a task may run before it counts as timed out.
     pub task_timeout: Duration,
 }
@@ -41,6 +45,7 @@ impl Vsphere {
             reader: InventoryReader::default(),
             refs: Mutex::new(Refs::default()),
             user: cfg.user.clone(),
+            spares: cfg.spares.clone(),
             task_timeout: Duration::from_secs(600),
         })
     }
@@ -67,20 +72,46 @@ impl Vsphere {
             let map = match r.kind.as_str() {
                 "VirtualMachine" => &mut refs.vms,
                 "HostSystem" => &mut refs.hosts,
+                "ClusterComputeResource" | "ComputeResource" => &mut refs.clusters,
                 _ => continue,
             };
             map.insert(name.text.trim().to_owned(), r.clone());
+        }
+        let mut inv = crate::inventory::to_model(&objects);
+        // Configured spares not in vCenter yet are standby hosts.
+        for spare in &self.spares {
+            if !refs.hosts.contains_key(&spare.name) {
+                inv.hosts.push(dr_core::model::HostInfo {
+                    name: spare.name.clone(),
+                    ip: spare.name.parse().ok(),
+                    site: spare.cluster.clone(),
+                    link: dr_core::model::HostLink::Standby,
+                    cpu_mhz: spare.cpu_mhz,
+                    memory_mb: spare.memory_mb,
+                    snapshot_count: 0,
+                    vitals: dr_core::model::Vitals::default(),
+                });
+            }
         }
         *self
             .refs
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = refs;
-        Ok((crate::inventory::to_model(&objects), trips))
+        Ok((inv, trips))
     }
 
     /// Power events at or after `since`.
     pub async fn power_events(&self, since: Timestamp) -> Result<Vec<PowerEvent>, VsphereError> {
         events::power_events(&self.session, since, &self.user).await
+    }
+
+    fn cluster(&self, name: &str) -> Option<MoRef> {
+        self.refs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clusters
+            .get(name)
+            .cloned()
     }
 
     fn lookup(&self, vm: bool, name: &str) -> Option<MoRef> {
@@ -288,6 +319,274 @@ impl Vsphere {
             &format!("<spec>{}</spec>", h.xml("host")),
         )
         .await
+    }
+
+    /// Brings `vm` up on `host` from its newest snapshot: a clone of that
+    /// snapshot placed on `host`, which then takes the VM's name and place
+    /// (the original is unregistered, its files stay) and is powered on.
+    /// Refused while vCenter sees the original running.
+    pub async fn restore_vm(
+        &self,
+        vm: &str,
+        host: &str,
+        source: RestoreSource,
+    ) -> Result<(), VsphereError> {
+        if source == RestoreSource::Replica {
+            return Err(VsphereError::Unsupported {
+                op: "restore from a replica (comes with dr-replication)",
+            });
+        }
+        let original = self.moref(true, vm).await?;
+        let target = self.moref(false, host).await?;
+        let o = inventory::retrieve_one(
+            &self.session,
+            &original,
+            &["parent", "runtime.powerState", "runtime.host"],
+        )
+        .await?;
+        if o.props.get("runtime.powerState").map(|e| e.text.trim()) == Some("poweredOn") {
+            return Err(VsphereError::InvalidState {
+                name: vm.to_owned(),
+                detail: "is running: a restore would start a second copy".into(),
+            });
+        }
+        let folder = o
+            .props
+            .get("parent")
+            .and_then(MoRef::from_element)
+            .ok_or_else(|| VsphereError::Missing {
+                method: "RetrievePropertiesEx".into(),
+                what: format!("the folder of {vm}"),
+            })?;
+        let snap = self
+            .snapshot_ref(&SnapshotTarget::Vm(vm.to_owned()), None)
+            .await?;
+        let pool = self.resource_pool_of(&target).await?;
+        let placement = format!("{}{}", target.xml("host"), pool.xml("pool"));
+        let location = format!("<location>{placement}</location>");
+        let temp = format!("{vm}.vmdr-restore");
+        let args = format!(
+            "{}<name>{}</name><spec>{location}<template>false</template><powerOn>false</powerOn>{}</spec>",
+            folder.xml("folder"),
+            xml::escape(&temp),
+            snap.xml("snapshot")
+        );
+        let clone = task::run(
+            &self.session,
+            "CloneVM_Task",
+            &original,
+            &args,
+            self.task_timeout,
+        )
+        .await?
+        .and_then(|r| {
+            MoRef::from_element(&r).or_else(|| Some(MoRef::new("VirtualMachine", r.text.trim())))
+        })
+        .filter(|r| !r.value.is_empty())
+        .ok_or_else(|| VsphereError::Missing {
+            method: "CloneVM_Task".into(),
+            what: "the clone".into(),
+        })?;
+        let finish = async {
+            // Placement is asked for in the clone spec; relocating makes
+            // sure (a no-op where it already is).
+            task::run(
+                &self.session,
+                "RelocateVM_Task",
+                &clone,
+                &format!("<spec>{placement}</spec>"),
+                self.task_timeout,
+            )
+            .await?;
+            self.session
+                .invoke("UnregisterVM", &original.xml("_this"))
+                .await?;
+            task::run(
+                &self.session,
+                "Rename_Task",
+                &clone,
+                &format!("<newName>{}</newName>", xml::escape(vm)),
+                self.task_timeout,
+            )
+            .await?;
+            task::run(
+                &self.session,
+                "PowerOnVM_Task",
+                &clone,
+                "",
+                self.task_timeout,
+            )
+            .await
+        };
+        if let Err(e) = finish.await {
+            tracing::warn!(vm, error = %e, "restore failed after cloning; removing the clone");
+            if let Err(c) =
+                task::run(&self.session, "Destroy_Task", &clone, "", self.task_timeout).await
+            {
+                tracing::warn!(vm, error = %c, "could not remove the partial clone {}", clone.value);
+            }
+            return Err(e);
+        }
+        self.inventory().await?;
+        Ok(())
+    }
+
+    async fn resource_pool_of(&self, host: &MoRef) -> Result<MoRef, VsphereError> {
+        let h = inventory::retrieve_one(&self.session, host, &["parent"]).await?;
+        let cr = h
+            .props
+            .get("parent")
+            .and_then(MoRef::from_element)
+            .ok_or_else(|| VsphereError::Missing {
+                method: "RetrievePropertiesEx".into(),
+                what: format!("the cluster of {}", host.value),
+            })?;
+        let c = inventory::retrieve_one(&self.session, &cr, &["resourcePool"]).await?;
+        c.props
+            .get("resourcePool")
+            .and_then(MoRef::from_element)
+            .ok_or_else(|| VsphereError::Missing {
+                method: "RetrievePropertiesEx".into(),
+                what: format!("the resource pool of {}", cr.value),
+            })
+    }
+
+    /// Adds a configured spare host to its cluster (`AddHost_Task`).
+    pub async fn add_host(&self, host: &str) -> Result<(), VsphereError> {
+        let Some(spare) = self.spares.iter().find(|s| s.name == host) else {
+            if self.lookup(false, host).is_some() {
+                return Err(VsphereError::InvalidState {
+                    name: host.to_owned(),
+                    detail: "host is already added".into(),
+                });
+            }
+            return Err(VsphereError::NotFound {
+                kind: "host",
+                name: host.to_owned(),
+            });
+        };
+        self.inventory().await?;
+        if self.lookup(false, host).is_some() {
+            return Err(VsphereError::InvalidState {
+                name: host.to_owned(),
+                detail: "host is already added".into(),
+            });
+        }
+        let cluster = self
+            .cluster(&spare.cluster)
+            .ok_or_else(|| VsphereError::NotFound {
+                kind: "cluster",
+                name: spare.cluster.clone(),
+            })?;
+        let password = spare.password.read()?;
+        let thumb = spare.ssl_thumbprint.as_ref().map_or(String::new(), |t| {
+            format!("<sslThumbprint>{}</sslThumbprint>", xml::escape(t))
+        });
+        let args = format!(
+            "<spec><hostName>{}</hostName><userName>{}</userName><password>{}</password>{thumb}<force>true</force></spec><asConnected>true</asConnected>",
+            xml::escape(&spare.name),
+            xml::escape(&spare.user),
+            xml::escape(password.expose()),
+        );
+        task::run(
+            &self.session,
+            "AddHost_Task",
+            &cluster,
+            &args,
+            self.task_timeout,
+        )
+        .await?;
+        // Some vCenters (govmomi's simulator among them) do not grow an
+        // existing container view with objects added after it: start a new
+        // one so the next read sees the host.
+        self.reader.renew(&self.session).await;
+        self.inventory().await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Hypervisor for Vsphere {
+    fn capabilities(&self) -> Capabilities {
+        // vSphere has no host snapshots to recover a host from, and replicas
+        // come with dr-replication.
+        Capabilities {
+            host_recovery: false,
+            add_host: true,
+            replicas: false,
+        }
+    }
+
+    async fn inventory(&self) -> Result<Inventory, HypervisorError> {
+        Ok(Vsphere::inventory(self).await?.0)
+    }
+
+    async fn power_events(&self, since: Timestamp) -> Result<Vec<PowerEvent>, HypervisorError> {
+        Ok(Vsphere::power_events(self, since).await?)
+    }
+
+    async fn create_snapshot(
+        &self,
+        target: &SnapshotTarget,
+        name: &str,
+    ) -> Result<SnapshotInfo, HypervisorError> {
+        Ok(Vsphere::create_snapshot(self, target, name).await?)
+    }
+
+    async fn list_snapshots(
+        &self,
+        target: &SnapshotTarget,
+    ) -> Result<Vec<SnapshotInfo>, HypervisorError> {
+        Ok(Vsphere::list_snapshots(self, target).await?)
+    }
+
+    async fn remove_snapshot(
+        &self,
+        target: &SnapshotTarget,
+        id: &str,
+    ) -> Result<(), HypervisorError> {
+        Ok(Vsphere::remove_snapshot(self, target, id).await?)
+    }
+
+    async fn revert_vm(&self, vm: &str, snapshot: Option<&str>) -> Result<(), HypervisorError> {
+        Ok(Vsphere::revert_vm(self, vm, snapshot).await?)
+    }
+
+    async fn power_on(&self, vm: &str) -> Result<(), HypervisorError> {
+        Ok(Vsphere::power_on(self, vm).await?)
+    }
+
+    async fn power_off(&self, vm: &str) -> Result<(), HypervisorError> {
+        Ok(Vsphere::power_off(self, vm).await?)
+    }
+
+    async fn reset(&self, vm: &str) -> Result<(), HypervisorError> {
+        Ok(Vsphere::reset(self, vm).await?)
+    }
+
+    async fn restore_vm(
+        &self,
+        vm: &str,
+        host: &str,
+        source: RestoreSource,
+    ) -> Result<(), HypervisorError> {
+        Ok(Vsphere::restore_vm(self, vm, host, source).await?)
+    }
+
+    async fn migrate_vm(&self, vm: &str, host: &str) -> Result<(), HypervisorError> {
+        Ok(Vsphere::migrate_vm(self, vm, host).await?)
+    }
+
+    async fn recover_host(&self, host: &str) -> Result<(), HypervisorError> {
+        // Say "not found" for unknown hosts like every other operation.
+        self.moref(false, host).await?;
+        Err(HypervisorError::Unsupported {
+            op: "recover_host (vSphere has no host snapshots)",
+        })
+    }
+
+    async fn add_host(&self, host: &str) -> Result<(), HypervisorError> {
+        Ok(Vsphere::add_host(self, host).await?)
     }
 }
 

@@ -120,6 +120,16 @@ impl InventoryReader {
         *self.view.lock().await = None;
     }
 
+    /// Destroys the current view (best effort) so the next read makes a new
+    /// one: after adding hosts, for vCenters whose views do not grow.
+    pub async fn renew(&self, s: &Session) {
+        if let Some(old) = self.view.lock().await.take() {
+            if let Err(e) = s.invoke("DestroyView", &old.xml("_this")).await {
+                tracing::debug!(error = %e, "could not destroy the old container view");
+            }
+        }
+    }
+
     /// Every object's properties, and the round trips it took.
     pub async fn retrieve(&self, s: &Session) -> Result<(Vec<ObjectContent>, u32), VsphereError> {
         let (view, mut trips) = self.view(s).await?;

@@ -34,5 +34,5 @@ pub mod xml;
 
 pub use backend::Vsphere;
 pub use error::VsphereError;
-pub use session::{PasswordSource, Secret, Session, VsphereConfig};
+pub use session::{PasswordSource, Secret, Session, SpareHost, VsphereConfig};
 pub use tls::TlsMode;

@@ -20,7 +20,7 @@ impl Secret {
         Secret(s.into())
     }
 
-    fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 }
@@ -61,6 +61,27 @@ impl PasswordSource {
     }
 }
 
+/// A spare ESXi host vmdr may add to a cluster when no connected host has
+/// room (the paper's "add a new vHost that is in the inventory but not in
+/// vCenter"). Until added it appears in the inventory as `Standby`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpareHost {
+    /// Its address or DNS name, as vCenter will know it.
+    pub name: String,
+    /// The cluster to add it to.
+    pub cluster: String,
+    /// Its root (or admin) user.
+    pub user: String,
+    /// Its password.
+    pub password: PasswordSource,
+    /// Its SSL thumbprint (SHA-1, as `AddHost_Task` wants it), if known.
+    pub ssl_thumbprint: Option<String>,
+    /// CPU capacity, MHz (for placement before it is added).
+    pub cpu_mhz: u32,
+    /// Memory, MiB.
+    pub memory_mb: u64,
+}
+
 /// How to reach vCenter.
 #[derive(Clone, Debug)]
 pub struct VsphereConfig {
@@ -76,6 +97,8 @@ pub struct VsphereConfig {
     pub timeout: Duration,
     /// Bounds on responses.
     pub limits: Limits,
+    /// Spare hosts that may be added.
+    pub spares: Vec<SpareHost>,
 }
 
 /// The service's entry points, from `RetrieveServiceContent`.
@@ -263,6 +286,7 @@ mod tests {
             tls: TlsMode::Verify,
             timeout: Duration::from_secs(1),
             limits: Limits::default(),
+            spares: Vec::new(),
         };
         assert!(!format!("{cfg:?}").contains("hunter2"));
     }

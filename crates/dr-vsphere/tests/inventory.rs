@@ -18,6 +18,7 @@ async fn session(sim: &Vcsim, var: &str) -> Session {
         tls: TlsMode::Verify,
         timeout: Duration::from_secs(30),
         limits: Limits::default(),
+        spares: Vec::new(),
     };
     Session::connect(&cfg).await.expect("login")
 }
@@ -180,6 +181,7 @@ async fn paging_follows_the_token_to_the_end() {
         tls: TlsMode::Verify,
         timeout: Duration::from_secs(5),
         limits: Limits::default(),
+        spares: Vec::new(),
     };
     let s = Session::connect(&cfg).await.expect("login");
     let (inv, trips) = InventoryReader::with_page(1)

@@ -19,6 +19,7 @@ async fn connect(sim: &Vcsim, var: &str) -> Vsphere {
         tls: TlsMode::Verify,
         timeout: Duration::from_secs(30),
         limits: Limits::default(),
+        spares: Vec::new(),
     };
     Vsphere::connect(&cfg).await.expect("login")
 }

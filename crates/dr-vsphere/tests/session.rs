@@ -17,6 +17,7 @@ fn config(url: &str, pw_var: &str, tls: TlsMode) -> VsphereConfig {
         tls,
         timeout: Duration::from_secs(10),
         limits: Limits::default(),
+        spares: Vec::new(),
     }
 }
 
