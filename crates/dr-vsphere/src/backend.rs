@@ -8,6 +8,7 @@ use crate::session::{Session, SpareHost, VsphereConfig};
 use crate::soap::MoRef;
 use crate::task;
 use crate::time;
+use crate::watch::Watch;
 use crate::xml;
 use async_trait::async_trait;
 use dr_core::model::{Inventory, PowerEvent, RestoreSource, SnapshotInfo, SnapshotTarget};
@@ -32,8 +33,13 @@ pub struct Vsphere {
     refs: Mutex<Refs>,
     user: String,
     spares: Vec<SpareHost>,
+    watch: tokio::sync::Mutex<Option<(Watch, tokio::time::Instant)>>,
     /// How long a task may run before it counts as timed out.
     pub task_timeout: Duration,
+    /// The incremental inventory is rebuilt from a full read this often
+    /// (and after every change vmdr makes to the topology), in case the
+    /// server's view misses objects added later.
+    pub full_read_every: Duration,
 }
 
 impl Vsphere {
@@ -46,7 +52,9 @@ impl Vsphere {
             refs: Mutex::new(Refs::default()),
             user: cfg.user.clone(),
             spares: cfg.spares.clone(),
+            watch: tokio::sync::Mutex::new(None),
             task_timeout: Duration::from_secs(600),
+            full_read_every: Duration::from_secs(300),
         })
     }
 
@@ -60,12 +68,62 @@ impl Vsphere {
         self.session.logout().await;
     }
 
-    /// The whole inventory (and the round trips it took); refreshes the
-    /// name map.
-    pub async fn inventory(&self) -> Result<(Inventory, u32), VsphereError> {
+    /// The whole inventory read afresh (`RetrievePropertiesEx`), and the
+    /// round trips it took; refreshes the name map.
+    pub async fn full_inventory(&self) -> Result<(Inventory, u32), VsphereError> {
         let (objects, trips) = self.reader.retrieve(&self.session).await?;
+        Ok((self.absorb(&objects), trips))
+    }
+
+    /// The inventory, incrementally: after the first read, one
+    /// `WaitForUpdatesEx` round trip that brings only what changed. Returns
+    /// the round trips taken.
+    pub async fn inventory(&self) -> Result<(Inventory, u32), VsphereError> {
+        let mut guard = self.watch.lock().await;
+        let fresh = guard
+            .as_ref()
+            .is_some_and(|(_, since)| since.elapsed() < self.full_read_every);
+        let trips = match guard.as_mut() {
+            Some((w, _)) if fresh => match w.refresh(&self.session).await {
+                Ok(t) => t,
+                Err(e) => {
+                    // The collector may be gone with an expired session:
+                    // start over.
+                    tracing::info!(error = %e, "incremental inventory lost: reading it all again");
+                    *guard = None;
+                    0
+                }
+            },
+            _ => 0,
+        };
+        let trips = if guard.is_none() || !fresh {
+            if let Some((old, _)) = guard.take() {
+                old.close(&self.session).await;
+            }
+            let (w, t) = Watch::start(&self.session).await?;
+            *guard = Some((w, tokio::time::Instant::now()));
+            trips + t
+        } else {
+            trips
+        };
+        let objects = guard.as_ref().map(|(w, _)| w.objects()).unwrap_or_default();
+        Ok((self.absorb(&objects), trips))
+    }
+
+    /// Makes the next [`Vsphere::inventory`] a full read (after vmdr changed
+    /// the topology).
+    async fn invalidate(&self) {
+        if let Some((old, _)) = self.watch.lock().await.take() {
+            old.close(&self.session).await;
+        }
+        self.reader.renew(&self.session).await;
+    }
+
+    /// Keeps the name map of `objects` and maps them onto the port's model,
+    /// with the configured spares not yet in vCenter as standby hosts.
+    fn absorb(&self, objects: &[inventory::ObjectContent]) -> Inventory {
         let mut refs = Refs::default();
-        for o in &objects {
+        for o in objects {
             let (Some(r), Some(name)) = (o.obj.as_ref(), o.props.get("name")) else {
                 continue;
             };
@@ -77,8 +135,7 @@ impl Vsphere {
             };
             map.insert(name.text.trim().to_owned(), r.clone());
         }
-        let mut inv = crate::inventory::to_model(&objects);
-        // Configured spares not in vCenter yet are standby hosts.
+        let mut inv = crate::inventory::to_model(objects);
         for spare in &self.spares {
             if !refs.hosts.contains_key(&spare.name) {
                 inv.hosts.push(dr_core::model::HostInfo {
@@ -97,7 +154,7 @@ impl Vsphere {
             .refs
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = refs;
-        Ok((inv, trips))
+        inv
     }
 
     /// Power events at or after `since`.
@@ -133,7 +190,7 @@ impl Vsphere {
         if let Some(r) = self.lookup(vm, name) {
             return Ok(r);
         }
-        self.inventory().await?;
+        self.full_inventory().await?;
         self.lookup(vm, name).ok_or_else(|| VsphereError::NotFound {
             kind: if vm { "vm" } else { "host" },
             name: name.to_owned(),
@@ -427,7 +484,7 @@ impl Vsphere {
             }
             return Err(e);
         }
-        self.inventory().await?;
+        self.invalidate().await;
         Ok(())
     }
 
@@ -465,7 +522,7 @@ impl Vsphere {
                 name: host.to_owned(),
             });
         };
-        self.inventory().await?;
+        self.full_inventory().await?;
         if self.lookup(false, host).is_some() {
             return Err(VsphereError::InvalidState {
                 name: host.to_owned(),
@@ -499,8 +556,7 @@ impl Vsphere {
         // Some vCenters (govmomi's simulator among them) do not grow an
         // existing container view with objects added after it: start a new
         // one so the next read sees the host.
-        self.reader.renew(&self.session).await;
-        self.inventory().await?;
+        self.invalidate().await;
         Ok(())
     }
 }

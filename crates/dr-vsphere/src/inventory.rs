@@ -97,20 +97,7 @@ impl InventoryReader {
         if let Some(view) = v.as_ref() {
             return Ok((view.clone(), 0));
         }
-        let c = s.content();
-        let body = format!(
-            "{}{}<type>HostSystem</type><type>VirtualMachine</type><type>ComputeResource</type><type>ClusterComputeResource</type><recursive>true</recursive>",
-            c.view_manager.xml("_this"),
-            c.root_folder.xml("container"),
-        );
-        let r = s.invoke("CreateContainerView", &body).await?;
-        let view = r
-            .child("returnval")
-            .and_then(MoRef::from_element)
-            .ok_or_else(|| VsphereError::Missing {
-                method: "CreateContainerView".into(),
-                what: "returnval".into(),
-            })?;
+        let view = create_view(s).await?;
         *v = Some(view.clone());
         Ok((view, 1))
     }
@@ -133,21 +120,10 @@ impl InventoryReader {
     /// Every object's properties, and the round trips it took.
     pub async fn retrieve(&self, s: &Session) -> Result<(Vec<ObjectContent>, u32), VsphereError> {
         let (view, mut trips) = self.view(s).await?;
-        let spec = |kind: &str, paths: &[&str]| {
-            let p: String = paths
-                .iter()
-                .map(|p| format!("<pathSet>{}</pathSet>", xml::escape(p)))
-                .collect();
-            format!("<propSet><type>{kind}</type>{p}</propSet>")
-        };
         let body = format!(
-            "{}<specSet>{}{}{}{}<objectSet>{}<skip>true</skip><selectSet xsi:type=\"TraversalSpec\"><name>view</name><type>ContainerView</type><path>view</path><skip>false</skip></selectSet></objectSet></specSet><options><maxObjects>{}</maxObjects></options>",
+            "{}<specSet>{}</specSet><options><maxObjects>{}</maxObjects></options>",
             s.content().property_collector.xml("_this"),
-            spec("HostSystem", HOST_PATHS),
-            spec("VirtualMachine", VM_PATHS),
-            spec("ComputeResource", CLUSTER_PATHS),
-            spec("ClusterComputeResource", CLUSTER_PATHS),
-            view.xml("obj"),
+            spec_set_inner(&view),
             self.page,
         );
         let first = match s.invoke("RetrievePropertiesEx", &body).await {
@@ -179,6 +155,43 @@ impl InventoryReader {
         let (objects, trips) = self.retrieve(s).await?;
         Ok((to_model(&objects), trips))
     }
+}
+
+/// A container view of hosts, VMs and clusters under the root folder.
+pub async fn create_view(s: &Session) -> Result<MoRef, VsphereError> {
+    let c = s.content();
+    let body = format!(
+        "{}{}<type>HostSystem</type><type>VirtualMachine</type><type>ComputeResource</type><type>ClusterComputeResource</type><recursive>true</recursive>",
+        c.view_manager.xml("_this"),
+        c.root_folder.xml("container"),
+    );
+    let r = s.invoke("CreateContainerView", &body).await?;
+    r.child("returnval")
+        .and_then(MoRef::from_element)
+        .ok_or_else(|| VsphereError::Missing {
+            method: "CreateContainerView".into(),
+            what: "returnval".into(),
+        })
+}
+
+/// The property filter spec's content (property sets and the object set
+/// through `view`) for the inventory.
+pub fn spec_set_inner(view: &MoRef) -> String {
+    let spec = |kind: &str, paths: &[&str]| {
+        let p: String = paths
+            .iter()
+            .map(|p| format!("<pathSet>{}</pathSet>", xml::escape(p)))
+            .collect();
+        format!("<propSet><type>{kind}</type>{p}</propSet>")
+    };
+    format!(
+        "{}{}{}{}<objectSet>{}<skip>true</skip><selectSet xsi:type=\"TraversalSpec\"><name>view</name><type>ContainerView</type><path>view</path><skip>false</skip></selectSet></objectSet>",
+        spec("HostSystem", HOST_PATHS),
+        spec("VirtualMachine", VM_PATHS),
+        spec("ComputeResource", CLUSTER_PATHS),
+        spec("ClusterComputeResource", CLUSTER_PATHS),
+        view.xml("obj"),
+    )
 }
 
 /// Some properties of one object.

@@ -30,6 +30,7 @@ pub mod soap;
 pub mod task;
 pub mod time;
 pub mod tls;
+pub mod watch;
 pub mod xml;
 
 pub use backend::Vsphere;

@@ -193,3 +193,54 @@ async fn snapshot_lifecycle_and_cold_migration() {
         Some(other)
     );
 }
+
+#[tokio::test]
+async fn incremental_inventory_takes_one_round_trip() {
+    if !available("incremental_inventory_takes_one_round_trip") {
+        return;
+    }
+    let sim = Vcsim::start(&["-clusters", "1", "-hosts", "3", "-vms", "10"]);
+    let v = connect(&sim, "DRV_PW_INCR").await;
+    let (full, trips) = v.full_inventory().await.expect("full");
+    assert!(trips <= 3, "a full read took {trips} round trips");
+    let (first, _) = v.inventory().await.expect("first incremental read");
+    assert_eq!(first.vms.len(), full.vms.len());
+    assert_eq!(first.hosts.len(), full.hosts.len());
+    let (same, trips) = v.inventory().await.expect("refresh");
+    assert_eq!(trips, 1);
+    assert_eq!(same, first, "nothing changed");
+    let vm = first.vms[3].name.clone();
+    v.power_off(&vm).await.expect("off");
+    let (changed, trips) = v.inventory().await.expect("refresh");
+    assert_eq!(trips, 1, "one round trip brings the change");
+    assert_eq!(changed.vm(&vm).map(|x| x.power), Some(PowerState::Off));
+    assert_eq!(changed.vms.len(), first.vms.len());
+}
+
+#[tokio::test]
+async fn a_user_power_off_is_attributed_to_the_user() {
+    if !available("a_user_power_off_is_attributed_to_the_user") {
+        return;
+    }
+    let sim = Vcsim::start(&["-any-user"]);
+    let vmdr = connect(&sim, "DRV_PW_WHO").await;
+    std::env::set_var("DRV_PW_ALICE", "alice-pw");
+    let alice = Vsphere::connect(&VsphereConfig {
+        url: sim.url.clone(),
+        user: "alice".into(),
+        password: PasswordSource::Env("DRV_PW_ALICE".into()),
+        tls: TlsMode::Verify,
+        timeout: Duration::from_secs(30),
+        limits: Limits::default(),
+        spares: Vec::new(),
+    })
+    .await
+    .expect("alice logs in");
+    let (inv, _) = vmdr.inventory().await.expect("inventory");
+    let vm = inv.vms[0].name.clone();
+    alice.power_off(&vm).await.expect("alice powers it off");
+    let events = vmdr.power_events(Timestamp(0)).await.expect("events");
+    let last = events.iter().rev().find(|e| e.vm == vm).expect("an event");
+    assert_eq!(last.kind, PowerEventKind::PoweredOff);
+    assert_eq!(last.by, Actor::User("alice".into()), "{events:?}");
+}

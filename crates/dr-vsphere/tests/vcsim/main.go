@@ -40,6 +40,7 @@ func main() {
 	user := flag.String("user", "vmdr", "user name")
 	pass := flag.String("pass", "s3cret", "password")
 	idle := flag.Duration("session-idle", 0, "expire sessions idle this long (0: never)")
+	anyUser := flag.Bool("any-user", false, "accept any non-empty user and password")
 	flag.Parse()
 
 	model := simulator.VPX()
@@ -54,6 +55,9 @@ func main() {
 	}
 	simulator.SessionIdleTimeout = *idle
 	model.Service.Listen = &url.URL{Host: "127.0.0.1:0", User: url.UserPassword(*user, *pass)}
+	if *anyUser {
+		model.Service.Listen.User = nil
+	}
 	if *useTLS {
 		cert, pemBytes := selfSigned()
 		model.Service.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
