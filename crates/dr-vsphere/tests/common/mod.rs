@@ -86,7 +86,7 @@ impl Vcsim {
         let mut child = Command::new(bin)
             .args(args)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::null())
             .spawn()
             .expect("start vcsim");
         let stdout = child.stdout.take().expect("stdout");
