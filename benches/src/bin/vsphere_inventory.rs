@@ -1,0 +1,102 @@
+//! The vSphere inventory benchmark against govmomi's vCenter simulator
+//! (Debian's golang-go and golang-github-vmware-govmomi-dev): round trips and
+//! wall time of a full read of ~1,000 VMs, and of an incremental refresh
+//! after one VM changed.
+//!
+//! Run: `cargo run --release -p dr-benches --bin vsphere-inventory`
+//! Talks only to the simulator it starts on 127.0.0.1.
+
+use dr_vsphere::xml::Limits;
+use dr_vsphere::{PasswordSource, TlsMode, Vsphere, VsphereConfig};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn main() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let src = root.join("crates/dr-vsphere/tests/vcsim");
+    let out = root.join("target/vcsim-bench");
+    let built = Command::new("go")
+        .args(["build", "-o"])
+        .arg(&out)
+        .arg(".")
+        .current_dir(&src)
+        .env("GO111MODULE", "off")
+        .env("GOPATH", "/usr/share/gocode")
+        .env("GOCACHE", root.join("target/gocache"))
+        .status();
+    if !built.is_ok_and(|s| s.success()) {
+        eprintln!("vsphere-inventory: cannot build the simulator (apt-get install golang-go golang-github-vmware-govmomi-dev)");
+        std::process::exit(2);
+    }
+    // 1 cluster of 10 hosts and 1,000 VMs.
+    let mut child = Command::new(&out)
+        .args(["-clusters", "1", "-hosts", "10", "-vms", "1000"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the simulator");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("its URL");
+    let url = line.split("\"url\":\"").nth(1).and_then(|r| r.split('"').next()).expect("url").to_owned();
+    std::env::set_var("VMDR_BENCH_PW", "s3cret");
+    let cfg = VsphereConfig {
+        url,
+        user: "vmdr".into(),
+        password: PasswordSource::Env("VMDR_BENCH_PW".into()),
+        tls: TlsMode::Verify,
+        timeout: Duration::from_secs(120),
+        limits: Limits::default(),
+        spares: Vec::new(),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    rt.block_on(async {
+        let v = Vsphere::connect(&cfg).await.expect("login");
+        let (inv, _) = v.full_inventory().await.expect("warm-up");
+        println!("inventory: {} hosts, {} VMs", inv.hosts.len(), inv.vms.len());
+        let mut full = Vec::new();
+        let mut full_trips = 0;
+        for _ in 0..5 {
+            let t = Instant::now();
+            let (_, trips) = v.full_inventory().await.expect("full read");
+            full.push(t.elapsed());
+            full_trips = trips;
+        }
+        let (_, start_trips) = v.inventory().await.expect("incremental start");
+        let vm = inv.vms[0].name.clone();
+        let mut incr = Vec::new();
+        let mut incr_trips = Vec::new();
+        let mut idle = Vec::new();
+        for i in 0..6 {
+            if i % 2 == 0 { v.power_off(&vm).await } else { v.power_on(&vm).await }.expect("change one VM");
+            let t = Instant::now();
+            let (_, trips) = v.inventory().await.expect("refresh");
+            incr.push(t.elapsed());
+            incr_trips.push(trips);
+            let t = Instant::now();
+            v.inventory().await.expect("refresh");
+            idle.push(t.elapsed());
+        }
+        println!(
+            "full read (RetrievePropertiesEx, view kept): {full_trips} round trip(s), median {:.1} ms over 5",
+            median(full).as_secs_f64() * 1e3
+        );
+        println!("incremental start (collector, view, filter, first WaitForUpdatesEx): {start_trips} round trips");
+        println!(
+            "incremental refresh after one VM changed: {:?} round trip(s), median {:.2} ms over 6",
+            incr_trips,
+            median(incr).as_secs_f64() * 1e3
+        );
+        println!("incremental refresh with nothing changed: median {:.2} ms", median(idle).as_secs_f64() * 1e3);
+        println!("(the simulator gathers updates on a 250 ms tick before answering WaitForUpdatesEx: its latency, not the client's)");
+        v.close().await;
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+}
