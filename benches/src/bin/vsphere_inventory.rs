@@ -43,8 +43,15 @@ fn main() {
         .spawn()
         .expect("start the simulator");
     let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("its URL");
-    let url = line.split("\"url\":\"").nth(1).and_then(|r| r.split('"').next()).expect("url").to_owned();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("its URL");
+    let url = line
+        .split("\"url\":\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .expect("url")
+        .to_owned();
     std::env::set_var("VMDR_BENCH_PW", "s3cret");
     let cfg = VsphereConfig {
         url,
@@ -55,7 +62,10 @@ fn main() {
         limits: Limits::default(),
         spares: Vec::new(),
     };
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     rt.block_on(async {
         let v = Vsphere::connect(&cfg).await.expect("login");
         let (inv, _) = v.full_inventory().await.expect("warm-up");

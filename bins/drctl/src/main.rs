@@ -7,6 +7,7 @@ use std::io::{self, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod inventory;
 mod probe;
 
 #[derive(Parser)]
@@ -28,6 +29,10 @@ enum Command {
     /// Probe targets like fping: one line per target with up/down, loss and
     /// RTT. Exit status 1 when any target is down, 2 on bad input.
     Probe(probe::ProbeArgs),
+    /// Print the hosts and VMs the configured backend sees (state, address,
+    /// host, snapshots): check a vCenter connection before running the
+    /// daemon.
+    Inventory(inventory::InventoryArgs),
 }
 
 #[derive(Args)]
@@ -65,6 +70,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Simulate(args) => simulate(&args),
         Command::Probe(args) => probe(&args),
+        Command::Inventory(args) => inventory(&args),
     };
     match result {
         Ok(code) => code,
@@ -73,6 +79,14 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+fn inventory(args: &inventory::InventoryArgs) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(inventory::run(args))?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn probe(args: &probe::ProbeArgs) -> anyhow::Result<ExitCode> {

@@ -22,6 +22,7 @@
 #![forbid(unsafe_code)]
 
 pub mod backend;
+pub mod config;
 pub mod error;
 pub mod events;
 pub mod inventory;

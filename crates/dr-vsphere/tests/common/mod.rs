@@ -16,7 +16,12 @@ fn build() -> Result<PathBuf, String> {
     static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     BUILT
         .get_or_init(|| {
-            let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vcsim");
+            // Found from any crate of the workspace (drctl's tests use it too).
+            let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .ancestors()
+                .map(|d| d.join("crates/dr-vsphere/tests/vcsim"))
+                .find(|d| d.is_dir())
+                .ok_or("crates/dr-vsphere/tests/vcsim not found")?;
             let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("vcsim");
             if Command::new("go").arg("version").output().is_err() {
                 return Err("the Go toolchain is not installed (apt-get install golang-go)".into());
