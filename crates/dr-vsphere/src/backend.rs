@@ -18,6 +18,14 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
+/// Disk and network rates by VM or host name, and when they were read.
+#[derive(Default)]
+struct PerfCache {
+    counters: Option<crate::perf::Counters>,
+    rates: HashMap<String, (u32, u32)>,
+    at: Option<tokio::time::Instant>,
+}
+
 /// Names → managed objects, from the last inventory read.
 #[derive(Default)]
 struct Refs {
@@ -34,6 +42,7 @@ pub struct Vsphere {
     user: String,
     spares: Vec<SpareHost>,
     watch: tokio::sync::Mutex<Option<(Watch, tokio::time::Instant)>>,
+    perf: tokio::sync::Mutex<PerfCache>,
     /// How long a task may run before it counts as timed out.
     pub task_timeout: Duration,
     /// The incremental inventory is rebuilt from a full read this often
@@ -53,6 +62,7 @@ impl Vsphere {
             user: cfg.user.clone(),
             spares: cfg.spares.clone(),
             watch: tokio::sync::Mutex::new(None),
+            perf: tokio::sync::Mutex::new(PerfCache::default()),
             task_timeout: Duration::from_secs(600),
             full_read_every: Duration::from_secs(300),
         })
@@ -69,15 +79,17 @@ impl Vsphere {
     }
 
     /// The whole inventory read afresh (`RetrievePropertiesEx`), and the
-    /// round trips it took; refreshes the name map.
+    /// round trips it took; refreshes the name map. Vitals are the quick
+    /// stats only (no disk and network rates: see [`Vsphere::inventory`]).
     pub async fn full_inventory(&self) -> Result<(Inventory, u32), VsphereError> {
         let (objects, trips) = self.reader.retrieve(&self.session).await?;
         Ok((self.absorb(&objects), trips))
     }
 
     /// The inventory, incrementally: after the first read, one
-    /// `WaitForUpdatesEx` round trip that brings only what changed. Returns
-    /// the round trips taken.
+    /// `WaitForUpdatesEx` round trip that brings only what changed; with
+    /// disk and network rates from `QueryPerf`, refreshed once per real-time
+    /// interval (20 s). Returns the round trips taken.
     pub async fn inventory(&self) -> Result<(Inventory, u32), VsphereError> {
         let mut guard = self.watch.lock().await;
         let fresh = guard
@@ -107,7 +119,87 @@ impl Vsphere {
             trips
         };
         let objects = guard.as_ref().map(|(w, _)| w.objects()).unwrap_or_default();
-        Ok((self.absorb(&objects), trips))
+        drop(guard);
+        let mut inv = self.absorb(&objects);
+        let perf_trips = self.add_rates(&mut inv).await;
+        Ok((inv, trips + perf_trips))
+    }
+
+    /// Fills disk and network rates into `inv` from `QueryPerf`, read again
+    /// only once per real-time interval (so most inventory refreshes cost no
+    /// extra round trip). Rates are advisory: a failure is logged, not
+    /// returned. Returns the round trips taken.
+    async fn add_rates(&self, inv: &mut Inventory) -> u32 {
+        let Some(perf_mgr) = self.session.content().perf_manager.clone() else {
+            return 0;
+        };
+        let mut cache = self.perf.lock().await;
+        let mut trips = 0;
+        let stale = cache.at.is_none_or(|t| {
+            t.elapsed() >= Duration::from_secs(u64::from(crate::perf::INTERVAL_SECS))
+        });
+        if stale {
+            cache.at = Some(tokio::time::Instant::now());
+            if cache.counters.is_none() {
+                trips += 1;
+                match crate::perf::counters(&self.session, &perf_mgr).await {
+                    Ok(c) => cache.counters = Some(c),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "no performance counters: disk and network rates unavailable")
+                    }
+                }
+            }
+            if let Some(c) = cache.counters {
+                let (entities, names): (Vec<MoRef>, HashMap<MoRef, String>) = {
+                    let refs = self
+                        .refs
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    let running = inv
+                        .vms
+                        .iter()
+                        .filter(|v| v.power == dr_core::model::PowerState::On)
+                        .filter_map(|v| refs.vms.get(&v.name).map(|r| (r.clone(), v.name.clone())));
+                    let up = inv
+                        .hosts
+                        .iter()
+                        .filter(|h| h.link.accepts_vms())
+                        .filter_map(|h| {
+                            refs.hosts.get(&h.name).map(|r| (r.clone(), h.name.clone()))
+                        });
+                    let pairs: Vec<(MoRef, String)> = running.chain(up).collect();
+                    (
+                        pairs.iter().map(|(r, _)| r.clone()).collect(),
+                        pairs.into_iter().collect(),
+                    )
+                };
+                trips += 1;
+                match crate::perf::query(&self.session, &perf_mgr, c, &entities).await {
+                    Ok(rates) => {
+                        cache.rates = rates
+                            .into_iter()
+                            .filter_map(|(r, v)| names.get(&r).map(|n| (n.clone(), v)))
+                            .collect()
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "QueryPerf failed: disk and network rates not refreshed")
+                    }
+                }
+            }
+        }
+        for v in &mut inv.vms {
+            if let Some(&(disk, net)) = cache.rates.get(&v.name) {
+                v.vitals.disk_kbps = disk;
+                v.vitals.net_kbps = net;
+            }
+        }
+        for h in &mut inv.hosts {
+            if let Some(&(disk, net)) = cache.rates.get(&h.name) {
+                h.vitals.disk_kbps = disk;
+                h.vitals.net_kbps = net;
+            }
+        }
+        trips
     }
 
     /// Makes the next [`Vsphere::inventory`] a full read (after vmdr changed
@@ -506,6 +598,35 @@ impl Vsphere {
                 method: "RetrievePropertiesEx".into(),
                 what: format!("the resource pool of {}", cr.value),
             })
+    }
+
+    /// `EnterMaintenanceMode_Task`: the host runs nothing new (vmdr stops
+    /// placing VMs on it and alerts about the VMs left there).
+    pub async fn enter_maintenance(&self, host: &str) -> Result<(), VsphereError> {
+        let h = self.moref(false, host).await?;
+        task::run(
+            &self.session,
+            "EnterMaintenanceMode_Task",
+            &h,
+            "<timeout>0</timeout>",
+            self.task_timeout,
+        )
+        .await
+        .map(drop)
+    }
+
+    /// `ExitMaintenanceMode_Task`.
+    pub async fn exit_maintenance(&self, host: &str) -> Result<(), VsphereError> {
+        let h = self.moref(false, host).await?;
+        task::run(
+            &self.session,
+            "ExitMaintenanceMode_Task",
+            &h,
+            "<timeout>0</timeout>",
+            self.task_timeout,
+        )
+        .await
+        .map(drop)
     }
 
     /// Adds a configured spare host to its cluster (`AddHost_Task`).

@@ -152,3 +152,65 @@ impl From<VsphereError> for HypervisorError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fault(kind: &str) -> HypervisorError {
+        VsphereError::Fault {
+            method: "M".into(),
+            fault: kind.into(),
+            message: "m".into(),
+        }
+        .into()
+    }
+
+    #[test]
+    fn faults_map_onto_the_port() {
+        assert!(matches!(fault("InvalidLogin"), HypervisorError::Auth(_)));
+        assert!(matches!(
+            fault("NotAuthenticated"),
+            HypervisorError::Auth(_)
+        ));
+        assert!(matches!(
+            fault("ManagedObjectNotFound"),
+            HypervisorError::NotFound { .. }
+        ));
+        assert!(matches!(
+            fault("InvalidPowerState"),
+            HypervisorError::InvalidState { .. }
+        ));
+        assert!(matches!(
+            fault("TaskInProgress"),
+            HypervisorError::InvalidState { .. }
+        ));
+        assert!(matches!(
+            fault("HostNotConnected"),
+            HypervisorError::HostUnreachable { .. }
+        ));
+        assert!(matches!(
+            fault("InsufficientResourcesFault"),
+            HypervisorError::InsufficientCapacity { .. }
+        ));
+        assert!(matches!(fault("Timeout"), HypervisorError::Timeout { .. }));
+        assert!(matches!(
+            fault("SystemError"),
+            HypervisorError::Failed { .. }
+        ));
+        let e: HypervisorError = VsphereError::NotSoap {
+            method: "M".into(),
+            detail: "html".into(),
+        }
+        .into();
+        assert!(matches!(e, HypervisorError::Protocol(_)));
+        let e: HypervisorError = VsphereError::Unsupported { op: "x" }.into();
+        assert!(matches!(e, HypervisorError::Unsupported { .. }));
+        assert!(HypervisorError::from(VsphereError::Fault {
+            method: "M".into(),
+            fault: "HostNotConnected".into(),
+            message: "h".into()
+        })
+        .is_transient());
+    }
+}

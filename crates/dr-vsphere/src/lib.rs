@@ -11,9 +11,11 @@
 //! `Debug`, transparent re-login on `NotAuthenticated`, logout), the
 //! inventory in few round trips ([`inventory`]), power events with their
 //! users ([`events`]), tasks ([`task`]) and the VM power operations
-//! ([`Vsphere`]). Still to come for the `Hypervisor` port: snapshots,
-//! restore (clone), cold migration, adding hosts, vitals from `QueryPerf`,
-//! incremental inventory (`WaitForUpdatesEx`); see `docs/ARCHITECTURE.md`.
+//! ([`Vsphere`]): snapshots, restore, cold migration, adding spare hosts,
+//! maintenance mode, vitals from `QueryPerf` ([`perf`]) and the incremental
+//! inventory (`WaitForUpdatesEx`, [`watch`]). [`Vsphere`] implements the
+//! `Hypervisor` port and passes the shared conformance suite against
+//! govmomi's vCenter simulator.
 //!
 //! ## What this crate must not know
 //!
@@ -26,6 +28,7 @@ pub mod config;
 pub mod error;
 pub mod events;
 pub mod inventory;
+pub mod perf;
 pub mod session;
 pub mod soap;
 pub mod task;

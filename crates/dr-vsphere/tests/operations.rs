@@ -244,3 +244,60 @@ async fn a_user_power_off_is_attributed_to_the_user() {
     assert_eq!(last.kind, PowerEventKind::PoweredOff);
     assert_eq!(last.by, Actor::User("alice".into()), "{events:?}");
 }
+
+#[tokio::test]
+async fn vitals_include_disk_and_network_rates() {
+    if !available("vitals_include_disk_and_network_rates") {
+        return;
+    }
+    let sim = Vcsim::start(&[]);
+    let v = connect(&sim, "DRV_PW_PERF").await;
+    let (inv, _) = v.inventory().await.expect("inventory");
+    let running: Vec<_> = inv
+        .vms
+        .iter()
+        .filter(|x| x.power == PowerState::On)
+        .collect();
+    assert!(!running.is_empty());
+    assert!(
+        running
+            .iter()
+            .any(|x| x.vitals.disk_kbps > 0 || x.vitals.net_kbps > 0),
+        "no VM has disk or network rates: {:?}",
+        running.iter().map(|x| x.vitals).collect::<Vec<_>>()
+    );
+    assert!(
+        inv.hosts
+            .iter()
+            .all(|h| h.vitals.cpu_mhz > 0 || h.vitals.memory_mb > 0),
+        "host quick stats"
+    );
+    let (_, trips) = v.inventory().await.expect("refresh");
+    assert_eq!(
+        trips, 1,
+        "rates are not read again within the 20 s interval"
+    );
+}
+
+#[tokio::test]
+async fn maintenance_mode() {
+    if !available("maintenance_mode") {
+        return;
+    }
+    let sim = Vcsim::start(&[]);
+    let v = connect(&sim, "DRV_PW_MAINT").await;
+    let (inv, _) = v.full_inventory().await.expect("inventory");
+    let host = inv.hosts[0].name.clone();
+    v.enter_maintenance(&host).await.expect("enter");
+    let (inv, _) = v.full_inventory().await.expect("inventory");
+    assert_eq!(
+        inv.host(&host).map(|h| h.link),
+        Some(dr_core::model::HostLink::Maintenance)
+    );
+    v.exit_maintenance(&host).await.expect("exit");
+    let (inv, _) = v.full_inventory().await.expect("inventory");
+    assert_eq!(
+        inv.host(&host).map(|h| h.link),
+        Some(dr_core::model::HostLink::Connected)
+    );
+}
