@@ -55,5 +55,10 @@ if [ "$(id -u)" = 0 ] && command -v fping >/dev/null 2>&1; then
     cargo run --locked --release -q -p dr-benches --bin probe-sweep -- 1000
 fi
 
+if command -v go >/dev/null 2>&1; then
+    say "vSphere inventory round trips against the vCenter simulator"
+    cargo run --locked --release -q -p dr-benches --bin vsphere-inventory
+fi
+
 say "main job: the paper's scenarios"
 cargo run --locked --release -q -p drctl -- simulate examples/seed-scenarios.toml --human | tail -n 1

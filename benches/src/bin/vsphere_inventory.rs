@@ -68,8 +68,13 @@ fn main() {
         .expect("runtime");
     rt.block_on(async {
         let v = Vsphere::connect(&cfg).await.expect("login");
-        let (inv, _) = v.full_inventory().await.expect("warm-up");
+        let t = Instant::now();
+        let (inv, first_trips) = v.full_inventory().await.expect("first read");
         println!("inventory: {} hosts, {} VMs", inv.hosts.len(), inv.vms.len());
+        println!(
+            "first full read (creates the container view): {first_trips} round trips, {:.1} ms",
+            t.elapsed().as_secs_f64() * 1e3
+        );
         let mut full = Vec::new();
         let mut full_trips = 0;
         for _ in 0..5 {
@@ -97,7 +102,9 @@ fn main() {
             "full read (RetrievePropertiesEx, view kept): {full_trips} round trip(s), median {:.1} ms over 5",
             median(full).as_secs_f64() * 1e3
         );
-        println!("incremental start (collector, view, filter, first WaitForUpdatesEx): {start_trips} round trips");
+        println!(
+            "incremental start (collector, view, filter, first WaitForUpdatesEx; perf counters and rates): {start_trips} round trips"
+        );
         println!(
             "incremental refresh after one VM changed: {:?} round trip(s), median {:.2} ms over 6",
             incr_trips,
