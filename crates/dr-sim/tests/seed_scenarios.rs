@@ -179,7 +179,10 @@ fn every_example_parses_and_passes() {
             continue;
         }
         let text = std::fs::read_to_string(&path).expect("readable");
-        if text.lines().any(|l| l.trim_start().starts_with("backend =")) {
+        if text
+            .lines()
+            .any(|l| l.trim_start().starts_with("backend ="))
+        {
             continue; // a daemon configuration, not a scenario
         }
         let scenario = Scenario::parse(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
