@@ -470,10 +470,17 @@ impl Vsphere {
         .await
     }
 
-    /// Brings `vm` up on `host` from its newest snapshot: a clone of that
-    /// snapshot placed on `host`, which then takes the VM's name and place
-    /// (the original is unregistered, its files stay) and is powered on.
-    /// Refused while vCenter sees the original running.
+    /// Brings `vm` up on `host`. Refused while vCenter sees the original
+    /// running.
+    ///
+    /// - While the VM's own host is managed: a clone of its newest snapshot
+    ///   placed on `host`, which then takes the VM's name (the original is
+    ///   unregistered; its files stay).
+    /// - When its host is lost (not responding, disconnected, powered off):
+    ///   cloning needs the source host, so the VM's own files on the shared
+    ///   datastore are registered on `host` instead (as vSphere HA does),
+    ///   reverted to the newest snapshot if the snapshot tree came with
+    ///   them, and powered on.
     pub async fn restore_vm(
         &self,
         vm: &str,
@@ -490,10 +497,42 @@ impl Vsphere {
         let o = inventory::retrieve_one(
             &self.session,
             &original,
-            &["parent", "runtime.powerState", "runtime.host"],
+            &[
+                "parent",
+                "runtime.powerState",
+                "runtime.host",
+                "summary.config.vmPathName",
+            ],
         )
         .await?;
-        if o.props.get("runtime.powerState").map(|e| e.text.trim()) == Some("poweredOn") {
+        let missing = |what: &str| VsphereError::Missing {
+            method: "RetrievePropertiesEx".into(),
+            what: format!("{what} of {vm}"),
+        };
+        let home = o
+            .props
+            .get("runtime.host")
+            .and_then(MoRef::from_element)
+            .ok_or_else(|| missing("the host"))?;
+        let home_state = inventory::retrieve_one(
+            &self.session,
+            &home,
+            &["runtime.connectionState", "runtime.powerState"],
+        )
+        .await?;
+        let home_managed = home_state
+            .props
+            .get("runtime.connectionState")
+            .map(|e| e.text.trim())
+            == Some("connected")
+            && home_state
+                .props
+                .get("runtime.powerState")
+                .map(|e| e.text.trim())
+                != Some("poweredOff");
+        if home_managed
+            && o.props.get("runtime.powerState").map(|e| e.text.trim()) == Some("poweredOn")
+        {
             return Err(VsphereError::InvalidState {
                 name: vm.to_owned(),
                 detail: "is running: a restore would start a second copy".into(),
@@ -503,19 +542,40 @@ impl Vsphere {
             .props
             .get("parent")
             .and_then(MoRef::from_element)
-            .ok_or_else(|| VsphereError::Missing {
-                method: "RetrievePropertiesEx".into(),
-                what: format!("the folder of {vm}"),
-            })?;
+            .ok_or_else(|| missing("the folder"))?;
+        let pool = self.resource_pool_of(&target).await?;
+        if home_managed {
+            self.restore_by_clone(vm, &original, &folder, &target, &pool)
+                .await?;
+        } else {
+            let path = o
+                .props
+                .get("summary.config.vmPathName")
+                .map(|e| e.text.trim().to_owned())
+                .filter(|p| !p.is_empty())
+                .ok_or_else(|| missing("the files"))?;
+            self.restore_by_registration(vm, &original, &path, &folder, &target, &pool, &home)
+                .await?;
+        }
+        self.invalidate().await;
+        Ok(())
+    }
+
+    async fn restore_by_clone(
+        &self,
+        vm: &str,
+        original: &MoRef,
+        folder: &MoRef,
+        target: &MoRef,
+        pool: &MoRef,
+    ) -> Result<(), VsphereError> {
         let snap = self
             .snapshot_ref(&SnapshotTarget::Vm(vm.to_owned()), None)
             .await?;
-        let pool = self.resource_pool_of(&target).await?;
         let placement = format!("{}{}", target.xml("host"), pool.xml("pool"));
-        let location = format!("<location>{placement}</location>");
         let temp = format!("{vm}.vmdr-restore");
         let args = format!(
-            "{}<name>{}</name><spec>{location}<template>false</template><powerOn>false</powerOn>{}</spec>",
+            "{}<name>{}</name><spec><location>{placement}</location><template>false</template><powerOn>false</powerOn>{}</spec>",
             folder.xml("folder"),
             xml::escape(&temp),
             snap.xml("snapshot")
@@ -523,7 +583,7 @@ impl Vsphere {
         let clone = task::run(
             &self.session,
             "CloneVM_Task",
-            &original,
+            original,
             &args,
             self.task_timeout,
         )
@@ -576,8 +636,99 @@ impl Vsphere {
             }
             return Err(e);
         }
-        self.invalidate().await;
         Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn restore_by_registration(
+        &self,
+        vm: &str,
+        original: &MoRef,
+        path: &str,
+        folder: &MoRef,
+        target: &MoRef,
+        pool: &MoRef,
+        home: &MoRef,
+    ) -> Result<(), VsphereError> {
+        let register = |host: &MoRef| {
+            format!(
+                "<path>{}</path><name>{}</name><asTemplate>false</asTemplate>{}{}",
+                xml::escape(path),
+                xml::escape(vm),
+                pool.xml("pool"),
+                host.xml("host")
+            )
+        };
+        self.session
+            .invoke("UnregisterVM", &original.xml("_this"))
+            .await?;
+        let registered = match task::run(
+            &self.session,
+            "RegisterVM_Task",
+            folder,
+            &register(target),
+            self.task_timeout,
+        )
+        .await
+        {
+            Ok(r) => r.and_then(|r| {
+                MoRef::from_element(&r)
+                    .or_else(|| Some(MoRef::new("VirtualMachine", r.text.trim())))
+            }),
+            Err(e) => {
+                // Put the VM back where it was, so nothing is lost from the
+                // inventory.
+                tracing::warn!(vm, error = %e, "registration on the target failed; registering it back on its host");
+                if let Err(back) = task::run(
+                    &self.session,
+                    "RegisterVM_Task",
+                    folder,
+                    &register(home),
+                    self.task_timeout,
+                )
+                .await
+                {
+                    tracing::error!(vm, error = %back, "could not register the VM back: it is out of the inventory, its files are at {path}");
+                }
+                return Err(e);
+            }
+        };
+        let new =
+            registered
+                .filter(|r| !r.value.is_empty())
+                .ok_or_else(|| VsphereError::Missing {
+                    method: "RegisterVM_Task".into(),
+                    what: "the registered VM".into(),
+                })?;
+        {
+            let mut refs = self
+                .refs
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            refs.vms.insert(vm.to_owned(), new.clone());
+        }
+        match self
+            .snapshot_ref(&SnapshotTarget::Vm(vm.to_owned()), None)
+            .await
+        {
+            Ok(snap) => {
+                task::run(
+                    &self.session,
+                    "RevertToSnapshot_Task",
+                    &snap,
+                    "",
+                    self.task_timeout,
+                )
+                .await?;
+            }
+            Err(VsphereError::NotFound { .. }) => {
+                tracing::warn!(vm, "no snapshot came with the registered files: starting from the disks as they are");
+            }
+            Err(e) => return Err(e),
+        }
+        task::run(&self.session, "PowerOnVM_Task", &new, "", self.task_timeout)
+            .await
+            .map(drop)
     }
 
     async fn resource_pool_of(&self, host: &MoRef) -> Result<MoRef, VsphereError> {

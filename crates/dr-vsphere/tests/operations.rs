@@ -301,3 +301,45 @@ async fn maintenance_mode() {
         Some(dr_core::model::HostLink::Connected)
     );
 }
+
+#[tokio::test]
+async fn restore_off_a_host_that_stopped_responding_registers_the_files_elsewhere() {
+    if !available("restore_off_a_host_that_stopped_responding_registers_the_files_elsewhere") {
+        return;
+    }
+    let sim = Vcsim::start(&[]);
+    let v = connect(&sim, "DRV_PW_LOST").await;
+    let (inv, _) = v.full_inventory().await.expect("inventory");
+    let vm = inv.vms[0].name.clone();
+    let home = inv.vm(&vm).expect("vm").host.clone();
+    let other = inv
+        .hosts
+        .iter()
+        .find(|h| h.name != home)
+        .expect("another host")
+        .name
+        .clone();
+    let others_before = inv.vms.len();
+    // The host dies with the VM on it.
+    v.power_off(&vm).await.expect("the VM stops with its host");
+    let url = format!(
+        "{}/vmdr-test/host-state?name={home}&state=notResponding",
+        sim.base()
+    );
+    assert!(reqwest::Client::new()
+        .post(&url)
+        .send()
+        .await
+        .expect("test endpoint")
+        .status()
+        .is_success());
+    v.restore_vm(&vm, &other, dr_core::model::RestoreSource::Snapshot)
+        .await
+        .expect("restore");
+    let (after, _) = v.full_inventory().await.expect("inventory");
+    let restored = after.vm(&vm).expect("the VM keeps its name");
+    assert_eq!(restored.host, other);
+    assert_eq!(restored.power, PowerState::On);
+    assert_eq!(after.vms.len(), others_before, "one VM, not two");
+    assert_eq!(after.vms.iter().filter(|x| x.name == vm).count(), 1);
+}
