@@ -1,0 +1,52 @@
+//! Replication errors, with where they happened.
+
+use std::path::PathBuf;
+
+/// What went wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplError {
+    /// A file operation failed (disk full is one: it stops replication, it
+    /// does not corrupt anything).
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Stored bytes failed their checks. Nothing after this point was used.
+    #[error("corrupt {path} at byte {offset}: {reason}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// Byte offset of the bad record.
+        offset: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Records arrived out of order.
+    #[error("sequence gap: expected record {expected}, got {got}")]
+    Gap {
+        /// Expected sequence number.
+        expected: u64,
+        /// Received.
+        got: u64,
+    },
+    /// A checkpoint that is not (or no longer) kept.
+    #[error("checkpoint {0} is not available")]
+    NoCheckpoint(u64),
+    /// The log refused further appends after an earlier failure; reopen it.
+    #[error("log unusable after an earlier failure: {0}")]
+    Poisoned(String),
+}
+
+pub(crate) fn io(
+    op: &'static str,
+    path: impl Into<PathBuf>,
+) -> impl FnOnce(std::io::Error) -> ReplError {
+    let path = path.into();
+    move |source| ReplError::Io { op, path, source }
+}

@@ -1,0 +1,32 @@
+//! # dr-replication: asynchronous replication with checkpoint-consistent
+//! replicas
+//!
+//! Owns the paper's replication mode. On the primary, every change to a
+//! protected group of disks goes into a durable, checksummed, append-only
+//! [`log`] (segment files of [`record`]s); a checkpoint marks a
+//! crash-consistent point in time of all the group's disks and is fsynced
+//! before it is reported. Each [`replica`] applies the stream and only ever
+//! shows complete checkpoints, keeps the newest few apart for point-in-time
+//! recovery, reports its RPO, and can write out a disk image at any kept
+//! checkpoint for failover.
+//!
+//! Built so far: the record format, the log, the replica store. To come in
+//! this crate (issue 6): the write path and block-hash scan that feed the
+//! log, the authenticated TCP shipper to two receivers, and the operator
+//! commands.
+//!
+//! ## What this crate must not know
+//!
+//! Hypervisors, decisions, probes: it moves bytes and proves they arrived
+//! whole.
+#![forbid(unsafe_code)]
+
+pub mod error;
+pub mod log;
+pub mod record;
+pub mod replica;
+
+pub use error::ReplError;
+pub use log::{Log, LogConfig};
+pub use record::{Record, Write};
+pub use replica::{CheckpointInfo, Replica};

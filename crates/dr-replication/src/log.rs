@@ -1,0 +1,366 @@
+//! The primary's durable, append-only change log: checksummed records in
+//! segment files.
+//!
+//! Durability: records are buffered and reach the disk, fsynced, at every
+//! checkpoint; a checkpoint returned by [`Log::checkpoint`] survives a crash
+//! with every write before it. A crash between checkpoints can leave a torn
+//! record at the end of the last segment: it is cut off when the log is
+//! opened again. A bad record anywhere else is corruption, reported with its
+//! file and offset, never skipped.
+
+use crate::error::{io, ReplError};
+use crate::record::{self, DecodeError, Record, Write};
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufWriter, Read, Write as _};
+use std::path::{Path, PathBuf};
+
+/// How the log is laid out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogConfig {
+    /// A new segment starts after a checkpoint once the active one is this
+    /// large.
+    pub segment_bytes: u64,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            segment_bytes: 64 << 20,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Segment {
+    first_seq: u64,
+    /// Sequence of its last record (`first_seq - 1` when empty).
+    last_seq: u64,
+    path: PathBuf,
+}
+
+/// The log.
+pub struct Log {
+    dir: PathBuf,
+    cfg: LogConfig,
+    segments: Vec<Segment>,
+    out: BufWriter<File>,
+    active_len: u64,
+    next_seq: u64,
+    next_checkpoint: u64,
+    last_checkpoint: Option<(u64, u64, u64)>,
+    buf: Vec<u8>,
+    poisoned: Option<String>,
+}
+
+fn segment_name(first_seq: u64) -> String {
+    format!("seg-{first_seq:020}.log")
+}
+
+fn sync_dir(dir: &Path) -> Result<(), ReplError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io("sync directory", dir))
+}
+
+/// Reads every record of a segment file. A bad record at the very end of
+/// the file is a torn tail when `tail_ok`: the records before it and the
+/// offset to cut at are returned. Anything else bad is corruption.
+fn scan(path: &Path, tail_ok: bool) -> Result<(Vec<Record>, Option<u64>), ReplError> {
+    let mut bytes = Vec::new();
+    File::open(path)
+        .and_then(|mut f| f.read_to_end(&mut bytes))
+        .map_err(io("read", path))?;
+    let mut out = Vec::new();
+    let mut at = 0usize;
+    while at < bytes.len() {
+        match record::decode(&bytes[at..]) {
+            Ok((r, n)) => {
+                out.push(r);
+                at += n;
+            }
+            Err(e) => {
+                let claimed_end = (bytes.len() - at >= record::HEADER).then(|| {
+                    at + record::HEADER
+                        + u32::from_le_bytes([
+                            bytes[at + 4],
+                            bytes[at + 5],
+                            bytes[at + 6],
+                            bytes[at + 7],
+                        ]) as usize
+                });
+                let is_tail = matches!(e, DecodeError::Truncated { .. })
+                    || claimed_end.is_some_and(|end| end >= bytes.len());
+                if tail_ok && is_tail {
+                    return Ok((out, Some(at as u64)));
+                }
+                return Err(ReplError::Corrupt {
+                    path: path.to_owned(),
+                    offset: at as u64,
+                    reason: e.to_string(),
+                });
+            }
+        }
+    }
+    Ok((out, None))
+}
+
+impl Log {
+    /// Opens (or creates) the log in `dir`, checking every record and
+    /// cutting a torn tail.
+    pub fn open(dir: &Path, cfg: LogConfig) -> Result<Log, ReplError> {
+        fs::create_dir_all(dir).map_err(io("create", dir))?;
+        let mut firsts: Vec<u64> = fs::read_dir(dir)
+            .map_err(io("list", dir))?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                name.strip_prefix("seg-")?
+                    .strip_suffix(".log")?
+                    .parse()
+                    .ok()
+            })
+            .collect();
+        firsts.sort_unstable();
+        let mut segments = Vec::new();
+        let mut next_seq = 1;
+        let mut next_checkpoint = 1;
+        let mut last_checkpoint = None;
+        for (i, &first) in firsts.iter().enumerate() {
+            let path = dir.join(segment_name(first));
+            let last = i + 1 == firsts.len();
+            let (records, cut) = scan(&path, last)?;
+            if let Some(at) = cut {
+                tracing::warn!(path = %path.display(), offset = at, "cutting a torn record off the end of the log");
+                let f = OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .map_err(io("open", &path))?;
+                f.set_len(at)
+                    .and_then(|()| f.sync_all())
+                    .map_err(io("truncate", &path))?;
+            }
+            if i > 0 && first != next_seq {
+                return Err(ReplError::Corrupt {
+                    path,
+                    offset: 0,
+                    reason: format!("segment starts at record {first}, expected {next_seq}"),
+                });
+            }
+            let mut expect = first;
+            let mut offset = 0u64;
+            for r in &records {
+                if r.seq() != expect {
+                    return Err(ReplError::Corrupt {
+                        path: path.clone(),
+                        offset,
+                        reason: format!("record {} where {expect} was expected", r.seq()),
+                    });
+                }
+                if let Record::Checkpoint { seq, id, time_ms } = r {
+                    next_checkpoint = id + 1;
+                    last_checkpoint = Some((*id, *seq, *time_ms));
+                }
+                expect += 1;
+                offset += r.encoded_len() as u64;
+            }
+            next_seq = expect;
+            segments.push(Segment {
+                first_seq: first,
+                last_seq: expect - 1,
+                path,
+            });
+        }
+        if segments.is_empty() {
+            let path = dir.join(segment_name(1));
+            File::create(&path).map_err(io("create", &path))?;
+            sync_dir(dir)?;
+            segments.push(Segment {
+                first_seq: 1,
+                last_seq: 0,
+                path,
+            });
+        }
+        let active = segments.last().map(|s| s.path.clone()).unwrap_or_default();
+        let file = OpenOptions::new()
+            .append(true)
+            .open(&active)
+            .map_err(io("open", &active))?;
+        let active_len = file.metadata().map_err(io("stat", &active))?.len();
+        Ok(Log {
+            dir: dir.to_owned(),
+            cfg,
+            segments,
+            out: BufWriter::with_capacity(1 << 20, file),
+            active_len,
+            next_seq,
+            next_checkpoint,
+            last_checkpoint,
+            buf: Vec::new(),
+            poisoned: None,
+        })
+    }
+
+    /// The sequence number the next record gets.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// The newest durable checkpoint: (id, seq, time_ms).
+    pub fn last_checkpoint(&self) -> Option<(u64, u64, u64)> {
+        self.last_checkpoint
+    }
+
+    fn check(&self) -> Result<(), ReplError> {
+        match &self.poisoned {
+            Some(why) => Err(ReplError::Poisoned(why.clone())),
+            None => Ok(()),
+        }
+    }
+
+    fn push(&mut self, r: &Record) -> Result<(), ReplError> {
+        self.check()?;
+        self.buf.clear();
+        r.encode(&mut self.buf);
+        let path = self
+            .segments
+            .last()
+            .map(|s| s.path.clone())
+            .unwrap_or_default();
+        if let Err(e) = self.out.write_all(&self.buf) {
+            // The file may now end in a partial record: no more appends
+            // until it is reopened (which cuts it off).
+            self.poisoned = Some(e.to_string());
+            return Err(ReplError::Io {
+                op: "append",
+                path,
+                source: e,
+            });
+        }
+        self.active_len += self.buf.len() as u64;
+        self.next_seq += 1;
+        if let Some(s) = self.segments.last_mut() {
+            s.last_seq = r.seq();
+        }
+        Ok(())
+    }
+
+    /// Appends a write. Durable at the next checkpoint.
+    pub fn append(&mut self, disk: u32, offset: u64, data: &[u8]) -> Result<u64, ReplError> {
+        if data.len() > record::MAX_RECORD - 64 {
+            return Err(ReplError::Corrupt {
+                path: self.dir.clone(),
+                offset: 0,
+                reason: format!("a {}-byte write is over the record limit", data.len()),
+            });
+        }
+        let seq = self.next_seq;
+        self.push(&Record::Write {
+            seq,
+            write: Write {
+                disk,
+                offset,
+                data: data.to_vec(),
+            },
+        })?;
+        Ok(seq)
+    }
+
+    /// Ends a checkpoint: every write appended so far belongs to it. Returns
+    /// (id, seq) once it is on disk.
+    pub fn checkpoint(&mut self, time_ms: u64) -> Result<(u64, u64), ReplError> {
+        let (id, seq) = (self.next_checkpoint, self.next_seq);
+        self.push(&Record::Checkpoint { seq, id, time_ms })?;
+        let path = self
+            .segments
+            .last()
+            .map(|s| s.path.clone())
+            .unwrap_or_default();
+        let flushed = self
+            .out
+            .flush()
+            .and_then(|()| self.out.get_ref().sync_data());
+        if let Err(e) = flushed {
+            self.poisoned = Some(e.to_string());
+            return Err(ReplError::Io {
+                op: "fsync",
+                path,
+                source: e,
+            });
+        }
+        self.next_checkpoint += 1;
+        self.last_checkpoint = Some((id, seq, time_ms));
+        if self.active_len >= self.cfg.segment_bytes {
+            self.roll()?;
+        }
+        Ok((id, seq))
+    }
+
+    fn roll(&mut self) -> Result<(), ReplError> {
+        let path = self.dir.join(segment_name(self.next_seq));
+        let file = OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .open(&path)
+            .map_err(io("create", &path))?;
+        sync_dir(&self.dir)?;
+        self.out = BufWriter::with_capacity(1 << 20, file);
+        self.active_len = 0;
+        self.segments.push(Segment {
+            first_seq: self.next_seq,
+            last_seq: self.next_seq - 1,
+            path,
+        });
+        Ok(())
+    }
+
+    /// Records from `from` on, up to about `max_bytes` (at least one if any),
+    /// as written to disk (buffered writes after the last checkpoint are
+    /// flushed first).
+    pub fn read_from(&mut self, from: u64, max_bytes: usize) -> Result<Vec<Record>, ReplError> {
+        self.check()?;
+        let path = self
+            .segments
+            .last()
+            .map(|s| s.path.clone())
+            .unwrap_or_default();
+        self.out.flush().map_err(io("flush", path))?;
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        for s in self
+            .segments
+            .iter()
+            .filter(|s| s.last_seq >= from && s.last_seq >= s.first_seq)
+        {
+            let (records, _) = scan(&s.path, true)?;
+            for r in records.into_iter().filter(|r| r.seq() >= from) {
+                bytes += r.encoded_len();
+                out.push(r);
+                if bytes >= max_bytes {
+                    return Ok(out);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes the segments whose records are all at or before `acked` (the
+    /// lowest sequence every replica has acknowledged). The active segment
+    /// stays. Returns how many were removed.
+    pub fn trim(&mut self, acked: u64) -> Result<usize, ReplError> {
+        let mut removed = 0;
+        while self.segments.len() > 1 && self.segments[0].last_seq <= acked {
+            let s = self.segments.remove(0);
+            fs::remove_file(&s.path).map_err(io("remove", &s.path))?;
+            removed += 1;
+        }
+        if removed > 0 {
+            sync_dir(&self.dir)?;
+        }
+        Ok(removed)
+    }
+
+    /// Segment files now on disk.
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+}

@@ -1,0 +1,361 @@
+//! A replica: base disk images at one checkpoint, plus one file per newer
+//! checkpoint holding its writes. It only ever shows complete checkpoints:
+//! a checkpoint's file is written aside, fsynced and renamed into place in
+//! one step, and only then acknowledged.
+//!
+//! ```text
+//! meta                 "base <id> <seq> <time_ms>": the images' checkpoint
+//! disk-<n>.img         base images
+//! cp-<id>.ckpt         the writes of checkpoint <id>, then its record
+//! merging-<id>         a merge of cp-<id> into the images is under way
+//! incoming.tmp         the checkpoint being received (dropped on restart)
+//! ```
+//!
+//! The newest `keep` checkpoints stay separate (point-in-time recovery);
+//! older ones are merged into the base images. Writes are absolute, so a
+//! merge interrupted by a crash is simply done again.
+
+use crate::error::{io, ReplError};
+use crate::record::{self, Record, Write};
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write as _};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+/// A checkpoint a replica holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CheckpointInfo {
+    /// Its id.
+    pub id: u64,
+    /// Its record's sequence number.
+    pub seq: u64,
+    /// When the primary took it, ms since the Unix epoch.
+    pub time_ms: u64,
+}
+
+/// One replica of a protected group of disks.
+pub struct Replica {
+    dir: PathBuf,
+    keep: usize,
+    base: CheckpointInfo,
+    checkpoints: BTreeMap<u64, CheckpointInfo>,
+    pending: Vec<u8>,
+    next_seq: u64,
+}
+
+fn sync_dir(dir: &Path) -> Result<(), ReplError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io("sync directory", dir))
+}
+
+fn cp_path(dir: &Path, id: u64) -> PathBuf {
+    dir.join(format!("cp-{id:020}.ckpt"))
+}
+
+fn disk_path(dir: &Path, disk: u32) -> PathBuf {
+    dir.join(format!("disk-{disk}.img"))
+}
+
+/// Reads a checkpoint file: its writes and its closing checkpoint record.
+fn read_checkpoint(path: &Path) -> Result<(Vec<Write>, CheckpointInfo), ReplError> {
+    let mut bytes = Vec::new();
+    File::open(path)
+        .and_then(|mut f| f.read_to_end(&mut bytes))
+        .map_err(io("read", path))?;
+    let mut writes = Vec::new();
+    let mut at = 0;
+    while at < bytes.len() {
+        let (r, n) = record::decode(&bytes[at..]).map_err(|e| ReplError::Corrupt {
+            path: path.to_owned(),
+            offset: at as u64,
+            reason: e.to_string(),
+        })?;
+        at += n;
+        match r {
+            Record::Write { write, .. } => writes.push(write),
+            Record::Checkpoint { seq, id, time_ms } => {
+                if at != bytes.len() {
+                    return Err(ReplError::Corrupt {
+                        path: path.to_owned(),
+                        offset: at as u64,
+                        reason: "data after the checkpoint record".into(),
+                    });
+                }
+                return Ok((writes, CheckpointInfo { id, seq, time_ms }));
+            }
+        }
+    }
+    Err(ReplError::Corrupt {
+        path: path.to_owned(),
+        offset: at as u64,
+        reason: "no closing checkpoint record".into(),
+    })
+}
+
+fn apply_writes(dir: &Path, writes: &[Write]) -> Result<(), ReplError> {
+    let mut files: BTreeMap<u32, File> = BTreeMap::new();
+    for w in writes {
+        let path = disk_path(dir, w.disk);
+        let f = match files.entry(w.disk) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(e) => e.insert(
+                OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .read(true)
+                    .write(true)
+                    .open(&path)
+                    .map_err(io("open", &path))?,
+            ),
+        };
+        f.write_all_at(&w.data, w.offset)
+            .map_err(io("write", &path))?;
+    }
+    for (disk, f) in files {
+        f.sync_data().map_err(io("fsync", disk_path(dir, disk)))?;
+    }
+    Ok(())
+}
+
+impl Replica {
+    /// Opens (or creates) a replica in `dir` keeping `keep` checkpoints
+    /// apart from the base. Finishes an interrupted merge, drops a partly
+    /// received checkpoint, and checks every kept checkpoint file.
+    pub fn open(dir: &Path, keep: usize) -> Result<Replica, ReplError> {
+        fs::create_dir_all(dir).map_err(io("create", dir))?;
+        let _ = fs::remove_file(dir.join("incoming.tmp"));
+        let meta_path = dir.join("meta");
+        let base = match fs::read_to_string(&meta_path) {
+            Ok(text) => {
+                let f: Vec<u64> = text
+                    .split_whitespace()
+                    .skip(1)
+                    .filter_map(|x| x.parse().ok())
+                    .collect();
+                match (text.starts_with("base "), f.as_slice()) {
+                    (true, [id, seq, time_ms]) => CheckpointInfo {
+                        id: *id,
+                        seq: *seq,
+                        time_ms: *time_ms,
+                    },
+                    _ => {
+                        return Err(ReplError::Corrupt {
+                            path: meta_path,
+                            offset: 0,
+                            reason: format!("unreadable meta {text:?}"),
+                        })
+                    }
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => CheckpointInfo {
+                id: 0,
+                seq: 0,
+                time_ms: 0,
+            },
+            Err(e) => {
+                return Err(ReplError::Io {
+                    op: "read",
+                    path: meta_path,
+                    source: e,
+                })
+            }
+        };
+        let mut r = Replica {
+            dir: dir.to_owned(),
+            keep: keep.max(1),
+            base,
+            checkpoints: BTreeMap::new(),
+            pending: Vec::new(),
+            next_seq: base.seq + 1,
+        };
+        let mut merging = None;
+        let mut ids = Vec::new();
+        for e in fs::read_dir(dir)
+            .map_err(io("list", dir))?
+            .filter_map(|e| e.ok())
+        {
+            let name = e.file_name().into_string().unwrap_or_default();
+            if let Some(id) = name
+                .strip_prefix("merging-")
+                .and_then(|x| x.parse::<u64>().ok())
+            {
+                merging = Some(id);
+            } else if let Some(id) = name
+                .strip_prefix("cp-")
+                .and_then(|x| x.strip_suffix(".ckpt"))
+                .and_then(|x| x.parse::<u64>().ok())
+            {
+                ids.push(id);
+            }
+        }
+        ids.sort_unstable();
+        if let Some(id) = merging {
+            tracing::warn!(checkpoint = id, "finishing an interrupted merge");
+            r.merge(id)?;
+            ids.retain(|&i| i != id);
+        }
+        for id in ids {
+            let path = cp_path(dir, id);
+            if id <= r.base.id {
+                // Merged already; the delete did not happen before a crash.
+                fs::remove_file(&path).map_err(io("remove", &path))?;
+                continue;
+            }
+            let (_, info) = read_checkpoint(&path)?;
+            if info.id != id {
+                return Err(ReplError::Corrupt {
+                    path,
+                    offset: 0,
+                    reason: format!("holds checkpoint {} under the name of {id}", info.id),
+                });
+            }
+            r.checkpoints.insert(id, info);
+        }
+        r.next_seq = r.newest().map_or(r.base.seq, |c| c.seq) + 1;
+        Ok(r)
+    }
+
+    /// The newest complete checkpoint.
+    pub fn newest(&self) -> Option<CheckpointInfo> {
+        self.checkpoints
+            .values()
+            .next_back()
+            .copied()
+            .or((self.base.id > 0).then_some(self.base))
+    }
+
+    /// The sequence up to which everything is durable here: a sender resumes
+    /// after it.
+    pub fn acked_seq(&self) -> u64 {
+        self.next_seq
+            .saturating_sub(1)
+            .min(self.newest().map_or(0, |c| c.seq))
+    }
+
+    /// Checkpoints that can be presented, oldest first.
+    pub fn checkpoints(&self) -> Vec<CheckpointInfo> {
+        let base = (self.base.id > 0).then_some(self.base);
+        base.into_iter()
+            .chain(self.checkpoints.values().copied())
+            .collect()
+    }
+
+    /// Recovery point objective now: how old the newest complete checkpoint
+    /// is. `None` before the first one.
+    pub fn rpo_ms(&self, now_ms: u64) -> Option<u64> {
+        self.newest().map(|c| now_ms.saturating_sub(c.time_ms))
+    }
+
+    /// Bytes received for the checkpoint in progress (the lag it holds).
+    pub fn pending_bytes(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Takes one record from the stream. A record already applied is
+    /// ignored (resending is harmless); a gap is an error. Returns the
+    /// checkpoint that became durable, if this record completed one.
+    pub fn apply(&mut self, r: &Record) -> Result<Option<CheckpointInfo>, ReplError> {
+        let seq = r.seq();
+        if seq < self.next_seq {
+            return Ok(None);
+        }
+        if seq > self.next_seq {
+            return Err(ReplError::Gap {
+                expected: self.next_seq,
+                got: seq,
+            });
+        }
+        r.encode(&mut self.pending);
+        self.next_seq += 1;
+        let Record::Checkpoint { seq, id, time_ms } = *r else {
+            return Ok(None);
+        };
+        let info = CheckpointInfo { id, seq, time_ms };
+        let tmp = self.dir.join("incoming.tmp");
+        let written = File::create(&tmp)
+            .and_then(|mut f| f.write_all(&self.pending).and_then(|()| f.sync_all()));
+        if let Err(e) = written {
+            // Disk full or worse: drop what is pending; the sender resends
+            // from the last acknowledged checkpoint.
+            let _ = fs::remove_file(&tmp);
+            self.pending.clear();
+            self.next_seq = self.acked_seq() + 1;
+            return Err(ReplError::Io {
+                op: "write",
+                path: tmp,
+                source: e,
+            });
+        }
+        let path = cp_path(&self.dir, id);
+        fs::rename(&tmp, &path).map_err(io("rename", &path))?;
+        sync_dir(&self.dir)?;
+        self.pending.clear();
+        self.checkpoints.insert(id, info);
+        while self.checkpoints.len() > self.keep {
+            let oldest = *self.checkpoints.keys().next().unwrap_or(&id);
+            self.merge(oldest)?;
+        }
+        Ok(Some(info))
+    }
+
+    /// Folds checkpoint `id` into the base images.
+    fn merge(&mut self, id: u64) -> Result<(), ReplError> {
+        let marker = self.dir.join(format!("merging-{id}"));
+        File::create(&marker).map_err(io("create", &marker))?;
+        sync_dir(&self.dir)?;
+        let path = cp_path(&self.dir, id);
+        let (writes, info) = read_checkpoint(&path)?;
+        apply_writes(&self.dir, &writes)?;
+        let meta = self.dir.join("meta");
+        let tmp = self.dir.join("meta.tmp");
+        File::create(&tmp)
+            .and_then(|mut f| {
+                f.write_all(format!("base {} {} {}\n", info.id, info.seq, info.time_ms).as_bytes())
+                    .and_then(|()| f.sync_all())
+            })
+            .map_err(io("write", &tmp))?;
+        fs::rename(&tmp, &meta).map_err(io("rename", &meta))?;
+        fs::remove_file(&path).map_err(io("remove", &path))?;
+        fs::remove_file(&marker).map_err(io("remove", &marker))?;
+        sync_dir(&self.dir)?;
+        self.base = info;
+        self.checkpoints.remove(&id);
+        Ok(())
+    }
+
+    /// Writes disk `disk` as it was at checkpoint `id` to `out`.
+    pub fn restore(&self, id: u64, disk: u32, out: &Path) -> Result<(), ReplError> {
+        if id < self.base.id
+            || (id > self.base.id && !self.checkpoints.contains_key(&id))
+            || (id == 0 && self.base.id == 0)
+        {
+            return Err(ReplError::NoCheckpoint(id));
+        }
+        let mut o = File::create(out).map_err(io("create", out))?;
+        let base = disk_path(&self.dir, disk);
+        match File::open(&base) {
+            Ok(mut b) => {
+                std::io::copy(&mut b, &mut o).map_err(io("copy", &base))?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(ReplError::Io {
+                    op: "open",
+                    path: base,
+                    source: e,
+                })
+            }
+        }
+        for (&cid, _) in self.checkpoints.range(..=id) {
+            let (writes, _) = read_checkpoint(&cp_path(&self.dir, cid))?;
+            for w in writes.iter().filter(|w| w.disk == disk) {
+                o.seek(SeekFrom::Start(w.offset))
+                    .and_then(|_| o.write_all(&w.data))
+                    .map_err(io("write", out))?;
+            }
+        }
+        o.sync_all().map_err(io("fsync", out))
+    }
+}

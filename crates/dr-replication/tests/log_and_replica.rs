@@ -1,0 +1,315 @@
+//! The log and the replica together: random write sequences and
+//! checkpoints; every kept checkpoint of a replica equals the source at that
+//! checkpoint, byte for byte, across restarts of both ends; corruption is
+//! found and located; a torn tail is cut.
+
+use dr_replication::{Log, LogConfig, Record, ReplError, Replica};
+use proptest::prelude::*;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "dr-repl-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("temp dir");
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Write {
+        disk: u32,
+        offset: u64,
+        data: Vec<u8>,
+    },
+    Checkpoint,
+    RestartLog,
+    RestartReplica,
+    Ship,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        8 => (0u32..2, 0u64..20_000, prop::collection::vec(any::<u8>(), 1..700)).prop_map(|(disk, offset, data)| Op::Write { disk, offset, data }),
+        2 => Just(Op::Checkpoint),
+        1 => Just(Op::RestartLog),
+        1 => Just(Op::RestartReplica),
+        2 => Just(Op::Ship),
+    ]
+}
+
+fn image(path: &Path) -> Vec<u8> {
+    std::fs::read(path).unwrap_or_default()
+}
+
+/// Source disks compared with an image: the image may be shorter where the
+/// source only has zeros at its end, never different.
+fn same(source: &[u8], image: &[u8]) -> bool {
+    let n = source.len().max(image.len());
+    (0..n).all(|i| source.get(i).copied().unwrap_or(0) == image.get(i).copied().unwrap_or(0))
+}
+
+fn ship(log: &mut Log, replica: &mut Replica) {
+    let from = replica.acked_seq() + 1;
+    for r in log.read_from(from, usize::MAX).expect("read") {
+        replica.apply(&r).expect("apply");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 120, failure_persistence: Some(Box::new(proptest::test_runner::FileFailurePersistence::Direct("tests/log_and_replica.proptest-regressions"))), ..ProptestConfig::default() })]
+
+    #[test]
+    fn replicas_equal_the_source_at_every_kept_checkpoint(ops in prop::collection::vec(op(), 1..80), keep in 1usize..4) {
+        let (ld, rd, od) = (TempDir::new("log"), TempDir::new("replica"), TempDir::new("out"));
+        let cfg = LogConfig { segment_bytes: 4096 };
+        let mut log = Log::open(&ld.0, cfg).expect("log");
+        let mut replica = Replica::open(&rd.0, keep).expect("replica");
+        let mut disks: BTreeMap<u32, Vec<u8>> = BTreeMap::new();
+        let mut at_checkpoint: BTreeMap<u64, BTreeMap<u32, Vec<u8>>> = BTreeMap::new();
+        for op in ops {
+            match op {
+                Op::Write { disk, offset, data } => {
+                    log.append(disk, offset, &data).expect("append");
+                    let d = disks.entry(disk).or_default();
+                    let end = offset as usize + data.len();
+                    if d.len() < end {
+                        d.resize(end, 0);
+                    }
+                    d[offset as usize..end].copy_from_slice(&data);
+                }
+                Op::Checkpoint => {
+                    let (id, _) = log.checkpoint(1_000 + at_checkpoint.len() as u64).expect("checkpoint");
+                    at_checkpoint.insert(id, disks.clone());
+                }
+                Op::RestartLog => {
+                    // A clean restart (the buffer is flushed on drop): no
+                    // write is lost. Crashes that tear the tail are tested
+                    // on their own below.
+                    drop(log);
+                    log = Log::open(&ld.0, cfg).expect("reopen log");
+                }
+                Op::RestartReplica => {
+                    drop(replica);
+                    replica = Replica::open(&rd.0, keep).expect("reopen replica");
+                }
+                Op::Ship => ship(&mut log, &mut replica),
+            }
+        }
+        // Every durable checkpoint eventually arrives.
+        ship(&mut log, &mut replica);
+        let kept = replica.checkpoints();
+        prop_assert!(kept.len() <= keep + 1);
+        if let Some(last) = at_checkpoint.keys().next_back() {
+            prop_assert_eq!(replica.newest().map(|c| c.id), Some(*last));
+        }
+        for c in &kept {
+            let source = &at_checkpoint[&c.id];
+            for (&disk, bytes) in source {
+                let out = od.0.join(format!("c{}-d{disk}", c.id));
+                replica.restore(c.id, disk, &out).expect("restore");
+                prop_assert!(same(bytes, &image(&out)), "checkpoint {} disk {disk} differs", c.id);
+            }
+        }
+    }
+}
+
+#[test]
+fn a_torn_tail_is_cut_and_corruption_is_located() {
+    let ld = TempDir::new("torn");
+    let cfg = LogConfig::default();
+    let mut log = Log::open(&ld.0, cfg).expect("log");
+    log.append(0, 0, b"first").expect("append");
+    log.checkpoint(1).expect("checkpoint");
+    log.append(0, 8, b"second").expect("append");
+    drop(log); // flushed on drop: "second" is on disk after the checkpoint
+    let seg = std::fs::read_dir(&ld.0)
+        .expect("dir")
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .next()
+        .expect("a segment");
+    let len = std::fs::metadata(&seg).expect("stat").len();
+    // Tear the last record.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&seg)
+        .expect("open")
+        .set_len(len - 3)
+        .expect("truncate");
+    let mut log = Log::open(&ld.0, cfg).expect("a torn tail is not corruption");
+    let recs = log.read_from(1, usize::MAX).expect("read");
+    assert_eq!(
+        recs.len(),
+        2,
+        "the torn write is gone, the checkpoint stays"
+    );
+    assert!(matches!(recs[1], Record::Checkpoint { id: 1, .. }));
+    assert_eq!(
+        log.append(0, 8, b"again").expect("append"),
+        3,
+        "sequence continues"
+    );
+    log.checkpoint(2).expect("checkpoint");
+    drop(log);
+    // Flip one byte inside the first record: corruption, with its place.
+    let mut bytes = std::fs::read(&seg).expect("read");
+    bytes[12] ^= 0x20;
+    std::fs::write(&seg, &bytes).expect("write");
+    match Log::open(&ld.0, cfg) {
+        Err(ReplError::Corrupt {
+            path,
+            offset,
+            reason,
+        }) => {
+            assert_eq!(path, seg);
+            assert_eq!(offset, 0);
+            assert!(reason.contains("checksum"), "{reason}");
+        }
+        other => panic!("corruption not detected: {:?}", other.err()),
+    }
+}
+
+#[test]
+fn a_corrupt_replica_checkpoint_is_detected_and_nothing_is_presented_from_it() {
+    let (ld, rd) = (TempDir::new("log2"), TempDir::new("rep2"));
+    let mut log = Log::open(&ld.0, LogConfig::default()).expect("log");
+    let mut replica = Replica::open(&rd.0, 3).expect("replica");
+    log.append(0, 0, &[7u8; 100]).expect("append");
+    log.checkpoint(10).expect("cp");
+    ship(&mut log, &mut replica);
+    drop(replica);
+    let cp = std::fs::read_dir(&rd.0)
+        .expect("dir")
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "ckpt"))
+        .expect("checkpoint file");
+    let mut bytes = std::fs::read(&cp).expect("read");
+    bytes[40] ^= 1;
+    std::fs::write(&cp, bytes).expect("write");
+    assert!(matches!(
+        Replica::open(&rd.0, 3),
+        Err(ReplError::Corrupt { .. })
+    ));
+}
+
+#[test]
+fn resending_is_harmless_and_gaps_are_refused() {
+    let (ld, rd) = (TempDir::new("log3"), TempDir::new("rep3"));
+    let mut log = Log::open(&ld.0, LogConfig::default()).expect("log");
+    let mut replica = Replica::open(&rd.0, 2).expect("replica");
+    for i in 0..5u64 {
+        log.append(0, i * 10, &[i as u8; 10]).expect("append");
+    }
+    log.checkpoint(5).expect("cp");
+    let recs = log.read_from(1, usize::MAX).expect("read");
+    for r in recs.iter().chain(recs.iter()) {
+        replica.apply(r).expect("twice is fine");
+    }
+    assert_eq!(replica.checkpoints().len(), 1);
+    log.append(0, 0, b"x").expect("append");
+    log.checkpoint(6).expect("cp");
+    let more = log.read_from(8, usize::MAX).expect("read");
+    assert!(matches!(
+        replica.apply(&more[0]),
+        Err(ReplError::Gap {
+            expected: 7,
+            got: 8
+        })
+    ));
+    assert_eq!(replica.rpo_ms(1_000), Some(995));
+}
+
+#[test]
+fn acknowledged_segments_are_trimmed() {
+    let ld = TempDir::new("trim");
+    let mut log = Log::open(
+        &ld.0,
+        LogConfig {
+            segment_bytes: 1_000,
+        },
+    )
+    .expect("log");
+    for i in 0..20u64 {
+        log.append(0, 0, &[1u8; 300]).expect("append");
+        log.checkpoint(i).expect("cp");
+    }
+    let before = log.segment_count();
+    assert!(before > 5, "{before} segments");
+    let removed = log.trim(30).expect("trim");
+    assert!(removed > 0);
+    assert!(
+        log.read_from(31, usize::MAX)
+            .expect("read")
+            .first()
+            .is_some_and(|r| r.seq() == 31),
+        "records after the trim point stay"
+    );
+    assert_eq!(
+        log.trim(u64::MAX).expect("trim"),
+        before - removed - 1,
+        "the active segment stays"
+    );
+}
+
+#[test]
+fn a_merge_interrupted_by_a_crash_is_finished_on_open() {
+    let (ld, rd, od) = (
+        TempDir::new("log4"),
+        TempDir::new("rep4"),
+        TempDir::new("out4"),
+    );
+    let mut log = Log::open(&ld.0, LogConfig::default()).expect("log");
+    let mut replica = Replica::open(&rd.0, 2).expect("replica");
+    for i in 0..3u8 {
+        log.append(0, u64::from(i) * 4, &[i + 1; 4])
+            .expect("append");
+        log.checkpoint(u64::from(i)).expect("cp");
+    }
+    ship(&mut log, &mut replica);
+    let kept: Vec<u64> = replica.checkpoints().iter().map(|c| c.id).collect();
+    assert_eq!(kept, [1, 2, 3], "base 1 plus the newest two");
+    drop(replica);
+    // A crash in the middle of merging checkpoint 2: the marker is there,
+    // the images may hold part of it, the meta still says 1.
+    std::fs::write(rd.0.join("merging-2"), b"").expect("marker");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(rd.0.join("disk-0.img"))
+        .and_then(|f| {
+            use std::os::unix::fs::FileExt;
+            f.write_all_at(&[2, 2], 4)
+        })
+        .expect("half a merge");
+    let replica = Replica::open(&rd.0, 2).expect("reopen finishes the merge");
+    let kept: Vec<u64> = replica.checkpoints().iter().map(|c| c.id).collect();
+    assert_eq!(kept, [2, 3]);
+    let out = od.0.join("img");
+    replica.restore(3, 0, &out).expect("restore");
+    assert_eq!(
+        std::fs::read(&out).expect("read"),
+        [1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3]
+    );
+    assert!(
+        matches!(replica.restore(1, 0, &out), Err(ReplError::NoCheckpoint(1))),
+        "merged away"
+    );
+    assert!(!rd.0.join("merging-2").exists());
+}
