@@ -10,10 +10,11 @@
 //! recovery, reports its RPO, and can write out a disk image at any kept
 //! checkpoint for failover.
 //!
-//! Built so far: the record format, the log, the replica store. To come in
-//! this crate (issue 6): the write path and block-hash scan that feed the
-//! log, the authenticated TCP shipper to two receivers, and the operator
-//! commands.
+//! Built so far: the record format, the log, the replica store, and
+//! shipping over TCP ([`net`], [`wire`]): frames authenticated with a
+//! pre-shared key, back-pressure, reconnect and resume, an optional
+//! bandwidth cap. To come in this crate (issue 6): the write path and
+//! block-hash scan that feed the log, and the operator commands.
 //!
 //! ## What this crate must not know
 //!
@@ -23,8 +24,10 @@
 
 pub mod error;
 pub mod log;
+pub mod net;
 pub mod record;
 pub mod replica;
+pub mod wire;
 
 pub use error::ReplError;
 pub use log::{Log, LogConfig};

@@ -1,0 +1,316 @@
+//! Shipping over TCP: a receiver serving one replica, and a shipper
+//! streaming the log to one receiver with back-pressure, reconnecting and
+//! resuming from the receiver's last durable checkpoint.
+
+use crate::log::Log;
+use crate::record::{self, Record};
+use crate::replica::{CheckpointInfo, Replica};
+use crate::wire::{self, Auth, Kind, WireError};
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Notify};
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Serves `replica` to shippers connecting on `listener` until `shutdown`
+/// turns true. Each connection must authenticate with `psk`; one that does
+/// not is dropped (and counted in the log), nothing it sent is applied.
+pub async fn serve(
+    listener: TcpListener,
+    replica: Arc<Mutex<Replica>>,
+    psk: Arc<Vec<u8>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    // Connections end with the server.
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.changed() => {
+                if *shutdown.borrow() {
+                    connections.abort_all();
+                    while connections.join_next().await.is_some() {}
+                    return;
+                }
+            }
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let (replica, psk) = (replica.clone(), psk.clone());
+                    connections.spawn(async move {
+                        if let Err(e) = receive(stream, replica, &psk).await {
+                            tracing::warn!(%peer, error = %e, "replication connection ended");
+                        }
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+        }
+    }
+}
+
+/// Error of a receiving connection.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    /// The wire failed.
+    #[error(transparent)]
+    Wire(#[from] WireError),
+    /// The replica refused or failed.
+    #[error(transparent)]
+    Replica(#[from] crate::error::ReplError),
+    /// A task failed.
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+async fn receive(
+    stream: TcpStream,
+    replica: Arc<Mutex<Replica>>,
+    psk: &[u8],
+) -> Result<(), NetError> {
+    stream.set_nodelay(true).map_err(WireError::from)?;
+    let (mut r, mut w) = stream.into_split();
+    let mut inbound = Auth::new(psk, 0);
+    let mut outbound = Auth::new(psk, 1);
+    let (kind, hello) = wire::recv(&mut r, &mut inbound).await?;
+    if kind != Kind::Hello
+        || hello.len() != 18
+        || u16::from_le_bytes([hello[0], hello[1]]) != wire::VERSION
+    {
+        return Err(WireError::Protocol("expected a hello of version 1".into()).into());
+    }
+    let mut client = [0u8; 16];
+    client.copy_from_slice(&hello[2..18]);
+    let server = wire::nonce()?;
+    let acked = lock(&replica).acked_seq();
+    let mut welcome = server.to_vec();
+    welcome.extend_from_slice(&acked.to_le_bytes());
+    wire::send(&mut w, &mut outbound, Kind::Welcome, &welcome).await?;
+    let key = wire::session_key(psk, &client, &server);
+    let mut inbound = Auth::new(&key, 0);
+    let mut outbound = Auth::new(&key, 1);
+    loop {
+        let (kind, payload) = wire::recv(&mut r, &mut inbound).await?;
+        if kind != Kind::Records {
+            return Err(WireError::Protocol(format!("unexpected {kind:?}")).into());
+        }
+        // Applying fsyncs: off the async threads.
+        let rep = replica.clone();
+        let durable: Vec<CheckpointInfo> =
+            tokio::task::spawn_blocking(move || -> Result<Vec<CheckpointInfo>, NetError> {
+                let mut rep = lock(&rep);
+                let mut done = Vec::new();
+                let mut at = 0;
+                while at < payload.len() {
+                    let (rec, n) = record::decode(&payload[at..])
+                        .map_err(|e| WireError::Protocol(format!("bad record in a frame: {e}")))?;
+                    at += n;
+                    if let Some(c) = rep.apply(&rec)? {
+                        done.push(c);
+                    }
+                }
+                Ok(done)
+            })
+            .await
+            .map_err(|e| NetError::Internal(e.to_string()))??;
+        for c in durable {
+            let mut ack = Vec::with_capacity(24);
+            ack.extend_from_slice(&c.seq.to_le_bytes());
+            ack.extend_from_slice(&c.id.to_le_bytes());
+            ack.extend_from_slice(&c.time_ms.to_le_bytes());
+            wire::send(&mut w, &mut outbound, Kind::Ack, &ack).await?;
+        }
+    }
+}
+
+/// How a shipper behaves.
+#[derive(Clone, Debug)]
+pub struct ShipConfig {
+    /// The pre-shared key.
+    pub psk: Arc<Vec<u8>>,
+    /// Records per frame, in bytes (about).
+    pub batch_bytes: usize,
+    /// At most this many checkpoints sent and not yet acknowledged.
+    pub window: usize,
+    /// Wait between reconnection attempts.
+    pub reconnect: Duration,
+    /// Bandwidth cap, bytes per second.
+    pub bandwidth: Option<u64>,
+}
+
+impl ShipConfig {
+    /// Defaults with this key.
+    pub fn new(psk: Vec<u8>) -> Self {
+        ShipConfig {
+            psk: Arc::new(psk),
+            batch_bytes: 4 << 20,
+            window: 8,
+            reconnect: Duration::from_millis(500),
+            bandwidth: None,
+        }
+    }
+}
+
+/// Where one receiver stands, as the shipper knows it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Everything up to this sequence is durable there.
+    pub acked_seq: u64,
+    /// Its newest durable checkpoint (id, time).
+    pub checkpoint: Option<(u64, u64)>,
+    /// Connections that failed so far.
+    pub failures: u64,
+}
+
+/// Ships `log` to `addr` until `shutdown` turns true, reconnecting after
+/// failures. `wake` is notified when the log has new checkpoints.
+pub async fn ship(
+    log: Arc<Mutex<Log>>,
+    addr: SocketAddr,
+    cfg: ShipConfig,
+    wake: Arc<Notify>,
+    progress: watch::Sender<Progress>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let result = tokio::select! {
+            biased;
+            _ = shutdown.changed() => return,
+            r = connection(&log, addr, &cfg, &wake, &progress) => r,
+        };
+        if let Err(e) = result {
+            tracing::warn!(%addr, error = %e, "replication to receiver failed; reconnecting");
+            progress.send_modify(|p| p.failures += 1);
+        }
+        tokio::select! {
+            biased;
+            _ = shutdown.changed() => return,
+            () = tokio::time::sleep(cfg.reconnect) => {}
+        }
+    }
+}
+
+async fn connection(
+    log: &Arc<Mutex<Log>>,
+    addr: SocketAddr,
+    cfg: &ShipConfig,
+    wake: &Notify,
+    progress: &watch::Sender<Progress>,
+) -> Result<(), NetError> {
+    let stream = TcpStream::connect(addr).await.map_err(WireError::from)?;
+    stream.set_nodelay(true).map_err(WireError::from)?;
+    let (mut r, mut w) = stream.into_split();
+    let mut outbound = Auth::new(&cfg.psk, 0);
+    let mut inbound = Auth::new(&cfg.psk, 1);
+    let client = wire::nonce()?;
+    let mut hello = wire::VERSION.to_le_bytes().to_vec();
+    hello.extend_from_slice(&client);
+    wire::send(&mut w, &mut outbound, Kind::Hello, &hello).await?;
+    let (kind, welcome) = wire::recv(&mut r, &mut inbound).await?;
+    if kind != Kind::Welcome || welcome.len() != 24 {
+        return Err(WireError::Protocol("expected a welcome".into()).into());
+    }
+    let mut server = [0u8; 16];
+    server.copy_from_slice(&welcome[..16]);
+    let mut acked = [0u8; 8];
+    acked.copy_from_slice(&welcome[16..24]);
+    let acked = u64::from_le_bytes(acked);
+    progress.send_modify(|p| p.acked_seq = p.acked_seq.max(acked));
+    let key = wire::session_key(&cfg.psk, &client, &server);
+    let mut outbound = Auth::new(&key, 0);
+    let mut inbound = Auth::new(&key, 1);
+
+    // Acknowledgements come back on their own task.
+    let (acks_tx, mut acks_rx) = watch::channel(acked);
+    let progress_acks = progress.clone();
+    let reader = tokio::spawn(async move {
+        loop {
+            let (kind, ack) = wire::recv(&mut r, &mut inbound).await?;
+            if kind != Kind::Ack || ack.len() != 24 {
+                return Err::<(), WireError>(WireError::Protocol("expected an ack".into()));
+            }
+            let num = |i: usize| {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&ack[i..i + 8]);
+                u64::from_le_bytes(b)
+            };
+            let (seq, id, time) = (num(0), num(8), num(16));
+            progress_acks.send_modify(|p| {
+                p.acked_seq = p.acked_seq.max(seq);
+                p.checkpoint = Some((id, time));
+            });
+            let _ = acks_tx.send(seq);
+        }
+    });
+
+    let mut next = acked + 1;
+    let mut in_flight: VecDeque<u64> = VecDeque::new();
+    let outcome = async {
+        loop {
+            // Back-pressure: wait while the window of unacknowledged
+            // checkpoints is full.
+            loop {
+                let done = *acks_rx.borrow();
+                while in_flight.front().is_some_and(|&s| s <= done) {
+                    in_flight.pop_front();
+                }
+                if in_flight.len() < cfg.window {
+                    break;
+                }
+                if acks_rx.changed().await.is_err() {
+                    return Err(NetError::Internal("acknowledgement reader ended".into()));
+                }
+            }
+            let l = log.clone();
+            let (from, max) = (next, cfg.batch_bytes);
+            let batch = tokio::task::spawn_blocking(move || lock(&l).read_from(from, max))
+                .await
+                .map_err(|e| NetError::Internal(e.to_string()))??;
+            // Ship only whole checkpoints' worth: writes after the last
+            // checkpoint in the log are not durable yet.
+            let upto = batch
+                .iter()
+                .rposition(|r| matches!(r, Record::Checkpoint { .. }));
+            let Some(upto) = upto else {
+                // Nothing to send: wait for the log, and notice a receiver
+                // that went away meanwhile (its acknowledgement reader ends).
+                tokio::select! {
+                    () = wake.notified() => {}
+                    () = tokio::time::sleep(Duration::from_millis(200)) => {}
+                    changed = acks_rx.changed() => {
+                        if changed.is_err() {
+                            return Err(NetError::Internal("the receiver closed the connection".into()));
+                        }
+                    }
+                }
+                continue;
+            };
+            let mut frame = Vec::new();
+            for rec in &batch[..=upto] {
+                rec.encode(&mut frame);
+                if let Record::Checkpoint { seq, .. } = rec {
+                    in_flight.push_back(*seq);
+                }
+            }
+            wire::send(&mut w, &mut outbound, Kind::Records, &frame).await?;
+            next = batch[upto].seq() + 1;
+            if let Some(rate) = cfg.bandwidth.filter(|&r| r > 0) {
+                tokio::time::sleep(Duration::from_secs_f64(frame.len() as f64 / rate as f64)).await;
+            }
+        }
+    };
+    let r = outcome.await;
+    reader.abort();
+    r
+}
