@@ -27,6 +27,7 @@ pub mod log;
 pub mod net;
 pub mod record;
 pub mod replica;
+pub mod scan;
 pub mod wire;
 
 pub use error::ReplError;

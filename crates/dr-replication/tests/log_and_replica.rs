@@ -313,3 +313,46 @@ fn a_merge_interrupted_by_a_crash_is_finished_on_open() {
     );
     assert!(!rd.0.join("merging-2").exists());
 }
+
+#[test]
+fn a_hash_scan_logs_exactly_the_changed_blocks() {
+    use dr_replication::scan::{Scanner, BLOCK};
+    let (ld, rd, dd, od) = (
+        TempDir::new("log5"),
+        TempDir::new("rep5"),
+        TempDir::new("disk5"),
+        TempDir::new("out5"),
+    );
+    let disk = dd.0.join("disk.img");
+    let mut bytes: Vec<u8> = (0..BLOCK * 64 + 100).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(&disk, &bytes).expect("write");
+    let mut log = Log::open(&ld.0, LogConfig::default()).expect("log");
+    let mut replica = Replica::open(&rd.0, 2).expect("replica");
+    let mut scanner = Scanner::open(0, &ld.0.join("disk-0.hashes")).expect("scanner");
+    let s = scanner.scan(&disk, &mut log).expect("scan");
+    assert_eq!(
+        (s.blocks, s.changed),
+        (65, 65),
+        "the first scan ships everything"
+    );
+    log.checkpoint(1).expect("cp");
+    scanner.commit().expect("commit");
+    // Change three blocks (one of them the short last one).
+    for b in [3usize, 40, 64] {
+        bytes[b * BLOCK] ^= 0xff;
+    }
+    std::fs::write(&disk, &bytes).expect("write");
+    let s = scanner.scan(&disk, &mut log).expect("scan");
+    assert_eq!(s.changed, 3);
+    log.checkpoint(2).expect("cp");
+    scanner.commit().expect("commit");
+    let s = Scanner::open(0, &ld.0.join("disk-0.hashes"))
+        .expect("reopen")
+        .scan(&disk, &mut log)
+        .expect("scan");
+    assert_eq!(s.changed, 0, "saved hashes survive a restart");
+    ship(&mut log, &mut replica);
+    let out = od.0.join("img");
+    replica.restore(2, 0, &out).expect("restore");
+    assert_eq!(std::fs::read(&out).expect("read"), bytes);
+}
