@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 mod inventory;
 mod probe;
+mod repl;
 
 #[derive(Parser)]
 #[command(
@@ -33,6 +34,9 @@ enum Command {
     /// host, snapshots): check a vCenter connection before running the
     /// daemon.
     Inventory(inventory::InventoryArgs),
+    /// Asynchronous replication: serve a replica, ship disks, status, restore.
+    #[command(subcommand)]
+    Repl(repl::ReplCommand),
 }
 
 #[derive(Args)]
@@ -71,6 +75,13 @@ fn main() -> ExitCode {
         Command::Simulate(args) => simulate(&args),
         Command::Probe(args) => probe(&args),
         Command::Inventory(args) => inventory(&args),
+        Command::Repl(cmd) => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(repl::run(cmd)))
+            .map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

@@ -22,6 +22,7 @@
 //! whole.
 #![forbid(unsafe_code)]
 
+pub mod agent;
 pub mod error;
 pub mod log;
 pub mod net;

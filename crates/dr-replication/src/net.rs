@@ -274,14 +274,16 @@ async fn connection(
             }
             let l = log.clone();
             let (from, max) = (next, cfg.batch_bytes);
-            let batch = tokio::task::spawn_blocking(move || lock(&l).read_from(from, max))
-                .await
-                .map_err(|e| NetError::Internal(e.to_string()))??;
-            // Ship only whole checkpoints' worth: writes after the last
-            // checkpoint in the log are not durable yet.
-            let upto = batch
-                .iter()
-                .rposition(|r| matches!(r, Record::Checkpoint { .. }));
+            let (batch, durable) = tokio::task::spawn_blocking(move || {
+                let mut log = lock(&l);
+                let durable = log.last_checkpoint().map_or(0, |c| c.1);
+                log.read_from(from, max).map(|b| (b, durable))
+            })
+            .await
+            .map_err(|e| NetError::Internal(e.to_string()))??;
+            // Ship only what a durable checkpoint covers: writes after the
+            // last checkpoint may still be lost by a crash of the primary.
+            let upto = batch.iter().rposition(|r| r.seq() <= durable);
             let Some(upto) = upto else {
                 // Nothing to send: wait for the log, and notice a receiver
                 // that went away meanwhile (its acknowledgement reader ends).

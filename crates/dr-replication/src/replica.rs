@@ -40,7 +40,11 @@ pub struct Replica {
     keep: usize,
     base: CheckpointInfo,
     checkpoints: BTreeMap<u64, CheckpointInfo>,
-    pending: Vec<u8>,
+    /// The checkpoint being received, streamed to `incoming.tmp` so a large
+    /// one does not sit in memory.
+    incoming: Option<std::io::BufWriter<File>>,
+    pending: u64,
+    buf: Vec<u8>,
     next_seq: u64,
 }
 
@@ -92,6 +96,11 @@ fn read_checkpoint(path: &Path) -> Result<(Vec<Write>, CheckpointInfo), ReplErro
         offset: at as u64,
         reason: "no closing checkpoint record".into(),
     })
+}
+
+/// The checkpoint a checkpoint file closes with (checks the whole file).
+pub fn read_checkpoint_info(path: &Path) -> Result<CheckpointInfo, ReplError> {
+    read_checkpoint(path).map(|(_, info)| info)
 }
 
 fn apply_writes(dir: &Path, writes: &[Write]) -> Result<(), ReplError> {
@@ -167,7 +176,9 @@ impl Replica {
             keep: keep.max(1),
             base,
             checkpoints: BTreeMap::new(),
-            pending: Vec::new(),
+            incoming: None,
+            pending: 0,
+            buf: Vec::new(),
             next_seq: base.seq + 1,
         };
         let mut merging = None;
@@ -249,8 +260,17 @@ impl Replica {
     }
 
     /// Bytes received for the checkpoint in progress (the lag it holds).
-    pub fn pending_bytes(&self) -> usize {
-        self.pending.len()
+    pub fn pending_bytes(&self) -> u64 {
+        self.pending
+    }
+
+    /// Drops the checkpoint in progress after a failure: the sender resends
+    /// from the last acknowledged checkpoint.
+    fn abandon(&mut self) {
+        self.incoming = None;
+        let _ = fs::remove_file(self.dir.join("incoming.tmp"));
+        self.pending = 0;
+        self.next_seq = self.acked_seq() + 1;
     }
 
     /// Takes one record from the stream. A record already applied is
@@ -267,23 +287,47 @@ impl Replica {
                 got: seq,
             });
         }
-        r.encode(&mut self.pending);
+        let tmp = self.dir.join("incoming.tmp");
+        self.buf.clear();
+        r.encode(&mut self.buf);
+        let streamed = (|| -> std::io::Result<()> {
+            if self.incoming.is_none() {
+                self.incoming = Some(std::io::BufWriter::with_capacity(
+                    1 << 20,
+                    File::create(&tmp)?,
+                ));
+            }
+            if let Some(f) = self.incoming.as_mut() {
+                f.write_all(&self.buf)?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = streamed {
+            // Disk full or worse: nothing half-written is ever shown.
+            self.abandon();
+            return Err(ReplError::Io {
+                op: "write",
+                path: tmp,
+                source: e,
+            });
+        }
+        self.pending += self.buf.len() as u64;
         self.next_seq += 1;
         let Record::Checkpoint { seq, id, time_ms } = *r else {
             return Ok(None);
         };
         let info = CheckpointInfo { id, seq, time_ms };
-        let tmp = self.dir.join("incoming.tmp");
-        let written = File::create(&tmp)
-            .and_then(|mut f| f.write_all(&self.pending).and_then(|()| f.sync_all()));
-        if let Err(e) = written {
-            // Disk full or worse: drop what is pending; the sender resends
-            // from the last acknowledged checkpoint.
-            let _ = fs::remove_file(&tmp);
-            self.pending.clear();
-            self.next_seq = self.acked_seq() + 1;
+        let finished = match self.incoming.take() {
+            Some(f) => f
+                .into_inner()
+                .map_err(|e| e.into_error())
+                .and_then(|f| f.sync_all()),
+            None => Ok(()),
+        };
+        if let Err(e) = finished {
+            self.abandon();
             return Err(ReplError::Io {
-                op: "write",
+                op: "fsync",
                 path: tmp,
                 source: e,
             });
@@ -291,7 +335,7 @@ impl Replica {
         let path = cp_path(&self.dir, id);
         fs::rename(&tmp, &path).map_err(io("rename", &path))?;
         sync_dir(&self.dir)?;
-        self.pending.clear();
+        self.pending = 0;
         self.checkpoints.insert(id, info);
         while self.checkpoints.len() > self.keep {
             let oldest = *self.checkpoints.keys().next().unwrap_or(&id);

@@ -1,0 +1,280 @@
+//! `drctl repl` end to end over loopback: serve, ship, status, restore, and
+//! a receiver killed with SIGKILL in the middle of shipping.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+const KEY: &str = "0123456789abcdef-test-key";
+
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(tag: &str) -> Dir {
+        let p = std::env::temp_dir().join(format!("drctl-repl-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("dir");
+        Dir(p)
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+struct Server {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(dir: &Path, listen: &str) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_drctl"))
+        .args(["repl", "serve", "--listen", listen, "--dir"])
+        .arg(dir)
+        .env("VMDR_REPL_KEY", KEY)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("serve");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("address");
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .expect("listening line")
+        .to_owned();
+    Server { child, addr }
+}
+
+fn drctl(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_drctl"))
+        .args(args)
+        .env("VMDR_REPL_KEY", KEY)
+        .output()
+        .expect("drctl");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn pattern(len: usize, salt: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| ((i / 4096) as u8).wrapping_mul(31) ^ salt ^ (i as u8))
+        .collect()
+}
+
+#[test]
+fn ship_status_and_restore_two_checkpoints() {
+    let (d, r) = (Dir::new("disk"), Dir::new("replica"));
+    let disk = d.0.join("vm.img");
+    let v1 = pattern(1 << 20, 1);
+    std::fs::write(&disk, &v1).expect("write");
+    let server = serve(&r.0, "127.0.0.1:0");
+    let disk_s = disk.to_str().expect("utf-8");
+    let (code, out, err) = drctl(&[
+        "repl",
+        "ship",
+        "--disk",
+        disk_s,
+        "--to",
+        &server.addr,
+        "--once",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let round: serde_json::Value =
+        serde_json::from_str(out.lines().last().expect("a round")).expect("json");
+    assert_eq!(round["checkpoint"], 1);
+    assert_eq!(
+        round["changed_blocks"], 256,
+        "the first checkpoint carries every block"
+    );
+    let mut v2 = v1.clone();
+    v2[5 * 4096] ^= 0xff;
+    v2[200 * 4096 + 7] ^= 0xff;
+    std::fs::write(&disk, &v2).expect("write");
+    let (code, out, err) = drctl(&[
+        "repl",
+        "ship",
+        "--disk",
+        disk_s,
+        "--to",
+        &server.addr,
+        "--once",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let round: serde_json::Value =
+        serde_json::from_str(out.lines().last().expect("a round")).expect("json");
+    assert_eq!(round["changed_blocks"], 2, "only the changed blocks travel");
+    let (code, out, _) = drctl(&[
+        "repl",
+        "status",
+        "--dir",
+        r.0.to_str().expect("utf-8"),
+        "--json",
+    ]);
+    assert_eq!(code, 0);
+    let st: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(st["newest"], 2);
+    assert!(st["rpo_ms"].as_u64().is_some_and(|ms| ms < 60_000));
+    drop(server);
+    for (cp, want) in [(1, &v1), (2, &v2)] {
+        let out = d.0.join(format!("restored-{cp}.img"));
+        let (code, _, err) = drctl(&[
+            "repl",
+            "restore",
+            "--dir",
+            r.0.to_str().expect("utf-8"),
+            "--checkpoint",
+            &cp.to_string(),
+            "--out",
+            out.to_str().expect("utf-8"),
+        ]);
+        assert_eq!(code, 0, "{err}");
+        assert!(
+            std::fs::read(&out).expect("read") == *want,
+            "checkpoint {cp} differs"
+        );
+    }
+    let (code, _, err) = drctl(&[
+        "repl",
+        "restore",
+        "--dir",
+        r.0.to_str().expect("utf-8"),
+        "--checkpoint",
+        "9",
+        "--out",
+        "/dev/null",
+    ]);
+    assert_eq!(code, 2);
+    assert!(err.contains("checkpoint 9"), "{err}");
+}
+
+#[test]
+fn a_receiver_killed_mid_ship_comes_back_whole() {
+    let (d, r) = (Dir::new("disk-k"), Dir::new("replica-k"));
+    let disk = d.0.join("vm.img");
+    let v1 = pattern(48 << 20, 9);
+    std::fs::write(&disk, &v1).expect("write");
+    let mut server = serve(&r.0, "127.0.0.1:0");
+    let addr = server.addr.clone();
+    let mut ship = Command::new(env!("CARGO_BIN_EXE_drctl"))
+        .args([
+            "repl",
+            "ship",
+            "--disk",
+            disk.to_str().expect("utf-8"),
+            "--to",
+            &addr,
+            "--once",
+            "--timeout",
+            "120",
+        ])
+        .env("VMDR_REPL_KEY", KEY)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("ship");
+    // Kill the receiver while the 48 MiB checkpoint is on its way.
+    std::thread::sleep(std::time::Duration::from_millis(150));
+    server.child.kill().expect("SIGKILL");
+    let _ = server.child.wait();
+    // The replica shows no half checkpoint...
+    let (code, out, _) = drctl(&[
+        "repl",
+        "status",
+        "--dir",
+        r.0.to_str().expect("utf-8"),
+        "--json",
+    ]);
+    assert_eq!(code, 0);
+    let st: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert!(
+        st["newest"].is_null() || st["newest"] == 1,
+        "only whole checkpoints: {st}"
+    );
+    // ...and a restarted receiver on the same address gets it whole.
+    let _server = serve(&r.0, &addr);
+    let status = ship.wait().expect("ship ends");
+    assert!(
+        status.success(),
+        "the shipper finished after the receiver came back"
+    );
+    let out = d.0.join("restored.img");
+    let (code, _, err) = drctl(&[
+        "repl",
+        "restore",
+        "--dir",
+        r.0.to_str().expect("utf-8"),
+        "--checkpoint",
+        "1",
+        "--out",
+        out.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        std::fs::read(&out).expect("read") == v1,
+        "restored image differs"
+    );
+}
+
+#[test]
+fn bad_input_exits_2() {
+    for args in [
+        vec![
+            "repl",
+            "ship",
+            "--disk",
+            "/nonexistent",
+            "--to",
+            "127.0.0.1:1",
+            "--once",
+        ],
+        vec![
+            "repl",
+            "ship",
+            "--disk",
+            "/etc/hostname",
+            "--to",
+            "127.0.0.1:1",
+        ],
+        vec![
+            "repl",
+            "ship",
+            "--disk",
+            "/etc/hostname",
+            "--to",
+            "not-an-address",
+            "--once",
+        ],
+        vec!["repl", "status", "--dir", "/nonexistent-replica"],
+    ] {
+        let (code, _, err) = drctl(&args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_drctl"))
+        .args([
+            "repl",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--dir",
+            "/tmp/x",
+        ])
+        .env("VMDR_REPL_KEY", "short")
+        .output()
+        .expect("drctl");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("at least 16 bytes"));
+}

@@ -1,0 +1,226 @@
+//! The jobs the operator commands run: shipping disks to receivers (scan,
+//! checkpoint, ship, trim) and reading a replica's state.
+
+use crate::error::ReplError;
+use crate::log::{Log, LogConfig};
+use crate::net::{self, Progress, ShipConfig};
+use crate::replica::CheckpointInfo;
+use crate::scan::{ScanStats, Scanner};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::{watch, Notify};
+
+/// A shipping job.
+#[derive(Clone, Debug)]
+pub struct ShipJob {
+    /// The disk images, disk 0, 1, … in order.
+    pub disks: Vec<PathBuf>,
+    /// The log directory on the primary.
+    pub log_dir: PathBuf,
+    /// Receivers.
+    pub targets: Vec<SocketAddr>,
+    /// Shipping settings.
+    pub ship: ShipConfig,
+    /// `None`: one checkpoint, shipped to every receiver, then stop.
+    /// `Some(d)`: a checkpoint every `d` until stopped.
+    pub interval: Option<Duration>,
+    /// With `interval == None`: give up after this long.
+    pub timeout: Duration,
+}
+
+/// What one round did.
+#[derive(Clone, Debug)]
+pub struct Round {
+    /// The checkpoint taken.
+    pub checkpoint: u64,
+    /// Its log sequence.
+    pub seq: u64,
+    /// Scan results, per disk.
+    pub scans: Vec<ScanStats>,
+    /// Each receiver's progress when the round was reported.
+    pub targets: Vec<(SocketAddr, Progress)>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ReplError> + Send + 'static,
+) -> Result<T, ReplError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(ReplError::Poisoned(format!("worker failed: {e}"))))
+}
+
+/// Runs `job` until it is done (`interval == None`) or `shutdown` turns
+/// true; reports each round to `report`.
+pub async fn ship(
+    job: ShipJob,
+    mut shutdown: watch::Receiver<bool>,
+    mut report: impl FnMut(&Round),
+) -> Result<(), ReplError> {
+    let dir = job.log_dir.clone();
+    let log = Arc::new(Mutex::new(
+        blocking(move || Log::open(&dir, LogConfig::default())).await?,
+    ));
+    let mut scanners = Vec::new();
+    for (i, _) in job.disks.iter().enumerate() {
+        scanners.push(Scanner::open(
+            i as u32,
+            &job.log_dir.join(format!("disk-{i}.hashes")),
+        )?);
+    }
+    let wake = Arc::new(Notify::new());
+    let (stop, stopped) = watch::channel(false);
+    let mut progress = Vec::new();
+    for &addr in &job.targets {
+        let (tx, rx) = watch::channel(Progress::default());
+        tokio::spawn(net::ship(
+            log.clone(),
+            addr,
+            job.ship.clone(),
+            wake.clone(),
+            tx,
+            stopped.clone(),
+        ));
+        progress.push((addr, rx));
+    }
+    let started = tokio::time::Instant::now();
+    let result = loop {
+        let disks = job.disks.clone();
+        let (l, mut sc) = (log.clone(), std::mem::take(&mut scanners));
+        let (sc_back, scans, (id, seq)) = blocking(move || {
+            let mut log = l.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut scans = Vec::new();
+            for (s, disk) in sc.iter_mut().zip(&disks) {
+                scans.push(s.scan(disk, &mut log)?);
+            }
+            let cp = log.checkpoint(now_ms())?;
+            for s in &mut sc {
+                s.commit()?;
+            }
+            Ok((sc, scans, cp))
+        })
+        .await?;
+        scanners = sc_back;
+        wake.notify_waiters();
+        let snapshot = |p: &Vec<(SocketAddr, watch::Receiver<Progress>)>| {
+            p.iter().map(|(a, r)| (*a, *r.borrow())).collect::<Vec<_>>()
+        };
+        match job.interval {
+            None => {
+                // Wait until every receiver has this checkpoint.
+                let all_there = async {
+                    for (_, rx) in &mut progress {
+                        if rx.wait_for(|p| p.acked_seq >= seq).await.is_err() {
+                            return;
+                        }
+                    }
+                };
+                let deadline = job.timeout.saturating_sub(started.elapsed());
+                let done = tokio::select! {
+                    biased;
+                    _ = shutdown.changed() => false,
+                    r = tokio::time::timeout(deadline, all_there) => r.is_ok(),
+                };
+                report(&Round {
+                    checkpoint: id,
+                    seq,
+                    scans,
+                    targets: snapshot(&progress),
+                });
+                break if done {
+                    Ok(())
+                } else {
+                    Err(ReplError::Poisoned(format!(
+                        "checkpoint {id} not acknowledged by every receiver within {:?}",
+                        job.timeout
+                    )))
+                };
+            }
+            Some(every) => {
+                report(&Round {
+                    checkpoint: id,
+                    seq,
+                    scans,
+                    targets: snapshot(&progress),
+                });
+                let acked = progress
+                    .iter()
+                    .map(|(_, r)| r.borrow().acked_seq)
+                    .min()
+                    .unwrap_or(0);
+                let l = log.clone();
+                blocking(move || {
+                    l.lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .trim(acked)
+                })
+                .await?;
+                tokio::select! {
+                    biased;
+                    _ = shutdown.changed() => break Ok(()),
+                    () = tokio::time::sleep(every) => {}
+                }
+            }
+        }
+    };
+    let _ = stop.send(true);
+    result
+}
+
+/// A replica directory's state, read without changing anything (safe while
+/// a receiver runs on it).
+#[derive(Clone, Debug, Default)]
+pub struct ReplicaStatus {
+    /// Checkpoints that can be restored, oldest first.
+    pub checkpoints: Vec<CheckpointInfo>,
+    /// Bytes of a checkpoint being received.
+    pub receiving_bytes: u64,
+}
+
+/// Reads a replica directory's state.
+pub fn inspect(dir: &Path) -> Result<ReplicaStatus, ReplError> {
+    let mut st = ReplicaStatus::default();
+    if let Ok(text) = std::fs::read_to_string(dir.join("meta")) {
+        let f: Vec<u64> = text
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        if let [id, seq, time_ms] = f.as_slice() {
+            st.checkpoints.push(CheckpointInfo {
+                id: *id,
+                seq: *seq,
+                time_ms: *time_ms,
+            });
+        }
+    }
+    let entries = std::fs::read_dir(dir).map_err(crate::error::io("list", dir))?;
+    let mut files: Vec<PathBuf> = entries.filter_map(|e| e.ok()).map(|e| e.path()).collect();
+    files.sort();
+    for p in files {
+        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name == "incoming.tmp" {
+            st.receiving_bytes = std::fs::metadata(&p).map_or(0, |m| m.len());
+        } else if name.starts_with("cp-") && name.ends_with(".ckpt") {
+            if let Ok(info) = crate::replica::read_checkpoint_info(&p) {
+                if st.checkpoints.iter().all(|c| c.id != info.id) {
+                    st.checkpoints.push(info);
+                }
+            }
+        }
+    }
+    st.checkpoints.sort_by_key(|c| c.id);
+    Ok(st)
+}
+
+/// Now, in ms since the Unix epoch (for RPO).
+pub fn now() -> u64 {
+    now_ms()
+}
