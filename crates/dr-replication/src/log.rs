@@ -36,7 +36,13 @@ struct Segment {
     /// Sequence of its last record (`first_seq - 1` when empty).
     last_seq: u64,
     path: PathBuf,
+    /// (seq, byte offset) of every `INDEX_EVERY`th record, so a reader
+    /// starts near where it wants instead of at the segment's start.
+    index: Vec<(u64, u64)>,
 }
+
+/// One index entry per this many records.
+const INDEX_EVERY: u64 = 64;
 
 /// The log.
 pub struct Log {
@@ -104,6 +110,72 @@ fn scan(path: &Path, tail_ok: bool) -> Result<(Vec<Record>, Option<u64>), ReplEr
     Ok((out, None))
 }
 
+/// Decodes records of `path` from byte `offset` on, keeping those at or
+/// after `from`, until `*bytes` reaches `max`. Returns whether it did.
+fn read_records(
+    path: &Path,
+    offset: u64,
+    from: u64,
+    max: usize,
+    bytes: &mut usize,
+    out: &mut Vec<Record>,
+) -> Result<bool, ReplError> {
+    use std::io::{BufReader, Seek, SeekFrom};
+    let mut f = File::open(path).map_err(io("open", path))?;
+    f.seek(SeekFrom::Start(offset)).map_err(io("seek", path))?;
+    let mut r = BufReader::with_capacity(1 << 20, f);
+    let mut at = offset;
+    let mut buf = vec![0u8; record::HEADER];
+    loop {
+        buf.truncate(record::HEADER);
+        match r.read_exact(&mut buf) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(false),
+            Err(e) => {
+                return Err(ReplError::Io {
+                    op: "read",
+                    path: path.to_owned(),
+                    source: e,
+                })
+            }
+        }
+        let len = u32::from_le_bytes([buf[4], buf[5], buf[6], buf[7]]) as usize;
+        if record::HEADER + len > record::MAX_RECORD {
+            return Err(ReplError::Corrupt {
+                path: path.to_owned(),
+                offset: at,
+                reason: "record length over the limit".into(),
+            });
+        }
+        buf.resize(record::HEADER + len, 0);
+        match r.read_exact(&mut buf[record::HEADER..]) {
+            Ok(()) => {}
+            // A record still being written (or torn by a crash): stop here.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(false),
+            Err(e) => {
+                return Err(ReplError::Io {
+                    op: "read",
+                    path: path.to_owned(),
+                    source: e,
+                })
+            }
+        }
+        let (rec, n) = record::decode(&buf).map_err(|e| ReplError::Corrupt {
+            path: path.to_owned(),
+            offset: at,
+            reason: e.to_string(),
+        })?;
+        at += n as u64;
+        if rec.seq() >= from {
+            *bytes += n;
+            out.push(rec);
+            if *bytes >= max {
+                return Ok(true);
+            }
+        }
+    }
+}
+
 impl Log {
     /// Opens (or creates) the log in `dir`, checking every record and
     /// cutting a torn tail.
@@ -148,7 +220,11 @@ impl Log {
             }
             let mut expect = first;
             let mut offset = 0u64;
+            let mut index = Vec::new();
             for r in &records {
+                if (r.seq() - first) % INDEX_EVERY == 0 {
+                    index.push((r.seq(), offset));
+                }
                 if r.seq() != expect {
                     return Err(ReplError::Corrupt {
                         path: path.clone(),
@@ -168,6 +244,7 @@ impl Log {
                 first_seq: first,
                 last_seq: expect - 1,
                 path,
+                index,
             });
         }
         if segments.is_empty() {
@@ -178,6 +255,7 @@ impl Log {
                 first_seq: 1,
                 last_seq: 0,
                 path,
+                index: Vec::new(),
             });
         }
         let active = segments.last().map(|s| s.path.clone()).unwrap_or_default();
@@ -236,10 +314,14 @@ impl Log {
                 source: e,
             });
         }
+        let at = self.active_len;
         self.active_len += self.buf.len() as u64;
         self.next_seq += 1;
         if let Some(s) = self.segments.last_mut() {
             s.last_seq = r.seq();
+            if (r.seq() - s.first_seq) % INDEX_EVERY == 0 {
+                s.index.push((r.seq(), at));
+            }
         }
         Ok(())
     }
@@ -309,6 +391,7 @@ impl Log {
             first_seq: self.next_seq,
             last_seq: self.next_seq - 1,
             path,
+            index: Vec::new(),
         });
         Ok(())
     }
@@ -331,13 +414,14 @@ impl Log {
             .iter()
             .filter(|s| s.last_seq >= from && s.last_seq >= s.first_seq)
         {
-            let (records, _) = scan(&s.path, true)?;
-            for r in records.into_iter().filter(|r| r.seq() >= from) {
-                bytes += r.encoded_len();
-                out.push(r);
-                if bytes >= max_bytes {
-                    return Ok(out);
-                }
+            let start = s
+                .index
+                .iter()
+                .rev()
+                .find(|(seq, _)| *seq <= from)
+                .map_or(0, |(_, off)| *off);
+            if read_records(&s.path, start, from, max_bytes, &mut bytes, &mut out)? {
+                return Ok(out);
             }
         }
         Ok(out)
