@@ -30,6 +30,7 @@ pub mod record;
 pub mod replica;
 pub mod scan;
 pub mod wire;
+pub mod write_path;
 
 pub use error::ReplError;
 pub use log::{Log, LogConfig};

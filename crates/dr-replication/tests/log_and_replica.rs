@@ -356,3 +356,69 @@ fn a_hash_scan_logs_exactly_the_changed_blocks() {
     replica.restore(2, 0, &out).expect("restore");
     assert_eq!(std::fs::read(&out).expect("read"), bytes);
 }
+
+#[test]
+fn after_a_primary_crash_the_write_path_resynchronises() {
+    use dr_replication::write_path::WritePath;
+    let (ld, rd, dd, od) = (
+        TempDir::new("log6"),
+        TempDir::new("rep6"),
+        TempDir::new("disk6"),
+        TempDir::new("out6"),
+    );
+    let disk = dd.0.join("d0.img");
+    std::fs::write(&disk, vec![0u8; 64 * 1024]).expect("disk");
+    let mut replica = Replica::open(&rd.0, 2).expect("replica");
+    let mut wp = WritePath::open(
+        Log::open(&ld.0, LogConfig::default()).expect("log"),
+        &ld.0,
+        std::slice::from_ref(&disk),
+    )
+    .expect("group");
+    wp.write(0, 0, &[1u8; 4096]).expect("write");
+    wp.checkpoint(1).expect("cp");
+    ship(wp.log(), &mut replica);
+    // Writes after the checkpoint reach the disk, then the primary crashes
+    // before the log's buffer does: the log loses them.
+    wp.write(0, 8192, &[2u8; 4096]).expect("write");
+    wp.write(0, 16384, &[3u8; 4096]).expect("write");
+    drop(wp); // no close: the log buffer is flushed on drop, so cut it back
+    let seg = std::fs::read_dir(&ld.0)
+        .expect("dir")
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "log"))
+        .expect("segment");
+    let keep = std::fs::metadata(&seg).expect("stat").len() - 2 * (4096 + 29);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&seg)
+        .expect("open")
+        .set_len(keep)
+        .expect("cut");
+    // Reopen: not closed cleanly, so every block goes out again.
+    let mut wp = WritePath::open(
+        Log::open(&ld.0, LogConfig::default()).expect("log"),
+        &ld.0,
+        std::slice::from_ref(&disk),
+    )
+    .expect("group");
+    assert_eq!(wp.resynced_blocks(), 16, "the whole 64 KiB disk");
+    wp.checkpoint(2).expect("cp");
+    ship(wp.log(), &mut replica);
+    let out = od.0.join("img");
+    replica.restore(2, 0, &out).expect("restore");
+    assert_eq!(
+        std::fs::read(&out).expect("read"),
+        std::fs::read(&disk).expect("disk"),
+        "replica equals the disk again"
+    );
+    wp.close(3).expect("close");
+    let wp = WritePath::open(
+        Log::open(&ld.0, LogConfig::default()).expect("log"),
+        &ld.0,
+        std::slice::from_ref(&disk),
+    )
+    .expect("group");
+    assert_eq!(wp.resynced_blocks(), 0, "a clean close needs no resync");
+}
