@@ -14,10 +14,11 @@ use crate::scan::Scanner;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 /// A group of disks written through the log.
 pub struct WritePath {
-    log: Log,
+    log: Arc<Mutex<Log>>,
     disks: Vec<(PathBuf, File)>,
     clean_marker: PathBuf,
     resynced_blocks: u64,
@@ -27,7 +28,11 @@ impl WritePath {
     /// Opens the group: `log` is the group's log, `disks` its images, disk
     /// 0, 1, … in order. If the log was not closed cleanly, every block of
     /// every disk is appended to it now (to go with the next checkpoint).
-    pub fn open(mut log: Log, log_dir: &Path, disks: &[PathBuf]) -> Result<WritePath, ReplError> {
+    pub fn open(
+        log: Arc<Mutex<Log>>,
+        log_dir: &Path,
+        disks: &[PathBuf],
+    ) -> Result<WritePath, ReplError> {
         let clean_marker = log_dir.join("clean");
         let clean = clean_marker.exists();
         let mut files = Vec::new();
@@ -40,13 +45,13 @@ impl WritePath {
             files.push((d.clone(), f));
         }
         let mut resynced_blocks = 0;
-        let fresh = log.next_seq() == 1;
+        let fresh = lock(&log).next_seq() == 1;
         if !clean && !fresh {
             tracing::warn!(log = %log_dir.display(), "replication log was not closed cleanly: resynchronising every disk");
             for (i, (path, _)) in files.iter().enumerate() {
                 // Empty hashes: every block counts as changed.
                 let mut s = Scanner::open(i as u32, &log_dir.join(format!("resync-{i}.none")))?;
-                resynced_blocks += s.scan(path, &mut log)?.changed;
+                resynced_blocks += s.scan(path, &mut lock(&log))?.changed;
             }
         }
         if clean {
@@ -72,24 +77,24 @@ impl WritePath {
         };
         let path = path.clone();
         let f = f.try_clone().map_err(io("clone", &path))?;
-        self.log.append(disk, offset, data)?;
+        lock(&self.log).append(disk, offset, data)?;
         f.write_all_at(data, offset).map_err(io("write", &path))
     }
 
     /// A checkpoint of the whole group at `time_ms`: (id, seq) once durable.
     pub fn checkpoint(&mut self, time_ms: u64) -> Result<(u64, u64), ReplError> {
-        self.log.checkpoint(time_ms)
+        lock(&self.log).checkpoint(time_ms)
     }
 
-    /// The log (for shipping).
-    pub fn log(&mut self) -> &mut Log {
-        &mut self.log
+    /// The log (shared with the shippers).
+    pub fn log(&self) -> Arc<Mutex<Log>> {
+        self.log.clone()
     }
 
     /// Closes cleanly: a checkpoint of everything written, and the marker
     /// that spares the next open a resynchronisation.
-    pub fn close(mut self, time_ms: u64) -> Result<(), ReplError> {
-        self.log.checkpoint(time_ms)?;
+    pub fn close(self, time_ms: u64) -> Result<(), ReplError> {
+        lock(&self.log).checkpoint(time_ms)?;
         for (path, f) in &self.disks {
             f.sync_all().map_err(io("fsync", path))?;
         }
@@ -97,4 +102,8 @@ impl WritePath {
             .and_then(|f| f.sync_all())
             .map_err(io("create", &self.clean_marker))
     }
+}
+
+fn lock(log: &Mutex<Log>) -> MutexGuard<'_, Log> {
+    log.lock().unwrap_or_else(PoisonError::into_inner)
 }

@@ -65,6 +65,10 @@ fn same(source: &[u8], image: &[u8]) -> bool {
     (0..n).all(|i| source.get(i).copied().unwrap_or(0) == image.get(i).copied().unwrap_or(0))
 }
 
+fn shared(log: Log) -> std::sync::Arc<std::sync::Mutex<Log>> {
+    std::sync::Arc::new(std::sync::Mutex::new(log))
+}
+
 fn ship(log: &mut Log, replica: &mut Replica) {
     let from = replica.acked_seq() + 1;
     for r in log.read_from(from, usize::MAX).expect("read") {
@@ -370,14 +374,14 @@ fn after_a_primary_crash_the_write_path_resynchronises() {
     std::fs::write(&disk, vec![0u8; 64 * 1024]).expect("disk");
     let mut replica = Replica::open(&rd.0, 2).expect("replica");
     let mut wp = WritePath::open(
-        Log::open(&ld.0, LogConfig::default()).expect("log"),
+        shared(Log::open(&ld.0, LogConfig::default()).expect("log")),
         &ld.0,
         std::slice::from_ref(&disk),
     )
     .expect("group");
     wp.write(0, 0, &[1u8; 4096]).expect("write");
     wp.checkpoint(1).expect("cp");
-    ship(wp.log(), &mut replica);
+    ship(&mut wp.log().lock().expect("log"), &mut replica);
     // Writes after the checkpoint reach the disk, then the primary crashes
     // before the log's buffer does: the log loses them.
     wp.write(0, 8192, &[2u8; 4096]).expect("write");
@@ -398,14 +402,14 @@ fn after_a_primary_crash_the_write_path_resynchronises() {
         .expect("cut");
     // Reopen: not closed cleanly, so every block goes out again.
     let mut wp = WritePath::open(
-        Log::open(&ld.0, LogConfig::default()).expect("log"),
+        shared(Log::open(&ld.0, LogConfig::default()).expect("log")),
         &ld.0,
         std::slice::from_ref(&disk),
     )
     .expect("group");
     assert_eq!(wp.resynced_blocks(), 16, "the whole 64 KiB disk");
     wp.checkpoint(2).expect("cp");
-    ship(wp.log(), &mut replica);
+    ship(&mut wp.log().lock().expect("log"), &mut replica);
     let out = od.0.join("img");
     replica.restore(2, 0, &out).expect("restore");
     assert_eq!(
@@ -415,7 +419,7 @@ fn after_a_primary_crash_the_write_path_resynchronises() {
     );
     wp.close(3).expect("close");
     let wp = WritePath::open(
-        Log::open(&ld.0, LogConfig::default()).expect("log"),
+        shared(Log::open(&ld.0, LogConfig::default()).expect("log")),
         &ld.0,
         std::slice::from_ref(&disk),
     )
