@@ -19,7 +19,8 @@ fi
 # Debian packages the tests use: iproute2 (test hosts in network namespaces),
 # nftables (packet loss inside a test host), fping (the prober benchmark's
 # reference), golang-go and golang-github-vmware-govmomi-dev (govmomi's
-# vCenter simulator, built by the dr-vsphere tests). Installed when missing
+# vCenter simulator, built by the dr-vsphere tests), rsync (the replication
+# benchmark's reference). Installed when missing
 # and we are root; the tests that need them fail in CI without them and skip
 # with a reason elsewhere.
 need=()
@@ -28,6 +29,7 @@ command -v go >/dev/null 2>&1 || need+=(golang-go)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v nft >/dev/null 2>&1 || need+=(nftables)
 command -v fping >/dev/null 2>&1 || need+=(fping)
+command -v rsync >/dev/null 2>&1 || need+=(rsync)
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         say "installing ${need[*]}"
@@ -58,6 +60,11 @@ fi
 if command -v go >/dev/null 2>&1; then
     say "vSphere inventory round trips against the vCenter simulator"
     cargo run --locked --release -q -p dr-benches --bin vsphere-inventory
+fi
+
+if command -v rsync >/dev/null 2>&1; then
+    say "replication against rsync (a 64 MiB image, 2 s of load; docs/BENCHMARKS.md has 2 GiB)"
+    cargo run --locked --release -q -p dr-benches --bin repl-bench -- 64 2
 fi
 
 say "main job: the paper's scenarios"

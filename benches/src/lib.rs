@@ -58,8 +58,8 @@ pub fn cluster(vms: usize) -> (Vec<VmFacts>, Vec<HostFacts>) {
         let host = (i % n_hosts) as u32;
         let mut vm = VmFacts::running_on(host);
         vm.memory_mb = 2048 << (r % 3);
-        vm.has_snapshot = r % 2 == 0;
-        vm.has_replica = r % 3 != 0;
+        vm.has_snapshot = r.is_multiple_of(2);
+        vm.has_replica = !r.is_multiple_of(3);
         let down_host = hosts[host as usize].link != HostLink::Connected;
         match r {
             _ if down_host => {

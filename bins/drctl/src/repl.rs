@@ -67,8 +67,8 @@ pub enum ReplCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Write a disk as it was at a checkpoint (do not run while a receiver
-    /// serves the directory).
+    /// Write a disk as it was at a checkpoint (refused while a receiver has
+    /// the directory open).
     Restore {
         /// Replica directory.
         #[arg(long)]
@@ -194,7 +194,8 @@ pub async fn run(cmd: ReplCommand) -> anyhow::Result<()> {
                 let targets: Vec<serde_json::Value> = round
                     .targets
                     .iter()
-                    .map(|(a, p)| serde_json::json!({"to": a.to_string(), "acked_seq": p.acked_seq, "checkpoint": p.checkpoint.map(|c| c.0), "failures": p.failures}))
+                    .zip(round.lag_bytes.iter().zip(&round.rpo_ms))
+                    .map(|((a, p), (lag, rpo))| serde_json::json!({"to": a.to_string(), "acked_seq": p.acked_seq, "checkpoint": p.checkpoint.map(|c| c.0), "lag_bytes": lag, "rpo_ms": rpo, "failures": p.failures}))
                     .collect();
                 let changed: u64 = round.scans.iter().map(|s| s.changed).sum();
                 let bytes: u64 = round.scans.iter().map(|s| s.bytes).sum();

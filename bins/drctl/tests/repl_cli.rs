@@ -205,12 +205,13 @@ fn a_receiver_killed_mid_ship_comes_back_whole() {
         "only whole checkpoints: {st}"
     );
     // ...and a restarted receiver on the same address gets it whole.
-    let _server = serve(&r.0, &addr);
+    let server = serve(&r.0, &addr);
     let status = ship.wait().expect("ship ends");
     assert!(
         status.success(),
         "the shipper finished after the receiver came back"
     );
+    drop(server);
     let out = d.0.join("restored.img");
     let (code, _, err) = drctl(&[
         "repl",
@@ -277,4 +278,132 @@ fn bad_input_exits_2() {
         .expect("drctl");
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("at least 16 bytes"));
+}
+
+/// Restores the replica's newest checkpoint; `None` before the first.
+fn newest_image(replica: &Path, out: &Path) -> Option<(u64, Vec<u8>)> {
+    let (code, st, err) = drctl(&[
+        "repl",
+        "status",
+        "--dir",
+        replica.to_str().expect("utf-8"),
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let st: serde_json::Value = serde_json::from_str(&st).expect("json");
+    let id = st["newest"].as_u64()?;
+    let (code, _, err) = drctl(&[
+        "repl",
+        "restore",
+        "--dir",
+        replica.to_str().expect("utf-8"),
+        "--checkpoint",
+        &id.to_string(),
+        "--out",
+        out.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    Some((id, std::fs::read(out).expect("read restored")))
+}
+
+#[test]
+fn a_sender_killed_at_random_points_leaves_whole_checkpoints() {
+    let (d, r) = (Dir::new("disk-s"), Dir::new("replica-s"));
+    let disk = d.0.join("vm.img");
+    let out = d.0.join("restored.img");
+    let mut image = pattern(8 << 20, 3);
+    std::fs::write(&disk, &image).expect("write");
+    let mut versions = vec![image.clone()];
+    let mut server = serve(&r.0, "127.0.0.1:0");
+    let addr = server.addr.clone();
+    // A fixed seed: a failing run replays exactly.
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let mut newest_seen = 0;
+    for run in 0..10u8 {
+        // Change some blocks, then ship continuously and SIGKILL the sender
+        // at a random point.
+        for _ in 0..(next() % 200 + 1) {
+            let block = (next() as usize % (image.len() / 4096)) * 4096;
+            image[block..block + 4096].fill(run.wrapping_mul(37) ^ (next() as u8));
+        }
+        std::fs::write(&disk, &image).expect("write");
+        versions.push(image.clone());
+        let mut ship = Command::new(env!("CARGO_BIN_EXE_drctl"))
+            .args(["repl", "ship", "--disk"])
+            .arg(&disk)
+            .args(["--to", &addr, "--interval", "0.02"])
+            .env("VMDR_REPL_KEY", KEY)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("ship");
+        let wait = 50 + next() % 1200;
+        eprintln!("run {run}: SIGKILL after {wait} ms");
+        std::thread::sleep(std::time::Duration::from_millis(wait));
+        ship.kill().expect("SIGKILL the sender");
+        let _ = ship.wait();
+        // The receiver goes too (SIGKILL, whatever it was doing), since a
+        // replica is restored only by the one process that has it open.
+        // Its newest checkpoint is whole, equals the source at some point,
+        // and nothing acknowledged before is gone.
+        drop(server);
+        if let Some((id, got)) = newest_image(&r.0, &out) {
+            assert!(
+                id >= newest_seen,
+                "run {run}: checkpoint {newest_seen} was lost (newest {id})"
+            );
+            newest_seen = id;
+            eprintln!("run {run}: newest checkpoint {id}");
+            assert!(
+                versions.contains(&got),
+                "run {run}: checkpoint {id} equals no version of the source"
+            );
+        }
+        server = serve(&r.0, &addr);
+    }
+    // A last, complete shipment brings the replica to the source.
+    let (code, _, err) = drctl(&[
+        "repl",
+        "ship",
+        "--disk",
+        disk.to_str().expect("utf-8"),
+        "--to",
+        &addr,
+        "--once",
+        "--timeout",
+        "60",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    drop(server);
+    let (id, got) = newest_image(&r.0, &out).expect("a checkpoint");
+    assert!(id >= newest_seen, "checkpoint {newest_seen} was lost");
+    assert!(
+        got == image,
+        "after a clean shipment the replica equals the source"
+    );
+}
+
+#[test]
+fn restore_refuses_a_replica_a_receiver_has_open() {
+    let (d, r) = (Dir::new("disk-u"), Dir::new("replica-u"));
+    let _server = serve(&r.0, "127.0.0.1:0");
+    let out = d.0.join("restored.img");
+    let (code, _, err) = drctl(&[
+        "repl",
+        "restore",
+        "--dir",
+        r.0.to_str().expect("utf-8"),
+        "--checkpoint",
+        "1",
+        "--out",
+        out.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("in use by another process"), "{err}");
 }

@@ -41,6 +41,42 @@ pub struct Round {
     pub scans: Vec<ScanStats>,
     /// Each receiver's progress when the round was reported.
     pub targets: Vec<(SocketAddr, Progress)>,
+    /// Each receiver's lag then: log bytes it has not acknowledged.
+    pub lag_bytes: Vec<u64>,
+    /// Each receiver's RPO then, as the primary sees it: now minus the time
+    /// of the newest checkpoint it acknowledged (`None` before the first).
+    pub rpo_ms: Vec<Option<u64>>,
+}
+
+impl Round {
+    fn new(
+        checkpoint: u64,
+        seq: u64,
+        scans: Vec<ScanStats>,
+        targets: Vec<(SocketAddr, Progress)>,
+        log: &Log,
+    ) -> Round {
+        let now = now_ms();
+        Round {
+            checkpoint,
+            seq,
+            scans,
+            lag_bytes: targets
+                .iter()
+                .map(|(_, p)| log.bytes_after(p.acked_seq))
+                .collect(),
+            rpo_ms: targets
+                .iter()
+                .map(|(_, p)| p.checkpoint.map(|(_, t)| now.saturating_sub(t)))
+                .collect(),
+            targets,
+        }
+    }
+}
+
+fn lock(log: &Mutex<Log>) -> std::sync::MutexGuard<'_, Log> {
+    log.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn now_ms() -> u64 {
@@ -128,12 +164,13 @@ pub async fn ship(
                     _ = shutdown.changed() => false,
                     r = tokio::time::timeout(deadline, all_there) => r.is_ok(),
                 };
-                report(&Round {
-                    checkpoint: id,
+                report(&Round::new(
+                    id,
                     seq,
                     scans,
-                    targets: snapshot(&progress),
-                });
+                    snapshot(&progress),
+                    &lock(&log),
+                ));
                 break if done {
                     Ok(())
                 } else {
@@ -144,12 +181,13 @@ pub async fn ship(
                 };
             }
             Some(every) => {
-                report(&Round {
-                    checkpoint: id,
+                report(&Round::new(
+                    id,
                     seq,
                     scans,
-                    targets: snapshot(&progress),
-                });
+                    snapshot(&progress),
+                    &lock(&log),
+                ));
                 let acked = progress
                     .iter()
                     .map(|(_, r)| r.borrow().acked_seq)

@@ -38,6 +38,10 @@ pub enum ReplError {
     /// A checkpoint that is not (or no longer) kept.
     #[error("checkpoint {0} is not available")]
     NoCheckpoint(u64),
+    /// Another process holds the directory (a receiver serving a replica, a
+    /// shipper using a log); opening it too would corrupt it.
+    #[error("{0} is in use by another process (a running receiver or shipper); stop it first")]
+    InUse(PathBuf),
     /// The log refused further appends after an earlier failure; reopen it.
     #[error("log unusable after an earlier failure: {0}")]
     Poisoned(String),
@@ -49,4 +53,26 @@ pub(crate) fn io(
 ) -> impl FnOnce(std::io::Error) -> ReplError {
     let path = path.into();
     move |source| ReplError::Io { op, path, source }
+}
+
+/// Takes the exclusive lock of directory `dir` (its `lock` file), held as
+/// long as the returned file lives; the kernel drops it when the process
+/// dies, so a crash never leaves it stale.
+pub(crate) fn lock_dir(dir: &std::path::Path) -> Result<std::fs::File, ReplError> {
+    let path = dir.join("lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io("open", &path))?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(std::fs::TryLockError::WouldBlock) => Err(ReplError::InUse(dir.to_owned())),
+        Err(std::fs::TryLockError::Error(e)) => Err(ReplError::Io {
+            op: "lock",
+            path,
+            source: e,
+        }),
+    }
 }

@@ -39,6 +39,8 @@ struct Segment {
     /// (seq, byte offset) of every `INDEX_EVERY`th record, so a reader
     /// starts near where it wants instead of at the segment's start.
     index: Vec<(u64, u64)>,
+    /// Bytes of records in it.
+    len: u64,
 }
 
 /// One index entry per this many records.
@@ -56,6 +58,8 @@ pub struct Log {
     last_checkpoint: Option<(u64, u64, u64)>,
     buf: Vec<u8>,
     poisoned: Option<String>,
+    /// The directory's lock: one process per log.
+    _lock: File,
 }
 
 fn segment_name(first_seq: u64) -> String {
@@ -112,13 +116,13 @@ fn scan(path: &Path, tail_ok: bool) -> Result<(Vec<Record>, Option<u64>), ReplEr
 
 /// Decodes records of `path` from byte `offset` on, keeping those at or
 /// after `from`, until `*bytes` reaches `max`. Returns whether it did.
+/// Hands every checked record of the segment at `path` from byte `offset`
+/// on to `sink` (its encoding and header); stops when `sink` says it has
+/// enough (returns true then) or at the segment's end.
 fn read_records(
     path: &Path,
     offset: u64,
-    from: u64,
-    max: usize,
-    bytes: &mut usize,
-    out: &mut Vec<Record>,
+    mut sink: impl FnMut(&[u8], record::Header) -> bool,
 ) -> Result<bool, ReplError> {
     use std::io::{BufReader, Seek, SeekFrom};
     let mut f = File::open(path).map_err(io("open", path))?;
@@ -160,20 +164,25 @@ fn read_records(
                 })
             }
         }
-        let (rec, n) = record::decode(&buf).map_err(|e| ReplError::Corrupt {
+        let (header, n) = record::check(&buf).map_err(|e| ReplError::Corrupt {
             path: path.to_owned(),
             offset: at,
             reason: e.to_string(),
         })?;
         at += n as u64;
-        if rec.seq() >= from {
-            *bytes += n;
-            out.push(rec);
-            if *bytes >= max {
-                return Ok(true);
-            }
+        if sink(&buf[..n], header) {
+            return Ok(true);
         }
     }
+}
+
+/// Records as they lie in the log, checked: what a shipper sends.
+#[derive(Debug, Default)]
+pub struct Encoded {
+    /// The records' encodings, back to back.
+    pub bytes: Vec<u8>,
+    /// Each record's header and the end of its encoding in `bytes`.
+    pub records: Vec<(record::Header, usize)>,
 }
 
 impl Log {
@@ -181,6 +190,7 @@ impl Log {
     /// cutting a torn tail.
     pub fn open(dir: &Path, cfg: LogConfig) -> Result<Log, ReplError> {
         fs::create_dir_all(dir).map_err(io("create", dir))?;
+        let lock = crate::error::lock_dir(dir)?;
         let mut firsts: Vec<u64> = fs::read_dir(dir)
             .map_err(io("list", dir))?
             .filter_map(|e| e.ok())
@@ -245,6 +255,7 @@ impl Log {
                 last_seq: expect - 1,
                 path,
                 index,
+                len: offset,
             });
         }
         if segments.is_empty() {
@@ -256,6 +267,7 @@ impl Log {
                 last_seq: 0,
                 path,
                 index: Vec::new(),
+                len: 0,
             });
         }
         let active = segments.last().map(|s| s.path.clone()).unwrap_or_default();
@@ -275,6 +287,7 @@ impl Log {
             last_checkpoint,
             buf: Vec::new(),
             poisoned: None,
+            _lock: lock,
         })
     }
 
@@ -319,7 +332,8 @@ impl Log {
         self.next_seq += 1;
         if let Some(s) = self.segments.last_mut() {
             s.last_seq = r.seq();
-            if (r.seq() - s.first_seq) % INDEX_EVERY == 0 {
+            s.len += self.buf.len() as u64;
+            if (r.seq() - s.first_seq).is_multiple_of(INDEX_EVERY) {
                 s.index.push((r.seq(), at));
             }
         }
@@ -392,6 +406,7 @@ impl Log {
             last_seq: self.next_seq - 1,
             path,
             index: Vec::new(),
+            len: 0,
         });
         Ok(())
     }
@@ -400,6 +415,23 @@ impl Log {
     /// as written to disk (buffered writes after the last checkpoint are
     /// flushed first).
     pub fn read_from(&mut self, from: u64, max_bytes: usize) -> Result<Vec<Record>, ReplError> {
+        let encoded = self.read_encoded_from(from, max_bytes)?;
+        let mut out = Vec::with_capacity(encoded.records.len());
+        let mut at = 0;
+        for &(_, end) in &encoded.records {
+            // Checked as it was read: decoding cannot fail.
+            let (rec, _) = record::decode(&encoded.bytes[at..end]).map_err(|e| {
+                ReplError::Poisoned(format!("a checked record no longer decodes: {e}"))
+            })?;
+            out.push(rec);
+            at = end;
+        }
+        Ok(out)
+    }
+
+    /// Like [`Log::read_from`], but the records stay encoded (checked, not
+    /// copied apart): the shipping path forwards them as they are.
+    pub fn read_encoded_from(&mut self, from: u64, max_bytes: usize) -> Result<Encoded, ReplError> {
         self.check()?;
         let path = self
             .segments
@@ -407,8 +439,7 @@ impl Log {
             .map(|s| s.path.clone())
             .unwrap_or_default();
         self.out.flush().map_err(io("flush", path))?;
-        let mut out = Vec::new();
-        let mut bytes = 0;
+        let mut out = Encoded::default();
         for s in self
             .segments
             .iter()
@@ -420,8 +451,16 @@ impl Log {
                 .rev()
                 .find(|(seq, _)| *seq <= from)
                 .map_or(0, |(_, off)| *off);
-            if read_records(&s.path, start, from, max_bytes, &mut bytes, &mut out)? {
-                return Ok(out);
+            let full = read_records(&s.path, start, |bytes, header| {
+                if header.seq() < from {
+                    return false;
+                }
+                out.bytes.extend_from_slice(bytes);
+                out.records.push((header, out.bytes.len()));
+                out.bytes.len() >= max_bytes
+            })?;
+            if full {
+                break;
             }
         }
         Ok(out)
@@ -441,6 +480,28 @@ impl Log {
             sync_dir(&self.dir)?;
         }
         Ok(removed)
+    }
+
+    /// Bytes of the records after `seq` (what a replica that acknowledged
+    /// `seq` still lacks: its lag), counted from the sparse index, so at
+    /// most `INDEX_EVERY` records too many.
+    pub fn bytes_after(&self, seq: u64) -> u64 {
+        self.segments
+            .iter()
+            .filter(|s| s.last_seq > seq && s.last_seq >= s.first_seq)
+            .map(|s| {
+                if seq < s.first_seq {
+                    return s.len;
+                }
+                let from = s
+                    .index
+                    .iter()
+                    .rev()
+                    .find(|(q, _)| *q <= seq + 1)
+                    .map_or(0, |(_, off)| *off);
+                s.len.saturating_sub(from)
+            })
+            .sum()
     }
 
     /// Segment files now on disk.

@@ -3,7 +3,7 @@
 //! resuming from the receiver's last durable checkpoint.
 
 use crate::log::Log;
-use crate::record::{self, Record};
+use crate::record;
 use crate::replica::{CheckpointInfo, Replica};
 use crate::wire::{self, Auth, Kind, WireError};
 use std::collections::VecDeque;
@@ -85,7 +85,9 @@ async fn receive(
         || hello.len() != 18
         || u16::from_le_bytes([hello[0], hello[1]]) != wire::VERSION
     {
-        return Err(WireError::Protocol("expected a hello of version 1".into()).into());
+        return Err(
+            WireError::Protocol(format!("expected a hello of version {}", wire::VERSION)).into(),
+        );
     }
     let mut client = [0u8; 16];
     client.copy_from_slice(&hello[2..18]);
@@ -97,38 +99,57 @@ async fn receive(
     let key = wire::session_key(psk, &client, &server);
     let mut inbound = Auth::new(&key, 0);
     let mut outbound = Auth::new(&key, 1);
-    loop {
-        let (kind, payload) = wire::recv(&mut r, &mut inbound).await?;
-        if kind != Kind::Records {
-            return Err(WireError::Protocol(format!("unexpected {kind:?}")).into());
+    // Frames are read and authenticated on their own task while the
+    // previous one is applied: the two overlap.
+    let (frames_tx, mut frames) = tokio::sync::mpsc::channel(2);
+    let reader = tokio::spawn(async move {
+        loop {
+            let frame = wire::recv(&mut r, &mut inbound).await;
+            let failed = frame.is_err();
+            if frames_tx.send(frame).await.is_err() || failed {
+                return;
+            }
         }
-        // Applying fsyncs: off the async threads.
-        let rep = replica.clone();
-        let durable: Vec<CheckpointInfo> =
-            tokio::task::spawn_blocking(move || -> Result<Vec<CheckpointInfo>, NetError> {
-                let mut rep = lock(&rep);
-                let mut done = Vec::new();
-                let mut at = 0;
-                while at < payload.len() {
-                    let (rec, n) = record::decode(&payload[at..])
-                        .map_err(|e| WireError::Protocol(format!("bad record in a frame: {e}")))?;
-                    at += n;
-                    if let Some(c) = rep.apply(&rec)? {
-                        done.push(c);
+    });
+    let outcome = async {
+        while let Some(frame) = frames.recv().await {
+            let (kind, payload) = frame?;
+            if kind != Kind::Records {
+                return Err(WireError::Protocol(format!("unexpected {kind:?}")).into());
+            }
+            // Applying fsyncs: off the async threads.
+            let rep = replica.clone();
+            let durable: Vec<CheckpointInfo> =
+                tokio::task::spawn_blocking(move || -> Result<Vec<CheckpointInfo>, NetError> {
+                    let mut rep = lock(&rep);
+                    let mut done = Vec::new();
+                    let mut at = 0;
+                    while at < payload.len() {
+                        let (header, n) = record::check(&payload[at..]).map_err(|e| {
+                            WireError::Protocol(format!("bad record in a frame: {e}"))
+                        })?;
+                        if let Some(c) = rep.apply_encoded(&payload[at..at + n], header)? {
+                            done.push(c);
+                        }
+                        at += n;
                     }
-                }
-                Ok(done)
-            })
-            .await
-            .map_err(|e| NetError::Internal(e.to_string()))??;
-        for c in durable {
-            let mut ack = Vec::with_capacity(24);
-            ack.extend_from_slice(&c.seq.to_le_bytes());
-            ack.extend_from_slice(&c.id.to_le_bytes());
-            ack.extend_from_slice(&c.time_ms.to_le_bytes());
-            wire::send(&mut w, &mut outbound, Kind::Ack, &ack).await?;
+                    Ok(done)
+                })
+                .await
+                .map_err(|e| NetError::Internal(e.to_string()))??;
+            for c in durable {
+                let mut ack = Vec::with_capacity(24);
+                ack.extend_from_slice(&c.seq.to_le_bytes());
+                ack.extend_from_slice(&c.id.to_le_bytes());
+                ack.extend_from_slice(&c.time_ms.to_le_bytes());
+                wire::send(&mut w, &mut outbound, Kind::Ack, &ack).await?;
+            }
         }
-    }
+        Ok(())
+    };
+    let result = outcome.await;
+    reader.abort();
+    result
 }
 
 /// How a shipper behaves.
@@ -254,6 +275,15 @@ async fn connection(
         }
     });
 
+    // Frames are authenticated and written on their own task while the
+    // next batch is read from the log: the two overlap.
+    let (frames_tx, mut frames_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(1);
+    let writer = tokio::spawn(async move {
+        while let Some(frame) = frames_rx.recv().await {
+            wire::send(&mut w, &mut outbound, Kind::Records, &frame).await?;
+        }
+        Ok::<(), WireError>(())
+    });
     let mut next = acked + 1;
     let mut in_flight: VecDeque<u64> = VecDeque::new();
     let outcome = async {
@@ -277,13 +307,13 @@ async fn connection(
             let (batch, durable) = tokio::task::spawn_blocking(move || {
                 let mut log = lock(&l);
                 let durable = log.last_checkpoint().map_or(0, |c| c.1);
-                log.read_from(from, max).map(|b| (b, durable))
+                log.read_encoded_from(from, max).map(|b| (b, durable))
             })
             .await
             .map_err(|e| NetError::Internal(e.to_string()))??;
             // Ship only what a durable checkpoint covers: writes after the
             // last checkpoint may still be lost by a crash of the primary.
-            let upto = batch.iter().rposition(|r| r.seq() <= durable);
+            let upto = batch.records.iter().rposition(|(h, _)| h.seq() <= durable);
             let Some(upto) = upto else {
                 // Nothing to send: wait for the log, and notice a receiver
                 // that went away meanwhile (its acknowledgement reader ends).
@@ -298,21 +328,37 @@ async fn connection(
                 }
                 continue;
             };
-            let mut frame = Vec::new();
-            for rec in &batch[..=upto] {
-                rec.encode(&mut frame);
-                if let Record::Checkpoint { seq, .. } = rec {
+            for (h, _) in &batch.records[..=upto] {
+                if let record::Header::Checkpoint { seq, .. } = h {
                     in_flight.push_back(*seq);
                 }
             }
-            wire::send(&mut w, &mut outbound, Kind::Records, &frame).await?;
-            next = batch[upto].seq() + 1;
+            let (last, end) = batch.records[upto];
+            let mut frame = batch.bytes;
+            frame.truncate(end);
+            let len = frame.len();
+            if frames_tx.send(frame).await.is_err() {
+                return Err(NetError::Internal(WRITER_ENDED.into()));
+            }
+            next = last.seq() + 1;
             if let Some(rate) = cfg.bandwidth.filter(|&r| r > 0) {
-                tokio::time::sleep(Duration::from_secs_f64(frame.len() as f64 / rate as f64)).await;
+                tokio::time::sleep(Duration::from_secs_f64(len as f64 / rate as f64)).await;
             }
         }
     };
     let r = outcome.await;
     reader.abort();
-    r
+    match r {
+        // The writer's own error says what happened.
+        Err(NetError::Internal(m)) if m == WRITER_ENDED => match writer.await {
+            Ok(Err(e)) => Err(e.into()),
+            _ => Err(NetError::Internal(m)),
+        },
+        r => {
+            writer.abort();
+            r
+        }
+    }
 }
+
+const WRITER_ENDED: &str = "the frame writer ended";

@@ -132,8 +132,44 @@ fn u64_at(b: &[u8], i: usize) -> u64 {
     u64::from_le_bytes(a)
 }
 
-/// Decodes the record at the start of `buf`; returns it and its length.
-pub fn decode(buf: &[u8]) -> Result<(Record, usize), DecodeError> {
+/// What a record is, without its data: enough to route it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Header {
+    /// A write of `len` bytes at `offset` of disk `disk`.
+    Write {
+        /// Log position.
+        seq: u64,
+        /// Which disk.
+        disk: u32,
+        /// Byte offset.
+        offset: u64,
+        /// Bytes of data.
+        len: usize,
+    },
+    /// A checkpoint.
+    Checkpoint {
+        /// Log position.
+        seq: u64,
+        /// Checkpoint number.
+        id: u64,
+        /// When it was taken, ms since the Unix epoch.
+        time_ms: u64,
+    },
+}
+
+impl Header {
+    /// Its log position.
+    pub fn seq(&self) -> u64 {
+        match self {
+            Header::Write { seq, .. } | Header::Checkpoint { seq, .. } => *seq,
+        }
+    }
+}
+
+/// Checks the record at the start of `buf` (length, checksum, kind) and
+/// returns its header and encoded length, without copying its data: the
+/// shipping path forwards records as they lie in the log.
+pub fn check(buf: &[u8]) -> Result<(Header, usize), DecodeError> {
     if buf.len() < HEADER {
         return Err(DecodeError::Truncated {
             have: buf.len(),
@@ -163,18 +199,16 @@ pub fn decode(buf: &[u8]) -> Result<(Record, usize), DecodeError> {
     }
     let p = &buf[HEADER..total];
     let seq = u64_at(p, 1);
-    let rec = match p[0] {
+    let header = match p[0] {
         KIND_WRITE => {
             if p.len() < 21 {
                 return Err(DecodeError::Malformed("write record too short"));
             }
-            Record::Write {
+            Header::Write {
                 seq,
-                write: Write {
-                    disk: u32_at(p, 9),
-                    offset: u64_at(p, 13),
-                    data: p[21..].to_vec(),
-                },
+                disk: u32_at(p, 9),
+                offset: u64_at(p, 13),
+                len: p.len() - 21,
             }
         }
         KIND_CHECKPOINT => {
@@ -183,13 +217,40 @@ pub fn decode(buf: &[u8]) -> Result<(Record, usize), DecodeError> {
                     "checkpoint record of the wrong size",
                 ));
             }
-            Record::Checkpoint {
+            Header::Checkpoint {
                 seq,
                 id: u64_at(p, 9),
                 time_ms: u64_at(p, 17),
             }
         }
         _ => return Err(DecodeError::Malformed("unknown record kind")),
+    };
+    Ok((header, total))
+}
+
+/// The data of a checked write record (`buf` starts with the record).
+pub fn write_data(buf: &[u8], header: Header) -> &[u8] {
+    match header {
+        Header::Write { len, .. } => &buf[HEADER + 21..HEADER + 21 + len],
+        Header::Checkpoint { .. } => &[],
+    }
+}
+
+/// Decodes the record at the start of `buf`; returns it and its length.
+pub fn decode(buf: &[u8]) -> Result<(Record, usize), DecodeError> {
+    let (header, total) = check(buf)?;
+    let rec = match header {
+        Header::Write {
+            seq, disk, offset, ..
+        } => Record::Write {
+            seq,
+            write: Write {
+                disk,
+                offset,
+                data: write_data(buf, header).to_vec(),
+            },
+        },
+        Header::Checkpoint { seq, id, time_ms } => Record::Checkpoint { seq, id, time_ms },
     };
     Ok((rec, total))
 }

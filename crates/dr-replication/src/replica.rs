@@ -9,6 +9,7 @@
 //! cp-<id>.ckpt         the writes of checkpoint <id>, then its record
 //! merging-<id>         a merge of cp-<id> into the images is under way
 //! incoming.tmp         the checkpoint being received (dropped on restart)
+//! lock                 held (flock) by the one process that has it open
 //! ```
 //!
 //! The newest `keep` checkpoints stay separate (point-in-time recovery);
@@ -19,7 +20,7 @@ use crate::error::{io, ReplError};
 use crate::record::{self, Record, Write};
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write as _};
+use std::io::{Read, Write as _};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -46,6 +47,8 @@ pub struct Replica {
     pending: u64,
     buf: Vec<u8>,
     next_seq: u64,
+    /// The directory's lock, held while this replica is open.
+    _lock: File,
 }
 
 fn sync_dir(dir: &Path) -> Result<(), ReplError> {
@@ -62,52 +65,74 @@ fn disk_path(dir: &Path, disk: u32) -> PathBuf {
     dir.join(format!("disk-{disk}.img"))
 }
 
-/// Reads a checkpoint file: its writes and its closing checkpoint record.
-fn read_checkpoint(path: &Path) -> Result<(Vec<Write>, CheckpointInfo), ReplError> {
-    let mut bytes = Vec::new();
-    File::open(path)
-        .and_then(|mut f| f.read_to_end(&mut bytes))
-        .map_err(io("read", path))?;
-    let mut writes = Vec::new();
-    let mut at = 0;
-    while at < bytes.len() {
-        let (r, n) = record::decode(&bytes[at..]).map_err(|e| ReplError::Corrupt {
-            path: path.to_owned(),
-            offset: at as u64,
-            reason: e.to_string(),
-        })?;
-        at += n;
+/// Reads a checkpoint file record by record (so a checkpoint of any size
+/// streams through a small buffer), handing each write to `on_write`, and
+/// returns its closing checkpoint record. Any damage is an error naming the
+/// file and offset.
+fn read_checkpoint(
+    path: &Path,
+    mut on_write: impl FnMut(&Write) -> Result<(), ReplError>,
+) -> Result<CheckpointInfo, ReplError> {
+    let file = File::open(path).map_err(io("open", path))?;
+    let size = file.metadata().map_err(io("stat", path))?.len();
+    let mut reader = std::io::BufReader::with_capacity(1 << 20, file);
+    let corrupt = |offset: u64, reason: String| ReplError::Corrupt {
+        path: path.to_owned(),
+        offset,
+        reason,
+    };
+    let mut buf = Vec::new();
+    let mut at = 0u64;
+    while at < size {
+        buf.resize(record::HEADER, 0);
+        reader
+            .read_exact(&mut buf)
+            .map_err(|e| corrupt(at, format!("record header: {e}")))?;
+        let len = u32::from_le_bytes([buf[4], buf[5], buf[6], buf[7]]) as usize;
+        if record::HEADER + len > record::MAX_RECORD {
+            return Err(corrupt(at, "length over the record limit".into()));
+        }
+        buf.resize(record::HEADER + len, 0);
+        reader
+            .read_exact(&mut buf[record::HEADER..])
+            .map_err(|e| corrupt(at, format!("record body: {e}")))?;
+        let (r, n) = record::decode(&buf).map_err(|e| corrupt(at, e.to_string()))?;
+        at += n as u64;
         match r {
-            Record::Write { write, .. } => writes.push(write),
+            Record::Write { write, .. } => on_write(&write)?,
             Record::Checkpoint { seq, id, time_ms } => {
-                if at != bytes.len() {
-                    return Err(ReplError::Corrupt {
-                        path: path.to_owned(),
-                        offset: at as u64,
-                        reason: "data after the checkpoint record".into(),
-                    });
+                if at != size {
+                    return Err(corrupt(at, "data after the checkpoint record".into()));
                 }
-                return Ok((writes, CheckpointInfo { id, seq, time_ms }));
+                return Ok(CheckpointInfo { id, seq, time_ms });
             }
         }
     }
-    Err(ReplError::Corrupt {
-        path: path.to_owned(),
-        offset: at as u64,
-        reason: "no closing checkpoint record".into(),
-    })
+    Err(corrupt(at, "no closing checkpoint record".into()))
 }
 
 /// The checkpoint a checkpoint file closes with (checks the whole file).
 pub fn read_checkpoint_info(path: &Path) -> Result<CheckpointInfo, ReplError> {
-    read_checkpoint(path).map(|(_, info)| info)
+    read_checkpoint(path, |_| Ok(()))
 }
 
-fn apply_writes(dir: &Path, writes: &[Write]) -> Result<(), ReplError> {
-    let mut files: BTreeMap<u32, File> = BTreeMap::new();
-    for w in writes {
-        let path = disk_path(dir, w.disk);
-        let f = match files.entry(w.disk) {
+/// Disk images of a replica directory, opened on first use.
+struct Images<'a> {
+    dir: &'a Path,
+    files: BTreeMap<u32, File>,
+}
+
+impl<'a> Images<'a> {
+    fn new(dir: &'a Path) -> Self {
+        Images {
+            dir,
+            files: BTreeMap::new(),
+        }
+    }
+
+    fn write(&mut self, w: &Write) -> Result<(), ReplError> {
+        let path = disk_path(self.dir, w.disk);
+        let f = match self.files.entry(w.disk) {
             std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::btree_map::Entry::Vacant(e) => e.insert(
                 OpenOptions::new()
@@ -120,12 +145,16 @@ fn apply_writes(dir: &Path, writes: &[Write]) -> Result<(), ReplError> {
             ),
         };
         f.write_all_at(&w.data, w.offset)
-            .map_err(io("write", &path))?;
+            .map_err(io("write", &path))
     }
-    for (disk, f) in files {
-        f.sync_data().map_err(io("fsync", disk_path(dir, disk)))?;
+
+    fn sync(self) -> Result<(), ReplError> {
+        for (disk, f) in self.files {
+            f.sync_data()
+                .map_err(io("fsync", disk_path(self.dir, disk)))?;
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 impl Replica {
@@ -134,6 +163,7 @@ impl Replica {
     /// received checkpoint, and checks every kept checkpoint file.
     pub fn open(dir: &Path, keep: usize) -> Result<Replica, ReplError> {
         fs::create_dir_all(dir).map_err(io("create", dir))?;
+        let lock = crate::error::lock_dir(dir)?;
         let _ = fs::remove_file(dir.join("incoming.tmp"));
         let meta_path = dir.join("meta");
         let base = match fs::read_to_string(&meta_path) {
@@ -180,6 +210,7 @@ impl Replica {
             pending: 0,
             buf: Vec::new(),
             next_seq: base.seq + 1,
+            _lock: lock,
         };
         let mut merging = None;
         let mut ids = Vec::new();
@@ -214,7 +245,7 @@ impl Replica {
                 fs::remove_file(&path).map_err(io("remove", &path))?;
                 continue;
             }
-            let (_, info) = read_checkpoint(&path)?;
+            let info = read_checkpoint_info(&path)?;
             if info.id != id {
                 return Err(ReplError::Corrupt {
                     path,
@@ -277,7 +308,24 @@ impl Replica {
     /// ignored (resending is harmless); a gap is an error. Returns the
     /// checkpoint that became durable, if this record completed one.
     pub fn apply(&mut self, r: &Record) -> Result<Option<CheckpointInfo>, ReplError> {
-        let seq = r.seq();
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        r.encode(&mut buf);
+        let result = record::check(&buf)
+            .map_err(|e| ReplError::Poisoned(format!("a record does not encode: {e}")))
+            .and_then(|(header, _)| self.apply_encoded(&buf, header));
+        self.buf = buf;
+        result
+    }
+
+    /// Takes one record as encoded (checked by [`record::check`], which gave
+    /// `header`), written out as it came. Same rules as [`Replica::apply`].
+    pub fn apply_encoded(
+        &mut self,
+        encoded: &[u8],
+        header: record::Header,
+    ) -> Result<Option<CheckpointInfo>, ReplError> {
+        let seq = header.seq();
         if seq < self.next_seq {
             return Ok(None);
         }
@@ -288,8 +336,6 @@ impl Replica {
             });
         }
         let tmp = self.dir.join("incoming.tmp");
-        self.buf.clear();
-        r.encode(&mut self.buf);
         let streamed = (|| -> std::io::Result<()> {
             if self.incoming.is_none() {
                 self.incoming = Some(std::io::BufWriter::with_capacity(
@@ -298,7 +344,7 @@ impl Replica {
                 ));
             }
             if let Some(f) = self.incoming.as_mut() {
-                f.write_all(&self.buf)?;
+                f.write_all(encoded)?;
             }
             Ok(())
         })();
@@ -311,9 +357,9 @@ impl Replica {
                 source: e,
             });
         }
-        self.pending += self.buf.len() as u64;
+        self.pending += encoded.len() as u64;
         self.next_seq += 1;
-        let Record::Checkpoint { seq, id, time_ms } = *r else {
+        let record::Header::Checkpoint { seq, id, time_ms } = header else {
             return Ok(None);
         };
         let info = CheckpointInfo { id, seq, time_ms };
@@ -350,8 +396,12 @@ impl Replica {
         File::create(&marker).map_err(io("create", &marker))?;
         sync_dir(&self.dir)?;
         let path = cp_path(&self.dir, id);
-        let (writes, info) = read_checkpoint(&path)?;
-        apply_writes(&self.dir, &writes)?;
+        // Check the whole file before touching the images, so a damaged
+        // checkpoint leaves them at the previous one.
+        read_checkpoint_info(&path)?;
+        let mut images = Images::new(&self.dir);
+        let info = read_checkpoint(&path, |w| images.write(w))?;
+        images.sync()?;
         let meta = self.dir.join("meta");
         let tmp = self.dir.join("meta.tmp");
         File::create(&tmp)
@@ -393,12 +443,12 @@ impl Replica {
             }
         }
         for (&cid, _) in self.checkpoints.range(..=id) {
-            let (writes, _) = read_checkpoint(&cp_path(&self.dir, cid))?;
-            for w in writes.iter().filter(|w| w.disk == disk) {
-                o.seek(SeekFrom::Start(w.offset))
-                    .and_then(|_| o.write_all(&w.data))
-                    .map_err(io("write", out))?;
-            }
+            read_checkpoint(&cp_path(&self.dir, cid), |w| {
+                if w.disk != disk {
+                    return Ok(());
+                }
+                o.write_all_at(&w.data, w.offset).map_err(io("write", out))
+            })?;
         }
         o.sync_all().map_err(io("fsync", out))
     }

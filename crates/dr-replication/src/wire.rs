@@ -1,8 +1,14 @@
 //! Frames between a shipper and a receiver, authenticated with a pre-shared
-//! key: every frame carries an HMAC-SHA256 over its direction, its counter
-//! and its bytes, under a key derived for the connection from the PSK and
-//! both ends' nonces. A frame that does not authenticate ends the
-//! connection; a replayed or reordered one fails its counter.
+//! key: every frame carries a MAC (BLAKE3 in keyed mode, a PRF) over its
+//! direction, its counter and its bytes, under a key derived for the
+//! connection from the PSK and both ends' nonces. A frame that does not
+//! authenticate ends the connection; a replayed or reordered one fails its
+//! counter.
+//!
+//! Why BLAKE3 and not HMAC-SHA256: the MAC runs over every shipped byte on
+//! both ends, and HMAC-SHA256 (even with SHA extensions) took a third of
+//! the CPU of a full-speed shipment; keyed BLAKE3 is several times faster
+//! and already hashes the scanner's blocks.
 //!
 //! ```text
 //! u32 len   bytes of type + payload
@@ -11,16 +17,12 @@
 //! [32] mac
 //! ```
 
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-
-type HmacSha256 = Hmac<Sha256>;
 
 /// Largest frame accepted (a batch of records).
 pub const MAX_FRAME: usize = 80 << 20;
 /// Protocol version.
-pub const VERSION: u16 = 1;
+pub const VERSION: u16 = 2;
 
 /// Frame types.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,9 +65,14 @@ pub enum WireError {
 
 /// One direction's authentication state.
 pub struct Auth {
-    key: Vec<u8>,
+    key: [u8; 32],
     dir: u8,
     counter: u64,
+}
+
+/// A 32-byte key for keyed BLAKE3 from key material of any length.
+fn mac_key(material: &[u8]) -> [u8; 32] {
+    blake3::derive_key("vmdr replication v2 frame key", material)
 }
 
 impl Auth {
@@ -73,16 +80,14 @@ impl Auth {
     /// direction `dir` (0: shipper → receiver, 1: back).
     pub fn new(key: &[u8], dir: u8) -> Auth {
         Auth {
-            key: key.to_vec(),
+            key: mac_key(key),
             dir,
             counter: 0,
         }
     }
 
-    fn hmac(&self) -> HmacSha256 {
-        // HMAC accepts keys of any length: `new_from_slice` cannot fail.
-        let mut m = <HmacSha256 as Mac>::new_from_slice(&self.key)
-            .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+    fn mac(&self) -> blake3::Hasher {
+        let mut m = blake3::Hasher::new_keyed(&self.key);
         m.update(&[self.dir]);
         m.update(&self.counter.to_le_bytes());
         m
@@ -91,12 +96,11 @@ impl Auth {
 
 /// The per-connection key.
 pub fn session_key(psk: &[u8], client: &[u8; 16], server: &[u8; 16]) -> Vec<u8> {
-    let mut m = <HmacSha256 as Mac>::new_from_slice(psk)
-        .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
-    m.update(b"vmdr-repl-v1");
+    let mut m = blake3::Hasher::new_keyed(&mac_key(psk));
+    m.update(b"vmdr-repl-v2 session");
     m.update(client);
     m.update(server);
-    m.finalize().into_bytes().to_vec()
+    m.finalize().as_bytes().to_vec()
 }
 
 /// A fresh random nonce.
@@ -117,10 +121,10 @@ pub async fn send<W: AsyncWrite + Unpin>(
     let mut head = Vec::with_capacity(5);
     head.extend_from_slice(&((payload.len() + 1) as u32).to_le_bytes());
     head.push(kind as u8);
-    let mut m = auth.hmac();
+    let mut m = auth.mac();
     m.update(&head);
     m.update(payload);
-    let mac: [u8; 32] = m.finalize().into_bytes().into();
+    let mac: [u8; 32] = *m.finalize().as_bytes();
     w.write_all(&head).await?;
     w.write_all(payload).await?;
     w.write_all(&mac).await?;
@@ -143,11 +147,11 @@ pub async fn recv<R: AsyncRead + Unpin>(
     let mut mac = [0u8; 32];
     r.read_exact(&mut mac).await?;
     auth.counter += 1;
-    let mut m = auth.hmac();
+    let mut m = auth.mac();
     m.update(&head);
     m.update(&payload);
-    // `verify_slice` compares in constant time.
-    if m.verify_slice(&mac).is_err() {
+    // `blake3::Hash` compares in constant time.
+    if m.finalize() != blake3::Hash::from_bytes(mac) {
         return Err(WireError::BadMac {
             counter: auth.counter,
         });
@@ -155,4 +159,91 @@ pub async fn recv<R: AsyncRead + Unpin>(
     let kind = Kind::from_u8(head[4])
         .ok_or_else(|| WireError::Protocol(format!("frame type {}", head[4])))?;
     Ok((kind, payload))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const KEY: &[u8] = b"a test pre-shared key";
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime")
+            .block_on(f)
+    }
+
+    fn framed(payload: &[u8]) -> Vec<u8> {
+        let mut frame = Vec::new();
+        block_on(send(
+            &mut frame,
+            &mut Auth::new(KEY, 0),
+            Kind::Records,
+            payload,
+        ))
+        .expect("send to memory");
+        frame
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn random_bytes_never_authenticate(bytes in proptest::collection::vec(any::<u8>(), 0..4096)) {
+            let mut r = &bytes[..];
+            prop_assert!(block_on(recv(&mut r, &mut Auth::new(KEY, 0))).is_err());
+        }
+
+        #[test]
+        fn authentic_frames_pass_and_any_changed_byte_fails(
+            payload in proptest::collection::vec(any::<u8>(), 0..2048),
+            at in any::<usize>(),
+            bit in 0u8..8,
+        ) {
+            let mut frame = framed(&payload);
+            let mut r = &frame[..];
+            let (kind, back) = block_on(recv(&mut r, &mut Auth::new(KEY, 0))).expect("authentic");
+            prop_assert_eq!(kind, Kind::Records);
+            prop_assert_eq!(back, payload);
+            let at = at % frame.len();
+            frame[at] ^= 1 << bit;
+            let mut r = &frame[..];
+            prop_assert!(block_on(recv(&mut r, &mut Auth::new(KEY, 0))).is_err());
+        }
+    }
+
+    #[test]
+    fn wrong_key_direction_or_replay_is_refused() {
+        let frame = framed(b"records");
+        let mut r = &frame[..];
+        assert!(matches!(
+            block_on(recv(&mut r, &mut Auth::new(b"another key entirely", 0))),
+            Err(WireError::BadMac { .. })
+        ));
+        let mut r = &frame[..];
+        assert!(matches!(
+            block_on(recv(&mut r, &mut Auth::new(KEY, 1))),
+            Err(WireError::BadMac { .. })
+        ));
+        // The same frame twice: the second fails its counter.
+        let twice = [frame.clone(), frame].concat();
+        let mut r = &twice[..];
+        let mut auth = Auth::new(KEY, 0);
+        assert!(block_on(recv(&mut r, &mut auth)).is_ok());
+        assert!(matches!(
+            block_on(recv(&mut r, &mut auth)),
+            Err(WireError::BadMac { counter: 2 })
+        ));
+    }
+
+    #[test]
+    fn oversized_length_is_refused_before_reading() {
+        let mut bytes = ((MAX_FRAME + 1) as u32).to_le_bytes().to_vec();
+        bytes.push(Kind::Records as u8);
+        let mut r = &bytes[..];
+        let err = block_on(recv(&mut r, &mut Auth::new(KEY, 0))).expect_err("too long");
+        assert!(err.to_string().contains("frame length"), "{err}");
+    }
 }
