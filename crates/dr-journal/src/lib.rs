@@ -1,0 +1,283 @@
+//! The durable recovery journal of vmdr's daemon.
+//!
+//! Owns one thing: a record, safe across crashes, of every recovery the
+//! daemon starts. An intent (which VM, which action, where) is committed and
+//! fsynced **before** the action starts, and marked with its outcome when it
+//! ends. After a crash, [`Journal::open_intents`] is exactly the set of
+//! recoveries that may have been under way: the daemon resolves each one
+//! against the hypervisor (finished, safe to retry, or to abandon) before it
+//! acts again, so a VM is never started twice because of a restart.
+//!
+//! Must not know: decision rules, hypervisors, the control loop. It stores
+//! what it is given, in an embedded ACID store (`redb`, one file).
+
+use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Entries by id: JSON of [`Entry`].
+const ENTRIES: TableDefinition<u64, &[u8]> = TableDefinition::new("entries");
+/// Ids of the entries not yet ended.
+const OPEN: TableDefinition<u64, ()> = TableDefinition::new("open");
+
+/// A recovery about to start.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Intent {
+    /// The VM it is for.
+    pub vm: String,
+    /// What will be done (`restart_in_place`, `restore_elsewhere`, …).
+    pub action: String,
+    /// The host the VM was on.
+    pub from_host: Option<String>,
+    /// The host it goes to, for actions that move it.
+    pub to_host: Option<String>,
+    /// When it was written, ms since the Unix epoch.
+    pub started_ms: u64,
+}
+
+/// How a recovery ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Outcome {
+    /// It did what it meant to.
+    Succeeded,
+    /// It failed; the engine may try again later.
+    Failed {
+        /// Why.
+        error: String,
+    },
+    /// Given up without knowing it ran to its end (found open after a
+    /// restart and judged unsafe to repeat, or cancelled).
+    Abandoned {
+        /// Why.
+        why: String,
+    },
+}
+
+/// One journal entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Its id, increasing.
+    pub id: u64,
+    /// What was meant.
+    pub intent: Intent,
+    /// How it ended; `None` while open.
+    pub outcome: Option<Outcome>,
+    /// When it ended, ms since the Unix epoch.
+    pub ended_ms: Option<u64>,
+}
+
+/// What went wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    /// The journal file cannot be opened or created.
+    #[error("cannot open journal {path}: {reason}")]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The store failed while doing `op`.
+    #[error("journal {op} failed: {reason}")]
+    Storage {
+        /// What was being done.
+        op: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// An entry's bytes are not an entry.
+    #[error("journal entry {id} is unreadable: {reason}")]
+    Corrupt {
+        /// Its id.
+        id: u64,
+        /// Why.
+        reason: String,
+    },
+    /// No entry has this id.
+    #[error("no journal entry {0}")]
+    Unknown(u64),
+    /// The entry has ended already.
+    #[error("journal entry {0} has ended already")]
+    AlreadyEnded(u64),
+}
+
+fn storage<E: std::fmt::Display>(op: &'static str) -> impl FnOnce(E) -> JournalError {
+    move |e| JournalError::Storage {
+        op,
+        reason: e.to_string(),
+    }
+}
+
+fn decode(id: u64, bytes: &[u8]) -> Result<Entry, JournalError> {
+    let entry: Entry = serde_json::from_slice(bytes).map_err(|e| JournalError::Corrupt {
+        id,
+        reason: e.to_string(),
+    })?;
+    if entry.id != id {
+        return Err(JournalError::Corrupt {
+            id,
+            reason: format!("holds entry {}", entry.id),
+        });
+    }
+    Ok(entry)
+}
+
+/// The journal: one redb file. Every write is committed durably (fsync)
+/// before the call returns.
+pub struct Journal {
+    db: Database,
+}
+
+impl std::fmt::Debug for Journal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Journal").finish_non_exhaustive()
+    }
+}
+
+impl Journal {
+    /// Opens (or creates) the journal at `path`. redb recovers a file left
+    /// by a crash to its last commit.
+    pub fn open(path: &Path) -> Result<Journal, JournalError> {
+        let db = Database::create(path).map_err(|e| JournalError::Open {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+        // Both tables exist from the start, so readers never miss them.
+        let txn = db.begin_write().map_err(storage("open"))?;
+        {
+            txn.open_table(ENTRIES).map_err(storage("open"))?;
+            txn.open_table(OPEN).map_err(storage("open"))?;
+        }
+        txn.commit().map_err(storage("open"))?;
+        Ok(Journal { db })
+    }
+
+    /// Writes `intent` durably and returns its id. Call before the action
+    /// starts.
+    pub fn begin(&self, intent: &Intent) -> Result<u64, JournalError> {
+        let txn = self.db.begin_write().map_err(storage("begin"))?;
+        let id = {
+            let mut entries = txn.open_table(ENTRIES).map_err(storage("begin"))?;
+            let id = entries
+                .last()
+                .map_err(storage("begin"))?
+                .map_or(1, |(k, _)| k.value() + 1);
+            let entry = Entry {
+                id,
+                intent: intent.clone(),
+                outcome: None,
+                ended_ms: None,
+            };
+            let bytes = serde_json::to_vec(&entry).map_err(storage("begin"))?;
+            entries
+                .insert(id, bytes.as_slice())
+                .map_err(storage("begin"))?;
+            txn.open_table(OPEN)
+                .map_err(storage("begin"))?
+                .insert(id, ())
+                .map_err(storage("begin"))?;
+            id
+        };
+        txn.commit().map_err(storage("begin"))?;
+        Ok(id)
+    }
+
+    /// Marks entry `id` ended with `outcome` at `ended_ms`, durably.
+    pub fn end(&self, id: u64, outcome: Outcome, ended_ms: u64) -> Result<Entry, JournalError> {
+        let txn = self.db.begin_write().map_err(storage("end"))?;
+        let entry = {
+            let mut entries = txn.open_table(ENTRIES).map_err(storage("end"))?;
+            let mut entry = match entries.get(id).map_err(storage("end"))? {
+                Some(bytes) => decode(id, bytes.value())?,
+                None => return Err(JournalError::Unknown(id)),
+            };
+            if entry.outcome.is_some() {
+                return Err(JournalError::AlreadyEnded(id));
+            }
+            entry.outcome = Some(outcome);
+            entry.ended_ms = Some(ended_ms);
+            let bytes = serde_json::to_vec(&entry).map_err(storage("end"))?;
+            entries
+                .insert(id, bytes.as_slice())
+                .map_err(storage("end"))?;
+            txn.open_table(OPEN)
+                .map_err(storage("end"))?
+                .remove(id)
+                .map_err(storage("end"))?;
+            entry
+        };
+        txn.commit().map_err(storage("end"))?;
+        Ok(entry)
+    }
+
+    /// Entries begun and not ended, oldest first: after a restart, the
+    /// recoveries that may have been under way.
+    pub fn open_intents(&self) -> Result<Vec<Entry>, JournalError> {
+        let txn = self.db.begin_read().map_err(storage("read"))?;
+        let open = txn.open_table(OPEN).map_err(storage("read"))?;
+        let entries = txn.open_table(ENTRIES).map_err(storage("read"))?;
+        let mut out = Vec::new();
+        for row in open.iter().map_err(storage("read"))? {
+            let id = row.map_err(storage("read"))?.0.value();
+            match entries.get(id).map_err(storage("read"))? {
+                Some(bytes) => out.push(decode(id, bytes.value())?),
+                None => {
+                    return Err(JournalError::Corrupt {
+                        id,
+                        reason: "listed open but missing".into(),
+                    })
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The newest `limit` entries, newest first.
+    pub fn recent(&self, limit: usize) -> Result<Vec<Entry>, JournalError> {
+        let txn = self.db.begin_read().map_err(storage("read"))?;
+        let entries = txn.open_table(ENTRIES).map_err(storage("read"))?;
+        let mut out = Vec::new();
+        for row in entries.iter().map_err(storage("read"))?.rev().take(limit) {
+            let (k, v) = row.map_err(storage("read"))?;
+            out.push(decode(k.value(), v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Removes ended entries beyond the newest `keep` of them (open ones
+    /// always stay). Returns how many went.
+    pub fn prune(&self, keep: usize) -> Result<usize, JournalError> {
+        let txn = self.db.begin_write().map_err(storage("prune"))?;
+        let removed = {
+            let open = txn.open_table(OPEN).map_err(storage("prune"))?;
+            let mut entries = txn.open_table(ENTRIES).map_err(storage("prune"))?;
+            let mut ended = Vec::new();
+            for row in entries.iter().map_err(storage("prune"))?.rev() {
+                let id = row.map_err(storage("prune"))?.0.value();
+                if open.get(id).map_err(storage("prune"))?.is_none() {
+                    ended.push(id);
+                }
+            }
+            let old: Vec<u64> = ended.into_iter().skip(keep).collect();
+            for id in &old {
+                entries.remove(*id).map_err(storage("prune"))?;
+            }
+            old.len()
+        };
+        txn.commit().map_err(storage("prune"))?;
+        Ok(removed)
+    }
+
+    /// How many entries it holds.
+    pub fn len(&self) -> Result<u64, JournalError> {
+        let txn = self.db.begin_read().map_err(storage("read"))?;
+        let entries = txn.open_table(ENTRIES).map_err(storage("read"))?;
+        entries.len().map_err(storage("read"))
+    }
+
+    /// Whether it holds no entry.
+    pub fn is_empty(&self) -> Result<bool, JournalError> {
+        self.len().map(|n| n == 0)
+    }
+}
