@@ -1,10 +1,12 @@
 use crate::events::{ControlEvent, EventSink};
 use crate::executor::{self, Action, RetryPolicy};
+use crate::journal::RecoveryJournal;
 use crate::registry::Registry;
 use dr_core::engine::{ledger, ClusterFacts, PlanScratch};
 use dr_core::model::{HostLink, PowerEvent};
 use dr_core::ports::{Clock, Hypervisor, ProbeTarget, Prober};
 use dr_core::{Decision, Engine, Policy, PolicyError, Timestamp};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -66,6 +68,8 @@ pub struct ControlLoop<H: ?Sized, P: ?Sized, C: ?Sized> {
     events_since: Option<Timestamp>,
     next_inventory: Timestamp,
     synced: bool,
+    journal: Option<Arc<dyn RecoveryJournal>>,
+    paused: BTreeSet<String>,
 }
 
 impl<H, P, C> ControlLoop<H, P, C>
@@ -100,7 +104,35 @@ where
             events_since: None,
             next_inventory: Timestamp::ZERO,
             synced: false,
+            journal: None,
+            paused: BTreeSet::new(),
         })
+    }
+
+    /// Records every action in `journal` before it starts and when it ends.
+    pub fn with_journal(mut self, journal: Arc<dyn RecoveryJournal>) -> Self {
+        self.journal = Some(journal);
+        self
+    }
+
+    /// Stops (`true`) or resumes automation for VM `vm`: while paused it is
+    /// still watched, and the engine decides to leave it alone.
+    pub fn set_paused(&mut self, vm: &str, paused: bool) {
+        if paused {
+            self.paused.insert(vm.to_owned());
+        } else {
+            self.paused.remove(vm);
+        }
+    }
+
+    /// The VMs whose automation is paused.
+    pub fn paused(&self) -> &BTreeSet<String> {
+        &self.paused
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &ControlConfig {
+        &self.cfg
     }
 
     /// The monitored inventory and its facts.
@@ -308,6 +340,10 @@ where
     }
 
     fn decide_and_act(&mut self, now: Timestamp) {
+        // The engine leaves a paused VM alone (and says so in its decision).
+        for (facts, entry) in self.registry.vms.iter_mut().zip(&self.registry.vm_entries) {
+            facts.paused = self.paused.contains(&entry.name);
+        }
         let cluster = ClusterFacts {
             in_flight: self.cluster_in_flight,
         };
@@ -395,11 +431,12 @@ where
             },
         );
 
-        let (hv, clock, sink, tx) = (
+        let (hv, clock, sink, tx, journal) = (
             self.hv.clone(),
             self.clock.clone(),
             self.sink.clone(),
             self.done_tx.clone(),
+            self.journal.clone(),
         );
         let retry = RetryPolicy {
             timeout: self.cfg.action_timeout,
@@ -408,8 +445,38 @@ where
         };
         tokio::spawn(async move {
             let started = clock.now();
-            let (attempts, result) = executor::execute(&*hv, &*clock, retry, &action).await;
+            // Durably recorded before anything is done, off the async threads.
+            let entry = match &journal {
+                Some(j) => {
+                    let (j, a) = (j.clone(), action.clone());
+                    tokio::task::spawn_blocking(move || j.begin(&a, started))
+                        .await
+                        .unwrap_or_else(|e| Err(e.to_string()))
+                        .map(Some)
+                }
+                None => Ok(None),
+            };
+            let (attempts, result) = match &entry {
+                Ok(_) => executor::execute(&*hv, &*clock, retry, &action).await,
+                Err(e) => (
+                    0,
+                    Err(dr_core::ports::HypervisorError::Failed {
+                        op: "journal",
+                        detail: format!("not started: the recovery journal failed: {e}"),
+                    }),
+                ),
+            };
             let end = clock.now();
+            if let (Some(j), Ok(Some(id))) = (&journal, &entry) {
+                let (j, id) = (j.clone(), *id);
+                let error = result.as_ref().err().map(ToString::to_string);
+                let ended = tokio::task::spawn_blocking(move || j.end(id, error.as_deref(), end))
+                    .await
+                    .unwrap_or_else(|e| Err(e.to_string()));
+                if let Err(e) = ended {
+                    tracing::error!(entry = id, error = %e, "cannot mark a recovery ended in the journal");
+                }
+            }
             if let Err(e) = &result {
                 tracing::warn!(action = action.kind(), vm = action.vm(), error = %e, "recovery failed");
             }

@@ -16,6 +16,9 @@
 //!   come back to the loop, which alone writes the facts.
 //!
 //! Everything it does is reported as [`ControlEvent`]s to an [`EventSink`].
+//! With a [`RecoveryJournal`], every action is recorded durably before it
+//! starts and marked when it ends; per-VM pause keeps automation's hands off
+//! a VM an operator is working on.
 //!
 //! ## What this crate must not know
 //!
@@ -29,9 +32,11 @@ pub mod clock;
 mod control_loop;
 pub mod events;
 pub mod executor;
+pub mod journal;
 pub mod registry;
 
 pub use clock::TokioClock;
 pub use control_loop::{ControlConfig, ControlLoop};
 pub use events::{ControlEvent, EventSink, Subject};
 pub use executor::Action;
+pub use journal::RecoveryJournal;

@@ -1,0 +1,278 @@
+//! drd end to end on the embedded simulated datacenter: the paper's
+//! scenarios through the running daemon (HTTP API and metrics asserted), a
+//! VM created at runtime, configuration reloads, pause and resume, a restart
+//! after SIGKILL, bad configuration.
+
+mod common;
+
+use common::*;
+use std::time::Duration;
+
+const LIMIT: Duration = Duration::from_secs(40);
+
+#[test]
+fn the_paper_scenarios_run_through_the_daemon() {
+    let d = Dir::new("paper");
+    let daemon = Daemon::start(&write_config(&d.0, "200ms"));
+    daemon.wait_for(LIMIT, "readiness", |d| d.get("/readyz").0 == 200);
+    assert_eq!(daemon.get("/healthz"), (200, "ok\n".into()));
+
+    // Scenario 2: db-1 crashes on a healthy host: powered on in place, once.
+    daemon.wait_for(LIMIT, "db-1 powered on again", |d| {
+        actions_for(&d.events(), "action_finished", "db-1")
+            .iter()
+            .any(|e| e["action"]["kind"] == "power_on" && e["ok"] == true)
+    });
+    // Scenario 3: esx-1 dies and comes back from its host snapshot (web-1
+    // back on it); esx-3 dies for good and erp-1 is restored elsewhere.
+    daemon.wait_for(LIMIT, "esx-1 recovered and erp-1 restored", |d| {
+        let events = d.events();
+        let host_back = actions_for(&events, "action_finished", "web-1")
+            .iter()
+            .any(|e| e["action"]["kind"] == "recover_host" && e["ok"] == true);
+        let erp = actions_for(&events, "action_finished", "erp-1")
+            .iter()
+            .any(|e| e["action"]["kind"] == "restore" && e["ok"] == true);
+        host_back && erp
+    });
+    daemon.wait_for(LIMIT, "every VM but the user's running", |d| {
+        let vms = d.json("/api/v1/vms");
+        vms.as_array().expect("vms").iter().all(|v| {
+            let on = v["power"] == "On";
+            if v["name"] == "user-off" {
+                !on
+            } else {
+                on && v["in_flight"] == false
+            }
+        })
+    });
+    let events = daemon.events();
+    assert!(
+        actions_for(&events, "action_started", "user-off").is_empty(),
+        "a VM a user switched off was acted on"
+    );
+    let erp_host = daemon
+        .json("/api/v1/vms")
+        .as_array()
+        .expect("vms")
+        .iter()
+        .find(|v| v["name"] == "erp-1")
+        .expect("erp-1")["host"]
+        .clone();
+    assert_ne!(erp_host, "esx-3", "erp-1 must have moved off its dead host");
+    // The VM created while the daemon ran is monitored.
+    assert!(daemon
+        .json("/api/v1/vms")
+        .as_array()
+        .expect("vms")
+        .iter()
+        .any(|v| v["name"] == "late-1"));
+
+    // Metrics say the same.
+    assert!(
+        daemon.metric("vmdr_recoveries_finished_total{action=\"power_on\",result=\"ok\"}")
+            >= Some(1.0)
+    );
+    assert!(
+        daemon.metric("vmdr_recoveries_finished_total{action=\"recover_host\",result=\"ok\"}")
+            >= Some(1.0)
+    );
+    assert!(
+        daemon.metric("vmdr_recoveries_finished_total{action=\"restore\",result=\"ok\"}")
+            >= Some(1.0)
+    );
+    assert!(daemon.metric("vmdr_rto_seconds_count") >= Some(2.0));
+    assert_eq!(daemon.metric("vmdr_vms"), Some(5.0));
+    // Every recovery is in the journal, ended.
+    let journal = daemon.json("/api/v1/journal");
+    let entries = journal.as_array().expect("journal");
+    assert!(entries.len() >= 3, "{journal}");
+    assert!(entries.iter().all(|e| !e["outcome"].is_null()), "{journal}");
+}
+
+#[test]
+fn a_new_configuration_applies_and_a_bad_one_is_refused() {
+    let d = Dir::new("reload");
+    let config = write_config(&d.0, "1s");
+    let daemon = Daemon::start(&config);
+    daemon.wait_for(LIMIT, "readiness", |d| d.get("/readyz").0 == 200);
+    let ticks = |d: &Daemon| d.metric("vmdr_ticks_total").unwrap_or(0.0);
+    let t0 = ticks(&daemon);
+    std::thread::sleep(Duration::from_secs(2));
+    let slow = ticks(&daemon) - t0;
+    // A valid file: the new interval takes effect (picked up on change).
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dc.toml");
+    std::fs::write(&config, config_text(&fixture, "100ms")).expect("rewrite");
+    daemon.wait_for(LIMIT, "the reload", |d| {
+        d.metric("vmdr_config_reloads_total{result=\"applied\"}") == Some(1.0)
+    });
+    let t1 = ticks(&daemon);
+    std::thread::sleep(Duration::from_secs(2));
+    let fast = ticks(&daemon) - t1;
+    assert!(
+        fast >= 4.0 * slow.max(1.0),
+        "interval 1s gave {slow} ticks in 2 s, 100ms gave {fast}"
+    );
+    // An invalid file: refused, the daemon keeps running as it was.
+    std::fs::write(&config, config_text(&fixture, "soon")).expect("rewrite");
+    daemon.wait_for(LIMIT, "the refusal", |d| {
+        d.metric("vmdr_config_reloads_total{result=\"rejected\"}") == Some(1.0)
+    });
+    let t2 = ticks(&daemon);
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        ticks(&daemon) - t2 >= 5.0,
+        "the running configuration stays"
+    );
+    // SIGHUP re-reads it too (still invalid: refused again).
+    let pid = daemon.child.id().to_string();
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .expect("kill");
+    assert!(hup.success());
+    daemon.wait_for(LIMIT, "the SIGHUP reload", |d| {
+        d.metric("vmdr_config_reloads_total{result=\"rejected\"}") == Some(2.0)
+    });
+}
+
+#[test]
+fn pause_needs_the_token_and_keeps_automation_off_a_vm() {
+    let d = Dir::new("pause");
+    let daemon = Daemon::start(&write_config(&d.0, "200ms"));
+    daemon.wait_for(LIMIT, "db-1 monitored", |d| {
+        d.json("/api/v1/vms")
+            .as_array()
+            .is_some_and(|v| v.iter().any(|v| v["name"] == "db-1"))
+    });
+    assert_eq!(daemon.post("/api/v1/vms/db-1/pause", None).0, 401);
+    assert_eq!(
+        daemon
+            .post("/api/v1/vms/db-1/pause", Some("wrong-token-wrong-token"))
+            .0,
+        401
+    );
+    assert_eq!(daemon.post("/api/v1/vms/nope/pause", Some(TOKEN)).0, 404);
+    let (code, body) = daemon.post("/api/v1/vms/db-1/pause", Some(TOKEN));
+    assert_eq!(code, 200, "{body}");
+    // db-1 crashes at 1.5 s; paused, it is left alone.
+    daemon.wait_for(LIMIT, "db-1 seen down", |d| {
+        d.json("/api/v1/vms")
+            .as_array()
+            .expect("vms")
+            .iter()
+            .any(|v| v["name"] == "db-1" && v["power"] == "Off")
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        actions_for(&daemon.events(), "action_started", "db-1").is_empty(),
+        "a paused VM was acted on"
+    );
+    let vm = daemon
+        .json("/api/v1/vms")
+        .as_array()
+        .expect("vms")
+        .iter()
+        .find(|v| v["name"] == "db-1")
+        .cloned()
+        .expect("db-1");
+    assert_eq!(vm["paused"], true);
+    assert_eq!(vm["decision"]["decision"], "none", "{vm}");
+    // Resumed: recovered.
+    assert_eq!(daemon.post("/api/v1/vms/db-1/resume", Some(TOKEN)).0, 200);
+    daemon.wait_for(LIMIT, "db-1 recovered after resume", |d| {
+        actions_for(&d.events(), "action_finished", "db-1")
+            .iter()
+            .any(|e| e["ok"] == true)
+    });
+}
+
+#[test]
+fn a_daemon_killed_during_a_recovery_closes_it_at_restart() {
+    let d = Dir::new("sigkill");
+    let config = write_config(&d.0, "200ms");
+    let daemon = Daemon::start(&config);
+    // Kill it while a recovery runs (its intent is in the journal).
+    daemon.wait_for(LIMIT, "a recovery under way", |d| {
+        d.metric("vmdr_recoveries_in_flight").unwrap_or(0.0) >= 1.0
+    });
+    drop(daemon); // SIGKILL
+    let daemon = Daemon::start(&config);
+    daemon.wait_for(LIMIT, "readiness", |d| d.get("/readyz").0 == 200);
+    let journal = daemon.json("/api/v1/journal");
+    let entries = journal.as_array().expect("journal");
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["outcome"]["outcome"] == "abandoned"),
+        "the interrupted recovery is closed as abandoned: {journal}"
+    );
+    // The abandoned one is the recovery the first run had started.
+    let abandoned: Vec<_> = entries
+        .iter()
+        .filter(|e| e["outcome"]["outcome"] == "abandoned")
+        .collect();
+    assert_eq!(abandoned.len(), 1, "{journal}");
+    assert!(abandoned[0]["outcome"]["why"]
+        .as_str()
+        .is_some_and(|w| w.contains("daemon stopped")));
+}
+
+#[test]
+fn check_config_names_the_key_and_line_and_exits_2() {
+    let d = Dir::new("check");
+    let good = write_config(&d.0, "1s");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_drd"))
+        .arg("check-config")
+        .arg(&good)
+        .output()
+        .expect("drd");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bad = d.0.join("bad.toml");
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dc.toml");
+    std::fs::write(
+        &bad,
+        config_text(&fixture, "1s").replace("retry_delay", "retry_dleay"),
+    )
+    .expect("write");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_drd"))
+        .arg("check-config")
+        .arg(&bad)
+        .output()
+        .expect("drd");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("retry_dleay") && err.contains("bad.toml:12"),
+        "{err}"
+    );
+}
+
+#[test]
+fn sigterm_stops_it_cleanly() {
+    let d = Dir::new("term");
+    let mut daemon = Daemon::start(&write_config(&d.0, "200ms"));
+    daemon.wait_for(LIMIT, "readiness", |d| d.get("/readyz").0 == 200);
+    let pid = daemon.child.id().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill")
+        .success());
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(status) = daemon.child.try_wait().expect("wait") {
+            assert!(status.success(), "exit status {status}");
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(40),
+            "drd did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

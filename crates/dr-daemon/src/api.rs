@@ -1,0 +1,168 @@
+//! The HTTP API (axum): status, hosts and VMs, events, journal, metrics,
+//! health; pause and resume of automation per VM behind a bearer token.
+
+use crate::state::Shared;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+
+/// What the API asks of the control loop.
+#[derive(Debug)]
+pub enum Command {
+    /// Pause (`true`) or resume automation for a VM.
+    Pause {
+        /// The VM.
+        vm: String,
+        /// Pause or resume.
+        paused: bool,
+        /// Ok, or why not.
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+}
+
+/// What handlers share.
+#[derive(Clone)]
+pub struct ApiState {
+    /// The daemon's shared state.
+    pub shared: Arc<Shared>,
+    /// To the control loop.
+    pub commands: mpsc::Sender<Command>,
+    /// The bearer token of mutating endpoints.
+    pub token: Option<Arc<str>>,
+    /// The recovery journal.
+    pub journal: Arc<dr_journal::Journal>,
+}
+
+/// The routes.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/status", get(status))
+        .route("/api/v1/hosts", get(hosts))
+        .route("/api/v1/vms", get(vms))
+        .route("/api/v1/events", get(events))
+        .route("/api/v1/journal", get(journal))
+        .route("/api/v1/vms/{vm}/pause", post(pause))
+        .route("/api/v1/vms/{vm}/resume", post(resume))
+        .with_state(state)
+}
+
+fn error(code: StatusCode, message: impl Into<String>) -> Response {
+    (code, Json(serde_json::json!({ "error": message.into() }))).into_response()
+}
+
+async fn readyz(State(s): State<ApiState>) -> Response {
+    if s.shared.ready() {
+        "ready\n".into_response()
+    } else {
+        error(StatusCode::SERVICE_UNAVAILABLE, "no tick completed yet")
+    }
+}
+
+async fn metrics(State(s): State<ApiState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        s.shared.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn status(State(s): State<ApiState>) -> Response {
+    Json(s.shared.status()).into_response()
+}
+
+async fn hosts(State(s): State<ApiState>) -> Response {
+    Json(s.shared.status().hosts).into_response()
+}
+
+async fn vms(State(s): State<ApiState>) -> Response {
+    Json(s.shared.status().vms).into_response()
+}
+
+#[derive(Deserialize)]
+struct EventsQuery {
+    since: Option<u64>,
+    limit: Option<usize>,
+}
+
+async fn events(State(s): State<ApiState>, Query(q): Query<EventsQuery>) -> Response {
+    let limit = q.limit.unwrap_or(1000).min(10_000);
+    Json(s.shared.events_since(q.since.unwrap_or(0), limit)).into_response()
+}
+
+async fn journal(State(s): State<ApiState>) -> Response {
+    let j = s.journal.clone();
+    match tokio::task::spawn_blocking(move || j.recent(100)).await {
+        Ok(Ok(entries)) => Json(entries).into_response(),
+        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// Constant-time comparison, so the token cannot be guessed byte by byte
+/// from response times.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// `None` when the request carries the token, else the refusal.
+fn refusal(s: &ApiState, headers: &HeaderMap) -> Option<Response> {
+    let Some(token) = &s.token else {
+        return Some(error(
+            StatusCode::FORBIDDEN,
+            "mutating endpoints are disabled: no api token is configured",
+        ));
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        Some(g) if same(g.as_bytes(), token.as_bytes()) => None,
+        _ => Some(error(
+            StatusCode::UNAUTHORIZED,
+            "a valid bearer token is required",
+        )),
+    }
+}
+
+async fn set_paused(s: ApiState, headers: HeaderMap, vm: String, paused: bool) -> Response {
+    if let Some(r) = refusal(&s, &headers) {
+        return r;
+    }
+    let (reply, answer) = oneshot::channel();
+    let cmd = Command::Pause {
+        vm: vm.clone(),
+        paused,
+        reply,
+    };
+    if s.commands.send(cmd).await.is_err() {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the control loop is stopping",
+        );
+    }
+    match answer.await {
+        Ok(Ok(())) => Json(serde_json::json!({ "vm": vm, "paused": paused })).into_response(),
+        Ok(Err(e)) => error(StatusCode::NOT_FOUND, e),
+        Err(_) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the control loop is stopping",
+        ),
+    }
+}
+
+async fn pause(State(s): State<ApiState>, headers: HeaderMap, Path(vm): Path<String>) -> Response {
+    set_paused(s, headers, vm, true).await
+}
+
+async fn resume(State(s): State<ApiState>, headers: HeaderMap, Path(vm): Path<String>) -> Response {
+    set_paused(s, headers, vm, false).await
+}

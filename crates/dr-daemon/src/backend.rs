@@ -1,0 +1,120 @@
+//! The hypervisor, prober and clock the daemon runs on: the embedded
+//! simulated datacenter (with its fault schedule, in real time) or vCenter
+//! with the real prober.
+
+use crate::config::Backend;
+use dr_core::ports::{Clock, Hypervisor, Prober};
+use dr_sim::{Scenario, SimHypervisor, SimProber, World};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// The ports, ready for the control loop.
+pub struct Ports {
+    /// The hypervisor.
+    pub hv: Arc<dyn Hypervisor>,
+    /// The prober.
+    pub prober: Arc<dyn Prober>,
+    /// The clock.
+    pub clock: Arc<dyn Clock>,
+    /// The simulated world, when the backend is the simulation (tests and
+    /// the fault schedule act on it).
+    pub world: Option<Arc<Mutex<World>>>,
+    /// The simulation's fault schedule.
+    pub faults: Vec<dr_sim::fault::Fault>,
+    /// The vCenter session, to log out at shutdown.
+    pub vsphere: Option<Arc<dr_vsphere::Vsphere>>,
+}
+
+/// Why the backend cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// The scenario file of the simulation.
+    #[error("{path}: {message}")]
+    Scenario {
+        /// The file.
+        path: String,
+        /// Why.
+        message: String,
+    },
+    /// vCenter.
+    #[error("cannot connect to vCenter: {0}")]
+    Vsphere(String),
+}
+
+/// Starts the configured backend.
+pub async fn start(backend: &Backend) -> Result<Ports, BackendError> {
+    match backend {
+        Backend::Sim { scenario } => {
+            let err = |message: String| BackendError::Scenario {
+                path: scenario.display().to_string(),
+                message,
+            };
+            let text = tokio::fs::read_to_string(scenario)
+                .await
+                .map_err(|e| err(format!("cannot read: {e}")))?;
+            let s = Scenario::parse(&text).map_err(|e| err(e.to_string()))?;
+            let world = Arc::new(Mutex::new(
+                World::new(s.hosts.clone(), s.vms.clone(), s.seed).map_err(err)?,
+            ));
+            // The schedule's times count from the daemon's start.
+            let clock: Arc<dyn Clock> = Arc::new(dr_control::TokioClock::from_zero());
+            let hv = Arc::new(SimHypervisor::new(
+                world.clone(),
+                clock.clone(),
+                s.latencies.clone(),
+            ));
+            let prober = Arc::new(SimProber::new(
+                world.clone(),
+                clock.clone(),
+                Duration::from_millis(1),
+            ));
+            Ok(Ports {
+                hv,
+                prober,
+                clock,
+                world: Some(world),
+                faults: s.faults,
+                vsphere: None,
+            })
+        }
+        Backend::Vsphere(cfg) => {
+            let v = Arc::new(
+                dr_vsphere::Vsphere::connect(cfg)
+                    .await
+                    .map_err(|e| BackendError::Vsphere(e.to_string()))?,
+            );
+            let prober = Arc::new(dr_probe::NetProber::new(dr_probe::ProbeConfig::default()));
+            Ok(Ports {
+                hv: v.clone(),
+                prober,
+                clock: Arc::new(dr_control::TokioClock::wall()),
+                world: None,
+                faults: Vec::new(),
+                vsphere: Some(v),
+            })
+        }
+    }
+}
+
+/// Applies the simulation's fault schedule on its clock until it is done or
+/// `shutdown` turns true.
+pub async fn inject_faults(
+    world: Arc<Mutex<World>>,
+    faults: Vec<dr_sim::fault::Fault>,
+    clock: Arc<dyn Clock>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    for fault in faults {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            () = clock.sleep_until(fault.at) => {}
+        }
+        let now = clock.now();
+        tracing::warn!(t = %now, fault = ?fault.kind, target = ?fault.target, "simulation: fault injected");
+        fault.apply(
+            &mut world.lock().unwrap_or_else(PoisonError::into_inner),
+            now,
+        );
+    }
+}

@@ -1,0 +1,317 @@
+//! The daemon's configuration file (TOML): backend, control intervals,
+//! engine policy, API, journal. Errors name the file, the key and the line.
+
+use dr_control::ControlConfig;
+use dr_core::Policy;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use toml::Spanned;
+
+/// A configuration that cannot be used, with where and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}{}: {message}", line.map(|l| format!(":{l}")).unwrap_or_default())]
+pub struct ConfigError {
+    /// The file.
+    pub path: PathBuf,
+    /// The line, when known.
+    pub line: Option<usize>,
+    /// What is wrong, naming the key.
+    pub message: String,
+}
+
+/// Which hypervisor the daemon drives.
+#[derive(Clone, Debug)]
+pub enum Backend {
+    /// The embedded simulated datacenter: a scenario file gives its hosts,
+    /// VMs and fault schedule (real time from the daemon's start).
+    Sim {
+        /// The scenario file.
+        scenario: PathBuf,
+    },
+    /// A vCenter.
+    Vsphere(dr_vsphere::VsphereConfig),
+}
+
+/// The HTTP API.
+#[derive(Clone, Debug)]
+pub struct ApiConfig {
+    /// Where it listens (port 0: any free port, printed at start).
+    pub listen: SocketAddr,
+    /// Bearer token required by mutating endpoints; `None`: they are refused.
+    pub token: Option<String>,
+}
+
+/// Everything the daemon runs with.
+#[derive(Clone, Debug)]
+pub struct DaemonConfig {
+    /// The file it came from.
+    pub path: PathBuf,
+    /// The backend.
+    pub backend: Backend,
+    /// The control loop's settings, policy included (reloadable).
+    pub control: ControlConfig,
+    /// The API (takes effect at start).
+    pub api: ApiConfig,
+    /// The recovery journal's file.
+    pub journal: PathBuf,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    backend: Spanned<String>,
+    sim: Option<RawSim>,
+    vsphere: Option<dr_vsphere::config::VsphereSection>,
+    #[serde(default)]
+    control: RawControl,
+    #[serde(default)]
+    policy: Policy,
+    #[serde(default)]
+    api: RawApi,
+    #[serde(default)]
+    journal: RawJournal,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSim {
+    scenario: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawControl {
+    probe_interval: Option<Spanned<String>>,
+    probe_timeout: Option<Spanned<String>>,
+    inventory_interval: Option<Spanned<String>>,
+    action_timeout: Option<Spanned<String>>,
+    action_retries: Option<u32>,
+    retry_delay: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawApi {
+    listen: Option<Spanned<String>>,
+    token_file: Option<String>,
+    token_env: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawJournal {
+    path: Option<String>,
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+impl DaemonConfig {
+    /// Reads and checks the file at `path`.
+    pub fn load(path: &Path) -> Result<DaemonConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            path: path.to_owned(),
+            line: None,
+            message: format!("cannot read: {e}"),
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Checks `text`, the contents of `path` (relative paths in it are
+    /// relative to the file's directory).
+    pub fn parse(path: &Path, text: &str) -> Result<DaemonConfig, ConfigError> {
+        let err = |line: Option<usize>, message: String| ConfigError {
+            path: path.to_owned(),
+            line,
+            message,
+        };
+        let raw: Raw = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| line_of(text, s.start));
+            err(line, e.message().trim().to_owned())
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let duration = |key: &str, v: &Option<Spanned<String>>, default: Duration| match v {
+            None => Ok(default),
+            Some(s) => dr_core::time::parse_duration(s.get_ref()).map_err(|e| {
+                err(
+                    Some(line_of(text, s.span().start)),
+                    format!("control.{key}: {e}"),
+                )
+            }),
+        };
+        let d = ControlConfig::default();
+        let control = ControlConfig {
+            probe_interval: duration(
+                "probe_interval",
+                &raw.control.probe_interval,
+                d.probe_interval,
+            )?,
+            probe_timeout: duration("probe_timeout", &raw.control.probe_timeout, d.probe_timeout)?,
+            inventory_interval: duration(
+                "inventory_interval",
+                &raw.control.inventory_interval,
+                d.inventory_interval,
+            )?,
+            action_timeout: duration(
+                "action_timeout",
+                &raw.control.action_timeout,
+                d.action_timeout,
+            )?,
+            action_retries: raw.control.action_retries.unwrap_or(d.action_retries),
+            retry_delay: duration("retry_delay", &raw.control.retry_delay, d.retry_delay)?,
+            policy: raw.policy,
+        };
+        let control_line =
+            |v: &Option<Spanned<String>>| v.as_ref().map(|s| line_of(text, s.span().start));
+        if control.probe_interval.is_zero() {
+            return Err(err(
+                control_line(&raw.control.probe_interval),
+                "control.probe_interval must be above zero".into(),
+            ));
+        }
+        if control.probe_timeout > control.probe_interval {
+            return Err(err(
+                control_line(&raw.control.probe_timeout),
+                format!(
+                    "control.probe_timeout ({:?}) must not exceed control.probe_interval ({:?})",
+                    control.probe_timeout, control.probe_interval
+                ),
+            ));
+        }
+        dr_core::Engine::new(control.policy.clone())
+            .map_err(|e| err(None, format!("policy: {e}")))?;
+
+        let backend = match raw.backend.get_ref().as_str() {
+            "sim" => {
+                let sim = raw.sim.ok_or_else(|| {
+                    err(
+                        Some(line_of(text, raw.backend.span().start)),
+                        "backend = \"sim\" needs a [sim] section with scenario = FILE".into(),
+                    )
+                })?;
+                Backend::Sim {
+                    scenario: base.join(sim.scenario),
+                }
+            }
+            "vsphere" => {
+                let section = raw.vsphere.ok_or_else(|| {
+                    err(
+                        Some(line_of(text, raw.backend.span().start)),
+                        "backend = \"vsphere\" needs a [vsphere] section".into(),
+                    )
+                })?;
+                Backend::Vsphere(
+                    section
+                        .into_config()
+                        .map_err(|e| err(None, format!("vsphere: {e}")))?,
+                )
+            }
+            other => {
+                return Err(err(
+                    Some(line_of(text, raw.backend.span().start)),
+                    format!("backend = {other:?}: expected \"sim\" or \"vsphere\""),
+                ))
+            }
+        };
+
+        let listen = match &raw.api.listen {
+            None => SocketAddr::from(([127, 0, 0, 1], 7070)),
+            Some(s) => s.get_ref().parse().map_err(|e| {
+                err(
+                    Some(line_of(text, s.span().start)),
+                    format!(
+                        "api.listen = {:?}: {e} (expected ADDRESS:PORT)",
+                        s.get_ref()
+                    ),
+                )
+            })?,
+        };
+        let token = match (&raw.api.token_file, &raw.api.token_env) {
+            (Some(_), Some(_)) => {
+                return Err(err(
+                    None,
+                    "api: give token_file or token_env, not both".into(),
+                ))
+            }
+            (Some(f), None) => {
+                let p = base.join(f);
+                let t = std::fs::read_to_string(&p)
+                    .map_err(|e| err(None, format!("api.token_file {}: {e}", p.display())))?;
+                Some(t.trim().to_owned())
+            }
+            (None, Some(var)) => Some(
+                std::env::var(var)
+                    .map_err(|_| err(None, format!("api.token_env: ${var} is not set")))?,
+            ),
+            (None, None) => None,
+        };
+        if token.as_ref().is_some_and(|t| t.len() < 16) {
+            return Err(err(
+                None,
+                "api: the token must be at least 16 characters".into(),
+            ));
+        }
+        let journal = base.join(
+            raw.journal
+                .path
+                .unwrap_or_else(|| "drd-journal.redb".into()),
+        );
+        Ok(DaemonConfig {
+            path: path.to_owned(),
+            backend,
+            control,
+            api: ApiConfig { listen, token },
+            journal,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<DaemonConfig, ConfigError> {
+        DaemonConfig::parse(Path::new("/etc/vmdr/drd.toml"), text)
+    }
+
+    #[test]
+    fn a_minimal_sim_configuration_gets_defaults() {
+        let c = parse("backend = \"sim\"\n[sim]\nscenario = \"dc.toml\"\n").expect("valid");
+        assert!(
+            matches!(c.backend, Backend::Sim { ref scenario } if scenario == Path::new("/etc/vmdr/dc.toml"))
+        );
+        assert_eq!(c.control, ControlConfig::default());
+        assert_eq!(c.api.listen, SocketAddr::from(([127, 0, 0, 1], 7070)));
+        assert_eq!(c.journal, Path::new("/etc/vmdr/drd-journal.redb"));
+    }
+
+    #[test]
+    fn errors_name_the_key_and_the_line() {
+        let e = parse(
+            "backend = \"sim\"\n[sim]\nscenario = \"x\"\n[control]\nprobe_interval = \"fast\"\n",
+        )
+        .expect_err("bad duration");
+        assert_eq!(e.line, Some(5), "{e}");
+        assert!(e.to_string().contains("control.probe_interval"), "{e}");
+        let e = parse(
+            "backend = \"sim\"\n[sim]\nscenario = \"x\"\n[control]\nprobe_intervall = \"1s\"\n",
+        )
+        .expect_err("unknown key");
+        assert_eq!(e.line, Some(5), "{e}");
+        assert!(e.to_string().contains("probe_intervall"), "{e}");
+        let e = parse("backend = \"xen\"\n").expect_err("unknown backend");
+        assert_eq!(e.line, Some(1));
+        let e = parse("backend = \"sim\"\n").expect_err("no sim section");
+        assert!(e.to_string().contains("[sim]"), "{e}");
+        let e = parse("backend = \"sim\"\n[sim]\nscenario = \"x\"\n[control]\nprobe_interval = \"1s\"\nprobe_timeout = \"2s\"\n")
+            .expect_err("timeout over interval");
+        assert_eq!(e.line, Some(6), "{e}");
+        let e =
+            parse("backend = \"sim\"\n[sim]\nscenario = \"x\"\n[api]\nlisten = \"localhost\"\n")
+                .expect_err("bad listen");
+        assert!(e.to_string().contains("api.listen"), "{e}");
+    }
+}

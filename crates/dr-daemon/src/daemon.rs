@@ -1,0 +1,244 @@
+//! The daemon's main task: journal, backend, API, then the control loop with
+//! API commands and configuration reloads between ticks.
+
+use crate::api::{self, ApiState, Command};
+use crate::backend;
+use crate::config::DaemonConfig;
+use crate::journal::{resolve_open, JournalPort};
+use crate::state::{Shared, Status};
+use dr_control::ControlLoop;
+use dr_core::ports::{Clock, Hypervisor, Prober};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::sync::{mpsc, watch};
+
+/// Why the daemon cannot run.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The recovery journal.
+    #[error("recovery journal: {0}")]
+    Journal(#[from] dr_journal::JournalError),
+    /// The backend.
+    #[error(transparent)]
+    Backend(#[from] backend::BackendError),
+    /// The policy.
+    #[error(transparent)]
+    Policy(#[from] dr_core::PolicyError),
+    /// The API's address.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A worker failed.
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+/// How long shutdown waits for running recoveries before leaving them to
+/// the journal (the next start resolves them).
+const DRAIN: Duration = Duration::from_secs(30);
+
+fn mtime(path: &std::path::Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+/// Runs the daemon until `shutdown` turns true. `reload` asks for the
+/// configuration file to be re-read (SIGHUP); it is also re-read when it
+/// changes on disk. `listening` learns the API's address once it is bound.
+pub async fn run(
+    cfg: DaemonConfig,
+    mut shutdown: watch::Receiver<bool>,
+    mut reload: mpsc::Receiver<()>,
+    listening: impl FnOnce(SocketAddr),
+) -> Result<(), DaemonError> {
+    let path = cfg.journal.clone();
+    let journal = Arc::new(
+        tokio::task::spawn_blocking(move || dr_journal::Journal::open(&path))
+            .await
+            .map_err(|e| DaemonError::Internal(e.to_string()))??,
+    );
+    let ports = backend::start(&cfg.backend).await?;
+    {
+        let (j, now) = (journal.clone(), ports.clock.now().0);
+        let closed = tokio::task::spawn_blocking(move || resolve_open(&j, now))
+            .await
+            .map_err(|e| DaemonError::Internal(e.to_string()))??;
+        if !closed.is_empty() {
+            tracing::warn!(
+                count = closed.len(),
+                "closed recoveries left open by the previous run"
+            );
+        }
+    }
+    let shared = Arc::new(Shared::default());
+    let mut control: ControlLoop<dyn Hypervisor, dyn Prober, dyn Clock> = ControlLoop::new(
+        ports.hv.clone(),
+        ports.prober.clone(),
+        ports.clock.clone(),
+        shared.clone(),
+        cfg.control.clone(),
+    )?
+    .with_journal(Arc::new(JournalPort(journal.clone())));
+
+    let (stop_tasks, tasks_stopped) = watch::channel(false);
+    if let Some(world) = &ports.world {
+        tokio::spawn(backend::inject_faults(
+            world.clone(),
+            ports.faults.clone(),
+            ports.clock.clone(),
+            tasks_stopped.clone(),
+        ));
+    }
+
+    let listener = tokio::net::TcpListener::bind(cfg.api.listen)
+        .await
+        .map_err(|source| DaemonError::Listen {
+            addr: cfg.api.listen,
+            source,
+        })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| DaemonError::Listen {
+            addr: cfg.api.listen,
+            source,
+        })?;
+    let (commands, mut command_rx) = mpsc::channel::<Command>(64);
+    let app = api::router(ApiState {
+        shared: shared.clone(),
+        commands,
+        token: cfg.api.token.as_deref().map(Arc::from),
+        journal: journal.clone(),
+    });
+    let mut api_stopped = tasks_stopped.clone();
+    let server = tokio::spawn(async move {
+        let stopping = async move {
+            let _ = api_stopped.wait_for(|s| *s).await;
+        };
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(stopping)
+            .await
+        {
+            tracing::error!(error = %e, "API server failed");
+        }
+    });
+    tracing::info!(%addr, "API listening");
+    listening(addr);
+
+    let mut running = cfg;
+    let mut seen_mtime = mtime(&running.path);
+    let mut file_check = tokio::time::interval(Duration::from_secs(1));
+    let clock = ports.clock.clone();
+    let mut next = clock.now();
+    let mut ticks = 0u64;
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        tokio::select! {
+            biased;
+            changed = shutdown.changed() => {
+                if changed.is_err() || *shutdown.borrow() {
+                    break;
+                }
+            }
+            Some(cmd) = command_rx.recv() => match cmd {
+                Command::Pause { vm, paused, reply } => {
+                    let known = control.registry().vm_idx(&vm).is_some();
+                    let answer = if known {
+                        control.set_paused(&vm, paused);
+                        tracing::info!(%vm, paused, "automation {} by an operator", if paused { "paused" } else { "resumed" });
+                        Ok(())
+                    } else {
+                        Err(format!("no VM named {vm:?} is monitored"))
+                    };
+                    let _ = reply.send(answer);
+                }
+            },
+            Some(()) = reload.recv() => {
+                reload_config(&mut running, &mut control, &shared, "SIGHUP");
+                seen_mtime = mtime(&running.path);
+            }
+            _ = file_check.tick() => {
+                let now = mtime(&running.path);
+                if now != seen_mtime {
+                    seen_mtime = now;
+                    reload_config(&mut running, &mut control, &shared, "file changed");
+                }
+            }
+            () = clock.sleep_until(next) => {
+                control.tick().await;
+                ticks += 1;
+                let now = clock.now();
+                shared.publish(Status::from_registry(
+                    control.registry(),
+                    control.paused(),
+                    ticks,
+                    now,
+                    control.in_flight(),
+                ));
+                next = next.saturating_add(control.config().probe_interval).max(now);
+            }
+        }
+    }
+    tracing::info!(in_flight = control.in_flight(), "shutting down");
+    if tokio::time::timeout(DRAIN, control.drain()).await.is_err() {
+        tracing::warn!(
+            in_flight = control.in_flight(),
+            "recoveries still running at shutdown: left open in the journal, resolved at the next start"
+        );
+    }
+    let _ = stop_tasks.send(true);
+    let _ = server.await;
+    if let Some(v) = ports.vsphere {
+        v.close().await;
+    }
+    Ok(())
+}
+
+/// Re-reads the configuration: a valid file applies from the next tick
+/// (what needs a restart says so), an invalid one is refused and the
+/// running configuration stays.
+fn reload_config<H, P, C>(
+    running: &mut DaemonConfig,
+    control: &mut ControlLoop<H, P, C>,
+    shared: &Shared,
+    why: &str,
+) where
+    H: Hypervisor + ?Sized + 'static,
+    P: Prober + ?Sized + 'static,
+    C: Clock + ?Sized + 'static,
+{
+    match DaemonConfig::load(&running.path) {
+        Ok(new) => {
+            if let Err(e) = control.reconfigure(new.control.clone()) {
+                tracing::error!(error = %e, why, "configuration refused; the running one stays");
+                shared.metrics.reload(false);
+                return;
+            }
+            if new.api.listen != running.api.listen || new.journal != running.journal {
+                tracing::warn!("api.listen and journal.path take effect at the next start");
+            }
+            tracing::info!(
+                why,
+                probe_interval = ?new.control.probe_interval,
+                inventory_interval = ?new.control.inventory_interval,
+                "configuration reloaded"
+            );
+            shared.metrics.reload(true);
+            *running = DaemonConfig {
+                api: running.api.clone(),
+                journal: running.journal.clone(),
+                backend: running.backend.clone(),
+                ..new
+            };
+        }
+        Err(e) => {
+            tracing::error!(error = %e, why, "configuration refused; the running one stays");
+            shared.metrics.reload(false);
+        }
+    }
+}

@@ -1,0 +1,33 @@
+//! # dr-daemon: vmdr's daemon, as a library
+//!
+//! Owns what turns the control loop into a service (`bins/drd` is only its
+//! argument parsing, logging and signals):
+//!
+//! * [`config`]: the daemon's TOML file (backend, control intervals, engine
+//!   policy, API, journal), with errors that name the key and the line, and
+//!   its reload while running (on change and on SIGHUP);
+//! * [`backend`]: the embedded simulated datacenter with its fault schedule
+//!   in real time, or vCenter with the real prober;
+//! * [`daemon`]: the supervised loop: recovery journal (`dr-journal`)
+//!   opened and left-open recoveries resolved before the first tick, the
+//!   control loop ticking with API commands and reloads in between, a
+//!   graceful shutdown that drains running recoveries;
+//! * [`api`], [`state`], [`metrics`]: the HTTP API (axum), the status and
+//!   events it serves, and Prometheus metrics.
+//!
+//! ## What this crate must not know
+//!
+//! Decision rules (`dr-core`'s), how a tick works (`dr-control`'s), how a
+//! backend speaks to its hypervisor (`dr-sim`, `dr-vsphere`, `dr-probe`).
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod backend;
+pub mod config;
+pub mod daemon;
+pub mod journal;
+pub mod metrics;
+pub mod state;
+
+pub use config::{ConfigError, DaemonConfig};
+pub use daemon::{run, DaemonError};

@@ -1,0 +1,249 @@
+//! Prometheus metrics, kept by hand (a few counters, gauges and
+//! histograms) and written in the text exposition format.
+
+use crate::state::Status;
+use dr_control::{ControlEvent, Subject};
+use dr_core::Timestamp;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::sync::{Mutex, PoisonError};
+
+/// Histogram bucket bounds, seconds.
+const BUCKETS: [f64; 12] = [
+    0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+];
+
+#[derive(Clone, Debug, Default)]
+struct Histogram {
+    counts: [u64; BUCKETS.len()],
+    sum: f64,
+    count: u64,
+}
+
+impl Histogram {
+    fn observe(&mut self, secs: f64) {
+        for (i, b) in BUCKETS.iter().enumerate() {
+            if secs <= *b {
+                self.counts[i] += 1;
+            }
+        }
+        self.sum += secs;
+        self.count += 1;
+    }
+
+    fn write(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        for (i, b) in BUCKETS.iter().enumerate() {
+            let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {}", self.counts[i]);
+        }
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", self.count);
+        let _ = writeln!(out, "{name}_sum {}", self.sum);
+        let _ = writeln!(out, "{name}_count {}", self.count);
+    }
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    ticks: u64,
+    hosts: usize,
+    vms: usize,
+    vms_unreachable: usize,
+    vms_paused: usize,
+    in_flight: u32,
+    decisions: BTreeMap<String, u64>,
+    started: BTreeMap<String, u64>,
+    finished: BTreeMap<(String, bool), u64>,
+    errors: BTreeMap<&'static str, u64>,
+    reloads: BTreeMap<bool, u64>,
+    recovery: Histogram,
+    detection: Histogram,
+    rto: Histogram,
+    /// Per VM: when it first stopped answering (detection and RTO start).
+    unreachable_since: HashMap<String, Timestamp>,
+    /// Per VM: when it was judged down.
+    down_at: HashMap<String, Timestamp>,
+}
+
+/// The daemon's metrics.
+#[derive(Debug, Default)]
+pub struct Metrics(Mutex<Inner>);
+
+fn secs(from: Timestamp, to: Timestamp) -> f64 {
+    to.0.saturating_sub(from.0) as f64 / 1000.0
+}
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+impl Metrics {
+    fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Counts a configuration reload.
+    pub fn reload(&self, ok: bool) {
+        *self.inner().reloads.entry(ok).or_default() += 1;
+    }
+
+    pub(crate) fn observe_status(&self, s: &Status) {
+        let mut m = self.inner();
+        m.ticks = s.ticks;
+        m.hosts = s.hosts.len();
+        m.vms = s.vms.len();
+        m.vms_unreachable = s.vms.iter().filter(|v| v.reachable == Some(false)).count();
+        m.vms_paused = s.vms.iter().filter(|v| v.paused).count();
+        m.in_flight = s.in_flight;
+    }
+
+    pub(crate) fn observe_event(&self, at: Timestamp, e: &ControlEvent) {
+        let mut m = self.inner();
+        match e {
+            ControlEvent::Observation {
+                subject: Subject::Vm(vm),
+                field,
+                to,
+                ..
+            } => match (*field, to.as_str()) {
+                ("reachable", "no") => {
+                    m.unreachable_since.entry(vm.clone()).or_insert(at);
+                }
+                // Answering again without a recovery (a blip, or a recovery
+                // already counted): no RTO to measure.
+                ("reachable", "yes") if !m.down_at.contains_key(vm) => {
+                    m.unreachable_since.remove(vm);
+                }
+                ("down", "yes") => {
+                    if let Some(&since) = m.unreachable_since.get(vm) {
+                        m.detection.observe(secs(since, at));
+                    }
+                    m.down_at.insert(vm.clone(), at);
+                }
+                _ => {}
+            },
+            ControlEvent::Decision { decision, .. } => {
+                let kind = serde_json::to_value(decision)
+                    .ok()
+                    .and_then(|v| {
+                        v.get("decision")
+                            .and_then(|d| d.as_str())
+                            .map(str::to_owned)
+                    })
+                    .unwrap_or_else(|| "unknown".into());
+                *m.decisions.entry(kind).or_default() += 1;
+            }
+            ControlEvent::ActionStarted { action } => {
+                *m.started.entry(action.kind().to_owned()).or_default() += 1;
+            }
+            ControlEvent::ActionFinished {
+                action,
+                ok,
+                duration_ms,
+                ..
+            } => {
+                *m.finished
+                    .entry((action.kind().to_owned(), *ok))
+                    .or_default() += 1;
+                m.recovery.observe(*duration_ms as f64 / 1000.0);
+                if *ok {
+                    let vm = action.vm().to_owned();
+                    m.down_at.remove(&vm);
+                    if let Some(since) = m.unreachable_since.remove(&vm) {
+                        m.rto.observe(secs(since, at));
+                    }
+                }
+            }
+            ControlEvent::Error { context, .. } => {
+                *m.errors.entry(context).or_default() += 1;
+            }
+            _ => {}
+        }
+    }
+
+    /// The text exposition.
+    pub fn render(&self) -> String {
+        let m = self.inner();
+        let mut out = String::new();
+        let gauge = |out: &mut String, name: &str, help: &str, v: String| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+        };
+        let _ = writeln!(
+            out,
+            "# HELP vmdr_ticks_total Control loop ticks.\n# TYPE vmdr_ticks_total counter\nvmdr_ticks_total {}",
+            m.ticks
+        );
+        gauge(
+            &mut out,
+            "vmdr_hosts",
+            "Hosts monitored.",
+            m.hosts.to_string(),
+        );
+        gauge(&mut out, "vmdr_vms", "VMs monitored.", m.vms.to_string());
+        gauge(
+            &mut out,
+            "vmdr_vms_unreachable",
+            "VMs whose last probe went unanswered.",
+            m.vms_unreachable.to_string(),
+        );
+        gauge(
+            &mut out,
+            "vmdr_vms_paused",
+            "VMs with automation paused.",
+            m.vms_paused.to_string(),
+        );
+        gauge(
+            &mut out,
+            "vmdr_recoveries_in_flight",
+            "Recoveries running.",
+            m.in_flight.to_string(),
+        );
+        let _ = writeln!(out, "# HELP vmdr_decisions_total Decision changes, by kind.\n# TYPE vmdr_decisions_total counter");
+        for (k, v) in &m.decisions {
+            let _ = writeln!(out, "vmdr_decisions_total{{kind=\"{}\"}} {v}", escape(k));
+        }
+        let _ = writeln!(out, "# HELP vmdr_recoveries_started_total Recoveries started, by action.\n# TYPE vmdr_recoveries_started_total counter");
+        for (k, v) in &m.started {
+            let _ = writeln!(
+                out,
+                "vmdr_recoveries_started_total{{action=\"{}\"}} {v}",
+                escape(k)
+            );
+        }
+        let _ = writeln!(out, "# HELP vmdr_recoveries_finished_total Recoveries ended, by action and result.\n# TYPE vmdr_recoveries_finished_total counter");
+        for ((k, ok), v) in &m.finished {
+            let result = if *ok { "ok" } else { "failed" };
+            let _ = writeln!(
+                out,
+                "vmdr_recoveries_finished_total{{action=\"{}\",result=\"{result}\"}} {v}",
+                escape(k)
+            );
+        }
+        let _ = writeln!(out, "# HELP vmdr_loop_errors_total Failed steps of the control loop, by step.\n# TYPE vmdr_loop_errors_total counter");
+        for (k, v) in &m.errors {
+            let _ = writeln!(out, "vmdr_loop_errors_total{{step=\"{k}\"}} {v}");
+        }
+        let _ = writeln!(out, "# HELP vmdr_config_reloads_total Configuration reloads, by result.\n# TYPE vmdr_config_reloads_total counter");
+        for (ok, v) in &m.reloads {
+            let result = if *ok { "applied" } else { "rejected" };
+            let _ = writeln!(out, "vmdr_config_reloads_total{{result=\"{result}\"}} {v}");
+        }
+        m.recovery.write(
+            &mut out,
+            "vmdr_recovery_duration_seconds",
+            "How long recovery actions took.",
+        );
+        m.detection.write(
+            &mut out,
+            "vmdr_detection_seconds",
+            "From a VM's first unanswered probe to its being judged down.",
+        );
+        m.rto.write(
+            &mut out,
+            "vmdr_rto_seconds",
+            "From a VM's first unanswered probe to its successful recovery.",
+        );
+        out
+    }
+}

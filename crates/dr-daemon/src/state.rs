@@ -1,0 +1,228 @@
+//! What the daemon shares between its control loop and its API: the status
+//! of every host and VM after the last tick, the recent events (also
+//! broadcast), and the metrics.
+
+use crate::metrics::Metrics;
+use dr_control::registry::Registry;
+use dr_control::{ControlEvent, EventSink, Subject};
+use dr_core::Timestamp;
+use serde::Serialize;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError, RwLock};
+use tokio::sync::broadcast;
+
+/// Recent events kept for the API.
+const EVENTS_KEPT: usize = 10_000;
+
+/// One host as the daemon sees it.
+#[derive(Clone, Debug, Serialize)]
+pub struct HostStatus {
+    /// Name.
+    pub name: String,
+    /// Management address.
+    pub ip: Option<String>,
+    /// Last probe answered.
+    pub reachable: Option<bool>,
+    /// The hypervisor's link state.
+    pub link: String,
+    /// Lost (to probes and hypervisor) since, ms on the daemon's clock.
+    pub unreachable_since_ms: Option<u64>,
+    /// Recoveries charged to it now.
+    pub in_flight: u16,
+}
+
+/// One VM as the daemon sees it.
+#[derive(Clone, Debug, Serialize)]
+pub struct VmStatus {
+    /// Name.
+    pub name: String,
+    /// Address watched.
+    pub ip: String,
+    /// Its host.
+    pub host: String,
+    /// Last probe answered.
+    pub reachable: Option<bool>,
+    /// Power state reported by the hypervisor.
+    pub power: String,
+    /// Guest heartbeat.
+    pub heartbeat: String,
+    /// Consecutive failed probes.
+    pub probe_failures: u16,
+    /// The engine's current decision.
+    pub decision: Option<serde_json::Value>,
+    /// Automation paused by an operator.
+    pub paused: bool,
+    /// A recovery is running for it.
+    pub in_flight: bool,
+    /// It has a snapshot to revert to.
+    pub snapshot: bool,
+    /// It has a replica to restore from.
+    pub replica: bool,
+}
+
+/// The whole picture after one tick.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Status {
+    /// Ticks done.
+    pub ticks: u64,
+    /// When the last one ended, ms on the daemon's clock.
+    pub at_ms: u64,
+    /// Recoveries running.
+    pub in_flight: u32,
+    /// Hosts.
+    pub hosts: Vec<HostStatus>,
+    /// VMs.
+    pub vms: Vec<VmStatus>,
+}
+
+impl Status {
+    /// Reads the registry after a tick.
+    pub fn from_registry(
+        reg: &Registry,
+        paused: &std::collections::BTreeSet<String>,
+        ticks: u64,
+        at: Timestamp,
+        in_flight: u32,
+    ) -> Status {
+        let hosts = reg
+            .host_entries
+            .iter()
+            .zip(&reg.hosts)
+            .map(|(e, f)| HostStatus {
+                name: e.name.clone(),
+                ip: e.ip.map(|ip| ip.to_string()),
+                reachable: e.reachable,
+                link: format!("{:?}", f.link),
+                unreachable_since_ms: f.unreachable_since.map(|t| t.0),
+                in_flight: f.in_flight,
+            })
+            .collect();
+        let vms = reg
+            .vm_entries
+            .iter()
+            .zip(&reg.vms)
+            .map(|(e, f)| VmStatus {
+                name: e.name.clone(),
+                ip: e.ip.to_string(),
+                host: reg.host_name(f.host).to_owned(),
+                reachable: e.reachable,
+                power: format!("{:?}", f.power),
+                heartbeat: format!("{:?}", f.heartbeat),
+                probe_failures: f.probe_failures,
+                decision: e.last_decision.and_then(|d| serde_json::to_value(d).ok()),
+                paused: paused.contains(&e.name),
+                in_flight: f.in_flight,
+                snapshot: f.has_snapshot,
+                replica: f.has_replica,
+            })
+            .collect();
+        Status {
+            ticks,
+            at_ms: at.0,
+            in_flight,
+            hosts,
+            vms,
+        }
+    }
+}
+
+/// One event as the API shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct EventRecord {
+    /// Increasing id: `?since=` it for the ones after.
+    pub id: u64,
+    /// When, ms on the daemon's clock.
+    pub at_ms: u64,
+    /// What.
+    #[serde(flatten)]
+    pub event: ControlEvent,
+}
+
+/// Shared between the loop and the API.
+pub struct Shared {
+    status: RwLock<Status>,
+    events: Mutex<VecDeque<EventRecord>>,
+    next_event: AtomicU64,
+    feed: broadcast::Sender<EventRecord>,
+    ready: AtomicBool,
+    /// The metrics.
+    pub metrics: Metrics,
+}
+
+impl Default for Shared {
+    fn default() -> Self {
+        Shared {
+            status: RwLock::new(Status::default()),
+            events: Mutex::new(VecDeque::new()),
+            next_event: AtomicU64::new(1),
+            feed: broadcast::channel(1024).0,
+            ready: AtomicBool::new(false),
+            metrics: Metrics::default(),
+        }
+    }
+}
+
+impl Shared {
+    /// Publishes the status after a tick; the daemon is ready from the first.
+    pub fn publish(&self, status: Status) {
+        self.metrics.observe_status(&status);
+        *self.status.write().unwrap_or_else(PoisonError::into_inner) = status;
+        self.ready.store(true, Ordering::Release);
+    }
+
+    /// The status after the last tick.
+    pub fn status(&self) -> Status {
+        self.status
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Whether a tick has completed.
+    pub fn ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// Events after id `since`, at most `limit`, oldest first.
+    pub fn events_since(&self, since: u64, limit: usize) -> Vec<EventRecord> {
+        let events = self.events.lock().unwrap_or_else(PoisonError::into_inner);
+        events
+            .iter()
+            .filter(|e| e.id > since)
+            .take(limit)
+            .cloned()
+            .collect()
+    }
+
+    /// New events as they happen.
+    pub fn subscribe(&self) -> broadcast::Receiver<EventRecord> {
+        self.feed.subscribe()
+    }
+}
+
+impl EventSink for Shared {
+    fn emit(&self, at: Timestamp, event: ControlEvent) {
+        self.metrics.observe_event(at, &event);
+        if let ControlEvent::Observation {
+            subject: Subject::Vm(_) | Subject::Host(_),
+            ..
+        } = &event
+        {
+            tracing::debug!(t = %at, ?event, "observation");
+        } else {
+            tracing::info!(t = %at, ?event, "control event");
+        }
+        let record = EventRecord {
+            id: self.next_event.fetch_add(1, Ordering::Relaxed),
+            at_ms: at.0,
+            event,
+        };
+        let _ = self.feed.send(record.clone());
+        let mut events = self.events.lock().unwrap_or_else(PoisonError::into_inner);
+        if events.len() == EVENTS_KEPT {
+            events.pop_front();
+        }
+        events.push_back(record);
+    }
+}
