@@ -7,6 +7,7 @@ use std::io::{self, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod daemon_api;
 mod inventory;
 mod probe;
 mod repl;
@@ -37,6 +38,14 @@ enum Command {
     /// Asynchronous replication: serve a replica, ship disks, status, restore.
     #[command(subcommand)]
     Repl(repl::ReplCommand),
+    /// The running daemon's hosts and VMs: health, decision, pause.
+    Status(daemon_api::StatusArgs),
+    /// The running daemon's events, as JSON lines (--follow for new ones).
+    Events(daemon_api::EventsArgs),
+    /// Stop automation for a VM (it stays monitored).
+    Pause(daemon_api::PauseArgs),
+    /// Resume automation for a VM.
+    Resume(daemon_api::PauseArgs),
 }
 
 #[derive(Args)]
@@ -82,6 +91,10 @@ fn main() -> ExitCode {
             .map_err(anyhow::Error::from)
             .and_then(|rt| rt.block_on(repl::run(cmd)))
             .map(|()| ExitCode::SUCCESS),
+        Command::Status(args) => on_daemon(daemon_api::status(&args)),
+        Command::Events(args) => on_daemon(daemon_api::events(&args)),
+        Command::Pause(args) => on_daemon(daemon_api::pause(&args, true)),
+        Command::Resume(args) => on_daemon(daemon_api::pause(&args, false)),
     };
     match result {
         Ok(code) => code,
@@ -90,6 +103,14 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+fn on_daemon(f: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(f)?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn inventory(args: &inventory::InventoryArgs) -> anyhow::Result<ExitCode> {

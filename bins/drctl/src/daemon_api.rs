@@ -1,0 +1,204 @@
+//! `drctl status | events | pause | resume`: the running daemon (drd),
+//! through its HTTP API.
+
+use anyhow::{bail, Context};
+use clap::Args;
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Where the daemon is.
+#[derive(Args, Clone)]
+pub struct ApiArgs {
+    /// The daemon's API (else $VMDR_API, else http://127.0.0.1:7070).
+    #[arg(long)]
+    api: Option<String>,
+}
+
+impl ApiArgs {
+    fn base(&self) -> String {
+        self.api
+            .clone()
+            .or_else(|| std::env::var("VMDR_API").ok())
+            .unwrap_or_else(|| "http://127.0.0.1:7070".into())
+            .trim_end_matches('/')
+            .to_owned()
+    }
+}
+
+/// `drctl status`.
+#[derive(Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    api: ApiArgs,
+    /// JSON output.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `drctl events`.
+#[derive(Args)]
+pub struct EventsArgs {
+    #[command(flatten)]
+    api: ApiArgs,
+    /// Keep printing new events as they happen.
+    #[arg(long)]
+    follow: bool,
+    /// Only events after this id.
+    #[arg(long, default_value_t = 0)]
+    since: u64,
+}
+
+/// `drctl pause VM` and `drctl resume VM`.
+#[derive(Args)]
+pub struct PauseArgs {
+    #[command(flatten)]
+    api: ApiArgs,
+    /// The VM.
+    vm: String,
+    /// File holding the API token (else $VMDR_API_TOKEN).
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+}
+
+fn client() -> anyhow::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .context("cannot build the HTTP client")
+}
+
+async fn get_json(base: &str, path: &str) -> anyhow::Result<serde_json::Value> {
+    let url = format!("{base}{path}");
+    let r = client()?
+        .get(&url)
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the daemon at {base} (is drd running?)"))?;
+    let status = r.status();
+    let body = r.text().await.context("reading the daemon's answer")?;
+    if !status.is_success() {
+        bail!("{url}: {status}: {body}");
+    }
+    serde_json::from_str(&body).with_context(|| format!("{url}: not JSON"))
+}
+
+fn s(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+/// Prints hosts and VMs.
+pub async fn status(args: &StatusArgs) -> anyhow::Result<()> {
+    let st = get_json(&args.api.base(), "/api/v1/status").await?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        writeln!(out, "{st}")?;
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "{:<16} {:<16} {:<10} {:<14} {:>9}",
+        "HOST", "IP", "REACHABLE", "LINK", "IN FLIGHT"
+    )?;
+    for h in st["hosts"].as_array().into_iter().flatten() {
+        writeln!(
+            out,
+            "{:<16} {:<16} {:<10} {:<14} {:>9}",
+            s(&h["name"]),
+            s(&h["ip"]),
+            s(&h["reachable"]),
+            s(&h["link"]),
+            s(&h["in_flight"])
+        )?;
+    }
+    writeln!(out)?;
+    writeln!(
+        out,
+        "{:<16} {:<16} {:<12} {:<6} {:<10} {:<24} {:<6}",
+        "VM", "IP", "HOST", "POWER", "REACHABLE", "DECISION", "PAUSED"
+    )?;
+    for v in st["vms"].as_array().into_iter().flatten() {
+        let decision = v["decision"]["decision"].as_str().unwrap_or("-");
+        writeln!(
+            out,
+            "{:<16} {:<16} {:<12} {:<6} {:<10} {:<24} {:<6}",
+            s(&v["name"]),
+            s(&v["ip"]),
+            s(&v["host"]),
+            s(&v["power"]),
+            s(&v["reachable"]),
+            if v["in_flight"] == true {
+                format!("{decision} (running)")
+            } else {
+                decision.to_owned()
+            },
+            s(&v["paused"])
+        )?;
+    }
+    writeln!(
+        out,
+        "\n{} ticks, {} recoveries running",
+        s(&st["ticks"]),
+        s(&st["in_flight"])
+    )?;
+    Ok(())
+}
+
+/// Prints events as JSON lines; with `--follow`, keeps polling for new ones.
+pub async fn events(args: &EventsArgs) -> anyhow::Result<()> {
+    let base = args.api.base();
+    let mut since = args.since;
+    loop {
+        let batch = get_json(&base, &format!("/api/v1/events?since={since}&limit=1000")).await?;
+        let mut out = std::io::stdout().lock();
+        let list = batch.as_array().cloned().unwrap_or_default();
+        for e in &list {
+            writeln!(out, "{e}")?;
+            since = since.max(e["id"].as_u64().unwrap_or(since));
+        }
+        out.flush()?;
+        if !args.follow {
+            return Ok(());
+        }
+        if list.len() < 1000 {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+}
+
+/// Pauses or resumes automation for a VM.
+pub async fn pause(args: &PauseArgs, paused: bool) -> anyhow::Result<()> {
+    let token = match &args.token_file {
+        Some(f) => std::fs::read_to_string(f)
+            .with_context(|| format!("cannot read {}", f.display()))?
+            .trim()
+            .to_owned(),
+        None => {
+            std::env::var("VMDR_API_TOKEN").context("give --token-file or set VMDR_API_TOKEN")?
+        }
+    };
+    let base = args.api.base();
+    let verb = if paused { "pause" } else { "resume" };
+    let url = format!("{base}/api/v1/vms/{}/{verb}", args.vm);
+    let r = client()?
+        .post(&url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the daemon at {base} (is drd running?)"))?;
+    let status = r.status();
+    let body = r.text().await.unwrap_or_default();
+    if !status.is_success() {
+        bail!("{verb} {}: {status}: {body}", args.vm);
+    }
+    println!(
+        "{}: automation {}",
+        args.vm,
+        if paused { "paused" } else { "resumed" }
+    );
+    Ok(())
+}
