@@ -276,3 +276,27 @@ fn sigterm_stops_it_cleanly() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn snapshots_are_taken_and_pruned_on_schedule() {
+    let d = Dir::new("snapshots");
+    let config = write_config(&d.0, "200ms");
+    let mut text = std::fs::read_to_string(&config).expect("config");
+    text.push_str(
+        "\n[snapshots]\nvm_interval = \"1s\"\nvm_keep = 2\nhost_interval = \"1s\"\nhost_keep = 1\n",
+    );
+    std::fs::write(&config, text).expect("config");
+    let daemon = Daemon::start(&config);
+    // Each round snapshots every running VM; from the third, pruning keeps 2.
+    daemon.wait_for(LIMIT, "VM snapshots taken and pruned", |d| {
+        d.metric("vmdr_snapshots_total{kind=\"vm\",result=\"taken\"}") >= Some(9.0)
+            && d.metric("vmdr_snapshots_total{kind=\"vm\",result=\"pruned\"}") >= Some(1.0)
+    });
+    daemon.wait_for(LIMIT, "host snapshots taken and pruned", |d| {
+        d.metric("vmdr_snapshots_total{kind=\"host\",result=\"pruned\"}") >= Some(1.0)
+    });
+    let age = daemon
+        .metric("vmdr_snapshot_age_seconds{kind=\"vm\"}")
+        .expect("age");
+    assert!(age < 5.0, "the last round is recent: {age}");
+}

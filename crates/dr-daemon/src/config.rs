@@ -56,6 +56,8 @@ pub struct DaemonConfig {
     pub api: ApiConfig,
     /// The recovery journal's file.
     pub journal: PathBuf,
+    /// The snapshot schedulers (reloadable).
+    pub snapshots: crate::snapshots::SnapshotConfig,
 }
 
 #[derive(Deserialize)]
@@ -72,6 +74,18 @@ struct Raw {
     api: RawApi,
     #[serde(default)]
     journal: RawJournal,
+    #[serde(default)]
+    snapshots: RawSnapshots,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSnapshots {
+    vm_interval: Option<Spanned<String>>,
+    vm_keep: Option<usize>,
+    host_interval: Option<Spanned<String>>,
+    host_keep: Option<usize>,
+    concurrency: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -259,12 +273,50 @@ impl DaemonConfig {
                 .path
                 .unwrap_or_else(|| "drd-journal.redb".into()),
         );
+        let every = |key: &str, v: &Option<Spanned<String>>| match v {
+            None => Ok(None),
+            Some(s) => dr_core::time::parse_duration(s.get_ref())
+                .map_err(|e| {
+                    err(
+                        Some(line_of(text, s.span().start)),
+                        format!("snapshots.{key}: {e}"),
+                    )
+                })
+                .and_then(|d| {
+                    if d < Duration::from_secs(1) {
+                        Err(err(
+                            Some(line_of(text, s.span().start)),
+                            format!("snapshots.{key} must be at least 1s"),
+                        ))
+                    } else {
+                        Ok(Some(d))
+                    }
+                }),
+        };
+        let d = crate::snapshots::SnapshotConfig::default();
+        let keep = |key: &str, v: Option<usize>, default: usize| match v {
+            Some(0) => Err(err(None, format!("snapshots.{key} must be at least 1"))),
+            Some(n) => Ok(n),
+            None => Ok(default),
+        };
+        let snapshots = crate::snapshots::SnapshotConfig {
+            vms: crate::snapshots::Schedule {
+                every: every("vm_interval", &raw.snapshots.vm_interval)?,
+                keep: keep("vm_keep", raw.snapshots.vm_keep, d.vms.keep)?,
+            },
+            hosts: crate::snapshots::Schedule {
+                every: every("host_interval", &raw.snapshots.host_interval)?,
+                keep: keep("host_keep", raw.snapshots.host_keep, d.hosts.keep)?,
+            },
+            concurrency: keep("concurrency", raw.snapshots.concurrency, d.concurrency)?,
+        };
         Ok(DaemonConfig {
             path: path.to_owned(),
             backend,
             control,
             api: ApiConfig { listen, token },
             journal,
+            snapshots,
         })
     }
 }

@@ -85,6 +85,17 @@ pub async fn run(
     .with_journal(Arc::new(JournalPort(journal.clone())));
 
     let (stop_tasks, tasks_stopped) = watch::channel(false);
+    let (snapshot_cfg, snapshot_rx) = watch::channel(cfg.snapshots);
+    for kind in [crate::snapshots::Kind::Vm, crate::snapshots::Kind::Host] {
+        tokio::spawn(crate::snapshots::run(
+            ports.hv.clone(),
+            ports.clock.clone(),
+            kind,
+            snapshot_rx.clone(),
+            shared.clone(),
+            tasks_stopped.clone(),
+        ));
+    }
     if let Some(world) = &ports.world {
         tokio::spawn(backend::inject_faults(
             world.clone(),
@@ -160,6 +171,7 @@ pub async fn run(
             },
             Some(()) = reload.recv() => {
                 reload_config(&mut running, &mut control, &shared, "SIGHUP");
+                snapshot_cfg.send_if_modified(|c| std::mem::replace(c, running.snapshots) != running.snapshots);
                 seen_mtime = mtime(&running.path);
             }
             _ = file_check.tick() => {
@@ -167,6 +179,7 @@ pub async fn run(
                 if now != seen_mtime {
                     seen_mtime = now;
                     reload_config(&mut running, &mut control, &shared, "file changed");
+                    snapshot_cfg.send_if_modified(|c| std::mem::replace(c, running.snapshots) != running.snapshots);
                 }
             }
             () = clock.sleep_until(next) => {

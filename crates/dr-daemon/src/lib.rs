@@ -12,6 +12,8 @@
 //!   opened and left-open recoveries resolved before the first tick, the
 //!   control loop ticking with API commands and reloads in between, a
 //!   graceful shutdown that drains running recoveries;
+//! * [`snapshots`]: the snapshot schedulers for VMs and hosts (take new,
+//!   prune old), on reloadable intervals;
 //! * [`api`], [`state`], [`metrics`]: the HTTP API (axum), the status and
 //!   events it serves, and Prometheus metrics.
 //!
@@ -27,6 +29,7 @@ pub mod config;
 pub mod daemon;
 pub mod journal;
 pub mod metrics;
+pub mod snapshots;
 pub mod state;
 
 pub use config::{ConfigError, DaemonConfig};

@@ -62,6 +62,11 @@ struct Inner {
     unreachable_since: HashMap<String, Timestamp>,
     /// Per VM: when it was judged down.
     down_at: HashMap<String, Timestamp>,
+    /// The daemon's clock at the last tick.
+    now: Timestamp,
+    /// Per kind ("vm", "host"): taken, pruned, failed, start of the last
+    /// round that took any.
+    snapshots: BTreeMap<&'static str, (u64, u64, u64, Option<Timestamp>)>,
 }
 
 /// The daemon's metrics.
@@ -88,8 +93,28 @@ impl Metrics {
         *self.inner().reloads.entry(ok).or_default() += 1;
     }
 
+    /// Counts a snapshot round of `kind` that started at `started`.
+    pub fn snapshots(
+        &self,
+        kind: &'static str,
+        taken: usize,
+        pruned: usize,
+        failed: usize,
+        started: Timestamp,
+    ) {
+        let mut m = self.inner();
+        let e = m.snapshots.entry(kind).or_default();
+        e.0 += taken as u64;
+        e.1 += pruned as u64;
+        e.2 += failed as u64;
+        if taken > 0 {
+            e.3 = Some(started);
+        }
+    }
+
     pub(crate) fn observe_status(&self, s: &Status) {
         let mut m = self.inner();
+        m.now = Timestamp(s.at_ms);
         m.ticks = s.ticks;
         m.hosts = s.hosts.len();
         m.vms = s.vms.len();
@@ -228,6 +253,31 @@ impl Metrics {
         for (ok, v) in &m.reloads {
             let result = if *ok { "applied" } else { "rejected" };
             let _ = writeln!(out, "vmdr_config_reloads_total{{result=\"{result}\"}} {v}");
+        }
+        let _ = writeln!(out, "# HELP vmdr_snapshots_total Scheduled snapshots, by target kind and result.\n# TYPE vmdr_snapshots_total counter");
+        for (kind, (taken, pruned, failed, _)) in &m.snapshots {
+            let _ = writeln!(
+                out,
+                "vmdr_snapshots_total{{kind=\"{kind}\",result=\"taken\"}} {taken}"
+            );
+            let _ = writeln!(
+                out,
+                "vmdr_snapshots_total{{kind=\"{kind}\",result=\"pruned\"}} {pruned}"
+            );
+            let _ = writeln!(
+                out,
+                "vmdr_snapshots_total{{kind=\"{kind}\",result=\"failed\"}} {failed}"
+            );
+        }
+        let _ = writeln!(out, "# HELP vmdr_snapshot_age_seconds Age of the last scheduled snapshot round that took snapshots, by target kind.\n# TYPE vmdr_snapshot_age_seconds gauge");
+        for (kind, (_, _, _, last)) in &m.snapshots {
+            if let Some(t) = last {
+                let _ = writeln!(
+                    out,
+                    "vmdr_snapshot_age_seconds{{kind=\"{kind}\"}} {}",
+                    secs(*t, m.now)
+                );
+            }
         }
         m.recovery.write(
             &mut out,
