@@ -100,7 +100,7 @@ fn scenario(n: usize, crashes: usize, first_ms: u64, gap_ms: u64) -> (String, Ve
         ));
     }
     // Distinct VMs, spread over the set (a step coprime with n).
-    let step = if n > 7 && n % 7 != 0 { 7 } else { 1 };
+    let step = if n > 7 && !n.is_multiple_of(7) { 7 } else { 1 };
     let mut schedule = Vec::new();
     for k in 0..crashes.min(n) {
         let vm = format!("v{}", (k * step) % n);

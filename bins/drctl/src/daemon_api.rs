@@ -61,6 +61,66 @@ pub struct PauseArgs {
     token_file: Option<PathBuf>,
 }
 
+/// `drctl failover VM [--to HOST]`.
+#[derive(Args)]
+pub struct FailoverArgs {
+    #[command(flatten)]
+    api: ApiArgs,
+    /// The VM.
+    vm: String,
+    /// The target host (else: another site if it has a replica, its own
+    /// site otherwise; the connected host with the most room).
+    #[arg(long)]
+    to: Option<String>,
+    /// File holding the API token (else $VMDR_API_TOKEN).
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+}
+
+fn token(file: &Option<PathBuf>) -> anyhow::Result<String> {
+    match file {
+        Some(f) => Ok(std::fs::read_to_string(f)
+            .with_context(|| format!("cannot read {}", f.display()))?
+            .trim()
+            .to_owned()),
+        None => std::env::var("VMDR_API_TOKEN").context("give --token-file or set VMDR_API_TOKEN"),
+    }
+}
+
+/// Moves a VM on purpose: stopped, then brought up on the target.
+pub async fn failover(args: &FailoverArgs) -> anyhow::Result<()> {
+    let token = token(&args.token_file)?;
+    let base = args.api.base();
+    let mut url = format!("{base}/api/v1/vms/{}/failover", args.vm);
+    if let Some(to) = &args.to {
+        url.push_str(&format!("?to={to}"));
+    }
+    let r = reqwest::Client::builder()
+        .timeout(Duration::from_secs(3600))
+        .build()
+        .context("cannot build the HTTP client")?
+        .post(&url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the daemon at {base} (is drd running?)"))?;
+    let status = r.status();
+    let body = r.text().await.unwrap_or_default();
+    if !status.is_success() {
+        bail!("failover {}: {status}: {body}", args.vm);
+    }
+    let rep: serde_json::Value = serde_json::from_str(&body).context("the daemon's answer")?;
+    println!(
+        "{}: {} -> {} by {}, down {:.1} s",
+        s(&rep["vm"]),
+        s(&rep["from"]),
+        s(&rep["to"]),
+        s(&rep["method"]),
+        rep["downtime_ms"].as_f64().unwrap_or(0.0) / 1000.0
+    );
+    Ok(())
+}
+
 fn client() -> anyhow::Result<reqwest::Client> {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(10))

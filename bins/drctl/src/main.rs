@@ -46,6 +46,9 @@ enum Command {
     Pause(daemon_api::PauseArgs),
     /// Resume automation for a VM.
     Resume(daemon_api::PauseArgs),
+    /// Planned failover: stop a VM and bring it up on another host (its
+    /// replica on another site, or cold migration on its own).
+    Failover(daemon_api::FailoverArgs),
 }
 
 #[derive(Args)]
@@ -95,6 +98,7 @@ fn main() -> ExitCode {
         Command::Events(args) => on_daemon(daemon_api::events(&args)),
         Command::Pause(args) => on_daemon(daemon_api::pause(&args, true)),
         Command::Resume(args) => on_daemon(daemon_api::pause(&args, false)),
+        Command::Failover(args) => on_daemon(daemon_api::failover(&args)),
     };
     match result {
         Ok(code) => code,

@@ -107,6 +107,13 @@ fn status_events_pause_and_resume() {
     assert!(err.contains("no VM named"), "{err}");
     let (code, _, _) = drctl(&["resume", "db-1"], &d.addr);
     assert_eq!(code, 0);
+    // A planned failover to the DR site, reported in one line.
+    let (code, out, err) = drctl(&["failover", "app-1"], &d.addr);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("app-1: esx-2 -> dr-1 by replica"), "{out}");
+    let (code, _, err) = drctl(&["failover", "app-1", "--to", "nowhere"], &d.addr);
+    assert_eq!(code, 2);
+    assert!(err.contains("no host named"), "{err}");
     // Events: JSON lines with increasing ids.
     let (code, out, _) = drctl(&["events"], &d.addr);
     assert_eq!(code, 0);

@@ -82,7 +82,7 @@ fn the_paper_scenarios_run_through_the_daemon() {
             >= Some(1.0)
     );
     assert!(daemon.metric("vmdr_rto_seconds_count") >= Some(2.0));
-    assert_eq!(daemon.metric("vmdr_vms"), Some(5.0));
+    assert_eq!(daemon.metric("vmdr_vms"), Some(6.0));
     // Every recovery is in the journal, ended.
     let journal = daemon.json("/api/v1/journal");
     let entries = journal.as_array().expect("journal");
@@ -299,4 +299,60 @@ fn snapshots_are_taken_and_pruned_on_schedule() {
         .metric("vmdr_snapshot_age_seconds{kind=\"vm\"}")
         .expect("age");
     assert!(age < 5.0, "the last round is recent: {age}");
+}
+
+#[test]
+fn a_planned_failover_moves_a_vm_to_the_dr_site_and_back() {
+    let d = Dir::new("failover");
+    let daemon = Daemon::start(&write_config(&d.0, "200ms"));
+    daemon.wait_for(LIMIT, "app-1 monitored", |d| {
+        d.json("/api/v1/vms")
+            .as_array()
+            .is_some_and(|v| v.iter().any(|v| v["name"] == "app-1"))
+    });
+    assert_eq!(daemon.post("/api/v1/vms/app-1/failover", None).0, 401);
+    let (code, body) = daemon.post("/api/v1/vms/nope/failover", Some(TOKEN));
+    assert_eq!(code, 409, "{body}");
+    // No target given: it has a replica, so the other site.
+    let (code, body) = daemon.post("/api/v1/vms/app-1/failover", Some(TOKEN));
+    assert_eq!(code, 200, "{body}");
+    let report: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(report["from"], "esx-2");
+    assert_eq!(report["to"], "dr-1");
+    assert_eq!(report["method"], "replica");
+    let app = |d: &Daemon| {
+        d.json("/api/v1/vms")
+            .as_array()
+            .expect("vms")
+            .iter()
+            .find(|v| v["name"] == "app-1")
+            .cloned()
+            .expect("app-1")
+    };
+    daemon.wait_for(LIMIT, "app-1 running on dr-1", |d| {
+        let v = app(d);
+        v["host"] == "dr-1" && v["power"] == "On"
+    });
+    // Back home, by name; automation is handed back afterwards.
+    let (code, body) = daemon.post("/api/v1/vms/app-1/failover?to=esx-2", Some(TOKEN));
+    assert_eq!(code, 200, "{body}");
+    daemon.wait_for(LIMIT, "app-1 back on esx-2, not paused", |d| {
+        let v = app(d);
+        v["host"] == "esx-2" && v["power"] == "On" && v["paused"] == false
+    });
+    // The engine never raced the failover: no recovery of app-1.
+    assert!(
+        actions_for(&daemon.events(), "action_started", "app-1").is_empty(),
+        "automation acted on a VM under planned failover"
+    );
+    let journal = daemon.json("/api/v1/journal");
+    let failovers = journal
+        .as_array()
+        .expect("journal")
+        .iter()
+        .filter(|e| {
+            e["intent"]["action"] == "planned_failover" && e["outcome"]["outcome"] == "succeeded"
+        })
+        .count();
+    assert_eq!(failovers, 2, "{journal}");
 }

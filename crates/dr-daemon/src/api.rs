@@ -23,6 +23,22 @@ pub enum Command {
         /// Ok, or why not.
         reply: oneshot::Sender<Result<(), String>>,
     },
+    /// A planned failover of a VM (to a host, or one the daemon picks).
+    Failover {
+        /// The VM.
+        vm: String,
+        /// The target host.
+        to: Option<String>,
+        /// What it did, or why not.
+        reply: oneshot::Sender<Result<crate::failover::FailoverReport, String>>,
+    },
+    /// A planned failover ended (sent by its task to the loop).
+    FailoverDone {
+        /// The VM.
+        vm: String,
+        /// Whether automation was paused before it began.
+        was_paused: bool,
+    },
 }
 
 /// What handlers share.
@@ -51,6 +67,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/journal", get(journal))
         .route("/api/v1/vms/{vm}/pause", post(pause))
         .route("/api/v1/vms/{vm}/resume", post(resume))
+        .route("/api/v1/vms/{vm}/failover", post(failover))
         .with_state(state)
 }
 
@@ -165,4 +182,40 @@ async fn pause(State(s): State<ApiState>, headers: HeaderMap, Path(vm): Path<Str
 
 async fn resume(State(s): State<ApiState>, headers: HeaderMap, Path(vm): Path<String>) -> Response {
     set_paused(s, headers, vm, false).await
+}
+
+#[derive(Deserialize)]
+struct FailoverQuery {
+    to: Option<String>,
+}
+
+async fn failover(
+    State(s): State<ApiState>,
+    headers: HeaderMap,
+    Path(vm): Path<String>,
+    Query(q): Query<FailoverQuery>,
+) -> Response {
+    if let Some(r) = refusal(&s, &headers) {
+        return r;
+    }
+    let (reply, answer) = oneshot::channel();
+    let cmd = Command::Failover {
+        vm,
+        to: q.to,
+        reply,
+    };
+    if s.commands.send(cmd).await.is_err() {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the control loop is stopping",
+        );
+    }
+    match answer.await {
+        Ok(Ok(report)) => Json(report).into_response(),
+        Ok(Err(e)) => error(StatusCode::CONFLICT, e),
+        Err(_) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the control loop is stopping",
+        ),
+    }
 }

@@ -118,6 +118,8 @@ pub async fn run(
             source,
         })?;
     let (commands, mut command_rx) = mpsc::channel::<Command>(64);
+    let loopback = commands.clone();
+    let mut failing_over = std::collections::BTreeSet::new();
     let app = api::router(ApiState {
         shared: shared.clone(),
         commands,
@@ -168,6 +170,32 @@ pub async fn run(
                     };
                     let _ = reply.send(answer);
                 }
+                Command::Failover { vm, to, reply } => {
+                    if control.registry().vm_idx(&vm).is_none() {
+                        let _ = reply.send(Err(format!("no VM named {vm:?} is monitored")));
+                    } else if !failing_over.insert(vm.clone()) {
+                        let _ = reply.send(Err(format!("a failover of {vm} is under way")));
+                    } else {
+                        // Automation stays off the VM while it moves.
+                        let was_paused = control.paused().contains(&vm);
+                        control.set_paused(&vm, true);
+                        tracing::info!(%vm, to = ?to, "planned failover requested");
+                        tokio::spawn(planned_failover(
+                            ports.hv.clone(),
+                            ports.clock.clone(),
+                            journal.clone(),
+                            vm,
+                            to,
+                            was_paused,
+                            reply,
+                            loopback.clone(),
+                        ));
+                    }
+                }
+                Command::FailoverDone { vm, was_paused } => {
+                    failing_over.remove(&vm);
+                    control.set_paused(&vm, was_paused);
+                }
             },
             Some(()) = reload.recv() => {
                 reload_config(&mut running, &mut control, &shared, "SIGHUP");
@@ -210,6 +238,60 @@ pub async fn run(
         v.close().await;
     }
     Ok(())
+}
+
+/// A planned failover as a task: journaled like any recovery, reported to
+/// the operator, then automation handed back.
+#[allow(clippy::too_many_arguments)]
+async fn planned_failover(
+    hv: Arc<dyn Hypervisor>,
+    clock: Arc<dyn Clock>,
+    journal: Arc<dr_journal::Journal>,
+    vm: String,
+    to: Option<String>,
+    was_paused: bool,
+    reply: tokio::sync::oneshot::Sender<Result<crate::failover::FailoverReport, String>>,
+    loopback: mpsc::Sender<Command>,
+) {
+    let intent = dr_journal::Intent {
+        vm: vm.clone(),
+        action: "planned_failover".into(),
+        from_host: None,
+        to_host: to.clone(),
+        started_ms: clock.now().0,
+    };
+    let j = journal.clone();
+    let entry = tokio::task::spawn_blocking(move || j.begin(&intent))
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()));
+    let result = match entry {
+        Err(e) => Err(format!("not started: the recovery journal failed: {e}")),
+        Ok(id) => {
+            let r = crate::failover::run(&*hv, &*clock, &vm, to.as_deref())
+                .await
+                .map_err(|e| e.to_string());
+            let outcome = match &r {
+                Ok(_) => dr_journal::Outcome::Succeeded,
+                Err(e) => dr_journal::Outcome::Failed { error: e.clone() },
+            };
+            let (j, now) = (journal.clone(), clock.now().0);
+            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || j.end(id, outcome, now)).await {
+                tracing::error!(entry = id, error = %e, "cannot mark the failover ended in the journal");
+            }
+            r
+        }
+    };
+    match &result {
+        Ok(r) => {
+            tracing::info!(vm = %r.vm, from = %r.from, to = %r.to, method = r.method, downtime_ms = r.downtime_ms, "planned failover done")
+        }
+        Err(e) => tracing::warn!(%vm, error = %e, "planned failover failed"),
+    }
+    let _ = reply.send(result);
+    let _ = loopback
+        .send(Command::FailoverDone { vm, was_paused })
+        .await;
 }
 
 /// Re-reads the configuration: a valid file applies from the next tick

@@ -12,6 +12,8 @@
 //!   opened and left-open recoveries resolved before the first tick, the
 //!   control loop ticking with API commands and reloads in between, a
 //!   graceful shutdown that drains running recoveries;
+//! * [`failover`]: planned failover of a VM (stopped first, then migrated
+//!   on its site or restored from its replica on another);
 //! * [`snapshots`]: the snapshot schedulers for VMs and hosts (take new,
 //!   prune old), on reloadable intervals;
 //! * [`api`], [`state`], [`metrics`]: the HTTP API (axum), the status and
@@ -27,6 +29,7 @@ pub mod api;
 pub mod backend;
 pub mod config;
 pub mod daemon;
+pub mod failover;
 pub mod journal;
 pub mod metrics;
 pub mod snapshots;
