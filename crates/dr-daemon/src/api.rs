@@ -65,6 +65,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/vms", get(vms))
         .route("/api/v1/events", get(events))
         .route("/api/v1/journal", get(journal))
+        .route("/api/v1/replication", get(replication))
         .route("/api/v1/vms/{vm}/pause", post(pause))
         .route("/api/v1/vms/{vm}/resume", post(resume))
         .route("/api/v1/vms/{vm}/failover", post(failover))
@@ -86,7 +87,7 @@ async fn readyz(State(s): State<ApiState>) -> Response {
 async fn metrics(State(s): State<ApiState>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        s.shared.metrics.render(),
+        s.shared.metrics.render() + &s.shared.replication.render(),
     )
         .into_response()
 }
@@ -112,6 +113,10 @@ struct EventsQuery {
 async fn events(State(s): State<ApiState>, Query(q): Query<EventsQuery>) -> Response {
     let limit = q.limit.unwrap_or(1000).min(10_000);
     Json(s.shared.events_since(q.since.unwrap_or(0), limit)).into_response()
+}
+
+async fn replication(State(s): State<ApiState>) -> Response {
+    Json(s.shared.replication.all()).into_response()
 }
 
 async fn journal(State(s): State<ApiState>) -> Response {

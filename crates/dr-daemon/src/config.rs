@@ -35,12 +35,21 @@ pub enum Backend {
 }
 
 /// The HTTP API.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ApiConfig {
     /// Where it listens (port 0: any free port, printed at start).
     pub listen: SocketAddr,
     /// Bearer token required by mutating endpoints; `None`: they are refused.
     pub token: Option<String>,
+}
+
+impl std::fmt::Debug for ApiConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiConfig")
+            .field("listen", &self.listen)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 /// Everything the daemon runs with.
@@ -58,6 +67,8 @@ pub struct DaemonConfig {
     pub journal: PathBuf,
     /// The snapshot schedulers (reloadable).
     pub snapshots: crate::snapshots::SnapshotConfig,
+    /// The replication manager (takes effect at start); `None`: off.
+    pub replication: Option<crate::replication::ReplicationConfig>,
 }
 
 #[derive(Deserialize)]
@@ -76,6 +87,27 @@ struct Raw {
     journal: RawJournal,
     #[serde(default)]
     snapshots: RawSnapshots,
+    replication: Option<RawReplication>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReplication {
+    key_file: Option<String>,
+    key_env: Option<String>,
+    interval: Option<Spanned<String>>,
+    bandwidth: Option<u64>,
+    log_root: Option<String>,
+    #[serde(default)]
+    vm: Vec<RawProtected>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProtected {
+    name: Spanned<String>,
+    disks: Vec<String>,
+    targets: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -310,6 +342,82 @@ impl DaemonConfig {
             },
             concurrency: keep("concurrency", raw.snapshots.concurrency, d.concurrency)?,
         };
+        let replication = match raw.replication {
+            None => None,
+            Some(r) => {
+                let key = match (&r.key_file, &r.key_env) {
+                    (Some(f), None) => {
+                        let p = base.join(f);
+                        std::fs::read(&p).map_err(|e| {
+                            err(None, format!("replication.key_file {}: {e}", p.display()))
+                        })?
+                    }
+                    (None, Some(var)) => std::env::var(var)
+                        .map_err(|_| err(None, format!("replication.key_env: ${var} is not set")))?
+                        .into_bytes(),
+                    _ => {
+                        return Err(err(
+                            None,
+                            "replication: give key_file or key_env (one of them)".into(),
+                        ))
+                    }
+                };
+                let key = key.trim_ascii().to_vec();
+                if key.len() < 16 {
+                    return Err(err(
+                        None,
+                        "replication: the key must be at least 16 bytes".into(),
+                    ));
+                }
+                let interval = match &r.interval {
+                    None => Duration::from_secs(5),
+                    Some(s) => dr_core::time::parse_duration(s.get_ref()).map_err(|e| {
+                        err(
+                            Some(line_of(text, s.span().start)),
+                            format!("replication.interval: {e}"),
+                        )
+                    })?,
+                };
+                let log_root = base.join(r.log_root.unwrap_or_else(|| "drd-replication".into()));
+                let mut vms = Vec::new();
+                for v in r.vm {
+                    let line = Some(line_of(text, v.name.span().start));
+                    if v.disks.is_empty() || v.targets.is_empty() {
+                        return Err(err(
+                            line,
+                            format!(
+                                "replication.vm {:?}: needs disks and targets",
+                                v.name.get_ref()
+                            ),
+                        ));
+                    }
+                    let mut targets = Vec::new();
+                    for t in &v.targets {
+                        targets.push(t.get_ref().parse::<SocketAddr>().map_err(|e| {
+                            err(
+                                Some(line_of(text, t.span().start)),
+                                format!(
+                                    "replication.vm.targets {:?}: {e} (expected ADDRESS:PORT)",
+                                    t.get_ref()
+                                ),
+                            )
+                        })?);
+                    }
+                    vms.push(crate::replication::Protected {
+                        log_dir: log_root.join(v.name.get_ref()),
+                        vm: v.name.into_inner(),
+                        disks: v.disks.iter().map(|d| base.join(d)).collect(),
+                        targets,
+                    });
+                }
+                Some(crate::replication::ReplicationConfig {
+                    key,
+                    interval,
+                    bandwidth: r.bandwidth.filter(|&b| b > 0),
+                    vms,
+                })
+            }
+        };
         Ok(DaemonConfig {
             path: path.to_owned(),
             backend,
@@ -317,6 +425,7 @@ impl DaemonConfig {
             api: ApiConfig { listen, token },
             journal,
             snapshots,
+            replication,
         })
     }
 }

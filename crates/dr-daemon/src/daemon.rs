@@ -85,6 +85,18 @@ pub async fn run(
     .with_journal(Arc::new(JournalPort(journal.clone())));
 
     let (stop_tasks, tasks_stopped) = watch::channel(false);
+    if let Some(r) = &cfg.replication {
+        let r = Arc::new(r.clone());
+        for p in &r.vms {
+            tracing::info!(vm = %p.vm, targets = ?p.targets, "replication protects it");
+            tokio::spawn(crate::replication::protect(
+                p.clone(),
+                r.clone(),
+                shared.replication.clone(),
+                tasks_stopped.clone(),
+            ));
+        }
+    }
     let (snapshot_cfg, snapshot_rx) = watch::channel(cfg.snapshots);
     for kind in [crate::snapshots::Kind::Vm, crate::snapshots::Kind::Host] {
         tokio::spawn(crate::snapshots::run(
@@ -314,8 +326,13 @@ fn reload_config<H, P, C>(
                 shared.metrics.reload(false);
                 return;
             }
-            if new.api.listen != running.api.listen || new.journal != running.journal {
-                tracing::warn!("api.listen and journal.path take effect at the next start");
+            if new.api.listen != running.api.listen
+                || new.journal != running.journal
+                || new.replication != running.replication
+            {
+                tracing::warn!(
+                    "api, journal and replication settings take effect at the next start"
+                );
             }
             tracing::info!(
                 why,
@@ -328,6 +345,7 @@ fn reload_config<H, P, C>(
                 api: running.api.clone(),
                 journal: running.journal.clone(),
                 backend: running.backend.clone(),
+                replication: running.replication.clone(),
                 ..new
             };
         }

@@ -14,6 +14,8 @@
 //!   graceful shutdown that drains running recoveries;
 //! * [`failover`]: planned failover of a VM (stopped first, then migrated
 //!   on its site or restored from its replica on another);
+//! * [`replication`]: the replication manager: protected VMs' disks shipped
+//!   with `dr-replication` to their receivers, RPO and lag per receiver;
 //! * [`snapshots`]: the snapshot schedulers for VMs and hosts (take new,
 //!   prune old), on reloadable intervals;
 //! * [`api`], [`state`], [`metrics`]: the HTTP API (axum), the status and
@@ -32,6 +34,7 @@ pub mod daemon;
 pub mod failover;
 pub mod journal;
 pub mod metrics;
+pub mod replication;
 pub mod snapshots;
 pub mod state;
 

@@ -148,6 +148,8 @@ pub struct Shared {
     ready: AtomicBool,
     /// The metrics.
     pub metrics: Metrics,
+    /// The replication manager's reports.
+    pub replication: std::sync::Arc<crate::replication::ReplicationState>,
 }
 
 impl Default for Shared {
@@ -159,6 +161,7 @@ impl Default for Shared {
             feed: broadcast::channel(1024).0,
             ready: AtomicBool::new(false),
             metrics: Metrics::default(),
+            replication: Default::default(),
         }
     }
 }

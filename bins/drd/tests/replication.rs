@@ -1,0 +1,164 @@
+//! drd's replication manager end to end: a protected VM's disk shipped to
+//! two receivers (run here, on loopback); RPO, lag and checkpoints in the
+//! API and the metrics; each replica equals the disk, before and after it
+//! changes.
+
+mod common;
+
+use common::*;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const KEY: &str = "a replication key for the tests";
+const LIMIT: Duration = Duration::from_secs(40);
+
+struct Receivers {
+    addrs: Vec<String>,
+    dirs: Vec<std::path::PathBuf>,
+    stop: tokio::sync::watch::Sender<bool>,
+    rt: Option<tokio::runtime::Runtime>,
+}
+
+impl Receivers {
+    fn start(root: &std::path::Path) -> Receivers {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let mut addrs = Vec::new();
+        let mut dirs = Vec::new();
+        for i in 0..2 {
+            let dir = root.join(format!("replica-{i}"));
+            let listener = rt
+                .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+                .expect("bind");
+            addrs.push(listener.local_addr().expect("addr").to_string());
+            let replica = Arc::new(Mutex::new(
+                dr_replication::Replica::open(&dir, 2).expect("replica"),
+            ));
+            rt.spawn(dr_replication::net::serve(
+                listener,
+                replica,
+                Arc::new(KEY.as_bytes().to_vec()),
+                stopped.clone(),
+            ));
+            dirs.push(dir);
+        }
+        Receivers {
+            addrs,
+            dirs,
+            stop,
+            rt: Some(rt),
+        }
+    }
+
+    /// Stops the receivers (releasing their directories) and returns each
+    /// replica's newest image of disk 0.
+    fn stop_and_restore(&mut self, out: &std::path::Path) -> Vec<Vec<u8>> {
+        let _ = self.stop.send(true);
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_timeout(Duration::from_secs(5));
+        }
+        self.dirs
+            .iter()
+            .map(|d| {
+                let r = dr_replication::Replica::open(d, 2).expect("reopen");
+                let newest = r.newest().expect("a checkpoint");
+                r.restore(newest.id, 0, out).expect("restore");
+                std::fs::read(out).expect("read")
+            })
+            .collect()
+    }
+}
+
+#[test]
+fn a_protected_vm_is_shipped_to_two_replicas_with_its_rpo_measured() {
+    let d = Dir::new("replication");
+    let disk = d.0.join("db-1.img");
+    let mut image: Vec<u8> = (0..(4u32 << 20))
+        .map(|i| (i / 4096) as u8 ^ (i as u8))
+        .collect();
+    std::fs::write(&disk, &image).expect("disk");
+    std::fs::write(d.0.join("repl-key"), KEY).expect("key");
+    let mut receivers = Receivers::start(&d.0);
+    let config = write_config(&d.0, "200ms");
+    let mut text = std::fs::read_to_string(&config).expect("config");
+    text.push_str(&format!(
+        "\n[replication]\nkey_file = \"repl-key\"\ninterval = \"300ms\"\n[[replication.vm]]\nname = \"db-1\"\ndisks = [\"db-1.img\"]\ntargets = [\"{}\", \"{}\"]\n",
+        receivers.addrs[0], receivers.addrs[1]
+    ));
+    std::fs::write(&config, text).expect("config");
+    let daemon = Daemon::start(&config);
+    let checkpoint = |d: &Daemon, i: usize| {
+        d.metric(&format!(
+            "vmdr_replication_checkpoint{{vm=\"db-1\",target=\"{}\"}}",
+            receivers.addrs[i]
+        ))
+    };
+    daemon.wait_for(LIMIT, "both replicas acknowledged a checkpoint", |d| {
+        checkpoint(d, 0) >= Some(1.0) && checkpoint(d, 1) >= Some(1.0)
+    });
+    // Change a block; both replicas get it.
+    image[8192..12288].fill(0xAB);
+    std::fs::write(&disk, &image).expect("disk");
+    let before = checkpoint(&daemon, 0).unwrap_or(0.0);
+    daemon.wait_for(LIMIT, "newer checkpoints everywhere", |d| {
+        checkpoint(d, 0) > Some(before + 1.0) && checkpoint(d, 1) > Some(before + 1.0)
+    });
+    let rpo = daemon
+        .metric(&format!(
+            "vmdr_replication_rpo_seconds{{vm=\"db-1\",target=\"{}\"}}",
+            receivers.addrs[0]
+        ))
+        .expect("rpo");
+    assert!(rpo < 5.0, "RPO {rpo} s with a 300 ms interval");
+    let status = daemon.json("/api/v1/replication");
+    let vm = &status.as_array().expect("list")[0];
+    assert_eq!(vm["vm"], "db-1");
+    assert_eq!(vm["targets"].as_array().expect("targets").len(), 2);
+    assert!(vm["error"].is_null(), "{status}");
+    drop(daemon);
+    for (i, got) in receivers
+        .stop_and_restore(&d.0.join("restored.img"))
+        .into_iter()
+        .enumerate()
+    {
+        assert!(got == image, "replica {i} differs from the disk");
+    }
+}
+
+#[test]
+fn replication_settings_are_checked() {
+    let d = Dir::new("replication-bad");
+    let config = write_config(&d.0, "1s");
+    let mut text = std::fs::read_to_string(&config).expect("config");
+    text.push_str("\n[replication]\nkey_env = \"VMDR_TEST_UNSET_KEY_VARIABLE\"\n");
+    std::fs::write(&config, &text).expect("config");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_drd"))
+        .arg("check-config")
+        .arg(&config)
+        .output()
+        .expect("drd");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("VMDR_TEST_UNSET_KEY_VARIABLE"), "{err}");
+    std::fs::write(d.0.join("k"), "0123456789abcdef").expect("key");
+    let text = text.replace(
+        "key_env = \"VMDR_TEST_UNSET_KEY_VARIABLE\"",
+        "key_file = \"k\"\n[[replication.vm]]\nname = \"x\"\ndisks = [\"x.img\"]\ntargets = [\"nowhere\"]",
+    );
+    std::fs::write(&config, text).expect("config");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_drd"))
+        .arg("check-config")
+        .arg(&config)
+        .output()
+        .expect("drd");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("replication.vm.targets") && err.contains("nowhere"),
+        "{err}"
+    );
+}

@@ -1,0 +1,247 @@
+//! The replication manager: each protected VM's disks shipped with
+//! `dr-replication` to its receivers (two, in the paper) on an interval,
+//! each receiver's RPO, lag and newest checkpoint kept for the API and the
+//! metrics. A job that fails (a disk gone, the log's disk full) is logged
+//! and restarted after a pause; the receivers keep their whole checkpoints.
+
+use dr_replication::agent::{self, ShipJob};
+use dr_replication::net::ShipConfig;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// One protected VM.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Protected {
+    /// The VM.
+    pub vm: String,
+    /// Its disk images, shipped as one consistent group.
+    pub disks: Vec<PathBuf>,
+    /// Its receivers.
+    pub targets: Vec<SocketAddr>,
+    /// Its log directory on this side.
+    pub log_dir: PathBuf,
+}
+
+/// The manager's settings (its `Debug` hides the key).
+#[derive(Clone, PartialEq, Eq)]
+pub struct ReplicationConfig {
+    /// The pre-shared key of the receivers.
+    pub key: Vec<u8>,
+    /// Time between checkpoints.
+    pub interval: Duration,
+    /// Bandwidth cap per receiver, bytes per second.
+    pub bandwidth: Option<u64>,
+    /// The protected VMs.
+    pub vms: Vec<Protected>,
+}
+
+/// One receiver of one VM, as last reported.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct TargetStatus {
+    /// The receiver.
+    pub target: String,
+    /// Its newest acknowledged checkpoint.
+    pub checkpoint: Option<u64>,
+    /// RPO as this side sees it, ms.
+    pub rpo_ms: Option<u64>,
+    /// Log bytes it has not acknowledged.
+    pub lag_bytes: u64,
+    /// Connections to it that failed.
+    pub failures: u64,
+}
+
+/// One protected VM, as last reported.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct VmReplication {
+    /// The VM.
+    pub vm: String,
+    /// The newest checkpoint taken here.
+    pub checkpoint: u64,
+    /// Blocks found changed by the last scan.
+    pub changed_blocks: u64,
+    /// Jobs that failed and were restarted.
+    pub restarts: u64,
+    /// The last error, if the job is failing.
+    pub error: Option<String>,
+    /// Its receivers.
+    pub targets: Vec<TargetStatus>,
+}
+
+/// What the manager reports, by VM.
+#[derive(Default)]
+pub struct ReplicationState(Mutex<BTreeMap<String, VmReplication>>);
+
+impl ReplicationState {
+    fn update(&self, vm: &str, f: impl FnOnce(&mut VmReplication)) {
+        let mut all = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let e = all.entry(vm.to_owned()).or_insert_with(|| VmReplication {
+            vm: vm.to_owned(),
+            ..VmReplication::default()
+        });
+        f(e);
+    }
+
+    /// Every protected VM.
+    pub fn all(&self) -> Vec<VmReplication> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect()
+    }
+}
+
+/// Ships `p` until `shutdown`, restarting after failures.
+pub async fn protect(
+    p: Protected,
+    cfg: Arc<ReplicationConfig>,
+    state: Arc<ReplicationState>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    state.update(&p.vm, |_| {});
+    loop {
+        let job = ShipJob {
+            disks: p.disks.clone(),
+            log_dir: p.log_dir.clone(),
+            targets: p.targets.clone(),
+            ship: ShipConfig {
+                bandwidth: cfg.bandwidth,
+                ..ShipConfig::new(cfg.key.clone())
+            },
+            interval: Some(cfg.interval),
+            timeout: Duration::from_secs(3600),
+        };
+        let st = state.clone();
+        let vm = p.vm.clone();
+        let result = agent::ship(job, shutdown.clone(), move |round| {
+            st.update(&vm, |e| {
+                e.checkpoint = round.checkpoint;
+                e.changed_blocks = round.scans.iter().map(|s| s.changed).sum();
+                e.error = None;
+                e.targets = round
+                    .targets
+                    .iter()
+                    .zip(round.lag_bytes.iter().zip(&round.rpo_ms))
+                    .map(|((addr, progress), (lag, rpo))| TargetStatus {
+                        target: addr.to_string(),
+                        checkpoint: progress.checkpoint.map(|c| c.0),
+                        rpo_ms: *rpo,
+                        lag_bytes: *lag,
+                        failures: progress.failures,
+                    })
+                    .collect();
+            });
+        })
+        .await;
+        if *shutdown.borrow() {
+            return;
+        }
+        let error = match result {
+            Ok(()) => "the shipping job ended".to_owned(),
+            Err(e) => e.to_string(),
+        };
+        tracing::warn!(vm = %p.vm, %error, "replication failed; restarting it in 5 s");
+        state.update(&p.vm, |e| {
+            e.restarts += 1;
+            e.error = Some(error);
+        });
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            () = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
+    }
+}
+
+impl std::fmt::Debug for ReplicationConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplicationConfig")
+            .field("key", &"<redacted>")
+            .field("interval", &self.interval)
+            .field("bandwidth", &self.bandwidth)
+            .field("vms", &self.vms)
+            .finish()
+    }
+}
+
+impl ReplicationState {
+    /// The Prometheus text of every protected VM's receivers.
+    pub fn render(&self) -> String {
+        use std::fmt::Write as _;
+        let all = self.all();
+        let mut out = String::new();
+        let header = |out: &mut String, name: &str, kind: &str, help: &str| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        };
+        header(
+            &mut out,
+            "vmdr_replication_rpo_seconds",
+            "gauge",
+            "Now minus the time of the newest checkpoint the receiver acknowledged.",
+        );
+        for v in &all {
+            for t in &v.targets {
+                if let Some(rpo) = t.rpo_ms {
+                    let _ = writeln!(
+                        out,
+                        "vmdr_replication_rpo_seconds{{vm=\"{}\",target=\"{}\"}} {}",
+                        v.vm,
+                        t.target,
+                        rpo as f64 / 1000.0
+                    );
+                }
+            }
+        }
+        header(
+            &mut out,
+            "vmdr_replication_lag_bytes",
+            "gauge",
+            "Log bytes the receiver has not acknowledged.",
+        );
+        for v in &all {
+            for t in &v.targets {
+                let _ = writeln!(
+                    out,
+                    "vmdr_replication_lag_bytes{{vm=\"{}\",target=\"{}\"}} {}",
+                    v.vm, t.target, t.lag_bytes
+                );
+            }
+        }
+        header(
+            &mut out,
+            "vmdr_replication_checkpoint",
+            "gauge",
+            "The newest checkpoint the receiver acknowledged.",
+        );
+        for v in &all {
+            for t in &v.targets {
+                if let Some(c) = t.checkpoint {
+                    let _ = writeln!(
+                        out,
+                        "vmdr_replication_checkpoint{{vm=\"{}\",target=\"{}\"}} {c}",
+                        v.vm, t.target
+                    );
+                }
+            }
+        }
+        header(
+            &mut out,
+            "vmdr_replication_restarts_total",
+            "counter",
+            "Shipping jobs that failed and were restarted.",
+        );
+        for v in &all {
+            let _ = writeln!(
+                out,
+                "vmdr_replication_restarts_total{{vm=\"{}\"}} {}",
+                v.vm, v.restarts
+            );
+        }
+        out
+    }
+}
