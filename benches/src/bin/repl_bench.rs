@@ -206,8 +206,13 @@ fn main() {
         let wake = Arc::new(Notify::new());
         let mut receivers = Vec::new();
         let dirs = [("disk", Some(root.join("replica"))), ("tmpfs", shm.clone().map(|d| d.join("replica")))];
+        // REPL_BENCH_REPLICAS=tmpfs (or disk) keeps only that replica.
+        let only = std::env::var("REPL_BENCH_REPLICAS").ok();
         for (name, dir) in dirs {
             let Some(dir) = dir else { continue };
+            if only.as_deref().is_some_and(|o| !o.split(',').any(|x| x == name)) {
+                continue;
+            }
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
             let addr = listener.local_addr().expect("addr");
             let replica = Arc::new(Mutex::new(Replica::open(&dir, 2).expect("replica")));

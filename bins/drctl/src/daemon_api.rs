@@ -77,6 +77,72 @@ pub struct FailoverArgs {
     token_file: Option<PathBuf>,
 }
 
+/// `drctl drill VM [--to HOST]`.
+#[derive(Args)]
+pub struct DrillArgs {
+    #[command(flatten)]
+    api: ApiArgs,
+    /// The VM.
+    vm: String,
+    /// The host for the isolated copy (else: another site if it has a
+    /// replica, its own site otherwise).
+    #[arg(long)]
+    to: Option<String>,
+    /// File holding the API token (else $VMDR_API_TOKEN).
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+}
+
+/// A POST to the daemon that returns a JSON report.
+async fn post_report(
+    api: &ApiArgs,
+    token_file: &Option<PathBuf>,
+    path: String,
+    what: &str,
+) -> anyhow::Result<serde_json::Value> {
+    let token = token(token_file)?;
+    let base = api.base();
+    let r = reqwest::Client::builder()
+        .timeout(Duration::from_secs(3600))
+        .build()
+        .context("cannot build the HTTP client")?
+        .post(format!("{base}{path}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the daemon at {base} (is drd running?)"))?;
+    let status = r.status();
+    let body = r.text().await.unwrap_or_default();
+    if !status.is_success() {
+        bail!("{what}: {status}: {body}");
+    }
+    serde_json::from_str(&body).context("the daemon's answer")
+}
+
+/// Rehearses a recovery: an isolated copy brought up, timed and removed.
+pub async fn drill(args: &DrillArgs) -> anyhow::Result<()> {
+    let mut path = format!("/api/v1/vms/{}/drill", args.vm);
+    if let Some(to) = &args.to {
+        path.push_str(&format!("?to={to}"));
+    }
+    let rep = post_report(
+        &args.api,
+        &args.token_file,
+        path,
+        &format!("drill {}", args.vm),
+    )
+    .await?;
+    println!(
+        "{}: copy up on {} from its {} in {:.1} s (RTO); production untouched: {}",
+        s(&rep["vm"]),
+        s(&rep["host"]),
+        s(&rep["source"]),
+        rep["rto_ms"].as_f64().unwrap_or(0.0) / 1000.0,
+        s(&rep["production_untouched"])
+    );
+    Ok(())
+}
+
 fn token(file: &Option<PathBuf>) -> anyhow::Result<String> {
     match file {
         Some(f) => Ok(std::fs::read_to_string(f)
@@ -89,27 +155,17 @@ fn token(file: &Option<PathBuf>) -> anyhow::Result<String> {
 
 /// Moves a VM on purpose: stopped, then brought up on the target.
 pub async fn failover(args: &FailoverArgs) -> anyhow::Result<()> {
-    let token = token(&args.token_file)?;
-    let base = args.api.base();
-    let mut url = format!("{base}/api/v1/vms/{}/failover", args.vm);
+    let mut path = format!("/api/v1/vms/{}/failover", args.vm);
     if let Some(to) = &args.to {
-        url.push_str(&format!("?to={to}"));
+        path.push_str(&format!("?to={to}"));
     }
-    let r = reqwest::Client::builder()
-        .timeout(Duration::from_secs(3600))
-        .build()
-        .context("cannot build the HTTP client")?
-        .post(&url)
-        .bearer_auth(token)
-        .send()
-        .await
-        .with_context(|| format!("cannot reach the daemon at {base} (is drd running?)"))?;
-    let status = r.status();
-    let body = r.text().await.unwrap_or_default();
-    if !status.is_success() {
-        bail!("failover {}: {status}: {body}", args.vm);
-    }
-    let rep: serde_json::Value = serde_json::from_str(&body).context("the daemon's answer")?;
+    let rep = post_report(
+        &args.api,
+        &args.token_file,
+        path,
+        &format!("failover {}", args.vm),
+    )
+    .await?;
     println!(
         "{}: {} -> {} by {}, down {:.1} s",
         s(&rep["vm"]),

@@ -107,6 +107,14 @@ fn status_events_pause_and_resume() {
     assert!(err.contains("no VM named"), "{err}");
     let (code, _, _) = drctl(&["resume", "db-1"], &d.addr);
     assert_eq!(code, 0);
+    // A drill: a copy on the DR site from the replica, timed.
+    let (code, out, err) = drctl(&["drill", "app-1"], &d.addr);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("app-1: copy up on dr-1 from its replica")
+            && out.contains("production untouched: true"),
+        "{out}"
+    );
     // A planned failover to the DR site, reported in one line.
     let (code, out, err) = drctl(&["failover", "app-1"], &d.addr);
     assert_eq!(code, 0, "{err}");

@@ -356,3 +356,48 @@ fn a_planned_failover_moves_a_vm_to_the_dr_site_and_back() {
         .count();
     assert_eq!(failovers, 2, "{journal}");
 }
+
+#[test]
+fn a_drill_brings_up_an_isolated_copy_and_reports_its_rto() {
+    let d = Dir::new("drill");
+    let daemon = Daemon::start(&write_config(&d.0, "200ms"));
+    daemon.wait_for(LIMIT, "late-1 monitored", |d| {
+        d.json("/api/v1/vms")
+            .as_array()
+            .is_some_and(|v| v.iter().any(|v| v["name"] == "late-1"))
+    });
+    assert_eq!(daemon.post("/api/v1/vms/app-1/drill", None).0, 401);
+    let (code, body) = daemon.post("/api/v1/vms/app-1/drill", Some(TOKEN));
+    assert_eq!(code, 200, "{body}");
+    let report: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(report["host"], "dr-1", "{report}");
+    assert_eq!(report["source"], "replica");
+    assert_eq!(report["production_untouched"], true);
+    // The simulated replica restore takes 1 s: so does the drill's RTO.
+    let rto = report["rto_ms"].as_u64().expect("rto");
+    assert!((900..5000).contains(&rto), "{report}");
+    // A VM with neither snapshot nor replica cannot be drilled.
+    let (code, body) = daemon.post("/api/v1/vms/late-1/drill", Some(TOKEN));
+    assert_eq!(code, 409, "{body}");
+    assert!(body.contains("neither a snapshot nor a replica"), "{body}");
+    // Production was never touched: app-1 still runs where it ran, and no
+    // recovery of it happened.
+    let vms = daemon.json("/api/v1/vms");
+    let app = vms
+        .as_array()
+        .expect("vms")
+        .iter()
+        .find(|v| v["name"] == "app-1")
+        .expect("app-1");
+    assert_eq!(
+        (app["host"].as_str(), app["power"].as_str()),
+        (Some("esx-2"), Some("On"))
+    );
+    assert!(actions_for(&daemon.events(), "action_started", "app-1").is_empty());
+    let journal = daemon.json("/api/v1/journal");
+    assert!(journal
+        .as_array()
+        .expect("journal")
+        .iter()
+        .any(|e| e["intent"]["action"] == "drill" && e["outcome"]["outcome"] == "succeeded"));
+}

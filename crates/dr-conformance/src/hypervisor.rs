@@ -31,6 +31,7 @@ pub async fn run_all(hv: &dyn Hypervisor, fx: &Fixture) {
     prune_keeps_the_newest(hv, &fx.vm).await;
     cold_migration(hv, &fx.vm, &fx.other_host).await;
     restore_onto_another_host(hv, &fx.vm, &fx.other_host).await;
+    drill_copy_lifecycle(hv, &fx.vm, &fx.other_host).await;
     if hv.capabilities().host_recovery {
         host_snapshot_lifecycle(hv, &fx.other_host).await;
         recovering_a_healthy_host_is_refused(hv, &fx.other_host).await;
@@ -402,5 +403,66 @@ pub async fn add_standby_host(hv: &dyn Hypervisor, host: &str) {
     match hv.add_host(host).await {
         Err(HypervisorError::InvalidState { .. }) => {}
         other => panic!("adding {host} twice: expected InvalidState, got {other:?}"),
+    }
+}
+
+/// A drill copy comes up beside the running original without touching it,
+/// cannot be started twice under one name, and goes away; a backend without
+/// drills says `Unsupported`.
+pub async fn drill_copy_lifecycle(hv: &dyn Hypervisor, vm: &str, other: &str) {
+    let copy = format!("{vm}-conformance-drill");
+    if !hv.capabilities().drills {
+        match hv
+            .start_drill_copy(vm, other, RestoreSource::Snapshot, &copy)
+            .await
+        {
+            Err(HypervisorError::Unsupported { .. }) => return,
+            r => panic!("a backend without drills started one: {r:?}"),
+        }
+    }
+    if vm_info(hv, vm).await.power != PowerState::On {
+        hv.power_on(vm)
+            .await
+            .unwrap_or_else(|e| panic!("power_on {vm}: {e}"));
+    }
+    hv.create_snapshot(&SnapshotTarget::Vm(vm.to_owned()), "before-drill")
+        .await
+        .unwrap_or_else(|e| panic!("create_snapshot: {e}"));
+    let before = vm_info(hv, vm).await;
+    // The copy goes on a host of the VM's own site (its snapshots are there).
+    let site_of = |inv: &Inventory, h: &str| {
+        inv.hosts
+            .iter()
+            .find(|x| x.name == h)
+            .map(|x| x.site.clone())
+    };
+    let inv = inventory(hv).await;
+    let host = if site_of(&inv, other) == site_of(&inv, &before.host) {
+        other.to_owned()
+    } else {
+        before.host.clone()
+    };
+    hv.start_drill_copy(vm, &host, RestoreSource::Snapshot, &copy)
+        .await
+        .unwrap_or_else(|e| panic!("start_drill_copy {vm} -> {host}: {e}"));
+    let after = vm_info(hv, vm).await;
+    assert_eq!(
+        (after.host.as_str(), after.power),
+        (before.host.as_str(), PowerState::On),
+        "the original moved or stopped during a drill"
+    );
+    match hv
+        .start_drill_copy(vm, &host, RestoreSource::Snapshot, &copy)
+        .await
+    {
+        Err(HypervisorError::InvalidState { .. }) => {}
+        r => panic!("a second drill copy under one name: expected InvalidState, got {r:?}"),
+    }
+    hv.remove_drill_copy(&copy)
+        .await
+        .unwrap_or_else(|e| panic!("remove_drill_copy: {e}"));
+    match hv.remove_drill_copy(&copy).await {
+        Err(HypervisorError::NotFound { .. }) => {}
+        r => panic!("removing a removed drill copy: expected NotFound, got {r:?}"),
     }
 }

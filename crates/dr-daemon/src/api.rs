@@ -32,6 +32,15 @@ pub enum Command {
         /// What it did, or why not.
         reply: oneshot::Sender<Result<crate::failover::FailoverReport, String>>,
     },
+    /// A recovery drill of a VM.
+    Drill {
+        /// The VM.
+        vm: String,
+        /// The host for the copy.
+        to: Option<String>,
+        /// What it did, or why not.
+        reply: oneshot::Sender<Result<crate::drill::DrillReport, String>>,
+    },
     /// A planned failover ended (sent by its task to the loop).
     FailoverDone {
         /// The VM.
@@ -69,6 +78,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/vms/{vm}/pause", post(pause))
         .route("/api/v1/vms/{vm}/resume", post(resume))
         .route("/api/v1/vms/{vm}/failover", post(failover))
+        .route("/api/v1/vms/{vm}/drill", post(drill))
         .with_state(state)
 }
 
@@ -205,6 +215,37 @@ async fn failover(
     }
     let (reply, answer) = oneshot::channel();
     let cmd = Command::Failover {
+        vm,
+        to: q.to,
+        reply,
+    };
+    if s.commands.send(cmd).await.is_err() {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the control loop is stopping",
+        );
+    }
+    match answer.await {
+        Ok(Ok(report)) => Json(report).into_response(),
+        Ok(Err(e)) => error(StatusCode::CONFLICT, e),
+        Err(_) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the control loop is stopping",
+        ),
+    }
+}
+
+async fn drill(
+    State(s): State<ApiState>,
+    headers: HeaderMap,
+    Path(vm): Path<String>,
+    Query(q): Query<FailoverQuery>,
+) -> Response {
+    if let Some(r) = refusal(&s, &headers) {
+        return r;
+    }
+    let (reply, answer) = oneshot::channel();
+    let cmd = Command::Drill {
         vm,
         to: q.to,
         reply,

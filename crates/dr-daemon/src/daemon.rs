@@ -204,6 +204,14 @@ pub async fn run(
                         ));
                     }
                 }
+                Command::Drill { vm, to, reply } => {
+                    if control.registry().vm_idx(&vm).is_none() {
+                        let _ = reply.send(Err(format!("no VM named {vm:?} is monitored")));
+                    } else {
+                        tracing::info!(%vm, to = ?to, "recovery drill requested");
+                        tokio::spawn(drill(ports.hv.clone(), ports.clock.clone(), journal.clone(), vm, to, reply));
+                    }
+                }
                 Command::FailoverDone { vm, was_paused } => {
                     failing_over.remove(&vm);
                     control.set_paused(&vm, was_paused);
@@ -252,6 +260,63 @@ pub async fn run(
     Ok(())
 }
 
+/// Runs `work` with its intent in the journal: begun (durably) before it
+/// starts, ended with its outcome; not started if the journal fails.
+async fn journaled<T>(
+    journal: &Arc<dr_journal::Journal>,
+    clock: &dyn Clock,
+    intent: dr_journal::Intent,
+    work: impl std::future::Future<Output = Result<T, String>>,
+) -> Result<T, String> {
+    let j = journal.clone();
+    let id = tokio::task::spawn_blocking(move || j.begin(&intent))
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()))
+        .map_err(|e| format!("not started: the recovery journal failed: {e}"))?;
+    let result = work.await;
+    let outcome = match &result {
+        Ok(_) => dr_journal::Outcome::Succeeded,
+        Err(e) => dr_journal::Outcome::Failed { error: e.clone() },
+    };
+    let (j, now) = (journal.clone(), clock.now().0);
+    if let Ok(Err(e)) = tokio::task::spawn_blocking(move || j.end(id, outcome, now)).await {
+        tracing::error!(entry = id, error = %e, "cannot mark an operation ended in the journal");
+    }
+    result
+}
+
+/// A drill as a task, journaled (it starts a copy of a VM).
+async fn drill(
+    hv: Arc<dyn Hypervisor>,
+    clock: Arc<dyn Clock>,
+    journal: Arc<dr_journal::Journal>,
+    vm: String,
+    to: Option<String>,
+    reply: tokio::sync::oneshot::Sender<Result<crate::drill::DrillReport, String>>,
+) {
+    let intent = dr_journal::Intent {
+        vm: vm.clone(),
+        action: "drill".into(),
+        from_host: None,
+        to_host: to.clone(),
+        started_ms: clock.now().0,
+    };
+    let result = journaled(&journal, &*clock, intent, async {
+        crate::drill::run(&*hv, &*clock, &vm, to.as_deref())
+            .await
+            .map_err(|e| e.to_string())
+    })
+    .await;
+    match &result {
+        Ok(r) => {
+            tracing::info!(vm = %r.vm, host = %r.host, source = r.source, rto_ms = r.rto_ms, untouched = r.production_untouched, "recovery drill done")
+        }
+        Err(e) => tracing::warn!(%vm, error = %e, "recovery drill failed"),
+    }
+    let _ = reply.send(result);
+}
+
 /// A planned failover as a task: journaled like any recovery, reported to
 /// the operator, then automation handed back.
 #[allow(clippy::too_many_arguments)]
@@ -272,28 +337,12 @@ async fn planned_failover(
         to_host: to.clone(),
         started_ms: clock.now().0,
     };
-    let j = journal.clone();
-    let entry = tokio::task::spawn_blocking(move || j.begin(&intent))
-        .await
-        .map_err(|e| e.to_string())
-        .and_then(|r| r.map_err(|e| e.to_string()));
-    let result = match entry {
-        Err(e) => Err(format!("not started: the recovery journal failed: {e}")),
-        Ok(id) => {
-            let r = crate::failover::run(&*hv, &*clock, &vm, to.as_deref())
-                .await
-                .map_err(|e| e.to_string());
-            let outcome = match &r {
-                Ok(_) => dr_journal::Outcome::Succeeded,
-                Err(e) => dr_journal::Outcome::Failed { error: e.clone() },
-            };
-            let (j, now) = (journal.clone(), clock.now().0);
-            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || j.end(id, outcome, now)).await {
-                tracing::error!(entry = id, error = %e, "cannot mark the failover ended in the journal");
-            }
-            r
-        }
-    };
+    let result = journaled(&journal, &*clock, intent, async {
+        crate::failover::run(&*hv, &*clock, &vm, to.as_deref())
+            .await
+            .map_err(|e| e.to_string())
+    })
+    .await;
     match &result {
         Ok(r) => {
             tracing::info!(vm = %r.vm, from = %r.from, to = %r.to, method = r.method, downtime_ms = r.downtime_ms, "planned failover done")

@@ -14,6 +14,8 @@
 //!   graceful shutdown that drains running recoveries;
 //! * [`failover`]: planned failover of a VM (stopped first, then migrated
 //!   on its site or restored from its replica on another);
+//! * [`drill`]: recovery drills: an isolated copy brought up, timed (its
+//!   RTO), checked and removed, production untouched;
 //! * [`replication`]: the replication manager: protected VMs' disks shipped
 //!   with `dr-replication` to their receivers, RPO and lag per receiver;
 //! * [`snapshots`]: the snapshot schedulers for VMs and hosts (take new,
@@ -31,6 +33,7 @@ pub mod api;
 pub mod backend;
 pub mod config;
 pub mod daemon;
+pub mod drill;
 pub mod failover;
 pub mod journal;
 pub mod metrics;

@@ -82,6 +82,7 @@ impl Hypervisor for SimHypervisor {
             host_recovery: true,
             add_host: true,
             replicas: true,
+            drills: true,
         }
     }
 
@@ -186,6 +187,29 @@ impl Hypervisor for SimHypervisor {
 
     async fn add_host(&self, host: &str) -> Result<(), HypervisorError> {
         self.run(Op::AddHost(host.to_owned()), self.lat.add_host)
+            .await
+    }
+
+    async fn start_drill_copy(
+        &self,
+        vm: &str,
+        host: &str,
+        source: RestoreSource,
+        copy: &str,
+    ) -> Result<(), HypervisorError> {
+        let latency = match source {
+            RestoreSource::Snapshot => self.lat.restore_snapshot,
+            RestoreSource::Replica => self.lat.restore_replica,
+        };
+        self.run(
+            Op::StartDrill(vm.to_owned(), host.to_owned(), source, copy.to_owned()),
+            latency,
+        )
+        .await
+    }
+
+    async fn remove_drill_copy(&self, copy: &str) -> Result<(), HypervisorError> {
+        self.run(Op::RemoveDrill(copy.to_owned()), self.lat.power)
             .await
     }
 }

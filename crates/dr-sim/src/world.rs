@@ -181,6 +181,23 @@ pub enum Op {
     CreateSnapshot(SnapshotTarget, String),
     /// Remove a snapshot.
     RemoveSnapshot(SnapshotTarget, String),
+    /// Start an isolated drill copy: (VM, host, source, copy name).
+    StartDrill(String, String, RestoreSource, String),
+    /// Remove a drill copy.
+    RemoveDrill(String),
+}
+
+/// An isolated copy of a VM brought up for a recovery drill: it runs on its
+/// host (and takes room there) with no network, so it is neither the VM nor
+/// a second copy of it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DrillCopy {
+    /// The VM it copies (index).
+    pub vm: usize,
+    /// Where it runs (index).
+    pub host: usize,
+    /// When it started.
+    pub started: Timestamp,
 }
 
 impl Op {
@@ -209,6 +226,8 @@ impl Op {
             Op::AddHost(_) => "add_host",
             Op::CreateSnapshot(..) => "create_snapshot",
             Op::RemoveSnapshot(..) => "remove_snapshot",
+            Op::StartDrill(..) => "start_drill_copy",
+            Op::RemoveDrill(..) => "remove_drill_copy",
         }
     }
 }
@@ -240,6 +259,8 @@ pub struct World {
     pub rng: Rng,
     /// Breaches of the user-stop rule.
     pub user_stop_violations: Vec<UserStopViolation>,
+    /// Drill copies running, by name.
+    pub drills: std::collections::BTreeMap<String, DrillCopy>,
     next_snapshot: u64,
     /// VMs not created yet, by name.
     pending: HashMap<String, VmSpec>,
@@ -281,6 +302,7 @@ impl World {
             events: Vec::new(),
             rng: Rng::new(seed),
             user_stop_violations: Vec::new(),
+            drills: Default::default(),
             next_snapshot: 1,
             pending: HashMap::new(),
             rejected_creations: Vec::new(),
@@ -585,6 +607,64 @@ impl World {
                     self.log(v, now, PowerEventKind::PoweredOn, Actor::Orchestrator);
                 }
             }
+            Op::StartDrill(name, target, source, copy) => {
+                let v = self.vm_r(name)?;
+                let t = self.host_r(target)?;
+                if !self.hosts[t].managed() {
+                    return Err(HypervisorError::HostUnreachable {
+                        host: target.clone(),
+                    });
+                }
+                if self.drills.contains_key(copy) || self.vm_idx(copy).is_some() {
+                    return Err(invalid(copy, "exists already"));
+                }
+                let vm = &self.vms[v];
+                match source {
+                    RestoreSource::Snapshot => {
+                        if vm.snapshots.is_empty() {
+                            return Err(not_found("snapshot", name));
+                        }
+                        if self.hosts[t].spec.site != self.hosts[vm.host].spec.site {
+                            return Err(invalid(
+                                name,
+                                format!(
+                                    "its snapshots are not on the storage of site {}",
+                                    self.hosts[t].spec.site
+                                ),
+                            ));
+                        }
+                    }
+                    RestoreSource::Replica => {
+                        if !vm.spec.replica {
+                            return Err(not_found("replica", name));
+                        }
+                    }
+                }
+                if self.free_memory(t) < vm.spec.memory_mb {
+                    return Err(HypervisorError::InsufficientCapacity {
+                        host: target.clone(),
+                        vm: copy.clone(),
+                    });
+                }
+                if commit {
+                    self.drills.insert(
+                        copy.clone(),
+                        DrillCopy {
+                            vm: v,
+                            host: t,
+                            started: now,
+                        },
+                    );
+                }
+            }
+            Op::RemoveDrill(copy) => {
+                if !self.drills.contains_key(copy) {
+                    return Err(not_found("drill copy", copy));
+                }
+                if commit {
+                    self.drills.remove(copy);
+                }
+            }
             Op::Migrate(name, target) => {
                 let v = self.vm_r(name)?;
                 let t = self.host_r(target)?;
@@ -696,7 +776,13 @@ impl World {
             .iter()
             .map(|v| v.spec.memory_mb * v.instances.iter().filter(|&&i| i == h).count() as u64)
             .sum();
-        self.hosts[h].spec.memory_mb.saturating_sub(used)
+        let drills: u64 = self
+            .drills
+            .values()
+            .filter(|d| d.host == h)
+            .map(|d| self.vms[d.vm].spec.memory_mb)
+            .sum();
+        self.hosts[h].spec.memory_mb.saturating_sub(used + drills)
     }
 
     /// A host boots again: its VMs' copies there are gone (they died when it
@@ -717,6 +803,8 @@ impl World {
     /// A host goes down (crash or power-off): every copy on it dies.
     pub fn host_goes_down(&mut self, h: usize, state: HostState, now: Timestamp) {
         self.hosts[h].state = state;
+        // Drill copies there die with it.
+        self.drills.retain(|_, d| d.host != h);
         for vm in &mut self.vms {
             vm.instances.retain(|&i| i != h);
             if vm.host == h {

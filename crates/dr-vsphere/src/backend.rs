@@ -836,12 +836,14 @@ impl Vsphere {
 #[async_trait]
 impl Hypervisor for Vsphere {
     fn capabilities(&self) -> Capabilities {
-        // vSphere has no host snapshots to recover a host from, and replicas
-        // come with dr-replication.
+        // vSphere has no host snapshots to recover a host from; replicas
+        // come with dr-replication; drills (an isolated clone) are not
+        // written yet.
         Capabilities {
             host_recovery: false,
             add_host: true,
             replicas: false,
+            drills: false,
         }
     }
 

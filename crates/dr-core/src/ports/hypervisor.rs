@@ -89,6 +89,9 @@ pub struct Capabilities {
     pub add_host: bool,
     /// `restore_vm` from [`RestoreSource::Replica`].
     pub replicas: bool,
+    /// `start_drill_copy` and `remove_drill_copy` (recovery drills).
+    #[serde(default)]
+    pub drills: bool,
 }
 
 /// A hypervisor manager (vCenter, or the simulated datacenter).
@@ -162,6 +165,32 @@ pub trait Hypervisor: Send + Sync {
 
     /// Adds a standby host from the inventory to the manager.
     async fn add_host(&self, host: &str) -> Result<(), HypervisorError>;
+
+    /// For a recovery drill: brings up an isolated copy of `vm`, named
+    /// `copy`, on `host` from `source`, powered on with no network, so a
+    /// recovery can be rehearsed and timed without touching the original
+    /// (which keeps running). `InvalidState` if `copy` exists already.
+    /// Backends without drills answer `Unsupported`.
+    async fn start_drill_copy(
+        &self,
+        vm: &str,
+        host: &str,
+        source: RestoreSource,
+        copy: &str,
+    ) -> Result<(), HypervisorError> {
+        let _ = (vm, host, source, copy);
+        Err(HypervisorError::Unsupported {
+            op: "start_drill_copy",
+        })
+    }
+
+    /// Powers off and deletes a drill copy. `NotFound` if there is none.
+    async fn remove_drill_copy(&self, copy: &str) -> Result<(), HypervisorError> {
+        let _ = copy;
+        Err(HypervisorError::Unsupported {
+            op: "remove_drill_copy",
+        })
+    }
 }
 
 /// Conveniences built only from [`Hypervisor`]'s methods, so every backend
