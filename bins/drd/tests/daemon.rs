@@ -82,6 +82,12 @@ fn the_paper_scenarios_run_through_the_daemon() {
             >= Some(1.0)
     );
     assert!(daemon.metric("vmdr_rto_seconds_count") >= Some(2.0));
+    assert!(daemon.metric("vmdr_probes_total{result=\"answered\"}") > Some(0.0));
+    assert!(
+        daemon.metric("vmdr_probes_total{result=\"lost\"}") > Some(0.0),
+        "crashed VMs lose probes"
+    );
+    assert!(daemon.metric("vmdr_probe_rtt_seconds_count") > Some(0.0));
     assert_eq!(daemon.metric("vmdr_vms"), Some(6.0));
     // Every recovery is in the journal, ended.
     let journal = daemon.json("/api/v1/journal");
@@ -400,4 +406,55 @@ fn a_drill_brings_up_an_isolated_copy_and_reports_its_rto() {
         .expect("journal")
         .iter()
         .any(|e| e["intent"]["action"] == "drill" && e["outcome"]["outcome"] == "succeeded"));
+}
+
+#[test]
+fn events_stream_as_they_happen_and_do_not_hold_up_shutdown() {
+    use std::io::{BufRead, BufReader, Write};
+    let d = Dir::new("stream");
+    let mut daemon = Daemon::start(&write_config(&d.0, "200ms"));
+    let mut s = std::net::TcpStream::connect(&daemon.addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    write!(
+        s,
+        "GET /api/v1/events/stream HTTP/1.1\r\nHost: drd\r\nAccept: text/event-stream\r\n\r\n"
+    )
+    .expect("request");
+    let mut lines = BufReader::new(s.try_clone().expect("clone")).lines();
+    let first = lines.next().expect("status line").expect("read");
+    assert!(first.contains("200"), "{first}");
+    // db-1 crashes at 1.5 s: its events arrive on the stream.
+    let mut seen = None;
+    for line in lines.by_ref() {
+        let line = line.expect("read");
+        if let Some(json) = line.strip_prefix("data: ") {
+            let ev: serde_json::Value = serde_json::from_str(json).expect("an event");
+            if ev["type"] == "observation" && ev["subject"]["vm"] == "db-1" {
+                seen = Some(ev);
+                break;
+            }
+        }
+    }
+    let ev = seen.expect("a db-1 event on the stream");
+    assert!(ev["id"].as_u64().is_some(), "{ev}");
+    // SIGTERM with the stream still open: the daemon still stops.
+    let pid = daemon.child.id().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill")
+        .success());
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(status) = daemon.child.try_wait().expect("wait") {
+            assert!(status.success(), "exit status {status}");
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "an open event stream held up shutdown"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

@@ -70,6 +70,7 @@ pub struct ControlLoop<H: ?Sized, P: ?Sized, C: ?Sized> {
     synced: bool,
     journal: Option<Arc<dyn RecoveryJournal>>,
     paused: BTreeSet<String>,
+    last_probes: Vec<dr_core::ports::ProbeResult>,
 }
 
 impl<H, P, C> ControlLoop<H, P, C>
@@ -106,6 +107,7 @@ where
             synced: false,
             journal: None,
             paused: BTreeSet::new(),
+            last_probes: Vec::new(),
         })
     }
 
@@ -128,6 +130,12 @@ where
     /// The VMs whose automation is paused.
     pub fn paused(&self) -> &BTreeSet<String> {
         &self.paused
+    }
+
+    /// The outcome of the last tick's probe batch (VMs, then hosts with an
+    /// address), for probe metrics.
+    pub fn last_probes(&self) -> &[dr_core::ports::ProbeResult] {
+        &self.last_probes
     }
 
     /// The configuration in force.
@@ -272,6 +280,7 @@ where
             }
         };
 
+        self.last_probes.clone_from(&results);
         let since = self.events_since.unwrap_or_else(|| self.clock.now());
         let inv = match self.hv.inventory().await {
             Ok(inv) => inv,

@@ -61,6 +61,9 @@ pub struct ApiState {
     pub token: Option<Arc<str>>,
     /// The recovery journal.
     pub journal: Arc<dr_journal::Journal>,
+    /// Turns true when the daemon stops (ends event streams, so the
+    /// server's graceful shutdown does not wait on them).
+    pub stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 /// The routes.
@@ -73,6 +76,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/hosts", get(hosts))
         .route("/api/v1/vms", get(vms))
         .route("/api/v1/events", get(events))
+        .route("/api/v1/events/stream", get(event_stream))
         .route("/api/v1/journal", get(journal))
         .route("/api/v1/replication", get(replication))
         .route("/api/v1/vms/{vm}/pause", post(pause))
@@ -127,6 +131,34 @@ async fn events(State(s): State<ApiState>, Query(q): Query<EventsQuery>) -> Resp
 
 async fn replication(State(s): State<ApiState>) -> Response {
     Json(s.shared.replication.all()).into_response()
+}
+
+/// New events as server-sent events (`id:` is the event id, `data:` its
+/// JSON); a client too slow to keep up gets a `lagged` event with how many
+/// it missed (the `/api/v1/events?since=` list has them).
+async fn event_stream(State(s): State<ApiState>) -> Response {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    use tokio::sync::broadcast::error::RecvError;
+    let state = (s.shared.subscribe(), s.stopping.clone());
+    let stream = futures_util::stream::unfold(state, |(mut rx, mut stopping)| async move {
+        if *stopping.borrow() {
+            return None;
+        }
+        let event = tokio::select! {
+            _ = stopping.changed() => return None,
+            r = rx.recv() => match r {
+                Ok(ev) => Event::default()
+                    .id(ev.id.to_string())
+                    .data(serde_json::to_string(&ev).unwrap_or_default()),
+                Err(RecvError::Lagged(n)) => Event::default().event("lagged").data(n.to_string()),
+                Err(RecvError::Closed) => return None,
+            },
+        };
+        Some((Ok::<_, std::convert::Infallible>(event), (rx, stopping)))
+    });
+    Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response()
 }
 
 async fn journal(State(s): State<ApiState>) -> Response {

@@ -137,6 +137,7 @@ pub async fn run(
         commands,
         token: cfg.api.token.as_deref().map(Arc::from),
         journal: journal.clone(),
+        stopping: tasks_stopped.clone(),
     });
     let mut api_stopped = tasks_stopped.clone();
     let server = tokio::spawn(async move {
@@ -232,6 +233,7 @@ pub async fn run(
             }
             () = clock.sleep_until(next) => {
                 control.tick().await;
+                shared.metrics.probes(control.last_probes());
                 ticks += 1;
                 let now = clock.now();
                 shared.publish(Status::from_registry(

@@ -8,21 +8,41 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::sync::{Mutex, PoisonError};
 
-/// Histogram bucket bounds, seconds.
+/// Histogram bucket bounds, seconds: recoveries, detection, RTO.
 const BUCKETS: [f64; 12] = [
     0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0,
 ];
+/// Probe round-trip bucket bounds, seconds.
+const RTT_BUCKETS: [f64; 12] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+];
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 struct Histogram {
-    counts: [u64; BUCKETS.len()],
+    bounds: &'static [f64; 12],
+    counts: [u64; 12],
     sum: f64,
     count: u64,
 }
 
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram::with(&BUCKETS)
+    }
+}
+
 impl Histogram {
+    fn with(bounds: &'static [f64; 12]) -> Self {
+        Histogram {
+            bounds,
+            counts: [0; 12],
+            sum: 0.0,
+            count: 0,
+        }
+    }
+
     fn observe(&mut self, secs: f64) {
-        for (i, b) in BUCKETS.iter().enumerate() {
+        for (i, b) in self.bounds.iter().enumerate() {
             if secs <= *b {
                 self.counts[i] += 1;
             }
@@ -33,7 +53,7 @@ impl Histogram {
 
     fn write(&self, out: &mut String, name: &str, help: &str) {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-        for (i, b) in BUCKETS.iter().enumerate() {
+        for (i, b) in self.bounds.iter().enumerate() {
             let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {}", self.counts[i]);
         }
         let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", self.count);
@@ -58,6 +78,9 @@ struct Inner {
     recovery: Histogram,
     detection: Histogram,
     rto: Histogram,
+    rtt: Option<Histogram>,
+    probes_answered: u64,
+    probes_lost: u64,
     /// Per VM: when it first stopped answering (detection and RTO start).
     unreachable_since: HashMap<String, Timestamp>,
     /// Per VM: when it was judged down.
@@ -86,6 +109,22 @@ fn escape(v: &str) -> String {
 impl Metrics {
     fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Takes one probe batch: round-trip times of the answers, and losses.
+    pub fn probes(&self, results: &[dr_core::ports::ProbeResult]) {
+        let mut m = self.inner();
+        let rtt = m.rtt.get_or_insert_with(|| Histogram::with(&RTT_BUCKETS));
+        let mut lost = 0;
+        for r in results {
+            match (r.reachable, r.rtt) {
+                (true, Some(t)) => rtt.observe(t.as_secs_f64()),
+                (true, None) => {}
+                (false, _) => lost += 1,
+            }
+        }
+        m.probes_lost += lost;
+        m.probes_answered += results.len() as u64 - lost;
     }
 
     /// Counts a configuration reload.
@@ -278,6 +317,27 @@ impl Metrics {
                     secs(*t, m.now)
                 );
             }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP vmdr_probes_total Probes sent, by result.\n# TYPE vmdr_probes_total counter"
+        );
+        let _ = writeln!(
+            out,
+            "vmdr_probes_total{{result=\"answered\"}} {}",
+            m.probes_answered
+        );
+        let _ = writeln!(
+            out,
+            "vmdr_probes_total{{result=\"lost\"}} {}",
+            m.probes_lost
+        );
+        if let Some(rtt) = &m.rtt {
+            rtt.write(
+                &mut out,
+                "vmdr_probe_rtt_seconds",
+                "Round-trip time of answered probes.",
+            );
         }
         m.recovery.write(
             &mut out,
