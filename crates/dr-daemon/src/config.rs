@@ -249,11 +249,17 @@ impl DaemonConfig {
                         "backend = \"vsphere\" needs a [vsphere] section".into(),
                     )
                 })?;
-                Backend::Vsphere(
-                    section
-                        .into_config()
-                        .map_err(|e| err(None, format!("vsphere: {e}")))?,
-                )
+                let mut v = section
+                    .into_config()
+                    .map_err(|e| err(None, format!("vsphere: {e}")))?;
+                // Files named in the configuration are relative to it.
+                if let dr_vsphere::PasswordSource::File(f) = &mut v.password {
+                    *f = base.join(&*f);
+                }
+                if let dr_vsphere::TlsMode::CaFile(f) = &mut v.tls {
+                    *f = base.join(&*f);
+                }
+                Backend::Vsphere(v)
             }
             other => {
                 return Err(err(

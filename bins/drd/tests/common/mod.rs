@@ -73,16 +73,20 @@ path = "journal.redb"
 pub struct Daemon {
     pub child: Child,
     pub addr: String,
+    pub log: PathBuf,
 }
 
 impl Daemon {
     pub fn start(config: &Path) -> Daemon {
+        // Its log goes beside its configuration, to show when it fails.
+        let log_path = config.with_extension("log");
+        let log = std::fs::File::create(&log_path).expect("log file");
         let mut child = Command::new(env!("CARGO_BIN_EXE_drd"))
             .arg("--config")
             .arg(config)
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .expect("drd");
         let mut line = String::new();
@@ -92,9 +96,19 @@ impl Daemon {
         let addr = line
             .trim()
             .strip_prefix("api listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .unwrap_or_else(|| {
+                let _ = child.wait();
+                panic!(
+                    "drd did not start (first line {line:?}); its log:\n{}",
+                    std::fs::read_to_string(&log_path).unwrap_or_default()
+                )
+            })
             .to_owned();
-        Daemon { child, addr }
+        Daemon {
+            child,
+            addr,
+            log: log_path,
+        }
     }
 
     pub fn get(&self, path: &str) -> (u16, String) {
@@ -115,7 +129,15 @@ impl Daemon {
     pub fn wait_for(&self, limit: Duration, what: &str, mut f: impl FnMut(&Daemon) -> bool) {
         let start = Instant::now();
         while !f(self) {
-            assert!(start.elapsed() < limit, "timed out waiting for {what}");
+            if start.elapsed() >= limit {
+                let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(60).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                panic!(
+                    "timed out waiting for {what}; the end of drd's log:\n{}",
+                    tail.join("\n")
+                );
+            }
             std::thread::sleep(Duration::from_millis(100));
         }
     }

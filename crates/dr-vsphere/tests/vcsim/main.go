@@ -69,6 +69,7 @@ func main() {
 		}
 	}
 	model.Service.HandleFunc("/vmdr-test/host-state", hostState)
+	model.Service.HandleFunc("/vmdr-test/ips", setIPs)
 	s := model.Service.NewServer()
 	u := *s.URL
 	u.User = nil
@@ -98,14 +99,87 @@ func hostState(w http.ResponseWriter, r *http.Request) {
 		if !ok || h.Name != name {
 			continue
 		}
+		// Through the registry, so property collectors waiting for
+		// updates (WaitForUpdatesEx) see the change, as on a vCenter.
+		simulator.Map.Update(h, []types.PropertyChange{{Name: "runtime.connectionState", Val: state}})
 		simulator.Map.WithLock(h, func() {
-			h.Runtime.ConnectionState = state
 			h.Summary.Runtime = &h.Runtime
 		})
+		// vCenter reports the VMs of a host it lost as not responding too.
+		vmState := types.VirtualMachineConnectionStateConnected
+		if state != types.HostSystemConnectionStateConnected {
+			vmState = types.VirtualMachineConnectionState(state)
+		}
+		for _, ref := range h.Vm {
+			if vm, ok := simulator.Map.Get(ref).(*simulator.VirtualMachine); ok {
+				changes := []types.PropertyChange{{Name: "runtime.connectionState", Val: vmState}}
+				if vmState != types.VirtualMachineConnectionStateConnected {
+					// vCenter lets a VM of a lost host be removed from the
+					// inventory (and registered elsewhere); vcsim refuses
+					// while its last power state says on, so clear it
+					// (clients see "not responding" and no power state).
+					changes = append(changes, types.PropertyChange{Name: "runtime.powerState", Val: types.VirtualMachinePowerStatePoweredOff})
+				}
+				simulator.Map.Update(vm, changes)
+			}
+		}
 		fmt.Fprintln(w, "ok")
 		return
 	}
 	http.Error(w, "no such host", http.StatusNotFound)
+}
+
+// setIPs gives a host and its VMs addresses a test can make answer (inside
+// a network namespace of its own): POST /vmdr-test/ips?host=H&prefix=P sets
+// the host's management address to P+"1" and its VMs' guest addresses to
+// P+"10", P+"11", ... in the order of the host's VM list; prints
+// "VM=IP" lines.
+func setIPs(w http.ResponseWriter, r *http.Request) {
+	name := r.URL.Query().Get("host")
+	prefix := r.URL.Query().Get("prefix")
+	var host *simulator.HostSystem
+	for _, obj := range simulator.Map.All("HostSystem") {
+		if h, ok := obj.(*simulator.HostSystem); ok && h.Name == name {
+			host = h
+		}
+	}
+	if host == nil || prefix == "" {
+		http.Error(w, "no such host, or no prefix", http.StatusNotFound)
+		return
+	}
+	var vnics []types.HostVirtualNic
+	var vms []types.ManagedObjectReference
+	simulator.Map.WithLock(host, func() {
+		// The configuration is shared between simulated hosts: copy it
+		// before changing this one's.
+		cfg := *host.Config
+		network := *cfg.Network
+		vnics = append([]types.HostVirtualNic(nil), network.Vnic...)
+		if len(vnics) > 0 {
+			spec := vnics[0].Spec
+			ip := types.HostIpConfig{IpAddress: prefix + "1", SubnetMask: "255.255.255.0"}
+			if spec.Ip != nil {
+				ip = *spec.Ip
+				ip.IpAddress = prefix + "1"
+			}
+			spec.Ip = &ip
+			vnics[0].Spec = spec
+		}
+		network.Vnic = vnics
+		cfg.Network = &network
+		host.Config = &cfg
+		vms = append(vms, host.Vm...)
+	})
+	simulator.Map.Update(host, []types.PropertyChange{{Name: "config.network.vnic", Val: vnics}})
+	for i, ref := range vms {
+		vm, ok := simulator.Map.Get(ref).(*simulator.VirtualMachine)
+		if !ok {
+			continue
+		}
+		ip := fmt.Sprintf("%s%d", prefix, 10+i)
+		simulator.Map.Update(vm, []types.PropertyChange{{Name: "guest.ipAddress", Val: ip}})
+		fmt.Fprintf(w, "%s=%s\n", vm.Name, ip)
+	}
 }
 
 // selfSigned makes a CA and a 2048-bit RSA server certificate for

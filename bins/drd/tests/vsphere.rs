@@ -1,0 +1,133 @@
+//! drd against govmomi's vCenter simulator: a host stops responding (to
+//! vCenter and to ping: its namespace's link goes down) and its VM is
+//! restored on the other host. Needs Go and govmomi (the simulator) and
+//! root with iproute2 (the test hosts that answer for the simulated
+//! addresses); in CI these must be there, elsewhere the test is skipped.
+
+mod common;
+#[path = "../../../crates/dr-probe/tests/common/mod.rs"]
+mod netns;
+#[path = "../../../crates/dr-vsphere/tests/common/mod.rs"]
+mod vcsim;
+
+use common::*;
+use std::time::Duration;
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn third_octet(ip: std::net::IpAddr) -> u8 {
+    match ip {
+        std::net::IpAddr::V4(v4) => v4.octets()[2],
+        std::net::IpAddr::V6(_) => panic!("an IPv4 test host"),
+    }
+}
+
+#[test]
+fn a_vm_whose_host_stops_responding_is_restored_on_the_other_host() {
+    let test = "a_vm_whose_host_stops_responding_is_restored_on_the_other_host";
+    if !vcsim::available(test) || !netns::can_run(test) {
+        return;
+    }
+    let sim = vcsim::Vcsim::start(&["-clusters", "1", "-hosts", "2", "-vms", "2"]);
+    let api = sim.base().trim_start_matches("http://").to_owned();
+    // One test host per simulated host: it answers for the host's address
+    // and its VMs' (198.19.N.0/24, inside the namespace only).
+    let mut test_hosts = Vec::new();
+    for name in ["DC0_C0_H0", "DC0_C0_H1"] {
+        let mut t = netns::TestHost::new();
+        let prefix = format!("198.19.{}.", third_octet(t.v4));
+        t.answer_range(&format!("{prefix}0/24"));
+        let (code, body) = http(
+            &api,
+            "POST",
+            &format!("/vmdr-test/ips?host={name}&prefix={prefix}"),
+            None,
+        );
+        assert_eq!(code, 200, "{body}");
+        test_hosts.push((name, t));
+    }
+    let d = Dir::new("vsphere");
+    std::fs::write(d.0.join("vc-password"), "s3cret").expect("password");
+    std::fs::write(d.0.join("token"), TOKEN).expect("token");
+    let config = d.0.join("drd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"backend = "vsphere"
+[vsphere]
+url = "{}"
+user = "vmdr"
+password_file = "vc-password"
+timeout = "20s"
+[control]
+probe_interval = "500ms"
+probe_timeout = "300ms"
+inventory_interval = "2s"
+action_timeout = "30s"
+action_retries = 1
+retry_delay = "500ms"
+[policy]
+failure_threshold = 2
+host_down_after = "2s"
+boot_grace = "3s"
+[snapshots]
+vm_interval = "1s"
+vm_keep = 2
+[api]
+listen = "127.0.0.1:0"
+token_file = "token"
+[journal]
+path = "journal.redb"
+"#,
+            sim.url
+        ),
+    )
+    .expect("config");
+    let daemon = Daemon::start(&config);
+    let vms = |d: &Daemon| {
+        d.json("/api/v1/vms")
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+    daemon.wait_for(LIMIT, "both VMs answering, and snapshots taken", |d| {
+        let v = vms(d);
+        v.len() == 2
+            && v.iter().all(|v| v["reachable"] == true)
+            && d.metric("vmdr_snapshots_total{kind=\"vm\",result=\"taken\"}") >= Some(2.0)
+    });
+    let victim = vms(&daemon)
+        .into_iter()
+        .find(|v| v["host"] == "DC0_C0_H0")
+        .expect("a VM on DC0_C0_H0");
+    let name = victim["name"].as_str().expect("name").to_owned();
+    // The host stops responding: to vCenter, and to ping.
+    let (code, body) = http(
+        &api,
+        "POST",
+        "/vmdr-test/host-state?name=DC0_C0_H0&state=notResponding",
+        None,
+    );
+    assert_eq!(code, 200, "{body}");
+    test_hosts[0].1.link(false);
+    daemon.wait_for(LIMIT, "the VM restored on DC0_C0_H1", |d| {
+        let restored = actions_for(&d.events(), "action_finished", &name)
+            .iter()
+            .any(|e| e["action"]["kind"] == "restore" && e["ok"] == true);
+        restored
+            && vms(d)
+                .iter()
+                .any(|v| v["name"] == name.as_str() && v["host"] == "DC0_C0_H1")
+    });
+    // The other VM, on the healthy host, was never touched.
+    let other = vms(&daemon)
+        .into_iter()
+        .find(|v| v["name"] != name.as_str())
+        .expect("the other VM");
+    assert!(actions_for(
+        &daemon.events(),
+        "action_started",
+        other["name"].as_str().unwrap_or("")
+    )
+    .is_empty());
+}
