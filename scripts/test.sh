@@ -67,8 +67,8 @@ if command -v rsync >/dev/null 2>&1; then
     cargo run --locked --release -q -p dr-benches --bin repl-bench -- 64 2
 fi
 
-say "main job's configuration: drd check-config examples/drd-sim.toml"
-cargo run --locked --release -q -p drd -- check-config examples/drd-sim.toml
+say "main job's configuration: drd check-config examples/sim.toml"
+cargo run --locked --release -q -p drd -- check-config examples/sim.toml
 
 say "the paper's scenarios on virtual time"
 cargo run --locked --release -q -p drctl -- simulate examples/seed-scenarios.toml --human | tail -n 1

@@ -1,9 +1,8 @@
 //! `drctl inventory --config FILE`: what the configured backend sees, so an
 //! operator can check a vCenter connection before running the daemon.
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use dr_core::model::Inventory;
-use serde::Deserialize;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -18,65 +17,27 @@ pub struct InventoryArgs {
     json: bool,
 }
 
-/// The parts of the daemon's configuration this command needs; other
-/// sections are the daemon's business and are left alone here.
-#[derive(Deserialize)]
-struct ConfigFile {
-    backend: String,
-    vsphere: Option<dr_vsphere::config::VsphereSection>,
-    sim: Option<SimSection>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SimSection {
-    scenario: PathBuf,
-}
-
 async fn read(path: &Path) -> anyhow::Result<Inventory> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let cfg: ConfigFile = toml::from_str(&text)
-        .with_context(|| format!("invalid configuration {}", path.display()))?;
-    match cfg.backend.as_str() {
-        "vsphere" => {
-            let section = cfg.vsphere.with_context(|| {
-                format!(
-                    "{}: backend = \"vsphere\" needs a [vsphere] section",
-                    path.display()
-                )
-            })?;
-            let vcfg = section
-                .into_config()
-                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-            let v = dr_vsphere::Vsphere::connect(&vcfg)
+    // The daemon's own configuration file, read by the daemon's own code.
+    let cfg = dr_daemon::DaemonConfig::load(path)?;
+    match &cfg.backend {
+        dr_daemon::config::Backend::Vsphere(vcfg) => {
+            let v = dr_vsphere::Vsphere::connect(vcfg)
                 .await
                 .context("cannot connect to vCenter")?;
             let inv = v.full_inventory().await.map(|(inv, _)| inv);
             v.close().await;
             Ok(inv.context("cannot read the vCenter inventory")?)
         }
-        "sim" => {
-            let section = cfg.sim.with_context(|| {
-                format!(
-                    "{}: backend = \"sim\" needs a [sim] section",
-                    path.display()
-                )
-            })?;
-            let base = path.parent().unwrap_or(Path::new("."));
-            let scenario_path = base.join(&section.scenario);
-            let text = std::fs::read_to_string(&scenario_path)
-                .with_context(|| format!("cannot read {}", scenario_path.display()))?;
+        dr_daemon::config::Backend::Sim { scenario } => {
+            let text = std::fs::read_to_string(scenario)
+                .with_context(|| format!("cannot read {}", scenario.display()))?;
             let s = dr_sim::Scenario::parse(&text)
-                .with_context(|| format!("invalid scenario {}", scenario_path.display()))?;
+                .with_context(|| format!("invalid scenario {}", scenario.display()))?;
             let world = dr_sim::World::new(s.hosts, s.vms, s.seed)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", scenario_path.display()))?;
+                .map_err(|e| anyhow::anyhow!("{}: {e}", scenario.display()))?;
             Ok(world.inventory())
         }
-        other => bail!(
-            "{}: backend = {other:?}: expected \"vsphere\" or \"sim\"",
-            path.display()
-        ),
     }
 }
 

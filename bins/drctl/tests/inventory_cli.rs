@@ -33,8 +33,9 @@ fn the_simulated_backend() {
     let (code, out, err) = drctl(&["inventory", "--config", &cfg, "--json"], &[]);
     assert_eq!(code, 0, "{err}");
     let inv: serde_json::Value = serde_json::from_str(&out).expect("json");
-    assert_eq!(inv["hosts"].as_array().map(Vec::len), Some(5));
-    assert!(inv["vms"].as_array().is_some_and(|v| v.len() >= 10));
+    assert_eq!(inv["hosts"].as_array().map(Vec::len), Some(3));
+    // new-1 is created only while the daemon runs.
+    assert_eq!(inv["vms"].as_array().map(Vec::len), Some(6));
 }
 
 #[test]
@@ -74,11 +75,11 @@ fn a_vcenter_with_a_password_from_the_environment() {
 #[test]
 fn bad_configurations_exit_2_naming_the_problem() {
     for (text, needle) in [
-        ("backend = \"xen\"\n", "expected \"vsphere\" or \"sim\""),
+        ("backend = \"xen\"\n", "expected \"sim\" or \"vsphere\""),
         ("backend = \"vsphere\"\n", "needs a [vsphere] section"),
         ("backend = \"vsphere\"\n[vsphere]\nurl = \"https://127.0.0.1:1/sdk\"\nuser = \"u\"\npassword = \"p\"\n", "unknown field `password`"),
         ("backend = \"vsphere\"\n[vsphere]\nurl = \"https://127.0.0.1:1/sdk\"\nuser = \"u\"\n", "password_file or password_env is required"),
-        ("backend = [\n", "invalid configuration"),
+        ("backend = [\n", "bad.toml:2: invalid array"),
     ] {
         let cfg = temp_config("bad.toml", text);
         let (code, _, err) = drctl(&["inventory", "--config", cfg.to_str().expect("utf-8")], &[]);
