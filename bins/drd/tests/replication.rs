@@ -162,3 +162,50 @@ fn replication_settings_are_checked() {
         "{err}"
     );
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+#[test]
+fn a_failover_from_the_replica_writes_the_disks_from_its_newest_checkpoint() {
+    let d = Dir::new("replica-failover");
+    let disk = d.0.join("app-1.img");
+    let image: Vec<u8> = (0..(2u32 << 20)).map(|i| (i / 512) as u8 ^ 0x5A).collect();
+    std::fs::write(&disk, &image).expect("disk");
+    std::fs::write(d.0.join("repl-key"), KEY).expect("key");
+    let (a, b) = (free_port(), free_port());
+    let config = write_config(&d.0, "200ms");
+    let mut text = std::fs::read_to_string(&config).expect("config");
+    // This daemon ships app-1's disk and also receives both replicas (the DR
+    // site's receivers); a failover from the replica restores from "dr-a".
+    text.push_str(&format!(
+        "\n[replication]\nkey_file = \"repl-key\"\ninterval = \"300ms\"\n\
+         [[replication.receive]]\nlisten = \"127.0.0.1:{a}\"\ndir = \"dr-a\"\n\
+         [[replication.receive]]\nlisten = \"127.0.0.1:{b}\"\ndir = \"dr-b\"\n\
+         [[replication.vm]]\nname = \"app-1\"\ndisks = [\"app-1.img\"]\n\
+         targets = [\"127.0.0.1:{a}\", \"127.0.0.1:{b}\"]\n\
+         replica = \"dr-a\"\nrestore_disks = [\"dr-site/app-1.img\"]\n"
+    ));
+    std::fs::write(&config, text).expect("config");
+    let daemon = Daemon::start(&config);
+    daemon.wait_for(LIMIT, "a checkpoint on both replicas", |d| {
+        [a, b].iter().all(|p| {
+            d.metric(&format!(
+                "vmdr_replication_checkpoint{{vm=\"app-1\",target=\"127.0.0.1:{p}\"}}"
+            )) >= Some(1.0)
+        })
+    });
+    let (code, body) = daemon.post("/api/v1/vms/app-1/failover", Some(TOKEN));
+    assert_eq!(code, 200, "{body}");
+    let report: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(report["method"], "replica", "{report}");
+    let restored = std::fs::read(d.0.join("dr-site/app-1.img")).expect("the restored disk");
+    assert!(
+        restored == image,
+        "the restored disk differs from the source"
+    );
+}

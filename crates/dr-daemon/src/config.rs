@@ -100,6 +100,16 @@ struct RawReplication {
     log_root: Option<String>,
     #[serde(default)]
     vm: Vec<RawProtected>,
+    #[serde(default)]
+    receive: Vec<RawReceive>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReceive {
+    listen: Spanned<String>,
+    dir: String,
+    keep: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -108,6 +118,8 @@ struct RawProtected {
     name: Spanned<String>,
     disks: Vec<String>,
     targets: Vec<Spanned<String>>,
+    replica: Option<String>,
+    restore_disks: Option<Vec<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -385,6 +397,23 @@ impl DaemonConfig {
                     })?,
                 };
                 let log_root = base.join(r.log_root.unwrap_or_else(|| "drd-replication".into()));
+                let mut receive = Vec::new();
+                for rc in &r.receive {
+                    let listen = rc.listen.get_ref().parse::<SocketAddr>().map_err(|e| {
+                        err(
+                            Some(line_of(text, rc.listen.span().start)),
+                            format!(
+                                "replication.receive.listen {:?}: {e} (expected ADDRESS:PORT)",
+                                rc.listen.get_ref()
+                            ),
+                        )
+                    })?;
+                    receive.push(crate::replication::Receive {
+                        listen,
+                        dir: base.join(&rc.dir),
+                        keep: rc.keep.unwrap_or(2).max(1),
+                    });
+                }
                 let mut vms = Vec::new();
                 for v in r.vm {
                     let line = Some(line_of(text, v.name.span().start));
@@ -409,7 +438,36 @@ impl DaemonConfig {
                             )
                         })?);
                     }
+                    let restore = match (&v.replica, &v.restore_disks) {
+                        (None, None) => None,
+                        (Some(dir), Some(images)) => {
+                            let dir = base.join(dir);
+                            if !receive.iter().any(|rc| rc.dir == dir) {
+                                return Err(err(line, format!(
+                                    "replication.vm {:?}: replica {} is not a [[replication.receive]] dir of this daemon",
+                                    v.name.get_ref(), dir.display()
+                                )));
+                            }
+                            if images.len() != v.disks.len() {
+                                return Err(err(line, format!(
+                                    "replication.vm {:?}: restore_disks needs one image per disk ({})",
+                                    v.name.get_ref(), v.disks.len()
+                                )));
+                            }
+                            Some((dir, images.iter().map(|i| base.join(i)).collect()))
+                        }
+                        _ => {
+                            return Err(err(
+                                line,
+                                format!(
+                                    "replication.vm {:?}: replica and restore_disks go together",
+                                    v.name.get_ref()
+                                ),
+                            ))
+                        }
+                    };
                     vms.push(crate::replication::Protected {
+                        restore,
                         log_dir: log_root.join(v.name.get_ref()),
                         vm: v.name.into_inner(),
                         disks: v.disks.iter().map(|d| base.join(d)).collect(),
@@ -421,6 +479,7 @@ impl DaemonConfig {
                     interval,
                     bandwidth: r.bandwidth.filter(|&b| b > 0),
                     vms,
+                    receive,
                 })
             }
         };

@@ -62,6 +62,8 @@ pub async fn run(
             .map_err(|e| DaemonError::Internal(e.to_string()))??,
     );
     let ports = backend::start(&cfg.backend).await?;
+    let (stop_tasks, tasks_stopped) = watch::channel(false);
+    let hv = with_replica_receivers(&cfg, ports.hv.clone(), tasks_stopped.clone()).await?;
     {
         let (j, now) = (journal.clone(), ports.clock.now().0);
         let closed = tokio::task::spawn_blocking(move || resolve_open(&j, now))
@@ -76,7 +78,7 @@ pub async fn run(
     }
     let shared = Arc::new(Shared::default());
     let mut control: ControlLoop<dyn Hypervisor, dyn Prober, dyn Clock> = ControlLoop::new(
-        ports.hv.clone(),
+        hv.clone(),
         ports.prober.clone(),
         ports.clock.clone(),
         shared.clone(),
@@ -84,7 +86,6 @@ pub async fn run(
     )?
     .with_journal(Arc::new(JournalPort(journal.clone())));
 
-    let (stop_tasks, tasks_stopped) = watch::channel(false);
     if let Some(r) = &cfg.replication {
         let r = Arc::new(r.clone());
         for p in &r.vms {
@@ -100,7 +101,7 @@ pub async fn run(
     let (snapshot_cfg, snapshot_rx) = watch::channel(cfg.snapshots);
     for kind in [crate::snapshots::Kind::Vm, crate::snapshots::Kind::Host] {
         tokio::spawn(crate::snapshots::run(
-            ports.hv.clone(),
+            hv.clone(),
             ports.clock.clone(),
             kind,
             snapshot_rx.clone(),
@@ -194,7 +195,7 @@ pub async fn run(
                         control.set_paused(&vm, true);
                         tracing::info!(%vm, to = ?to, "planned failover requested");
                         tokio::spawn(planned_failover(
-                            ports.hv.clone(),
+                            hv.clone(),
                             ports.clock.clone(),
                             journal.clone(),
                             vm,
@@ -210,7 +211,7 @@ pub async fn run(
                         let _ = reply.send(Err(format!("no VM named {vm:?} is monitored")));
                     } else {
                         tracing::info!(%vm, to = ?to, "recovery drill requested");
-                        tokio::spawn(drill(ports.hv.clone(), ports.clock.clone(), journal.clone(), vm, to, reply));
+                        tokio::spawn(drill(hv.clone(), ports.clock.clone(), journal.clone(), vm, to, reply));
                     }
                 }
                 Command::FailoverDone { vm, was_paused } => {
@@ -260,6 +261,65 @@ pub async fn run(
         v.close().await;
     }
     Ok(())
+}
+
+/// Starts the replicas this daemon receives (it is then a DR site's
+/// receiver too) and, for protected VMs restored from one of them, wraps
+/// the hypervisor so that a failover writes their disks from the newest
+/// complete checkpoint first. Receivers stop with the daemon's tasks.
+async fn with_replica_receivers(
+    cfg: &DaemonConfig,
+    hv: Arc<dyn Hypervisor>,
+    stopped: watch::Receiver<bool>,
+) -> Result<Arc<dyn Hypervisor>, DaemonError> {
+    let Some(r) = &cfg.replication else {
+        return Ok(hv);
+    };
+    let mut replicas = std::collections::BTreeMap::new();
+    for rc in &r.receive {
+        let (dir, keep) = (rc.dir.clone(), rc.keep);
+        let replica =
+            tokio::task::spawn_blocking(move || dr_replication::Replica::open(&dir, keep))
+                .await
+                .map_err(|e| DaemonError::Internal(e.to_string()))?
+                .map_err(|e| DaemonError::Internal(format!("replica {}: {e}", rc.dir.display())))?;
+        let replica = Arc::new(std::sync::Mutex::new(replica));
+        let listener = tokio::net::TcpListener::bind(rc.listen)
+            .await
+            .map_err(|source| DaemonError::Listen {
+                addr: rc.listen,
+                source,
+            })?;
+        tracing::info!(listen = %rc.listen, dir = %rc.dir.display(), "receiving a replica");
+        tokio::spawn(dr_replication::net::serve(
+            listener,
+            replica.clone(),
+            Arc::new(r.key.clone()),
+            stopped.clone(),
+        ));
+        replicas.insert(rc.dir.clone(), replica);
+    }
+    let plans: std::collections::BTreeMap<String, crate::replica_restore::RestorePlan> = r
+        .vms
+        .iter()
+        .filter_map(|p| {
+            let (dir, images) = p.restore.as_ref()?;
+            Some((
+                p.vm.clone(),
+                crate::replica_restore::RestorePlan {
+                    replica: replicas.get(dir)?.clone(),
+                    dir: dir.clone(),
+                    images: images.clone(),
+                },
+            ))
+        })
+        .collect();
+    if plans.is_empty() {
+        return Ok(hv);
+    }
+    Ok(Arc::new(crate::replica_restore::ReplicaRestore::new(
+        hv, plans,
+    )))
 }
 
 /// Runs `work` with its intent in the journal: begun (durably) before it

@@ -18,6 +18,9 @@
 //!   RTO), checked and removed, production untouched;
 //! * [`replication`]: the replication manager: protected VMs' disks shipped
 //!   with `dr-replication` to their receivers, RPO and lag per receiver;
+//!   this daemon can be a receiver too, and then [`replica_restore`] makes
+//!   a failover from the replica write the VM's disks from its newest
+//!   complete checkpoint first;
 //! * [`snapshots`]: the snapshot schedulers for VMs and hosts (take new,
 //!   prune old), on reloadable intervals;
 //! * [`api`], [`state`], [`metrics`]: the HTTP API (axum), the status and
@@ -37,6 +40,7 @@ pub mod drill;
 pub mod failover;
 pub mod journal;
 pub mod metrics;
+pub mod replica_restore;
 pub mod replication;
 pub mod snapshots;
 pub mod state;

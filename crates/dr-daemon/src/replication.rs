@@ -25,6 +25,20 @@ pub struct Protected {
     pub targets: Vec<SocketAddr>,
     /// Its log directory on this side.
     pub log_dir: PathBuf,
+    /// Failover from a replica this daemon receives: that replica's
+    /// directory, and where each disk is written for the restored VM.
+    pub restore: Option<(PathBuf, Vec<PathBuf>)>,
+}
+
+/// A replica this daemon receives (it is the DR site's receiver too).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Receive {
+    /// Where shippers connect.
+    pub listen: SocketAddr,
+    /// The replica directory.
+    pub dir: PathBuf,
+    /// Past checkpoints kept apart (point-in-time recovery).
+    pub keep: usize,
 }
 
 /// The manager's settings (its `Debug` hides the key).
@@ -38,6 +52,8 @@ pub struct ReplicationConfig {
     pub bandwidth: Option<u64>,
     /// The protected VMs.
     pub vms: Vec<Protected>,
+    /// The replicas this daemon receives.
+    pub receive: Vec<Receive>,
 }
 
 /// One receiver of one VM, as last reported.
@@ -165,6 +181,7 @@ impl std::fmt::Debug for ReplicationConfig {
             .field("interval", &self.interval)
             .field("bandwidth", &self.bandwidth)
             .field("vms", &self.vms)
+            .field("receive", &self.receive)
             .finish()
     }
 }

@@ -1,0 +1,177 @@
+//! Failover from replicas: a decorator over the hypervisor port. When a VM
+//! protected by the replication manager is restored from its replica (by the
+//! engine after a host loss, or by a planned failover), its disks are first
+//! written from the newest complete checkpoint of the replica this daemon
+//! receives, to the images the restored VM uses; then the hypervisor brings
+//! it up. Every other call passes through unchanged.
+
+use async_trait::async_trait;
+use dr_core::model::{Inventory, PowerEvent, RestoreSource, SnapshotInfo, SnapshotTarget};
+use dr_core::ports::{Capabilities, Hypervisor, HypervisorError};
+use dr_core::Timestamp;
+use dr_replication::Replica;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+
+/// Where a protected VM's disks come back from.
+#[derive(Clone)]
+pub struct RestorePlan {
+    /// The replica this daemon receives for the VM.
+    pub replica: Arc<Mutex<Replica>>,
+    /// Its replica directory (for messages).
+    pub dir: PathBuf,
+    /// Where each disk (0, 1, …) is written for the restored VM.
+    pub images: Vec<PathBuf>,
+}
+
+/// The hypervisor, with restores from replicas backed by real checkpoints.
+pub struct ReplicaRestore {
+    inner: Arc<dyn Hypervisor>,
+    plans: BTreeMap<String, RestorePlan>,
+}
+
+impl ReplicaRestore {
+    /// Wraps `inner`; `plans` by VM name.
+    pub fn new(inner: Arc<dyn Hypervisor>, plans: BTreeMap<String, RestorePlan>) -> Self {
+        ReplicaRestore { inner, plans }
+    }
+
+    /// Writes `vm`'s disks from the newest complete checkpoint; returns its
+    /// id and time. The replica's lock is held throughout, so the receiver
+    /// neither applies nor merges meanwhile.
+    async fn materialize(
+        &self,
+        vm: &str,
+        plan: &RestorePlan,
+    ) -> Result<(u64, u64), HypervisorError> {
+        let plan = plan.clone();
+        let failed = |detail: String| HypervisorError::Failed {
+            op: "restore from replica",
+            detail,
+        };
+        tokio::task::spawn_blocking(move || {
+            let replica = plan.replica.lock().unwrap_or_else(PoisonError::into_inner);
+            let newest = replica.newest().ok_or_else(|| {
+                failed(format!(
+                    "the replica in {} has no complete checkpoint yet",
+                    plan.dir.display()
+                ))
+            })?;
+            for (disk, image) in plan.images.iter().enumerate() {
+                if let Some(parent) = image.parent() {
+                    std::fs::create_dir_all(parent)
+                        .map_err(|e| failed(format!("{}: {e}", parent.display())))?;
+                }
+                replica
+                    .restore(newest.id, disk as u32, image)
+                    .map_err(|e| failed(e.to_string()))?;
+            }
+            Ok((newest.id, newest.time_ms))
+        })
+        .await
+        .map_err(|e| failed(e.to_string()))?
+        .inspect(|(id, time)| {
+            tracing::warn!(
+                vm,
+                checkpoint = id,
+                checkpoint_time_ms = time,
+                "failover: disks written from the replica's newest complete checkpoint"
+            );
+        })
+    }
+}
+
+#[async_trait]
+impl Hypervisor for ReplicaRestore {
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+
+    async fn inventory(&self) -> Result<Inventory, HypervisorError> {
+        self.inner.inventory().await
+    }
+
+    async fn power_events(&self, since: Timestamp) -> Result<Vec<PowerEvent>, HypervisorError> {
+        self.inner.power_events(since).await
+    }
+
+    async fn create_snapshot(
+        &self,
+        target: &SnapshotTarget,
+        name: &str,
+    ) -> Result<SnapshotInfo, HypervisorError> {
+        self.inner.create_snapshot(target, name).await
+    }
+
+    async fn list_snapshots(
+        &self,
+        target: &SnapshotTarget,
+    ) -> Result<Vec<SnapshotInfo>, HypervisorError> {
+        self.inner.list_snapshots(target).await
+    }
+
+    async fn remove_snapshot(
+        &self,
+        target: &SnapshotTarget,
+        id: &str,
+    ) -> Result<(), HypervisorError> {
+        self.inner.remove_snapshot(target, id).await
+    }
+
+    async fn revert_vm(&self, vm: &str, snapshot: Option<&str>) -> Result<(), HypervisorError> {
+        self.inner.revert_vm(vm, snapshot).await
+    }
+
+    async fn power_on(&self, vm: &str) -> Result<(), HypervisorError> {
+        self.inner.power_on(vm).await
+    }
+
+    async fn power_off(&self, vm: &str) -> Result<(), HypervisorError> {
+        self.inner.power_off(vm).await
+    }
+
+    async fn reset(&self, vm: &str) -> Result<(), HypervisorError> {
+        self.inner.reset(vm).await
+    }
+
+    async fn restore_vm(
+        &self,
+        vm: &str,
+        host: &str,
+        source: RestoreSource,
+    ) -> Result<(), HypervisorError> {
+        if source == RestoreSource::Replica {
+            if let Some(plan) = self.plans.get(vm) {
+                self.materialize(vm, plan).await?;
+            }
+        }
+        self.inner.restore_vm(vm, host, source).await
+    }
+
+    async fn migrate_vm(&self, vm: &str, host: &str) -> Result<(), HypervisorError> {
+        self.inner.migrate_vm(vm, host).await
+    }
+
+    async fn recover_host(&self, host: &str) -> Result<(), HypervisorError> {
+        self.inner.recover_host(host).await
+    }
+
+    async fn add_host(&self, host: &str) -> Result<(), HypervisorError> {
+        self.inner.add_host(host).await
+    }
+
+    async fn start_drill_copy(
+        &self,
+        vm: &str,
+        host: &str,
+        source: RestoreSource,
+        copy: &str,
+    ) -> Result<(), HypervisorError> {
+        self.inner.start_drill_copy(vm, host, source, copy).await
+    }
+
+    async fn remove_drill_copy(&self, copy: &str) -> Result<(), HypervisorError> {
+        self.inner.remove_drill_copy(copy).await
+    }
+}
