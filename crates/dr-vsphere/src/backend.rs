@@ -561,6 +561,152 @@ impl Vsphere {
         Ok(())
     }
 
+    /// A drill copy: `CloneVM_Task` of the VM's newest snapshot onto
+    /// `host`, named `copy`, with every network card disconnected (and not
+    /// connected at power-on), then `PowerOnVM_Task`. The original is not
+    /// touched.
+    pub async fn start_drill_copy(
+        &self,
+        vm: &str,
+        host: &str,
+        source: RestoreSource,
+        copy: &str,
+    ) -> Result<(), VsphereError> {
+        if source == RestoreSource::Replica {
+            return Err(VsphereError::Unsupported {
+                op: "a drill from a replica (comes with dr-replication)",
+            });
+        }
+        if self.lookup(true, copy).is_some() {
+            return Err(VsphereError::InvalidState {
+                name: copy.to_owned(),
+                detail: "exists already".into(),
+            });
+        }
+        let original = self.moref(true, vm).await?;
+        let target = self.moref(false, host).await?;
+        let o = inventory::retrieve_one(
+            &self.session,
+            &original,
+            &["parent", "config.hardware.device"],
+        )
+        .await?;
+        let folder = o
+            .props
+            .get("parent")
+            .and_then(MoRef::from_element)
+            .ok_or_else(|| VsphereError::Missing {
+                method: "RetrievePropertiesEx".into(),
+                what: format!("the folder of {vm}"),
+            })?;
+        // Isolation: each network card of the copy is edited to be
+        // disconnected, now and at power-on.
+        let mut changes = String::new();
+        for d in o
+            .props
+            .get("config.hardware.device")
+            .map(|a| a.children.as_slice())
+            .unwrap_or_default()
+        {
+            let Some(kind) = d.xsi_type() else { continue };
+            let nic = [
+                "VirtualE1000",
+                "VirtualE1000e",
+                "VirtualPCNet32",
+                "VirtualVmxnet",
+                "VirtualVmxnet2",
+                "VirtualVmxnet3",
+                "VirtualSriovEthernetCard",
+            ]
+            .contains(&kind);
+            if nic {
+                // The device as read, sent back with its connection off (a
+                // vCenter wants the whole device in an edit).
+                let mut device = d.clone();
+                device.children.retain(|c| c.name != "connectable");
+                let off = |name: &str| crate::xml::Element {
+                    name: name.into(),
+                    text: "false".into(),
+                    ..Default::default()
+                };
+                let connectable = crate::xml::Element {
+                    name: "connectable".into(),
+                    children: vec![
+                        off("startConnected"),
+                        off("allowGuestControl"),
+                        off("connected"),
+                    ],
+                    ..Default::default()
+                };
+                // Schema order: connectable comes after backing.
+                let at = device
+                    .children
+                    .iter()
+                    .position(|c| c.name == "backing")
+                    .map_or(device.children.len(), |i| i + 1);
+                device.children.insert(at, connectable);
+                let mut body = String::new();
+                device.write_children(&mut body);
+                changes.push_str(&format!(
+                    "<deviceChange><operation>edit</operation><device xsi:type=\"{}\">{body}</device></deviceChange>",
+                    xml::escape(kind)
+                ));
+            }
+        }
+        let snap = self
+            .snapshot_ref(&SnapshotTarget::Vm(vm.to_owned()), None)
+            .await?;
+        let pool = self.resource_pool_of(&target).await?;
+        let args = format!(
+            "{}<name>{}</name><spec><location>{}{}</location><template>false</template><config>{changes}</config><powerOn>false</powerOn>{}</spec>",
+            folder.xml("folder"),
+            xml::escape(copy),
+            target.xml("host"),
+            pool.xml("pool"),
+            snap.xml("snapshot")
+        );
+        let clone = task::run(
+            &self.session,
+            "CloneVM_Task",
+            &original,
+            &args,
+            self.task_timeout,
+        )
+        .await?
+        .and_then(|r| {
+            MoRef::from_element(&r).or_else(|| Some(MoRef::new("VirtualMachine", r.text.trim())))
+        })
+        .filter(|r| !r.value.is_empty())
+        .ok_or_else(|| VsphereError::Missing {
+            method: "CloneVM_Task".into(),
+            what: "the drill copy".into(),
+        })?;
+        self.invalidate().await;
+        // Powered on explicitly, once its network is off for sure.
+        task::run(
+            &self.session,
+            "PowerOnVM_Task",
+            &clone,
+            "",
+            self.task_timeout,
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Removes a drill copy: powered off (if on), then destroyed.
+    pub async fn remove_drill_copy(&self, copy: &str) -> Result<(), VsphereError> {
+        let r = self.moref(true, copy).await?;
+        match task::run(&self.session, "PowerOffVM_Task", &r, "", self.task_timeout).await {
+            Ok(_) => {}
+            Err(e) if e.fault() == Some("InvalidPowerState") => {}
+            Err(e) => return Err(e),
+        }
+        task::run(&self.session, "Destroy_Task", &r, "", self.task_timeout).await?;
+        self.invalidate().await;
+        Ok(())
+    }
+
     async fn restore_by_clone(
         &self,
         vm: &str,
@@ -837,13 +983,12 @@ impl Vsphere {
 impl Hypervisor for Vsphere {
     fn capabilities(&self) -> Capabilities {
         // vSphere has no host snapshots to recover a host from; replicas
-        // come with dr-replication; drills (an isolated clone) are not
-        // written yet.
+        // come with dr-replication. Drills are isolated clones.
         Capabilities {
             host_recovery: false,
             add_host: true,
             replicas: false,
-            drills: false,
+            drills: true,
         }
     }
 
@@ -917,6 +1062,20 @@ impl Hypervisor for Vsphere {
 
     async fn add_host(&self, host: &str) -> Result<(), HypervisorError> {
         Ok(Vsphere::add_host(self, host).await?)
+    }
+
+    async fn start_drill_copy(
+        &self,
+        vm: &str,
+        host: &str,
+        source: RestoreSource,
+        copy: &str,
+    ) -> Result<(), HypervisorError> {
+        Ok(Vsphere::start_drill_copy(self, vm, host, source, copy).await?)
+    }
+
+    async fn remove_drill_copy(&self, copy: &str) -> Result<(), HypervisorError> {
+        Ok(Vsphere::remove_drill_copy(self, copy).await?)
     }
 }
 

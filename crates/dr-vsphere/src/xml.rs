@@ -63,6 +63,28 @@ pub struct Element {
 }
 
 impl Element {
+    /// Writes its children as XML (its own tag is the caller's: a value
+    /// read from one property is sent back under another name). Mixed
+    /// content is not kept: an element has children or text.
+    pub fn write_children(&self, out: &mut String) {
+        for c in &self.children {
+            out.push('<');
+            out.push_str(&c.name);
+            for (k, v) in &c.attrs {
+                out.push_str(&format!(" {}=\"{}\"", k, escape(v)));
+            }
+            out.push('>');
+            if c.children.is_empty() {
+                out.push_str(&escape(&c.text));
+            } else {
+                c.write_children(out);
+            }
+            out.push_str("</");
+            out.push_str(&c.name);
+            out.push('>');
+        }
+    }
+
     /// The first child with this local name.
     pub fn child(&self, name: &str) -> Option<&Element> {
         self.children.iter().find(|c| c.name == name)

@@ -343,3 +343,67 @@ async fn restore_off_a_host_that_stopped_responding_registers_the_files_elsewher
     assert_eq!(after.vms.len(), others_before, "one VM, not two");
     assert_eq!(after.vms.iter().filter(|x| x.name == vm).count(), 1);
 }
+
+#[tokio::test]
+async fn a_drill_copy_runs_with_its_network_cards_disconnected() {
+    if !available("a_drill_copy_runs_with_its_network_cards_disconnected") {
+        return;
+    }
+    let sim = Vcsim::start(&[]);
+    let v = connect(&sim, "DRV_PW_DRILL").await;
+    let (inv, _) = v.inventory().await.expect("inventory");
+    let vm = inv.vms[0].clone();
+    let target = dr_core::model::SnapshotTarget::Vm(vm.name.clone());
+    v.create_snapshot(&target, "drill").await.expect("snapshot");
+    let copy = format!("{}-drill", vm.name);
+    v.start_drill_copy(
+        &vm.name,
+        &vm.host,
+        dr_core::model::RestoreSource::Snapshot,
+        &copy,
+    )
+    .await
+    .expect("drill copy");
+    let r = v.moref(true, &copy).await.expect("the copy exists");
+    let o = dr_vsphere::inventory::retrieve_one(
+        v.session(),
+        &r,
+        &["runtime.powerState", "config.hardware.device"],
+    )
+    .await
+    .expect("read the copy");
+    assert_eq!(
+        o.props.get("runtime.powerState").map(|e| e.text.trim()),
+        Some("poweredOn")
+    );
+    let nics: Vec<_> = o
+        .props
+        .get("config.hardware.device")
+        .map(|a| a.children.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|d| d.child("macAddress").is_some())
+        .collect();
+    assert!(!nics.is_empty(), "the simulated VM has a network card");
+    for nic in &nics {
+        for flag in ["connected", "startConnected"] {
+            assert_eq!(
+                nic.path(&["connectable", flag]).map(|e| e.text.trim()),
+                Some("false"),
+                "the copy's network card is {flag}"
+            );
+        }
+    }
+    // The original still runs, connected.
+    let (inv, _) = v.inventory().await.expect("inventory");
+    assert_eq!(inv.vm(&vm.name).map(|x| x.power), Some(PowerState::On));
+    v.remove_drill_copy(&copy).await.expect("remove");
+    let again = v
+        .remove_drill_copy(&copy)
+        .await
+        .map_err(HypervisorError::from);
+    assert!(
+        matches!(again, Err(HypervisorError::NotFound { .. })),
+        "removing it again: {again:?}"
+    );
+}
