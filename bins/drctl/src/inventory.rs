@@ -21,8 +21,8 @@ async fn read(path: &Path) -> anyhow::Result<Inventory> {
     // The daemon's own configuration file, read by the daemon's own code.
     let cfg = dr_daemon::DaemonConfig::load(path)?;
     match &cfg.backend {
-        dr_daemon::config::Backend::Vsphere(vcfg) => {
-            let v = dr_vsphere::Vsphere::connect(vcfg)
+        dr_daemon::config::Backend::Vsphere { config, .. } => {
+            let v = dr_vsphere::Vsphere::connect(config)
                 .await
                 .context("cannot connect to vCenter")?;
             let inv = v.full_inventory().await.map(|(inv, _)| inv);

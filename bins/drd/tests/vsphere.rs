@@ -22,17 +22,24 @@ fn third_octet(ip: std::net::IpAddr) -> u8 {
     }
 }
 
-#[test]
-fn a_vm_whose_host_stops_responding_is_restored_on_the_other_host() {
-    let test = "a_vm_whose_host_stops_responding_is_restored_on_the_other_host";
-    if !vcsim::available(test) || !netns::can_run(test) {
-        return;
-    }
-    let sim = vcsim::Vcsim::start(&["-clusters", "1", "-hosts", "2", "-vms", "2"]);
+/// The simulator (with `args`), one test namespace per host answering for
+/// it and its VMs, and a daemon configuration over them.
+struct Setup {
+    sim: vcsim::Vcsim,
+    api: String,
+    hosts: Vec<netns::TestHost>,
+    dir: Dir,
+    config: std::path::PathBuf,
+}
+
+fn setup(tag: &str, args: &[&str]) -> Setup {
+    let mut full = vec!["-clusters", "1", "-hosts", "2", "-vms", "2"];
+    full.extend_from_slice(args);
+    let sim = vcsim::Vcsim::start(&full);
     let api = sim.base().trim_start_matches("http://").to_owned();
     // One test host per simulated host: it answers for the host's address
     // and its VMs' (198.19.N.0/24, inside the namespace only).
-    let mut test_hosts = Vec::new();
+    let mut hosts = Vec::new();
     for name in ["DC0_C0_H0", "DC0_C0_H1"] {
         let mut t = netns::TestHost::new();
         let prefix = format!("198.19.{}.", third_octet(t.v4));
@@ -44,12 +51,12 @@ fn a_vm_whose_host_stops_responding_is_restored_on_the_other_host() {
             None,
         );
         assert_eq!(code, 200, "{body}");
-        test_hosts.push((name, t));
+        hosts.push(t);
     }
-    let d = Dir::new("vsphere");
-    std::fs::write(d.0.join("vc-password"), "s3cret").expect("password");
-    std::fs::write(d.0.join("token"), TOKEN).expect("token");
-    let config = d.0.join("drd.toml");
+    let dir = Dir::new(tag);
+    std::fs::write(dir.0.join("vc-password"), "s3cret").expect("password");
+    std::fs::write(dir.0.join("token"), TOKEN).expect("token");
+    let config = dir.0.join("drd.toml");
     std::fs::write(
         &config,
         format!(
@@ -59,6 +66,7 @@ url = "{}"
 user = "vmdr"
 password_file = "vc-password"
 timeout = "20s"
+full_read_interval = "2s"             # the simulator's views do not grow
 [control]
 probe_interval = "500ms"
 probe_timeout = "300ms"
@@ -83,33 +91,59 @@ path = "journal.redb"
         ),
     )
     .expect("config");
-    let daemon = Daemon::start(&config);
-    let vms = |d: &Daemon| {
-        d.json("/api/v1/vms")
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-    };
+    Setup {
+        sim,
+        api,
+        hosts,
+        dir,
+        config,
+    }
+}
+
+fn vms(d: &Daemon) -> Vec<serde_json::Value> {
+    d.json("/api/v1/vms")
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Waits until both VMs answer and have snapshots; returns the VM on H0.
+fn steady(daemon: &Daemon) -> String {
     daemon.wait_for(LIMIT, "both VMs answering, and snapshots taken", |d| {
         let v = vms(d);
         v.len() == 2
             && v.iter().all(|v| v["reachable"] == true)
             && d.metric("vmdr_snapshots_total{kind=\"vm\",result=\"taken\"}") >= Some(2.0)
     });
-    let victim = vms(&daemon)
+    vms(daemon)
         .into_iter()
         .find(|v| v["host"] == "DC0_C0_H0")
-        .expect("a VM on DC0_C0_H0");
-    let name = victim["name"].as_str().expect("name").to_owned();
-    // The host stops responding: to vCenter, and to ping.
+        .and_then(|v| v["name"].as_str().map(str::to_owned))
+        .expect("a VM on DC0_C0_H0")
+}
+
+/// DC0_C0_H0 stops responding: to vCenter, and to ping.
+fn lose_h0(s: &Setup) {
     let (code, body) = http(
-        &api,
+        &s.api,
         "POST",
         "/vmdr-test/host-state?name=DC0_C0_H0&state=notResponding",
         None,
     );
     assert_eq!(code, 200, "{body}");
-    test_hosts[0].1.link(false);
+    s.hosts[0].link(false);
+}
+
+#[test]
+fn a_vm_whose_host_stops_responding_is_restored_on_the_other_host() {
+    let test = "a_vm_whose_host_stops_responding_is_restored_on_the_other_host";
+    if !vcsim::available(test) || !netns::can_run(test) {
+        return;
+    }
+    let s = setup("vsphere", &[]);
+    let daemon = Daemon::start(&s.config);
+    let name = steady(&daemon);
+    lose_h0(&s);
     daemon.wait_for(LIMIT, "the VM restored on DC0_C0_H1", |d| {
         let restored = actions_for(&d.events(), "action_finished", &name)
             .iter()
@@ -130,4 +164,5 @@ path = "journal.redb"
         other["name"].as_str().unwrap_or("")
     )
     .is_empty());
+    let _ = (&s.sim, &s.dir);
 }

@@ -78,12 +78,15 @@ pub async fn start(backend: &Backend) -> Result<Ports, BackendError> {
                 vsphere: None,
             })
         }
-        Backend::Vsphere(cfg) => {
-            let v = Arc::new(
-                dr_vsphere::Vsphere::connect(cfg)
-                    .await
-                    .map_err(|e| BackendError::Vsphere(e.to_string()))?,
-            );
+        Backend::Vsphere {
+            config,
+            full_read_every,
+        } => {
+            let mut v = dr_vsphere::Vsphere::connect(config)
+                .await
+                .map_err(|e| BackendError::Vsphere(e.to_string()))?;
+            v.full_read_every = *full_read_every;
+            let v = Arc::new(v);
             let prober = Arc::new(dr_probe::NetProber::new(dr_probe::ProbeConfig::default()));
             Ok(Ports {
                 hv: v.clone(),

@@ -31,7 +31,12 @@ pub enum Backend {
         scenario: PathBuf,
     },
     /// A vCenter.
-    Vsphere(dr_vsphere::VsphereConfig),
+    Vsphere {
+        /// How to reach it.
+        config: dr_vsphere::VsphereConfig,
+        /// How often its whole inventory is read again.
+        full_read_every: Duration,
+    },
 }
 
 /// The HTTP API.
@@ -261,6 +266,7 @@ impl DaemonConfig {
                         "backend = \"vsphere\" needs a [vsphere] section".into(),
                     )
                 })?;
+                let full_read_every = section.full_read_every().map_err(|e| err(None, e))?;
                 let mut v = section
                     .into_config()
                     .map_err(|e| err(None, format!("vsphere: {e}")))?;
@@ -271,7 +277,10 @@ impl DaemonConfig {
                 if let dr_vsphere::TlsMode::CaFile(f) = &mut v.tls {
                     *f = base.join(&*f);
                 }
-                Backend::Vsphere(v)
+                Backend::Vsphere {
+                    config: v,
+                    full_read_every,
+                }
             }
             other => {
                 return Err(err(

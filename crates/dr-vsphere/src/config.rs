@@ -38,6 +38,7 @@ pub struct VsphereSection {
     #[serde(default)]
     insecure: bool,
     timeout: Option<String>,
+    full_read_interval: Option<String>,
     #[serde(default)]
     spare: Vec<SpareSection>,
 }
@@ -75,6 +76,24 @@ fn password(
 
 impl VsphereSection {
     /// Checks the section and turns it into a connection configuration.
+    /// How often the whole inventory is read again even though incremental
+    /// updates come in (`full_read_interval`, default 5 minutes): a safety
+    /// net for updates a server's views miss.
+    pub fn full_read_every(&self) -> Result<Duration, String> {
+        match &self.full_read_interval {
+            None => Ok(Duration::from_secs(300)),
+            Some(t) => dr_core::time::parse_duration(t)
+                .map_err(|e| format!("vsphere.full_read_interval: {e}"))
+                .and_then(|d| {
+                    if d.is_zero() {
+                        Err("vsphere.full_read_interval must be more than zero".into())
+                    } else {
+                        Ok(d)
+                    }
+                }),
+        }
+    }
+
     /// Errors name the key.
     pub fn into_config(self) -> Result<VsphereConfig, String> {
         let tls = match (self.thumbprint, self.ca_file, self.insecure) {

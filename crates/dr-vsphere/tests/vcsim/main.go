@@ -41,6 +41,7 @@ func main() {
 	pass := flag.String("pass", "s3cret", "password")
 	idle := flag.Duration("session-idle", 0, "expire sessions idle this long (0: never)")
 	anyUser := flag.Bool("any-user", false, "accept any non-empty user and password")
+	methodDelay := flag.String("method-delay", "", "METHOD=MS[,METHOD=MS]: serve these calls that much later (a slow vCenter)")
 	flag.Parse()
 
 	model := simulator.VPX()
@@ -49,6 +50,22 @@ func main() {
 	model.ClusterHost = *hosts
 	model.Host = *standalone
 	model.Machine = *vms
+	if *methodDelay != "" {
+		model.DelayConfig.MethodDelay = map[string]int{}
+		for _, pair := range strings.Split(*methodDelay, ",") {
+			var ms int
+			kv := strings.SplitN(pair, "=", 2)
+			if len(kv) != 2 {
+				fmt.Fprintln(os.Stderr, "method-delay: expected METHOD=MS, got", pair)
+				os.Exit(2)
+			}
+			if _, err := fmt.Sscanf(kv[1], "%d", &ms); err != nil {
+				fmt.Fprintln(os.Stderr, "method-delay:", err)
+				os.Exit(2)
+			}
+			model.DelayConfig.MethodDelay[kv[0]] = ms
+		}
+	}
 	if err := model.Create(); err != nil {
 		fmt.Fprintln(os.Stderr, "create:", err)
 		os.Exit(1)
