@@ -236,35 +236,45 @@ struct FailoverQuery {
     to: Option<String>,
 }
 
+/// Sends the command `make` builds (with its reply channel) to the loop and
+/// answers with its report: 200 with the report, 409 with why not.
+async fn ask<T: serde::Serialize>(
+    s: ApiState,
+    headers: HeaderMap,
+    make: impl FnOnce(oneshot::Sender<Result<T, String>>) -> Command,
+) -> Response {
+    if let Some(r) = refusal(&s, &headers) {
+        return r;
+    }
+    let stopping = || {
+        error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the control loop is stopping",
+        )
+    };
+    let (reply, answer) = oneshot::channel();
+    if s.commands.send(make(reply)).await.is_err() {
+        return stopping();
+    }
+    match answer.await {
+        Ok(Ok(report)) => Json(report).into_response(),
+        Ok(Err(e)) => error(StatusCode::CONFLICT, e),
+        Err(_) => stopping(),
+    }
+}
+
 async fn failover(
     State(s): State<ApiState>,
     headers: HeaderMap,
     Path(vm): Path<String>,
     Query(q): Query<FailoverQuery>,
 ) -> Response {
-    if let Some(r) = refusal(&s, &headers) {
-        return r;
-    }
-    let (reply, answer) = oneshot::channel();
-    let cmd = Command::Failover {
+    ask(s, headers, |reply| Command::Failover {
         vm,
         to: q.to,
         reply,
-    };
-    if s.commands.send(cmd).await.is_err() {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the control loop is stopping",
-        );
-    }
-    match answer.await {
-        Ok(Ok(report)) => Json(report).into_response(),
-        Ok(Err(e)) => error(StatusCode::CONFLICT, e),
-        Err(_) => error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the control loop is stopping",
-        ),
-    }
+    })
+    .await
 }
 
 async fn drill(
@@ -273,27 +283,10 @@ async fn drill(
     Path(vm): Path<String>,
     Query(q): Query<FailoverQuery>,
 ) -> Response {
-    if let Some(r) = refusal(&s, &headers) {
-        return r;
-    }
-    let (reply, answer) = oneshot::channel();
-    let cmd = Command::Drill {
+    ask(s, headers, |reply| Command::Drill {
         vm,
         to: q.to,
         reply,
-    };
-    if s.commands.send(cmd).await.is_err() {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the control loop is stopping",
-        );
-    }
-    match answer.await {
-        Ok(Ok(report)) => Json(report).into_response(),
-        Ok(Err(e)) => error(StatusCode::CONFLICT, e),
-        Err(_) => error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the control loop is stopping",
-        ),
-    }
+    })
+    .await
 }

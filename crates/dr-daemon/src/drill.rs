@@ -2,8 +2,9 @@
 //! way a real recovery would bring it up, timed, checked, and removed. The
 //! VM itself keeps running untouched; the drill reports the RTO it achieved.
 
-use dr_core::model::{Inventory, PowerState, RestoreSource};
-use dr_core::ports::{Clock, Hypervisor, HypervisorError};
+use crate::placement::{self, hv_err, OperationError as DrillError};
+use dr_core::model::{Inventory, RestoreSource};
+use dr_core::ports::{Clock, Hypervisor};
 use serde::Serialize;
 
 /// What a drill did.
@@ -25,89 +26,17 @@ pub struct DrillReport {
     pub production_untouched: bool,
 }
 
-/// Why a drill did not happen or failed.
-#[derive(Debug, thiserror::Error)]
-pub enum DrillError {
-    /// Nothing to do it with.
-    #[error("{0}")]
-    Impossible(String),
-    /// The hypervisor refused or failed.
-    #[error("{step}: {source}")]
-    Hypervisor {
-        /// The step.
-        step: &'static str,
-        /// The error.
-        source: HypervisorError,
-    },
-}
-
-fn hv_err(step: &'static str) -> impl FnOnce(HypervisorError) -> DrillError {
-    move |source| DrillError::Hypervisor { step, source }
-}
-
-/// The drill's host and source: the replica on another site when the VM
-/// has one (the disaster-recovery path), else its newest snapshot on its own
-/// site; the connected host with the most room, or `to`.
+/// The drill's host and source: see [`crate::placement::choose_host`] (the
+/// VM's own host allowed); the replica when the host is on another site or
+/// the VM has no snapshot, else its newest snapshot.
 fn plan(
     inv: &Inventory,
     vm: &str,
     to: Option<&str>,
 ) -> Result<(String, RestoreSource), DrillError> {
-    let v = inv
-        .vms
-        .iter()
-        .find(|v| v.name == vm)
-        .ok_or_else(|| DrillError::Impossible(format!("no VM named {vm:?}")))?;
-    let site_of = |h: &str| {
-        inv.hosts
-            .iter()
-            .find(|x| x.name == h)
-            .map(|x| x.site.clone())
-    };
-    let home = site_of(&v.host);
-    let free = |h: &str| {
-        let cap = inv
-            .hosts
-            .iter()
-            .find(|x| x.name == h)
-            .map_or(0, |x| x.memory_mb);
-        let used: u64 = inv
-            .vms
-            .iter()
-            .filter(|x| x.host == h && x.power == PowerState::On)
-            .map(|x| x.memory_mb)
-            .sum();
-        cap.saturating_sub(used)
-    };
-    let fits = |h: &dr_core::model::HostInfo| h.link.accepts_vms() && free(&h.name) >= v.memory_mb;
-    let host = match to {
-        Some(t) => inv
-            .hosts
-            .iter()
-            .find(|h| h.name == t)
-            .filter(|h| fits(h))
-            .map(|h| h.name.clone())
-            .ok_or_else(|| {
-                DrillError::Impossible(format!(
-                    "host {t:?} is unknown, not connected or without room"
-                ))
-            })?,
-        None => {
-            let other_site = v.replica_available;
-            inv.hosts
-                .iter()
-                .filter(|h| fits(h))
-                .filter(|h| (Some(&h.site) != home.as_ref()) == other_site)
-                .max_by_key(|h| free(&h.name))
-                .map(|h| h.name.clone())
-                .ok_or_else(|| {
-                    DrillError::Impossible(format!(
-                        "no connected host with room for a copy of {vm}"
-                    ))
-                })?
-        }
-    };
-    let source = if site_of(&host) != home {
+    let v = placement::vm(inv, vm)?;
+    let host = placement::choose_host(inv, v, to, false)?;
+    let source = if placement::site_of(inv, &host) != placement::site_of(inv, &v.host) {
         if !v.replica_available {
             return Err(DrillError::Impossible(format!(
                 "{host} is on another site and {vm} has no replica there"

@@ -40,6 +40,7 @@ pub mod drill;
 pub mod failover;
 pub mod journal;
 pub mod metrics;
+pub mod placement;
 pub mod replica_restore;
 pub mod replication;
 pub mod snapshots;

@@ -566,34 +566,7 @@ impl World {
                         format!("is running on {}", self.hosts[vm.host].spec.name),
                     ));
                 }
-                match source {
-                    RestoreSource::Snapshot => {
-                        if vm.snapshots.is_empty() {
-                            return Err(not_found("snapshot", name));
-                        }
-                        // Snapshots live on the site's shared storage.
-                        if self.hosts[t].spec.site != self.hosts[vm.host].spec.site {
-                            return Err(invalid(
-                                name,
-                                format!(
-                                    "its snapshots are not on the storage of site {}",
-                                    self.hosts[t].spec.site
-                                ),
-                            ));
-                        }
-                    }
-                    RestoreSource::Replica => {
-                        if !vm.spec.replica {
-                            return Err(not_found("replica", name));
-                        }
-                    }
-                }
-                if self.free_memory(t) < vm.spec.memory_mb {
-                    return Err(HypervisorError::InsufficientCapacity {
-                        host: target.clone(),
-                        vm: name.clone(),
-                    });
-                }
+                self.can_bring_up(v, t, source, name)?;
                 if commit {
                     // The copy on the old host is not touched: if it still
                     // runs, this is a double run, and it is counted.
@@ -618,34 +591,7 @@ impl World {
                 if self.drills.contains_key(copy) || self.vm_idx(copy).is_some() {
                     return Err(invalid(copy, "exists already"));
                 }
-                let vm = &self.vms[v];
-                match source {
-                    RestoreSource::Snapshot => {
-                        if vm.snapshots.is_empty() {
-                            return Err(not_found("snapshot", name));
-                        }
-                        if self.hosts[t].spec.site != self.hosts[vm.host].spec.site {
-                            return Err(invalid(
-                                name,
-                                format!(
-                                    "its snapshots are not on the storage of site {}",
-                                    self.hosts[t].spec.site
-                                ),
-                            ));
-                        }
-                    }
-                    RestoreSource::Replica => {
-                        if !vm.spec.replica {
-                            return Err(not_found("replica", name));
-                        }
-                    }
-                }
-                if self.free_memory(t) < vm.spec.memory_mb {
-                    return Err(HypervisorError::InsufficientCapacity {
-                        host: target.clone(),
-                        vm: copy.clone(),
-                    });
-                }
+                self.can_bring_up(v, t, source, copy)?;
                 if commit {
                     self.drills.insert(
                         copy.clone(),
@@ -769,7 +715,44 @@ impl World {
         })
     }
 
-    /// Memory of a host not used by running copies.
+    /// Whether VM `v` can be brought up on host `t` from `source` (its
+    /// data is reachable from there, and there is room): shared by restores
+    /// and drill copies. `name` is what errors about room name.
+    fn can_bring_up(&self, v: usize, t: usize, source: &RestoreSource, name: &str) -> R<()> {
+        let vm = &self.vms[v];
+        let vm_name = &vm.spec.name;
+        match source {
+            RestoreSource::Snapshot => {
+                if vm.snapshots.is_empty() {
+                    return Err(not_found("snapshot", vm_name));
+                }
+                // Snapshots live on the site's shared storage.
+                if self.hosts[t].spec.site != self.hosts[vm.host].spec.site {
+                    return Err(invalid(
+                        vm_name,
+                        format!(
+                            "its snapshots are not on the storage of site {}",
+                            self.hosts[t].spec.site
+                        ),
+                    ));
+                }
+            }
+            RestoreSource::Replica => {
+                if !vm.spec.replica {
+                    return Err(not_found("replica", vm_name));
+                }
+            }
+        }
+        if self.free_memory(t) < vm.spec.memory_mb {
+            return Err(HypervisorError::InsufficientCapacity {
+                host: self.hosts[t].spec.name.clone(),
+                vm: name.to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Memory of a host not used by running copies (and drill copies).
     pub fn free_memory(&self, h: usize) -> u64 {
         let used: u64 = self
             .vms
