@@ -148,6 +148,11 @@ where
         &self.registry
     }
 
+    /// Addresses known from before (see [`Registry::remember_ips`]).
+    pub fn remember_ips(&mut self, ips: impl IntoIterator<Item = (String, std::net::IpAddr)>) {
+        self.registry.remember_ips(ips);
+    }
+
     /// Recoveries running now.
     pub fn in_flight(&self) -> u32 {
         self.cluster_in_flight

@@ -73,6 +73,10 @@ pub struct Registry {
     pub vm_entries: Vec<VmEntry>,
     vm_index: HashMap<String, usize>,
     sites: HashMap<String, u16>,
+    /// Addresses known from before (a daemon's previous run): a VM seen
+    /// without an IP (powered off, no guest tools yet) is still monitored
+    /// at its last known address.
+    remembered: HashMap<String, IpAddr>,
 }
 
 impl Registry {
@@ -96,6 +100,12 @@ impl Registry {
     fn site(&mut self, name: &str) -> u16 {
         let next = u16::try_from(self.sites.len()).unwrap_or(u16::MAX);
         *self.sites.entry(name.to_owned()).or_insert(next)
+    }
+
+    /// Remembers addresses from before (the paper's name → IP map, kept by
+    /// the daemon across restarts), used for VMs seen without one.
+    pub fn remember_ips(&mut self, ips: impl IntoIterator<Item = (String, IpAddr)>) {
+        self.remembered.extend(ips);
     }
 
     /// Rebuilds the monitored set from `inv`, keeping every known object's
@@ -150,7 +160,10 @@ impl Registry {
                 continue;
             };
             let known = self.vm_idx(&v.name);
-            let Some(ip) = v.ip.or(known.map(|i| self.vm_entries[i].ip)) else {
+            let Some(ip) =
+                v.ip.or(known.map(|i| self.vm_entries[i].ip))
+                    .or_else(|| self.remembered.get(&v.name).copied())
+            else {
                 continue;
             };
             let (facts, entry) = match known {

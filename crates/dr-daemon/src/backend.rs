@@ -42,8 +42,9 @@ pub enum BackendError {
     Vsphere(String),
 }
 
-/// Starts the configured backend.
-pub async fn start(backend: &Backend) -> Result<Ports, BackendError> {
+/// Starts the configured backend. `state_dir` holds what a backend must
+/// keep across restarts (vSphere: registrations under way).
+pub async fn start(backend: &Backend, state_dir: &std::path::Path) -> Result<Ports, BackendError> {
     match backend {
         Backend::Sim { scenario } => {
             let err = |message: String| BackendError::Scenario {
@@ -86,6 +87,17 @@ pub async fn start(backend: &Backend) -> Result<Ports, BackendError> {
                 .await
                 .map_err(|e| BackendError::Vsphere(e.to_string()))?;
             v.full_read_every = *full_read_every;
+            v.pending_dir = Some(state_dir.join("vsphere-pending"));
+            for (vm, r) in v.resume_pending().await {
+                match r {
+                    Ok(()) => {
+                        tracing::warn!(%vm, "a registration a previous run left under way is finished")
+                    }
+                    Err(e) => {
+                        tracing::error!(%vm, error = %e, "a registration a previous run left under way could not be finished; its record stays")
+                    }
+                }
+            }
             let v = Arc::new(v);
             let prober = Arc::new(dr_probe::NetProber::new(dr_probe::ProbeConfig::default()));
             Ok(Ports {

@@ -61,7 +61,12 @@ pub async fn run(
             .await
             .map_err(|e| DaemonError::Internal(e.to_string()))??,
     );
-    let ports = backend::start(&cfg.backend).await?;
+    let state_dir = cfg
+        .journal
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default();
+    let ports = backend::start(&cfg.backend, &state_dir).await?;
     let (stop_tasks, tasks_stopped) = watch::channel(false);
     let hv = with_replica_receivers(&cfg, ports.hv.clone(), tasks_stopped.clone()).await?;
     {
@@ -85,6 +90,23 @@ pub async fn run(
         cfg.control.clone(),
     )?
     .with_journal(Arc::new(JournalPort(journal.clone())));
+    // The name → address map of the previous run: a VM seen without an IP
+    // (off, no guest tools yet) is still watched where it was.
+    let mut saved_addresses = {
+        let j = journal.clone();
+        tokio::task::spawn_blocking(move || j.addresses())
+            .await
+            .map_err(|e| DaemonError::Internal(e.to_string()))??
+            .into_iter()
+            .collect::<std::collections::BTreeMap<String, String>>()
+    };
+    control.remember_ips(saved_addresses.iter().filter_map(|(name, ip)| match ip.parse() {
+        Ok(ip) => Some((name.clone(), ip)),
+        Err(_) => {
+            tracing::warn!(vm = %name, address = %ip, "ignoring an unreadable stored address");
+            None
+        }
+    }));
 
     if let Some(r) = &cfg.replication {
         let r = Arc::new(r.clone());
@@ -235,6 +257,21 @@ pub async fn run(
             () = clock.sleep_until(next) => {
                 control.tick().await;
                 shared.metrics.probes(control.last_probes());
+                let addresses: std::collections::BTreeMap<String, String> = control
+                    .registry()
+                    .vm_entries
+                    .iter()
+                    .map(|e| (e.name.clone(), e.ip.to_string()))
+                    .collect();
+                if addresses != saved_addresses {
+                    let (j, list) = (journal.clone(), addresses.clone().into_iter().collect::<Vec<_>>());
+                    tokio::spawn(async move {
+                        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || j.save_addresses(&list)).await {
+                            tracing::warn!(error = %e, "cannot store the VMs' addresses");
+                        }
+                    });
+                    saved_addresses = addresses;
+                }
                 ticks += 1;
                 let now = clock.now();
                 shared.publish(Status::from_registry(

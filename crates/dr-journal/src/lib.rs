@@ -19,6 +19,9 @@ use std::path::{Path, PathBuf};
 const ENTRIES: TableDefinition<u64, &[u8]> = TableDefinition::new("entries");
 /// Ids of the entries not yet ended.
 const OPEN: TableDefinition<u64, ()> = TableDefinition::new("open");
+/// The last known address of every VM (the paper's name → IP map), kept
+/// across restarts.
+const ADDRESSES: TableDefinition<&str, &str> = TableDefinition::new("addresses");
 
 /// A recovery about to start.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -148,6 +151,7 @@ impl Journal {
         {
             txn.open_table(ENTRIES).map_err(storage("open"))?;
             txn.open_table(OPEN).map_err(storage("open"))?;
+            txn.open_table(ADDRESSES).map_err(storage("open"))?;
         }
         txn.commit().map_err(storage("open"))?;
         Ok(Journal { db })
@@ -267,6 +271,34 @@ impl Journal {
         };
         txn.commit().map_err(storage("prune"))?;
         Ok(removed)
+    }
+
+    /// Replaces the stored name → address map with `addresses`.
+    pub fn save_addresses(&self, addresses: &[(String, String)]) -> Result<(), JournalError> {
+        let txn = self.db.begin_write().map_err(storage("save addresses"))?;
+        {
+            let mut t = txn
+                .open_table(ADDRESSES)
+                .map_err(storage("save addresses"))?;
+            t.retain(|_, _| false).map_err(storage("save addresses"))?;
+            for (name, ip) in addresses {
+                t.insert(name.as_str(), ip.as_str())
+                    .map_err(storage("save addresses"))?;
+            }
+        }
+        txn.commit().map_err(storage("save addresses"))
+    }
+
+    /// The stored name → address map.
+    pub fn addresses(&self) -> Result<Vec<(String, String)>, JournalError> {
+        let txn = self.db.begin_read().map_err(storage("read"))?;
+        let t = txn.open_table(ADDRESSES).map_err(storage("read"))?;
+        let mut out = Vec::new();
+        for row in t.iter().map_err(storage("read"))? {
+            let (k, v) = row.map_err(storage("read"))?;
+            out.push((k.value().to_owned(), v.value().to_owned()));
+        }
+        Ok(out)
     }
 
     /// How many entries it holds.

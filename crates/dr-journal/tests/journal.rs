@@ -184,3 +184,31 @@ fn a_process_killed_right_after_begin_leaves_its_intent_open() {
     let open = j.open_intents().expect("open");
     assert_eq!(open.iter().map(|e| e.id).collect::<Vec<_>>(), vec![id]);
 }
+
+#[test]
+fn the_address_map_survives_a_restart_and_is_replaced_whole() {
+    let d = Dir::new("addresses");
+    let path = d.0.join("j.redb");
+    {
+        let j = Journal::open(&path).expect("open");
+        j.save_addresses(&[
+            ("web-1".into(), "10.0.0.1".into()),
+            ("db-1".into(), "10.0.0.2".into()),
+        ])
+        .expect("save");
+    }
+    let j = Journal::open(&path).expect("reopen");
+    assert_eq!(
+        j.addresses().expect("read"),
+        vec![
+            ("db-1".to_owned(), "10.0.0.2".to_owned()),
+            ("web-1".to_owned(), "10.0.0.1".to_owned())
+        ]
+    );
+    j.save_addresses(&[("web-1".into(), "10.0.0.9".into())])
+        .expect("save");
+    assert_eq!(
+        j.addresses().expect("read"),
+        vec![("web-1".to_owned(), "10.0.0.9".to_owned())]
+    );
+}

@@ -49,6 +49,10 @@ pub struct Vsphere {
     /// (and after every change vmdr makes to the topology), in case the
     /// server's view misses objects added later.
     pub full_read_every: Duration,
+    /// Where registrations under way are recorded ([`crate::pending`]);
+    /// `None`: not recorded (a crash in the middle of a restore off a lost
+    /// host then leaves the VM out of the inventory).
+    pub pending_dir: Option<std::path::PathBuf>,
 }
 
 impl Vsphere {
@@ -65,7 +69,76 @@ impl Vsphere {
             perf: tokio::sync::Mutex::new(PerfCache::default()),
             task_timeout: Duration::from_secs(600),
             full_read_every: Duration::from_secs(300),
+            pending_dir: None,
         })
+    }
+
+    /// Finishes the registrations a previous process left under way
+    /// (see [`crate::pending`]): a VM already back in the inventory needs
+    /// nothing; otherwise its files are registered on the target, or else
+    /// back on its home host. Returns each VM with the outcome.
+    pub async fn resume_pending(&self) -> Vec<(String, Result<(), VsphereError>)> {
+        let Some(dir) = self.pending_dir.clone() else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for p in crate::pending::Pending::all(&dir) {
+            let result = self.finish_registration(&p).await;
+            if result.is_ok() {
+                if let Err(e) = crate::pending::Pending::done(&dir, &p.vm) {
+                    tracing::error!(vm = %p.vm, error = %e, "cannot remove a pending registration record");
+                }
+            }
+            out.push((p.vm.clone(), result));
+        }
+        if !out.is_empty() {
+            self.invalidate().await;
+        }
+        out
+    }
+
+    async fn finish_registration(&self, p: &crate::pending::Pending) -> Result<(), VsphereError> {
+        self.full_inventory().await?;
+        if self.lookup(true, &p.vm).is_some() {
+            tracing::info!(vm = %p.vm, "a registration left under way had finished");
+            return Ok(());
+        }
+        let register = |host: &MoRef| {
+            format!(
+                "<path>{}</path><name>{}</name><asTemplate>false</asTemplate>{}{}",
+                xml::escape(&p.path),
+                xml::escape(&p.vm),
+                p.pool.xml("pool"),
+                host.xml("host")
+            )
+        };
+        tracing::warn!(vm = %p.vm, path = %p.path, "finishing a registration left under way");
+        match task::run(
+            &self.session,
+            "RegisterVM_Task",
+            &p.folder,
+            &register(&p.target),
+            self.task_timeout,
+        )
+        .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.fault() == Some("AlreadyExists") || e.fault() == Some("DuplicateName") => {
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(vm = %p.vm, error = %e, "registration on the target failed; registering it back on its host");
+                task::run(
+                    &self.session,
+                    "RegisterVM_Task",
+                    &p.folder,
+                    &register(&p.home),
+                    self.task_timeout,
+                )
+                .await
+                .map(drop)
+            }
+        }
     }
 
     /// The session.
@@ -805,9 +878,39 @@ impl Vsphere {
                 host.xml("host")
             )
         };
-        self.session
+        // Recorded first: a crash between the two steps must not lose the VM.
+        let pending = crate::pending::Pending {
+            vm: vm.to_owned(),
+            path: path.to_owned(),
+            folder: folder.clone(),
+            pool: pool.clone(),
+            target: target.clone(),
+            home: home.clone(),
+        };
+        if let Some(dir) = &self.pending_dir {
+            pending.save(dir).map_err(|e| VsphereError::Missing {
+                method: "UnregisterVM".into(),
+                what: format!(
+                    "a durable record of the registration in {}: {e}",
+                    dir.display()
+                ),
+            })?;
+        }
+        let clear = || {
+            if let Some(dir) = &self.pending_dir {
+                if let Err(e) = crate::pending::Pending::done(dir, vm) {
+                    tracing::error!(vm, error = %e, "cannot remove a pending registration record");
+                }
+            }
+        };
+        if let Err(e) = self
+            .session
             .invoke("UnregisterVM", &original.xml("_this"))
-            .await?;
+            .await
+        {
+            clear();
+            return Err(e);
+        }
         let registered = match task::run(
             &self.session,
             "RegisterVM_Task",
@@ -835,10 +938,13 @@ impl Vsphere {
                 .await
                 {
                     tracing::error!(vm, error = %back, "could not register the VM back: it is out of the inventory, its files are at {path}");
+                } else {
+                    clear();
                 }
                 return Err(e);
             }
         };
+        clear();
         let new =
             registered
                 .filter(|r| !r.value.is_empty())

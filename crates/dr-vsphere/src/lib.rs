@@ -28,6 +28,7 @@ pub mod config;
 pub mod error;
 pub mod events;
 pub mod inventory;
+pub mod pending;
 pub mod perf;
 pub mod session;
 pub mod soap;

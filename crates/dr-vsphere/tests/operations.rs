@@ -407,3 +407,74 @@ async fn a_drill_copy_runs_with_its_network_cards_disconnected() {
         "removing it again: {again:?}"
     );
 }
+
+#[tokio::test]
+async fn a_registration_left_under_way_is_finished_by_the_next_connection() {
+    if !available("a_registration_left_under_way_is_finished_by_the_next_connection") {
+        return;
+    }
+    use dr_vsphere::soap::MoRef;
+    let sim = Vcsim::start(&[]);
+    let v = connect(&sim, "DRV_PW_PENDING").await;
+    let (inv, _) = v.full_inventory().await.expect("inventory");
+    let vm = inv.vms[0].clone();
+    let target_name = inv
+        .hosts
+        .iter()
+        .find(|h| h.name != vm.host)
+        .expect("another host")
+        .name
+        .clone();
+    let r = v.moref(true, &vm.name).await.expect("vm");
+    let o = dr_vsphere::inventory::retrieve_one(
+        v.session(),
+        &r,
+        &[
+            "parent",
+            "resourcePool",
+            "summary.config.vmPathName",
+            "runtime.host",
+        ],
+    )
+    .await
+    .expect("read");
+    let get = |k: &str| o.props.get(k).and_then(MoRef::from_element).expect(k);
+    let dir = std::env::temp_dir().join(format!("drv-pending-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    // What a restore records before it unregisters; then the process dies
+    // right after the unregistration.
+    dr_vsphere::pending::Pending {
+        vm: vm.name.clone(),
+        path: o.props["summary.config.vmPathName"].text.trim().to_owned(),
+        folder: get("parent"),
+        pool: get("resourcePool"),
+        target: v.moref(false, &target_name).await.expect("target"),
+        home: get("runtime.host"),
+    }
+    .save(&dir)
+    .expect("record");
+    v.power_off(&vm.name).await.expect("power off");
+    v.session()
+        .invoke("UnregisterVM", &r.xml("_this"))
+        .await
+        .expect("unregister");
+    // The next process finishes the registration.
+    let mut next = connect(&sim, "DRV_PW_PENDING").await;
+    next.pending_dir = Some(dir.clone());
+    let done = next.resume_pending().await;
+    assert_eq!(done.len(), 1);
+    assert!(done[0].1.is_ok(), "{done:?}");
+    let (after, _) = next.full_inventory().await.expect("inventory");
+    assert_eq!(
+        after.vm(&vm.name).map(|x| x.host.as_str()),
+        Some(target_name.as_str()),
+        "the VM is back in the inventory, on the target"
+    );
+    assert!(
+        dr_vsphere::pending::Pending::all(&dir).is_empty(),
+        "the record is gone"
+    );
+    // Nothing left: a second pass does nothing.
+    assert!(next.resume_pending().await.is_empty());
+    let _ = std::fs::remove_dir_all(&dir);
+}
