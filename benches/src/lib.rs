@@ -6,6 +6,21 @@ use dr_core::engine::{HostFacts, HostRecovery, OffCause, VmFacts};
 use dr_core::model::{Heartbeat, HostLink, PowerState};
 use dr_core::Timestamp;
 
+/// CPU seconds (user + system) of this process, and of its waited-for
+/// children, from /proc/self/stat (clock ticks of 10 ms).
+pub fn cpu_secs() -> (f64, f64) {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<f64> = after
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0.0))
+        .collect();
+    // Fields after the command: state is [0]; utime [11], stime [12],
+    // cutime [13], cstime [14].
+    let get = |i: usize| f.get(i).copied().unwrap_or(0.0) / 100.0;
+    (get(11) + get(12), get(13) + get(14))
+}
+
 /// VMs per host in the generated clusters.
 pub const VMS_PER_HOST: usize = 50;
 

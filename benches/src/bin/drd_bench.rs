@@ -52,15 +52,6 @@ fn get(addr: SocketAddr, path: &str) -> (u16, String) {
     (code, body)
 }
 
-/// CPU seconds (user + system) of this process.
-fn cpu_secs() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let rest = stat.rsplit(')').next().unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let t = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
-    (t(11) + t(12)) / 100.0
-}
-
 /// Peak resident memory of this process, MB.
 fn peak_rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
@@ -158,9 +149,9 @@ fn run(n: usize, root: &Path) {
     // The measured window: from the first tick to 20 s after the last crash.
     let last_ms = schedule.last().map_or(first_ms, |s| s.1);
     let window_end = Duration::from_millis(last_ms + 20_000);
-    let (cpu0, t0) = (cpu_secs(), Instant::now());
+    let (cpu0, t0) = (dr_benches::cpu_secs().0, Instant::now());
     std::thread::sleep(window_end.saturating_sub(started.elapsed()));
-    let (cpu, wall) = (cpu_secs() - cpu0, t0.elapsed().as_secs_f64());
+    let (cpu, wall) = (dr_benches::cpu_secs().0 - cpu0, t0.elapsed().as_secs_f64());
     let peak = peak_rss_mb();
 
     // Every event, page by page.

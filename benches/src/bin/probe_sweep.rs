@@ -65,22 +65,6 @@ fn setup() -> Result<(), String> {
     sh(&["ip", "route", "add", RANGE, "via", "198.18.255.2"])
 }
 
-/// CPU seconds (user + system) of this process and of its waited-for
-/// children, from /proc/self/stat (clock ticks of 10 ms).
-fn cpu() -> (f64, f64) {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let after = stat.rsplit(')').next().unwrap_or("");
-    let f: Vec<f64> = after
-        .split_whitespace()
-        .map(|x| x.parse().unwrap_or(0.0))
-        .collect();
-    // Fields after the command: state is [0]; utime [11], stime [12],
-    // cutime [13], cstime [14].
-    let tick = 100.0;
-    let get = |i: usize| f.get(i).copied().unwrap_or(0.0) / tick;
-    (get(11) + get(12), get(13) + get(14))
-}
-
 fn targets(n: usize) -> Vec<IpAddr> {
     (0..n)
         .map(|i| IpAddr::V4(Ipv4Addr::new(198, 19, (i / 250) as u8, (i % 250 + 1) as u8)))
@@ -106,11 +90,11 @@ fn ours(rt: &tokio::runtime::Runtime, addrs: &[IpAddr], timeout: Duration) -> Ro
     let t: Vec<ProbeTarget> = addrs.iter().copied().map(ProbeTarget::icmp).collect();
     // Open the socket outside the measurement.
     let _ = rt.block_on(p.probe(&t[..1], timeout));
-    let (c0, _) = cpu();
+    let (c0, _) = dr_benches::cpu_secs();
     let start = Instant::now();
     let r = rt.block_on(p.probe(&t, timeout)).expect("probe");
     let wall = start.elapsed();
-    let (c1, _) = cpu();
+    let (c1, _) = dr_benches::cpu_secs();
     Row {
         tool: "dr-probe",
         n: addrs.len(),
@@ -122,7 +106,7 @@ fn ours(rt: &tokio::runtime::Runtime, addrs: &[IpAddr], timeout: Duration) -> Ro
 
 fn fping(addrs: &[IpAddr], timeout: Duration) -> Row {
     let list: String = addrs.iter().map(|a| format!("{a}\n")).collect();
-    let (_, c0) = cpu();
+    let (_, c0) = dr_benches::cpu_secs();
     let start = Instant::now();
     let mut child = Command::new("fping")
         .args([
@@ -146,7 +130,7 @@ fn fping(addrs: &[IpAddr], timeout: Duration) -> Row {
     }
     let out = child.wait_with_output().expect("fping ran");
     let wall = start.elapsed();
-    let (_, c1) = cpu();
+    let (_, c1) = dr_benches::cpu_secs();
     let down = String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter(|l| !l.trim().is_empty())

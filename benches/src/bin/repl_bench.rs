@@ -90,17 +90,6 @@ fn rsync(src: &Path, dst: &Path) -> Duration {
     t.elapsed()
 }
 
-/// CPU seconds (user + system) this process has used so far.
-fn cpu_secs() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the command name, which ends with ')'.
-    let rest = stat.rsplit(')').next().unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
-    // utime and stime are fields 14 and 15, i.e. 11 and 12 after the name.
-    (ticks(11) + ticks(12)) / 100.0
-}
-
 /// One receiver of the benchmark and what its shipper reports.
 struct Receiver {
     name: &'static str,
@@ -245,9 +234,9 @@ fn main() {
         let scanned = t.elapsed();
         wake.notify_waiters();
         let t2 = Instant::now();
-        let cpu = cpu_secs();
+        let cpu = dr_benches::cpu_secs().0;
         let times = acked_all(&receivers, seq, t2).await;
-        let cpu = cpu_secs() - cpu;
+        let cpu = dr_benches::cpu_secs().0 - cpu;
         println!(
             "initial copy: scan + log + fsync {}; then shipped and durable on {} ({:.1} CPU seconds for the shipping, both ends)",
             secs(scanned),

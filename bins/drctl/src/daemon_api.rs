@@ -93,13 +93,13 @@ pub struct DrillArgs {
     token_file: Option<PathBuf>,
 }
 
-/// A POST to the daemon that returns a JSON report.
-async fn post_report(
+/// A POST to the daemon with the API token; its answer's body.
+async fn post(
     api: &ApiArgs,
     token_file: &Option<PathBuf>,
-    path: String,
+    path: &str,
     what: &str,
-) -> anyhow::Result<serde_json::Value> {
+) -> anyhow::Result<String> {
     let token = token(token_file)?;
     let base = api.base();
     let r = reqwest::Client::builder()
@@ -116,6 +116,17 @@ async fn post_report(
     if !status.is_success() {
         bail!("{what}: {status}: {body}");
     }
+    Ok(body)
+}
+
+/// A POST to the daemon that returns a JSON report.
+async fn post_report(
+    api: &ApiArgs,
+    token_file: &Option<PathBuf>,
+    path: String,
+    what: &str,
+) -> anyhow::Result<serde_json::Value> {
+    let body = post(api, token_file, &path, what).await?;
     serde_json::from_str(&body).context("the daemon's answer")
 }
 
@@ -288,29 +299,15 @@ pub async fn events(args: &EventsArgs) -> anyhow::Result<()> {
 
 /// Pauses or resumes automation for a VM.
 pub async fn pause(args: &PauseArgs, paused: bool) -> anyhow::Result<()> {
-    let token = match &args.token_file {
-        Some(f) => std::fs::read_to_string(f)
-            .with_context(|| format!("cannot read {}", f.display()))?
-            .trim()
-            .to_owned(),
-        None => {
-            std::env::var("VMDR_API_TOKEN").context("give --token-file or set VMDR_API_TOKEN")?
-        }
-    };
-    let base = args.api.base();
     let verb = if paused { "pause" } else { "resume" };
-    let url = format!("{base}/api/v1/vms/{}/{verb}", args.vm);
-    let r = client()?
-        .post(&url)
-        .bearer_auth(token)
-        .send()
-        .await
-        .with_context(|| format!("cannot reach the daemon at {base} (is drd running?)"))?;
-    let status = r.status();
-    let body = r.text().await.unwrap_or_default();
-    if !status.is_success() {
-        bail!("{verb} {}: {status}: {body}", args.vm);
-    }
+    let path = format!("/api/v1/vms/{}/{verb}", args.vm);
+    post(
+        &args.api,
+        &args.token_file,
+        &path,
+        &format!("{verb} {}", args.vm),
+    )
+    .await?;
     println!(
         "{}: automation {}",
         args.vm,

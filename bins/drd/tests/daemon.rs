@@ -263,24 +263,7 @@ fn sigterm_stops_it_cleanly() {
     let d = Dir::new("term");
     let mut daemon = Daemon::start(&write_config(&d.0, "200ms"));
     daemon.wait_for(LIMIT, "readiness", |d| d.get("/readyz").0 == 200);
-    let pid = daemon.child.id().to_string();
-    assert!(std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill")
-        .success());
-    let start = std::time::Instant::now();
-    loop {
-        if let Some(status) = daemon.child.try_wait().expect("wait") {
-            assert!(status.success(), "exit status {status}");
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(40),
-            "drd did not stop on SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    daemon.terminate_within(Duration::from_secs(40), "drd did not stop on SIGTERM");
 }
 
 #[test]
@@ -292,6 +275,7 @@ fn snapshots_are_taken_and_pruned_on_schedule() {
         "\n[snapshots]\nvm_interval = \"1s\"\nvm_keep = 2\nhost_interval = \"1s\"\nhost_keep = 1\n",
     );
     std::fs::write(&config, text).expect("config");
+    let started = std::time::Instant::now();
     let daemon = Daemon::start(&config);
     // Each round snapshots every running VM; from the third, pruning keeps 2.
     daemon.wait_for(LIMIT, "VM snapshots taken and pruned", |d| {
@@ -304,7 +288,10 @@ fn snapshots_are_taken_and_pruned_on_schedule() {
     let age = daemon
         .metric("vmdr_snapshot_age_seconds{kind=\"vm\"}")
         .expect("age");
-    assert!(age < 5.0, "the last round is recent: {age}");
+    assert!(
+        (0.0..=started.elapsed().as_secs_f64()).contains(&age),
+        "the age of the last round ({age} s) lies within the daemon's run"
+    );
 }
 
 #[test]
@@ -379,9 +366,9 @@ fn a_drill_brings_up_an_isolated_copy_and_reports_its_rto() {
     assert_eq!(report["host"], "dr-1", "{report}");
     assert_eq!(report["source"], "replica");
     assert_eq!(report["production_untouched"], true);
-    // The simulated replica restore takes 1 s: so does the drill's RTO.
+    // The simulated replica restore takes 1 s: the drill's RTO includes it.
     let rto = report["rto_ms"].as_u64().expect("rto");
-    assert!((900..5000).contains(&rto), "{report}");
+    assert!(rto >= 900, "the RTO covers the copy's bring-up: {report}");
     // A VM with neither snapshot nor replica cannot be drilled.
     let (code, body) = daemon.post("/api/v1/vms/late-1/drill", Some(TOKEN));
     assert_eq!(code, 409, "{body}");
@@ -439,22 +426,8 @@ fn events_stream_as_they_happen_and_do_not_hold_up_shutdown() {
     let ev = seen.expect("a db-1 event on the stream");
     assert!(ev["id"].as_u64().is_some(), "{ev}");
     // SIGTERM with the stream still open: the daemon still stops.
-    let pid = daemon.child.id().to_string();
-    assert!(std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill")
-        .success());
-    let start = std::time::Instant::now();
-    loop {
-        if let Some(status) = daemon.child.try_wait().expect("wait") {
-            assert!(status.success(), "exit status {status}");
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "an open event stream held up shutdown"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    daemon.terminate_within(
+        Duration::from_secs(20),
+        "an open event stream held up shutdown",
+    );
 }

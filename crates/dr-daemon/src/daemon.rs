@@ -92,21 +92,22 @@ pub async fn run(
     .with_journal(Arc::new(JournalPort(journal.clone())));
     // The name → address map of the previous run: a VM seen without an IP
     // (off, no guest tools yet) is still watched where it was.
-    let mut saved_addresses = {
+    let mut saved_addresses: std::collections::BTreeMap<String, std::net::IpAddr> = {
         let j = journal.clone();
         tokio::task::spawn_blocking(move || j.addresses())
             .await
             .map_err(|e| DaemonError::Internal(e.to_string()))??
             .into_iter()
-            .collect::<std::collections::BTreeMap<String, String>>()
+            .filter_map(|(name, ip)| match ip.parse() {
+                Ok(ip) => Some((name, ip)),
+                Err(_) => {
+                    tracing::warn!(vm = %name, address = %ip, "ignoring an unreadable stored address");
+                    None
+                }
+            })
+            .collect()
     };
-    control.remember_ips(saved_addresses.iter().filter_map(|(name, ip)| match ip.parse() {
-        Ok(ip) => Some((name.clone(), ip)),
-        Err(_) => {
-            tracing::warn!(vm = %name, address = %ip, "ignoring an unreadable stored address");
-            None
-        }
-    }));
+    control.remember_ips(saved_addresses.clone());
 
     if let Some(r) = &cfg.replication {
         let r = Arc::new(r.clone());
@@ -257,20 +258,23 @@ pub async fn run(
             () = clock.sleep_until(next) => {
                 control.tick().await;
                 shared.metrics.probes(control.last_probes());
-                let addresses: std::collections::BTreeMap<String, String> = control
-                    .registry()
-                    .vm_entries
-                    .iter()
-                    .map(|e| (e.name.clone(), e.ip.to_string()))
-                    .collect();
-                if addresses != saved_addresses {
-                    let (j, list) = (journal.clone(), addresses.clone().into_iter().collect::<Vec<_>>());
+                // Compared in place every tick; built and stored only when
+                // a VM or its address changed (rare).
+                let entries = &control.registry().vm_entries;
+                let same = entries.len() == saved_addresses.len()
+                    && entries.iter().all(|e| saved_addresses.get(&e.name) == Some(&e.ip));
+                if !same {
+                    saved_addresses = entries.iter().map(|e| (e.name.clone(), e.ip)).collect();
+                    let list: Vec<(String, String)> = saved_addresses
+                        .iter()
+                        .map(|(n, ip)| (n.clone(), ip.to_string()))
+                        .collect();
+                    let j = journal.clone();
                     tokio::spawn(async move {
                         if let Ok(Err(e)) = tokio::task::spawn_blocking(move || j.save_addresses(&list)).await {
                             tracing::warn!(error = %e, "cannot store the VMs' addresses");
                         }
                     });
-                    saved_addresses = addresses;
                 }
                 ticks += 1;
                 let now = clock.now();

@@ -4,7 +4,7 @@
 
 use crate::metrics::Metrics;
 use dr_control::registry::Registry;
-use dr_control::{ControlEvent, EventSink, Subject};
+use dr_control::{ControlEvent, EventSink};
 use dr_core::Timestamp;
 use serde::Serialize;
 use std::collections::VecDeque;
@@ -207,11 +207,7 @@ impl Shared {
 impl EventSink for Shared {
     fn emit(&self, at: Timestamp, event: ControlEvent) {
         self.metrics.observe_event(at, &event);
-        if let ControlEvent::Observation {
-            subject: Subject::Vm(_) | Subject::Host(_),
-            ..
-        } = &event
-        {
+        if matches!(event, ControlEvent::Observation { .. }) {
             tracing::debug!(t = %at, ?event, "observation");
         } else {
             tracing::info!(t = %at, ?event, "control event");

@@ -103,15 +103,7 @@ impl Vsphere {
             tracing::info!(vm = %p.vm, "a registration left under way had finished");
             return Ok(());
         }
-        let register = |host: &MoRef| {
-            format!(
-                "<path>{}</path><name>{}</name><asTemplate>false</asTemplate>{}{}",
-                xml::escape(&p.path),
-                xml::escape(&p.vm),
-                p.pool.xml("pool"),
-                host.xml("host")
-            )
-        };
+        let register = |host: &MoRef| register_args(&p.path, &p.vm, &p.pool, host);
         tracing::warn!(vm = %p.vm, path = %p.path, "finishing a registration left under way");
         match task::run(
             &self.session,
@@ -682,16 +674,9 @@ impl Vsphere {
             .unwrap_or_default()
         {
             let Some(kind) = d.xsi_type() else { continue };
-            let nic = [
-                "VirtualE1000",
-                "VirtualE1000e",
-                "VirtualPCNet32",
-                "VirtualVmxnet",
-                "VirtualVmxnet2",
-                "VirtualVmxnet3",
-                "VirtualSriovEthernetCard",
-            ]
-            .contains(&kind);
+            // Every kind of network card (E1000, Vmxnet3, SR-IOV, ...) has
+            // a MAC address; nothing else does.
+            let nic = d.child("macAddress").is_some();
             if nic {
                 // The device as read, sent back with its connection off (a
                 // vCenter wants the whole device in an edit).
@@ -738,22 +723,17 @@ impl Vsphere {
             pool.xml("pool"),
             snap.xml("snapshot")
         );
-        let clone = task::run(
-            &self.session,
-            "CloneVM_Task",
-            &original,
-            &args,
-            self.task_timeout,
-        )
-        .await?
-        .and_then(|r| {
-            MoRef::from_element(&r).or_else(|| Some(MoRef::new("VirtualMachine", r.text.trim())))
-        })
-        .filter(|r| !r.value.is_empty())
-        .ok_or_else(|| VsphereError::Missing {
-            method: "CloneVM_Task".into(),
-            what: "the drill copy".into(),
-        })?;
+        let clone = cloned_vm(
+            task::run(
+                &self.session,
+                "CloneVM_Task",
+                &original,
+                &args,
+                self.task_timeout,
+            )
+            .await?,
+            "the drill copy",
+        )?;
         self.invalidate().await;
         // Powered on explicitly, once its network is off for sure.
         task::run(
@@ -799,22 +779,17 @@ impl Vsphere {
             xml::escape(&temp),
             snap.xml("snapshot")
         );
-        let clone = task::run(
-            &self.session,
-            "CloneVM_Task",
-            original,
-            &args,
-            self.task_timeout,
-        )
-        .await?
-        .and_then(|r| {
-            MoRef::from_element(&r).or_else(|| Some(MoRef::new("VirtualMachine", r.text.trim())))
-        })
-        .filter(|r| !r.value.is_empty())
-        .ok_or_else(|| VsphereError::Missing {
-            method: "CloneVM_Task".into(),
-            what: "the clone".into(),
-        })?;
+        let clone = cloned_vm(
+            task::run(
+                &self.session,
+                "CloneVM_Task",
+                original,
+                &args,
+                self.task_timeout,
+            )
+            .await?,
+            "the clone",
+        )?;
         let finish = async {
             // Placement is asked for in the clone spec; relocating makes
             // sure (a no-op where it already is).
@@ -869,15 +844,7 @@ impl Vsphere {
         pool: &MoRef,
         home: &MoRef,
     ) -> Result<(), VsphereError> {
-        let register = |host: &MoRef| {
-            format!(
-                "<path>{}</path><name>{}</name><asTemplate>false</asTemplate>{}{}",
-                xml::escape(path),
-                xml::escape(vm),
-                pool.xml("pool"),
-                host.xml("host")
-            )
-        };
+        let register = |host: &MoRef| register_args(path, vm, pool, host);
         // Recorded first: a crash between the two steps must not lose the VM.
         let pending = crate::pending::Pending {
             vm: vm.to_owned(),
@@ -1183,6 +1150,30 @@ impl Hypervisor for Vsphere {
     async fn remove_drill_copy(&self, copy: &str) -> Result<(), HypervisorError> {
         Ok(Vsphere::remove_drill_copy(self, copy).await?)
     }
+}
+
+/// The virtual machine a `CloneVM_Task` made, from its result.
+fn cloned_vm(result: Option<crate::xml::Element>, what: &str) -> Result<MoRef, VsphereError> {
+    result
+        .and_then(|r| {
+            MoRef::from_element(&r).or_else(|| Some(MoRef::new("VirtualMachine", r.text.trim())))
+        })
+        .filter(|r| !r.value.is_empty())
+        .ok_or_else(|| VsphereError::Missing {
+            method: "CloneVM_Task".into(),
+            what: what.into(),
+        })
+}
+
+/// The arguments of `RegisterVM_Task` for a VM's files on `host`.
+fn register_args(path: &str, vm: &str, pool: &MoRef, host: &MoRef) -> String {
+    format!(
+        "<path>{}</path><name>{}</name><asTemplate>false</asTemplate>{}{}",
+        xml::escape(path),
+        xml::escape(vm),
+        pool.xml("pool"),
+        host.xml("host")
+    )
 }
 
 /// The number in `snapshot-42`, for a stable order of equal creation times.

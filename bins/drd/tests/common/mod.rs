@@ -142,6 +142,26 @@ impl Daemon {
         }
     }
 
+    /// Sends SIGTERM and waits for a clean exit, failing with `why` after
+    /// `limit`.
+    pub fn terminate_within(&mut self, limit: Duration, why: &str) {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill");
+        assert!(sent.success());
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                assert!(status.success(), "exit status {status}");
+                return;
+            }
+            assert!(start.elapsed() < limit, "{why}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Every event so far.
     pub fn events(&self) -> Vec<serde_json::Value> {
         match self.json("/api/v1/events?limit=10000") {
