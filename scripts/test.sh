@@ -67,6 +67,9 @@ if command -v rsync >/dev/null 2>&1; then
     cargo run --locked --release -q -p dr-benches --bin repl-bench -- 64 2
 fi
 
+say "replication shipping throughput (128 MiB to two receiver processes; docs/BENCHMARKS.md has 2 GiB)"
+cargo run --locked --release -q -p dr-benches --bin ship-bench -- 128 1024 2
+
 say "main job's configuration: drd check-config examples/sim.toml"
 cargo run --locked --release -q -p drd -- check-config examples/sim.toml
 

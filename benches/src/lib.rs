@@ -9,7 +9,12 @@ use dr_core::Timestamp;
 /// CPU seconds (user + system) of this process, and of its waited-for
 /// children, from /proc/self/stat (clock ticks of 10 ms).
 pub fn cpu_secs() -> (f64, f64) {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    proc_cpu_secs("self")
+}
+
+/// [`cpu_secs`] of process `pid` ("self" for this one).
+pub fn proc_cpu_secs(pid: &str) -> (f64, f64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let after = stat.rsplit(')').next().unwrap_or("");
     let f: Vec<f64> = after
         .split_whitespace()

@@ -38,6 +38,13 @@ async fn read(path: &Path) -> anyhow::Result<Inventory> {
                 .map_err(|e| anyhow::anyhow!("{}: {e}", scenario.display()))?;
             Ok(world.inventory())
         }
+        dr_daemon::config::Backend::SimServer { url } => {
+            use dr_core::ports::Hypervisor;
+            let (sim, _) = dr_daemon::remote_sim::RemoteSim::connect(url)
+                .await
+                .with_context(|| format!("cannot reach the simulated datacenter at {url}"))?;
+            Ok(sim.inventory().await.context("cannot read its inventory")?)
+        }
     }
 }
 

@@ -28,6 +28,12 @@ enum Command {
     /// Run a scenario through the real engine and control loop on a
     /// simulated datacenter, on virtual time.
     Simulate(SimulateArgs),
+    /// Run a scenario's simulated datacenter as a process of its own, in
+    /// real time, for drd (`[sim] url = "http://ADDR"`): it outlives the
+    /// daemon, as a real hypervisor does. Prints `listening on ADDR`; its
+    /// report (double runs, starts, refused starts) is at
+    /// /sim/v1/report. Stops on SIGINT or SIGTERM.
+    SimServer(SimServerArgs),
     /// Probe targets like fping: one line per target with up/down, loss and
     /// RTT. Exit status 1 when any target is down, 2 on bad input.
     Probe(probe::ProbeArgs),
@@ -77,6 +83,16 @@ struct SimulateArgs {
     seed: Option<u64>,
 }
 
+#[derive(Args)]
+struct SimServerArgs {
+    /// Scenario file (TOML, see docs/scenarios.md); its fault schedule runs
+    /// from the server's start.
+    file: PathBuf,
+    /// Address to listen on (port 0: any; the address is printed).
+    #[arg(long, default_value = "127.0.0.1:7080")]
+    listen: std::net::SocketAddr,
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -88,6 +104,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Simulate(args) => simulate(&args),
+        Command::SimServer(args) => sim_server(&args),
         Command::Probe(args) => probe(&args),
         Command::Inventory(args) => inventory(&args),
         Command::Repl(cmd) => tokio::runtime::Builder::new_multi_thread()
@@ -118,6 +135,39 @@ fn on_daemon(f: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow
         .enable_all()
         .build()?;
     rt.block_on(f)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn sim_server(args: &SimServerArgs) -> anyhow::Result<ExitCode> {
+    use anyhow::Context as _;
+    let text = std::fs::read_to_string(&args.file)
+        .with_context(|| format!("cannot read {}", args.file.display()))?;
+    let scenario = dr_sim::Scenario::parse(&text)
+        .with_context(|| format!("invalid scenario {}", args.file.display()))?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        println!("listening on {}", listener.local_addr()?);
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            let _ = stop.send(true);
+            Ok::<(), std::io::Error>(())
+        });
+        dr_daemon::remote_sim::serve(listener, scenario, stopped)
+            .await
+            .context("the simulated datacenter stopped")
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 

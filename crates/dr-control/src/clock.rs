@@ -30,9 +30,16 @@ impl TokioClock {
 
     /// A clock whose timeline starts at zero now (virtual runs).
     pub fn from_zero() -> Self {
+        Self::starting_at(Timestamp::ZERO)
+    }
+
+    /// A clock that reads `origin` now and runs in real time from there
+    /// (to follow another process's timeline, such as a simulated
+    /// datacenter's).
+    pub fn starting_at(origin: Timestamp) -> Self {
         TokioClock {
             start: Instant::now(),
-            origin: Timestamp::ZERO,
+            origin,
         }
     }
 }

@@ -3,7 +3,7 @@ use crate::executor::{self, Action, RetryPolicy};
 use crate::journal::RecoveryJournal;
 use crate::registry::Registry;
 use dr_core::engine::{ledger, ClusterFacts, PlanScratch};
-use dr_core::model::{HostLink, PowerEvent};
+use dr_core::model::{Heartbeat, HostLink, PowerEvent, PowerState};
 use dr_core::ports::{Clock, Hypervisor, ProbeTarget, Prober};
 use dr_core::{Decision, Engine, Policy, PolicyError, Timestamp};
 use std::collections::BTreeSet;
@@ -28,6 +28,12 @@ pub struct ControlConfig {
     pub action_retries: u32,
     /// Pause between those retries.
     pub retry_delay: Duration,
+    /// How far back the first read of the hypervisor's power events goes.
+    /// A VM found off when the loop starts counts as stopped on purpose
+    /// unless its events say otherwise: this is what lets a (re)started
+    /// daemon recover a VM that crashed while it was down, or whose
+    /// recovery it was killed in the middle of.
+    pub event_lookback: Duration,
 }
 
 impl Default for ControlConfig {
@@ -40,6 +46,7 @@ impl Default for ControlConfig {
             action_timeout: Duration::from_secs(300),
             action_retries: 2,
             retry_delay: Duration::from_secs(5),
+            event_lookback: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -251,10 +258,16 @@ where
 
         // Probe every monitored VM and host in one batch.
         let reg = &self.registry;
-        let mut targets: Vec<ProbeTarget> = reg
+        let mut targets: Vec<ProbeTarget> = Vec::with_capacity(reg.vm_entries.len());
+        let vm_slots: Vec<Option<usize>> = reg
             .vm_entries
             .iter()
-            .map(|v| ProbeTarget::icmp(v.ip))
+            .map(|v| {
+                v.ip.map(|ip| {
+                    targets.push(ProbeTarget::icmp(ip));
+                    targets.len() - 1
+                })
+            })
             .collect();
         let host_slots: Vec<Option<usize>> = reg
             .host_entries
@@ -286,7 +299,14 @@ where
         };
 
         self.last_probes.clone_from(&results);
-        let since = self.events_since.unwrap_or_else(|| self.clock.now());
+        let since = self.events_since.unwrap_or_else(|| {
+            Timestamp(
+                self.clock
+                    .now()
+                    .0
+                    .saturating_sub(dr_core::time::millis(self.cfg.event_lookback)),
+            )
+        });
         let inv = match self.hv.inventory().await {
             Ok(inv) => inv,
             Err(e) => {
@@ -307,10 +327,11 @@ where
 
         // Probe outcomes belong to the registry as it was probed: apply them
         // before a sync can reorder it.
-        let vm_count = self.registry.vms.len();
-        for (i, r) in results.iter().take(vm_count).enumerate() {
-            self.registry
-                .observe_vm_probe(&policy, now, i, r.reachable, &*self.sink);
+        for (i, slot) in vm_slots.into_iter().enumerate() {
+            if let Some(s) = slot {
+                self.registry
+                    .observe_vm_probe(&policy, now, i, results[s].reachable, &*self.sink);
+            }
         }
         let links: Vec<HostLink> = inv_links(&inv, &self.registry);
         for (i, slot) in host_slots.into_iter().enumerate() {
@@ -325,6 +346,16 @@ where
             self.sync(&inv, now);
         }
         self.registry.refresh(&inv, now, &*self.sink);
+        // VMs without an address to probe: the hypervisor's fresh view
+        // stands in for the probe (on, and the guest not known silent).
+        for i in 0..self.registry.vms.len() {
+            if self.registry.vm_entries[i].ip.is_none() {
+                let f = &self.registry.vms[i];
+                let up = f.power == PowerState::On && f.heartbeat != Heartbeat::Missing;
+                self.registry
+                    .observe_vm_probe(&policy, now, i, up, &*self.sink);
+            }
+        }
         self.apply_power_events(&events, since);
         self.decide_and_act(now);
     }

@@ -28,8 +28,10 @@ pub struct VmEntry {
     /// Its name.
     pub name: String,
     /// Its IP: the current one, or the last one seen (a stopped guest does
-    /// not report its IP, but it is still the address to watch).
-    pub ip: IpAddr,
+    /// not report its IP, but it is still the address to watch). `None`:
+    /// never seen with one (off, no guest tools): judged by the
+    /// hypervisor's view alone until it reports one.
+    pub ip: Option<IpAddr>,
     /// Last probe outcome.
     pub reachable: Option<bool>,
     /// Last decision reported.
@@ -109,7 +111,10 @@ impl Registry {
     }
 
     /// Rebuilds the monitored set from `inv`, keeping every known object's
-    /// facts by name. VMs never seen with an IP are not monitored.
+    /// facts by name. A VM never seen with an IP is monitored too, by the
+    /// hypervisor's view: a VM found off after a crash (while no daemon
+    /// ran, or during a recovery a killed daemon left) reports no address
+    /// and must still come back.
     pub fn sync(&mut self, inv: &Inventory) -> SyncDiff {
         let mut diff = SyncDiff::default();
         let mut hosts = Vec::with_capacity(inv.hosts.len());
@@ -160,12 +165,9 @@ impl Registry {
                 continue;
             };
             let known = self.vm_idx(&v.name);
-            let Some(ip) =
-                v.ip.or(known.map(|i| self.vm_entries[i].ip))
-                    .or_else(|| self.remembered.get(&v.name).copied())
-            else {
-                continue;
-            };
+            let ip =
+                v.ip.or(known.and_then(|i| self.vm_entries[i].ip))
+                    .or_else(|| self.remembered.get(&v.name).copied());
             let (facts, entry) = match known {
                 Some(i) => (self.vms[i], self.vm_entries[i].clone()),
                 None => {
@@ -281,7 +283,7 @@ impl Registry {
             f.has_snapshot = v.snapshot_count > 0;
             f.has_replica = v.replica_available;
             if let Some(ip) = v.ip {
-                self.vm_entries[i].ip = ip;
+                self.vm_entries[i].ip = Some(ip);
             }
         }
     }

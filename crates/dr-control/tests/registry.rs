@@ -48,9 +48,11 @@ fn sync_adds_removes_and_keeps_state_by_name() {
     assert_eq!(diff.added_hosts, ["h1", "h22"]);
     assert_eq!(
         diff.added_vms,
-        ["a", "b"],
-        "a VM never seen with an IP is not monitored"
+        ["a", "b", "no-ip"],
+        "a VM never seen with an IP is monitored too (by the hypervisor's view)"
     );
+    let no_ip = reg.vm_idx("no-ip").expect("no-ip");
+    assert_eq!(reg.vm_entries[no_ip].ip, None);
     let b = reg.vm_idx("b").expect("b");
     reg.vms[b].probe_failures = 2;
     reg.vms[b].failed_attempts = 1;
@@ -67,13 +69,13 @@ fn sync_adds_removes_and_keeps_state_by_name() {
     assert_eq!(diff.added_hosts, ["h333"]);
     assert_eq!(diff.removed_hosts, ["h1"]);
     assert_eq!(diff.added_vms, ["c"]);
-    assert_eq!(diff.removed_vms, ["a"]);
+    assert_eq!(diff.removed_vms, ["a", "no-ip"]);
     let b = reg.vm_idx("b").expect("b kept");
     assert_eq!(reg.vms[b].probe_failures, 2, "facts survive a sync");
     assert_eq!(reg.vms[b].failed_attempts, 1);
     assert_eq!(
         reg.vm_entries[b].ip,
-        "10.1.0.2".parse::<IpAddr>().expect("ip"),
+        Some("10.1.0.2".parse::<IpAddr>().expect("ip")),
         "last known IP kept"
     );
     assert_eq!(reg.host_name(reg.vms[b].host), "h22", "host index remapped");

@@ -1,6 +1,7 @@
 //! The hypervisor, prober and clock the daemon runs on: the embedded
-//! simulated datacenter (with its fault schedule, in real time) or vCenter
-//! with the real prober.
+//! simulated datacenter (with its fault schedule, in real time), one served
+//! by its own process (`drctl sim-server`), or vCenter with the real
+//! prober.
 
 use crate::config::Backend;
 use dr_core::ports::{Clock, Hypervisor, Prober};
@@ -40,6 +41,14 @@ pub enum BackendError {
     /// vCenter.
     #[error("cannot connect to vCenter: {0}")]
     Vsphere(String),
+    /// A simulated datacenter served by `drctl sim-server`.
+    #[error("cannot reach the simulated datacenter at {url}: {message}")]
+    SimServer {
+        /// Its address.
+        url: String,
+        /// Why.
+        message: String,
+    },
 }
 
 /// Starts the configured backend. `state_dir` holds what a backend must
@@ -76,6 +85,24 @@ pub async fn start(backend: &Backend, state_dir: &std::path::Path) -> Result<Por
                 clock,
                 world: Some(world),
                 faults: s.faults,
+                vsphere: None,
+            })
+        }
+        Backend::SimServer { url } => {
+            let (sim, now) = crate::remote_sim::RemoteSim::connect(url)
+                .await
+                .map_err(|e| BackendError::SimServer {
+                    url: url.clone(),
+                    message: e.to_string(),
+                })?;
+            let sim = Arc::new(sim);
+            Ok(Ports {
+                hv: sim.clone(),
+                prober: sim,
+                // The datacenter's timeline: its events and ours agree.
+                clock: Arc::new(dr_control::TokioClock::starting_at(now)),
+                world: None,
+                faults: Vec::new(),
                 vsphere: None,
             })
         }

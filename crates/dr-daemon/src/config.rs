@@ -30,6 +30,12 @@ pub enum Backend {
         /// The scenario file.
         scenario: PathBuf,
     },
+    /// A simulated datacenter running as its own process (`drctl
+    /// sim-server`), which outlives the daemon as a real hypervisor does.
+    SimServer {
+        /// Its address, `http://HOST:PORT`.
+        url: String,
+    },
     /// A vCenter.
     Vsphere {
         /// How to reach it.
@@ -140,7 +146,8 @@ struct RawSnapshots {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawSim {
-    scenario: String,
+    scenario: Option<String>,
+    url: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -152,6 +159,7 @@ struct RawControl {
     action_timeout: Option<Spanned<String>>,
     action_retries: Option<u32>,
     retry_delay: Option<Spanned<String>>,
+    event_lookback: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -225,6 +233,11 @@ impl DaemonConfig {
             )?,
             action_retries: raw.control.action_retries.unwrap_or(d.action_retries),
             retry_delay: duration("retry_delay", &raw.control.retry_delay, d.retry_delay)?,
+            event_lookback: duration(
+                "event_lookback",
+                &raw.control.event_lookback,
+                d.event_lookback,
+            )?,
             policy: raw.policy,
         };
         let control_line =
@@ -255,8 +268,27 @@ impl DaemonConfig {
                         "backend = \"sim\" needs a [sim] section with scenario = FILE".into(),
                     )
                 })?;
-                Backend::Sim {
-                    scenario: base.join(sim.scenario),
+                match (sim.scenario, sim.url) {
+                    (Some(scenario), None) => Backend::Sim {
+                        scenario: base.join(scenario),
+                    },
+                    (None, Some(url)) => {
+                        let line = Some(line_of(text, url.span().start));
+                        let url = url.into_inner();
+                        if !url.starts_with("http://") {
+                            return Err(err(
+                                line,
+                                format!("sim.url = {url:?}: expected http://HOST:PORT"),
+                            ));
+                        }
+                        Backend::SimServer { url }
+                    }
+                    _ => {
+                        return Err(err(
+                            Some(line_of(text, raw.backend.span().start)),
+                            "[sim] needs exactly one of scenario = FILE (embedded) or url = \"http://HOST:PORT\" (drctl sim-server)".into(),
+                        ))
+                    }
                 }
             }
             "vsphere" => {

@@ -261,10 +261,15 @@ pub async fn run(
                 // Compared in place every tick; built and stored only when
                 // a VM or its address changed (rare).
                 let entries = &control.registry().vm_entries;
-                let same = entries.len() == saved_addresses.len()
-                    && entries.iter().all(|e| saved_addresses.get(&e.name) == Some(&e.ip));
+                let same = entries.iter().filter(|e| e.ip.is_some()).count() == saved_addresses.len()
+                    && entries
+                        .iter()
+                        .all(|e| e.ip.is_none_or(|ip| saved_addresses.get(&e.name) == Some(&ip)));
                 if !same {
-                    saved_addresses = entries.iter().map(|e| (e.name.clone(), e.ip)).collect();
+                    saved_addresses = entries
+                        .iter()
+                        .filter_map(|e| Some((e.name.clone(), e.ip?)))
+                        .collect();
                     let list: Vec<(String, String)> = saved_addresses
                         .iter()
                         .map(|(n, ip)| (n.clone(), ip.to_string()))

@@ -37,8 +37,8 @@ pub struct HostStatus {
 pub struct VmStatus {
     /// Name.
     pub name: String,
-    /// Address watched.
-    pub ip: String,
+    /// Address watched (`None`: none known; judged by the hypervisor).
+    pub ip: Option<String>,
     /// Its host.
     pub host: String,
     /// Last probe answered.
@@ -104,7 +104,7 @@ impl Status {
             .zip(&reg.vms)
             .map(|(e, f)| VmStatus {
                 name: e.name.clone(),
-                ip: e.ip.to_string(),
+                ip: e.ip.map(|ip| ip.to_string()),
                 host: reg.host_name(f.host).to_owned(),
                 reachable: e.reachable,
                 power: format!("{:?}", f.power),

@@ -42,6 +42,12 @@ pub enum ReplError {
     /// shipper using a log); opening it too would corrupt it.
     #[error("{0} is in use by another process (a running receiver or shipper); stop it first")]
     InUse(PathBuf),
+    /// A replica stopped after a merge into its base images failed part-way
+    /// (a checkpoint file damaged on disk since it was checked): it shows
+    /// nothing until reopened, and opening it finishes the merge or names
+    /// the damage.
+    #[error("replica unusable until reopened: {0}")]
+    Broken(String),
     /// The log refused further appends after an earlier failure; reopen it.
     #[error("log unusable after an earlier failure: {0}")]
     Poisoned(String),

@@ -10,11 +10,12 @@
 //! recovery, reports its RPO, and can write out a disk image at any kept
 //! checkpoint for failover.
 //!
-//! Built so far: the record format, the log, the replica store, and
-//! shipping over TCP ([`net`], [`wire`]): frames authenticated with a
-//! pre-shared key, back-pressure, reconnect and resume, an optional
-//! bandwidth cap. To come in this crate (issue 6): the write path and
-//! block-hash scan that feed the log, and the operator commands.
+//! Changes reach the log through the [`write_path`] (writes recorded as
+//! they happen) or the block-hash [`scan`] (disks written by something
+//! else). Shipping runs over TCP ([`net`], [`wire`]): frames encrypted and
+//! authenticated (AES-256-GCM under a per-connection key derived from a
+//! pre-shared key), back-pressure, reconnect and resume, an optional
+//! bandwidth cap. [`agent`] holds the jobs behind `drctl repl`.
 //!
 //! ## What this crate must not know
 //!

@@ -36,15 +36,41 @@ struct Segment {
     /// Sequence of its last record (`first_seq - 1` when empty).
     last_seq: u64,
     path: PathBuf,
-    /// (seq, byte offset) of every `INDEX_EVERY`th record, so a reader
-    /// starts near where it wants instead of at the segment's start.
+    /// (seq, byte offset) of a record every `INDEX_EVERY` records or
+    /// `INDEX_BYTES` bytes, whichever comes first, so a reader starts at
+    /// most that far before where it wants instead of at the segment's
+    /// start (with large records a count alone left whole segments to skip).
     index: Vec<(u64, u64)>,
     /// Bytes of records in it.
     len: u64,
 }
 
-/// One index entry per this many records.
+/// An index entry at least every this many records...
 const INDEX_EVERY: u64 = 64;
+/// ...and every this many bytes.
+const INDEX_BYTES: u64 = 1 << 20;
+
+impl Segment {
+    /// Indexes the record `seq` at byte `at` if it is due.
+    fn note(&mut self, seq: u64, at: u64) {
+        let due = self
+            .index
+            .last()
+            .is_none_or(|&(s, off)| seq - s >= INDEX_EVERY || at - off >= INDEX_BYTES);
+        if due {
+            self.index.push((seq, at));
+        }
+    }
+
+    /// Byte offset of the last indexed record at or before `seq`.
+    fn start_for(&self, seq: u64) -> u64 {
+        self.index
+            .iter()
+            .rev()
+            .find(|(q, _)| *q <= seq)
+            .map_or(0, |(_, off)| *off)
+    }
+}
 
 /// The log.
 pub struct Log {
@@ -114,66 +140,89 @@ fn scan(path: &Path, tail_ok: bool) -> Result<(Vec<Record>, Option<u64>), ReplEr
     Ok((out, None))
 }
 
-/// Decodes records of `path` from byte `offset` on, keeping those at or
-/// after `from`, until `*bytes` reaches `max`. Returns whether it did.
-/// Hands every checked record of the segment at `path` from byte `offset`
-/// on to `sink` (its encoding and header); stops when `sink` says it has
-/// enough (returns true then) or at the segment's end.
-fn read_records(
-    path: &Path,
-    offset: u64,
-    mut sink: impl FnMut(&[u8], record::Header) -> bool,
-) -> Result<bool, ReplError> {
-    use std::io::{BufReader, Seek, SeekFrom};
+/// Read-ahead of the shipping path, so small records do not cost a system
+/// call each.
+const READ_AHEAD: usize = 1 << 20;
+
+/// Appends to `out` the records of segment `s` from sequence `from` on,
+/// each checked, read straight into `out`'s buffer (one copy out of the
+/// page cache), until `out` holds `max` bytes (returns true) or the
+/// segment ends.
+fn read_segment(s: &Segment, from: u64, max: usize, out: &mut Encoded) -> Result<bool, ReplError> {
+    use std::io::{Seek, SeekFrom};
+    let path = &s.path;
+    let start = s.start_for(from);
     let mut f = File::open(path).map_err(io("open", path))?;
-    f.seek(SeekFrom::Start(offset)).map_err(io("seek", path))?;
-    let mut r = BufReader::with_capacity(1 << 20, f);
-    let mut at = offset;
-    let mut buf = vec![0u8; record::HEADER];
-    loop {
-        buf.truncate(record::HEADER);
-        match r.read_exact(&mut buf) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(false),
-            Err(e) => {
-                return Err(ReplError::Io {
-                    op: "read",
-                    path: path.to_owned(),
-                    source: e,
-                })
+    f.seek(SeekFrom::Start(start)).map_err(io("seek", path))?;
+    let corrupt = |offset: u64, reason: String| ReplError::Corrupt {
+        path: path.clone(),
+        offset,
+        reason,
+    };
+    // Bytes of whole records from `start` to the segment's end.
+    let mut unread = s.len.saturating_sub(start);
+    let base = out.bytes.len();
+    // `out.bytes[base..checked]` are checked records; records before
+    // `skip_to` precede `from` and are dropped; `at` is the file offset of
+    // `checked`.
+    let (mut checked, mut skip_to, mut at) = (base, base, start);
+    let full = loop {
+        let have = out.bytes.len() - checked;
+        let need = if have < record::HEADER {
+            record::HEADER
+        } else {
+            let b = &out.bytes[checked..];
+            record::HEADER + u32::from_le_bytes([b[4], b[5], b[6], b[7]]) as usize
+        };
+        if need > record::MAX_RECORD {
+            return Err(corrupt(at, "record length over the limit".into()));
+        }
+        if have < need {
+            if unread == 0 {
+                if have > 0 {
+                    return Err(corrupt(at, "a record runs past the segment's end".into()));
+                }
+                break false;
             }
-        }
-        let len = u32::from_le_bytes([buf[4], buf[5], buf[6], buf[7]]) as usize;
-        if record::HEADER + len > record::MAX_RECORD {
-            return Err(ReplError::Corrupt {
-                path: path.to_owned(),
-                offset: at,
-                reason: "record length over the limit".into(),
-            });
-        }
-        buf.resize(record::HEADER + len, 0);
-        match r.read_exact(&mut buf[record::HEADER..]) {
-            Ok(()) => {}
-            // A record still being written (or torn by a crash): stop here.
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(false),
-            Err(e) => {
-                return Err(ReplError::Io {
-                    op: "read",
-                    path: path.to_owned(),
-                    source: e,
-                })
+            let want = (need - have).max(READ_AHEAD).min(unread as usize);
+            // `read_to_end` fills spare capacity without zeroing it first.
+            out.bytes.reserve(want);
+            let got = (&mut f)
+                .take(want as u64)
+                .read_to_end(&mut out.bytes)
+                .map_err(io("read", path))?;
+            if got < want {
+                return Err(corrupt(
+                    at + (have + got) as u64,
+                    "segment shorter than its records".into(),
+                ));
             }
+            unread -= want as u64;
+            continue;
         }
-        let (header, n) = record::check(&buf).map_err(|e| ReplError::Corrupt {
-            path: path.to_owned(),
-            offset: at,
-            reason: e.to_string(),
-        })?;
+        let (header, n) =
+            record::check(&out.bytes[checked..]).map_err(|e| corrupt(at, e.to_string()))?;
+        if header.seq() < from {
+            skip_to = checked + n;
+        } else {
+            if skip_to > base {
+                // The index starts a little before `from`: drop that part.
+                out.bytes.drain(base..skip_to);
+                checked -= skip_to - base;
+                skip_to = base;
+            }
+            out.records.push((header, checked + n));
+        }
+        checked += n;
         at += n as u64;
-        if sink(&buf[..n], header) {
-            return Ok(true);
+        if out.records.last().is_some_and(|&(_, end)| end >= max) {
+            break true;
         }
-    }
+    };
+    // Read-ahead past the last record taken, and skipped records, go.
+    let keep = out.records.last().map_or(base, |&(_, end)| end.max(base));
+    out.bytes.truncate(keep);
+    Ok(full)
 }
 
 /// Records as they lie in the log, checked: what a shipper sends.
@@ -183,6 +232,17 @@ pub struct Encoded {
     pub bytes: Vec<u8>,
     /// Each record's header and the end of its encoding in `bytes`.
     pub records: Vec<(record::Header, usize)>,
+}
+
+impl Encoded {
+    /// Empty, reusing `buf`'s memory for the bytes.
+    pub fn reusing(mut buf: Vec<u8>) -> Encoded {
+        buf.clear();
+        Encoded {
+            bytes: buf,
+            records: Vec::new(),
+        }
+    }
 }
 
 impl Log {
@@ -230,14 +290,18 @@ impl Log {
             }
             let mut expect = first;
             let mut offset = 0u64;
-            let mut index = Vec::new();
+            let mut seg = Segment {
+                first_seq: first,
+                last_seq: first - 1,
+                path,
+                index: Vec::new(),
+                len: 0,
+            };
             for r in &records {
-                if (r.seq() - first) % INDEX_EVERY == 0 {
-                    index.push((r.seq(), offset));
-                }
+                seg.note(r.seq(), offset);
                 if r.seq() != expect {
                     return Err(ReplError::Corrupt {
-                        path: path.clone(),
+                        path: seg.path.clone(),
                         offset,
                         reason: format!("record {} where {expect} was expected", r.seq()),
                     });
@@ -250,13 +314,9 @@ impl Log {
                 offset += r.encoded_len() as u64;
             }
             next_seq = expect;
-            segments.push(Segment {
-                first_seq: first,
-                last_seq: expect - 1,
-                path,
-                index,
-                len: offset,
-            });
+            seg.last_seq = expect - 1;
+            seg.len = offset;
+            segments.push(seg);
         }
         if segments.is_empty() {
             let path = dir.join(segment_name(1));
@@ -333,9 +393,7 @@ impl Log {
         if let Some(s) = self.segments.last_mut() {
             s.last_seq = r.seq();
             s.len += self.buf.len() as u64;
-            if (r.seq() - s.first_seq).is_multiple_of(INDEX_EVERY) {
-                s.index.push((r.seq(), at));
-            }
+            s.note(r.seq(), at);
         }
         Ok(())
     }
@@ -432,38 +490,38 @@ impl Log {
     /// Like [`Log::read_from`], but the records stay encoded (checked, not
     /// copied apart): the shipping path forwards them as they are.
     pub fn read_encoded_from(&mut self, from: u64, max_bytes: usize) -> Result<Encoded, ReplError> {
+        let mut out = Encoded::default();
+        self.read_encoded_into(from, max_bytes, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`Log::read_encoded_from`] into `out` (emptied first; its memory is
+    /// reused).
+    pub fn read_encoded_into(
+        &mut self,
+        from: u64,
+        max_bytes: usize,
+        out: &mut Encoded,
+    ) -> Result<(), ReplError> {
         self.check()?;
+        out.bytes.clear();
+        out.records.clear();
         let path = self
             .segments
             .last()
             .map(|s| s.path.clone())
             .unwrap_or_default();
         self.out.flush().map_err(io("flush", path))?;
-        let mut out = Encoded::default();
         for s in self
             .segments
             .iter()
             .filter(|s| s.last_seq >= from && s.last_seq >= s.first_seq)
         {
-            let start = s
-                .index
-                .iter()
-                .rev()
-                .find(|(seq, _)| *seq <= from)
-                .map_or(0, |(_, off)| *off);
-            let full = read_records(&s.path, start, |bytes, header| {
-                if header.seq() < from {
-                    return false;
-                }
-                out.bytes.extend_from_slice(bytes);
-                out.records.push((header, out.bytes.len()));
-                out.bytes.len() >= max_bytes
-            })?;
-            if full {
+            if read_segment(s, from, max_bytes, out)? {
                 break;
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Removes the segments whose records are all at or before `acked` (the
@@ -484,7 +542,7 @@ impl Log {
 
     /// Bytes of the records after `seq` (what a replica that acknowledged
     /// `seq` still lacks: its lag), counted from the sparse index, so at
-    /// most `INDEX_EVERY` records too many.
+    /// most `INDEX_EVERY` records or `INDEX_BYTES` bytes too many.
     pub fn bytes_after(&self, seq: u64) -> u64 {
         self.segments
             .iter()
@@ -493,13 +551,7 @@ impl Log {
                 if seq < s.first_seq {
                     return s.len;
                 }
-                let from = s
-                    .index
-                    .iter()
-                    .rev()
-                    .find(|(q, _)| *q <= seq + 1)
-                    .map_or(0, |(_, off)| *off);
-                s.len.saturating_sub(from)
+                s.len.saturating_sub(s.start_for(seq + 1))
             })
             .sum()
     }

@@ -4,7 +4,7 @@
 
 use crate::log::Log;
 use crate::record;
-use crate::replica::{CheckpointInfo, Replica};
+use crate::replica::Replica;
 use crate::wire::{self, Auth, Kind, WireError};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -95,16 +95,21 @@ async fn receive(
     let acked = lock(&replica).acked_seq();
     let mut welcome = server.to_vec();
     welcome.extend_from_slice(&acked.to_le_bytes());
-    wire::send(&mut w, &mut outbound, Kind::Welcome, &welcome).await?;
+    wire::send(&mut w, &mut outbound, Kind::Welcome, &mut welcome).await?;
     let key = wire::session_key(psk, &client, &server);
-    let mut inbound = Auth::new(&key, 0);
-    let mut outbound = Auth::new(&key, 1);
+    let mut inbound = Auth::sealed(&key, 0);
+    let mut outbound = Auth::sealed(&key, 1);
     // Frames are read and authenticated on their own task while the
-    // previous one is applied: the two overlap.
+    // previous one is applied: the two overlap. Their buffers go back to
+    // the reader, so a steady stream allocates nothing.
     let (frames_tx, mut frames) = tokio::sync::mpsc::channel(2);
+    let (spare_tx, mut spare) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
     let reader = tokio::spawn(async move {
         loop {
-            let frame = wire::recv(&mut r, &mut inbound).await;
+            let mut buf = spare.try_recv().unwrap_or_default();
+            let frame = wire::recv_into(&mut r, &mut inbound, &mut buf)
+                .await
+                .map(|kind| (kind, buf));
             let failed = frame.is_err();
             if frames_tx.send(frame).await.is_err() || failed {
                 return;
@@ -119,30 +124,19 @@ async fn receive(
             }
             // Applying fsyncs: off the async threads.
             let rep = replica.clone();
-            let durable: Vec<CheckpointInfo> =
-                tokio::task::spawn_blocking(move || -> Result<Vec<CheckpointInfo>, NetError> {
-                    let mut rep = lock(&rep);
-                    let mut done = Vec::new();
-                    let mut at = 0;
-                    while at < payload.len() {
-                        let (header, n) = record::check(&payload[at..]).map_err(|e| {
-                            WireError::Protocol(format!("bad record in a frame: {e}"))
-                        })?;
-                        if let Some(c) = rep.apply_encoded(&payload[at..at + n], header)? {
-                            done.push(c);
-                        }
-                        at += n;
-                    }
-                    Ok(done)
-                })
-                .await
-                .map_err(|e| NetError::Internal(e.to_string()))??;
-            for c in durable {
+            let (payload, durable) = tokio::task::spawn_blocking(move || {
+                let durable = lock(&rep).apply_batch(&payload);
+                (payload, durable)
+            })
+            .await
+            .map_err(|e| NetError::Internal(e.to_string()))?;
+            let _ = spare_tx.try_send(payload);
+            for c in durable? {
                 let mut ack = Vec::with_capacity(24);
                 ack.extend_from_slice(&c.seq.to_le_bytes());
                 ack.extend_from_slice(&c.id.to_le_bytes());
                 ack.extend_from_slice(&c.time_ms.to_le_bytes());
-                wire::send(&mut w, &mut outbound, Kind::Ack, &ack).await?;
+                wire::send(&mut w, &mut outbound, Kind::Ack, &mut ack).await?;
             }
         }
         Ok(())
@@ -237,7 +231,7 @@ async fn connection(
     let client = wire::nonce()?;
     let mut hello = wire::VERSION.to_le_bytes().to_vec();
     hello.extend_from_slice(&client);
-    wire::send(&mut w, &mut outbound, Kind::Hello, &hello).await?;
+    wire::send(&mut w, &mut outbound, Kind::Hello, &mut hello).await?;
     let (kind, welcome) = wire::recv(&mut r, &mut inbound).await?;
     if kind != Kind::Welcome || welcome.len() != 24 {
         return Err(WireError::Protocol("expected a welcome".into()).into());
@@ -249,8 +243,8 @@ async fn connection(
     let acked = u64::from_le_bytes(acked);
     progress.send_modify(|p| p.acked_seq = p.acked_seq.max(acked));
     let key = wire::session_key(&cfg.psk, &client, &server);
-    let mut outbound = Auth::new(&key, 0);
-    let mut inbound = Auth::new(&key, 1);
+    let mut outbound = Auth::sealed(&key, 0);
+    let mut inbound = Auth::sealed(&key, 1);
 
     // Acknowledgements come back on their own task.
     let (acks_tx, mut acks_rx) = watch::channel(acked);
@@ -275,12 +269,15 @@ async fn connection(
         }
     });
 
-    // Frames are authenticated and written on their own task while the
-    // next batch is read from the log: the two overlap.
+    // Frames are sealed and written on their own task while the next
+    // batch is read from the log: the two overlap. Their buffers come back
+    // for the next reads, so a steady stream allocates nothing.
     let (frames_tx, mut frames_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(1);
+    let (spare_tx, mut spare) = tokio::sync::mpsc::channel::<Vec<u8>>(3);
     let writer = tokio::spawn(async move {
-        while let Some(frame) = frames_rx.recv().await {
-            wire::send(&mut w, &mut outbound, Kind::Records, &frame).await?;
+        while let Some(mut frame) = frames_rx.recv().await {
+            wire::send(&mut w, &mut outbound, Kind::Records, &mut frame).await?;
+            let _ = spare_tx.try_send(frame);
         }
         Ok::<(), WireError>(())
     });
@@ -304,10 +301,13 @@ async fn connection(
             }
             let l = log.clone();
             let (from, max) = (next, cfg.batch_bytes);
+            let reuse = spare.try_recv().unwrap_or_default();
             let (batch, durable) = tokio::task::spawn_blocking(move || {
                 let mut log = lock(&l);
                 let durable = log.last_checkpoint().map_or(0, |c| c.1);
-                log.read_encoded_from(from, max).map(|b| (b, durable))
+                let mut batch = crate::log::Encoded::reusing(reuse);
+                log.read_encoded_into(from, max, &mut batch)
+                    .map(|()| (batch, durable))
             })
             .await
             .map_err(|e| NetError::Internal(e.to_string()))??;

@@ -9,6 +9,8 @@
 //! cp-<id>.ckpt         the writes of checkpoint <id>, then its record
 //! merging-<id>         a merge of cp-<id> into the images is under way
 //! incoming.tmp         the checkpoint being received (dropped on restart)
+//! spare.ckpt           a merged checkpoint's file kept to be written over
+//!                      by the next one
 //! lock                 held (flock) by the one process that has it open
 //! ```
 //!
@@ -17,7 +19,7 @@
 //! merge interrupted by a crash is simply done again.
 
 use crate::error::{io, ReplError};
-use crate::record::{self, Record, Write};
+use crate::record::{self, Record};
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write as _};
@@ -44,9 +46,13 @@ pub struct Replica {
     /// The checkpoint being received, streamed to `incoming.tmp` so a large
     /// one does not sit in memory.
     incoming: Option<std::io::BufWriter<File>>,
+    /// Bytes of records in `incoming.tmp` (a recycled file may be longer).
+    incoming_len: u64,
     pending: u64,
     buf: Vec<u8>,
     next_seq: u64,
+    /// Why it stopped (a merge failed part-way), if it did.
+    broken: Option<String>,
     /// The directory's lock, held while this replica is open.
     _lock: File,
 }
@@ -57,6 +63,12 @@ fn sync_dir(dir: &Path) -> Result<(), ReplError> {
         .map_err(io("sync directory", dir))
 }
 
+/// A merged checkpoint's file, kept to be written over by the next one.
+const SPARE: &str = "spare.ckpt";
+/// Larger checkpoint files (an initial copy) are not kept as the spare:
+/// on tmpfs it would hold that much memory.
+const MAX_SPARE: u64 = 256 << 20;
+
 fn cp_path(dir: &Path, id: u64) -> PathBuf {
     dir.join(format!("cp-{id:020}.ckpt"))
 }
@@ -65,13 +77,20 @@ fn disk_path(dir: &Path, disk: u32) -> PathBuf {
     dir.join(format!("disk-{disk}.img"))
 }
 
+/// One write of a checkpoint file, borrowed from the read buffer.
+struct WriteRef<'b> {
+    disk: u32,
+    offset: u64,
+    data: &'b [u8],
+}
+
 /// Reads a checkpoint file record by record (so a checkpoint of any size
 /// streams through a small buffer), handing each write to `on_write`, and
 /// returns its closing checkpoint record. Any damage is an error naming the
 /// file and offset.
 fn read_checkpoint(
     path: &Path,
-    mut on_write: impl FnMut(&Write) -> Result<(), ReplError>,
+    mut on_write: impl FnMut(WriteRef<'_>) -> Result<(), ReplError>,
 ) -> Result<CheckpointInfo, ReplError> {
     let file = File::open(path).map_err(io("open", path))?;
     let size = file.metadata().map_err(io("stat", path))?.len();
@@ -81,26 +100,33 @@ fn read_checkpoint(
         offset,
         reason,
     };
-    let mut buf = Vec::new();
+    // Only ever grown, so it is not zeroed again for every record.
+    let mut buf = vec![0u8; record::HEADER];
     let mut at = 0u64;
     while at < size {
-        buf.resize(record::HEADER, 0);
         reader
-            .read_exact(&mut buf)
+            .read_exact(&mut buf[..record::HEADER])
             .map_err(|e| corrupt(at, format!("record header: {e}")))?;
         let len = u32::from_le_bytes([buf[4], buf[5], buf[6], buf[7]]) as usize;
-        if record::HEADER + len > record::MAX_RECORD {
+        let total = record::HEADER + len;
+        if total > record::MAX_RECORD {
             return Err(corrupt(at, "length over the record limit".into()));
         }
-        buf.resize(record::HEADER + len, 0);
+        if buf.len() < total {
+            buf.resize(total, 0);
+        }
         reader
-            .read_exact(&mut buf[record::HEADER..])
+            .read_exact(&mut buf[record::HEADER..total])
             .map_err(|e| corrupt(at, format!("record body: {e}")))?;
-        let (r, n) = record::decode(&buf).map_err(|e| corrupt(at, e.to_string()))?;
+        let (header, n) = record::check(&buf[..total]).map_err(|e| corrupt(at, e.to_string()))?;
         at += n as u64;
-        match r {
-            Record::Write { write, .. } => on_write(&write)?,
-            Record::Checkpoint { seq, id, time_ms } => {
+        match header {
+            record::Header::Write { disk, offset, .. } => on_write(WriteRef {
+                disk,
+                offset,
+                data: record::write_data(&buf, header),
+            })?,
+            record::Header::Checkpoint { seq, id, time_ms } => {
                 if at != size {
                     return Err(corrupt(at, "data after the checkpoint record".into()));
                 }
@@ -130,7 +156,7 @@ impl<'a> Images<'a> {
         }
     }
 
-    fn write(&mut self, w: &Write) -> Result<(), ReplError> {
+    fn write(&mut self, w: WriteRef<'_>) -> Result<(), ReplError> {
         let path = disk_path(self.dir, w.disk);
         let f = match self.files.entry(w.disk) {
             std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
@@ -144,8 +170,7 @@ impl<'a> Images<'a> {
                     .map_err(io("open", &path))?,
             ),
         };
-        f.write_all_at(&w.data, w.offset)
-            .map_err(io("write", &path))
+        f.write_all_at(w.data, w.offset).map_err(io("write", &path))
     }
 
     fn sync(self) -> Result<(), ReplError> {
@@ -207,9 +232,11 @@ impl Replica {
             base,
             checkpoints: BTreeMap::new(),
             incoming: None,
+            incoming_len: 0,
             pending: 0,
             buf: Vec::new(),
             next_seq: base.seq + 1,
+            broken: None,
             _lock: lock,
         };
         let mut merging = None;
@@ -235,7 +262,7 @@ impl Replica {
         ids.sort_unstable();
         if let Some(id) = merging {
             tracing::warn!(checkpoint = id, "finishing an interrupted merge");
-            r.merge(id)?;
+            r.merge(id, true)?;
             ids.retain(|&i| i != id);
         }
         for id in ids {
@@ -325,6 +352,7 @@ impl Replica {
         encoded: &[u8],
         header: record::Header,
     ) -> Result<Option<CheckpointInfo>, ReplError> {
+        self.usable()?;
         let seq = header.seq();
         if seq < self.next_seq {
             return Ok(None);
@@ -335,16 +363,88 @@ impl Replica {
                 got: seq,
             });
         }
+        self.stream(encoded)?;
+        self.next_seq += 1;
+        match header {
+            record::Header::Checkpoint { seq, id, time_ms } => {
+                self.complete(CheckpointInfo { id, seq, time_ms }).map(Some)
+            }
+            record::Header::Write { .. } => Ok(None),
+        }
+    }
+
+    /// Takes a batch of encoded records as a shipper sends them (a frame's
+    /// payload): each is checked, the ones already here are skipped, and
+    /// the rest are written out in runs, one write per run up to each
+    /// checkpoint. Returns the checkpoints that became durable. A bad
+    /// record fails the batch at its offset after the good ones before it.
+    pub fn apply_batch(&mut self, batch: &[u8]) -> Result<Vec<CheckpointInfo>, ReplError> {
+        self.usable()?;
+        let mut done = Vec::new();
+        let mut at = 0;
+        // The records accepted and not yet written out: batch[run..at].
+        let mut run = 0;
+        while at < batch.len() {
+            let checked = record::check(&batch[at..]).map_err(|e| ReplError::Corrupt {
+                path: PathBuf::from("<received batch>"),
+                offset: at as u64,
+                reason: e.to_string(),
+            });
+            let (header, n) = match checked {
+                Ok(c) => c,
+                Err(e) => {
+                    self.stream(&batch[run..at])?;
+                    return Err(e);
+                }
+            };
+            let seq = header.seq();
+            if seq != self.next_seq {
+                self.stream(&batch[run..at])?;
+                if seq > self.next_seq {
+                    return Err(ReplError::Gap {
+                        expected: self.next_seq,
+                        got: seq,
+                    });
+                }
+                // Already here: resending is harmless.
+                at += n;
+                run = at;
+                continue;
+            }
+            self.next_seq += 1;
+            at += n;
+            if let record::Header::Checkpoint { seq, id, time_ms } = header {
+                self.stream(&batch[run..at])?;
+                run = at;
+                done.push(self.complete(CheckpointInfo { id, seq, time_ms })?);
+            }
+        }
+        self.stream(&batch[run..at])?;
+        Ok(done)
+    }
+
+    /// Appends accepted records to the checkpoint being received.
+    fn stream(&mut self, bytes: &[u8]) -> Result<(), ReplError> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
         let tmp = self.dir.join("incoming.tmp");
         let streamed = (|| -> std::io::Result<()> {
             if self.incoming.is_none() {
-                self.incoming = Some(std::io::BufWriter::with_capacity(
-                    1 << 20,
-                    File::create(&tmp)?,
-                ));
+                // Writing over a merged checkpoint's file instead of a new
+                // one spares allocating and then freeing every page of
+                // every checkpoint (a third of a receiver's system time on
+                // tmpfs); PostgreSQL recycles its WAL segments likewise.
+                let spare = self.dir.join(SPARE);
+                let file = match fs::rename(&spare, &tmp) {
+                    Ok(()) => OpenOptions::new().write(true).open(&tmp)?,
+                    Err(_) => File::create(&tmp)?,
+                };
+                self.incoming = Some(std::io::BufWriter::with_capacity(1 << 20, file));
+                self.incoming_len = 0;
             }
             if let Some(f) = self.incoming.as_mut() {
-                f.write_all(encoded)?;
+                f.write_all(bytes)?;
             }
             Ok(())
         })();
@@ -357,17 +457,23 @@ impl Replica {
                 source: e,
             });
         }
-        self.pending += encoded.len() as u64;
-        self.next_seq += 1;
-        let record::Header::Checkpoint { seq, id, time_ms } = header else {
-            return Ok(None);
-        };
-        let info = CheckpointInfo { id, seq, time_ms };
+        self.pending += bytes.len() as u64;
+        self.incoming_len += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Makes the checkpoint just received durable and visible: fsync,
+    /// rename into place, then fold the oldest ones beyond `keep` into the
+    /// base.
+    fn complete(&mut self, info: CheckpointInfo) -> Result<CheckpointInfo, ReplError> {
+        let tmp = self.dir.join("incoming.tmp");
+        let len = self.incoming_len;
         let finished = match self.incoming.take() {
             Some(f) => f
                 .into_inner()
                 .map_err(|e| e.into_error())
-                .and_then(|f| f.sync_all()),
+                // A recycled file may hold an older, longer checkpoint.
+                .and_then(|f| f.set_len(len).and_then(|()| f.sync_all())),
             None => Ok(()),
         };
         if let Err(e) = finished {
@@ -378,27 +484,44 @@ impl Replica {
                 source: e,
             });
         }
-        let path = cp_path(&self.dir, id);
+        let path = cp_path(&self.dir, info.id);
         fs::rename(&tmp, &path).map_err(io("rename", &path))?;
         sync_dir(&self.dir)?;
         self.pending = 0;
-        self.checkpoints.insert(id, info);
+        self.checkpoints.insert(info.id, info);
         while self.checkpoints.len() > self.keep {
-            let oldest = *self.checkpoints.keys().next().unwrap_or(&id);
-            self.merge(oldest)?;
+            let oldest = *self.checkpoints.keys().next().unwrap_or(&info.id);
+            // Its file was checked record by record as it arrived (or when
+            // the replica opened): not read twice here. Damage since then
+            // stops the merge part-way, and this replica with it.
+            if let Err(e) = self.merge(oldest, false) {
+                self.broken = Some(e.to_string());
+                return Err(e);
+            }
         }
-        Ok(Some(info))
+        Ok(info)
     }
 
-    /// Folds checkpoint `id` into the base images.
-    fn merge(&mut self, id: u64) -> Result<(), ReplError> {
+    fn usable(&self) -> Result<(), ReplError> {
+        match &self.broken {
+            Some(why) => Err(ReplError::Broken(why.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Folds checkpoint `id` into the base images; with `check_first`, the
+    /// whole file is checked before the images are touched, so a damaged
+    /// checkpoint leaves them at the previous one. The `merging-` marker
+    /// makes a merge stopped part-way (crash or damage) redo itself at the
+    /// next open, where a damaged file then refuses the open, naming it.
+    fn merge(&mut self, id: u64, check_first: bool) -> Result<(), ReplError> {
         let marker = self.dir.join(format!("merging-{id}"));
         File::create(&marker).map_err(io("create", &marker))?;
         sync_dir(&self.dir)?;
         let path = cp_path(&self.dir, id);
-        // Check the whole file before touching the images, so a damaged
-        // checkpoint leaves them at the previous one.
-        read_checkpoint_info(&path)?;
+        if check_first {
+            read_checkpoint_info(&path)?;
+        }
         let mut images = Images::new(&self.dir);
         let info = read_checkpoint(&path, |w| images.write(w))?;
         images.sync()?;
@@ -411,7 +534,13 @@ impl Replica {
             })
             .map_err(io("write", &tmp))?;
         fs::rename(&tmp, &meta).map_err(io("rename", &meta))?;
-        fs::remove_file(&path).map_err(io("remove", &path))?;
+        let size = fs::metadata(&path).map_or(u64::MAX, |m| m.len());
+        if size <= MAX_SPARE && !self.dir.join(SPARE).exists() {
+            let spare = self.dir.join(SPARE);
+            fs::rename(&path, &spare).map_err(io("rename", &path))?;
+        } else {
+            fs::remove_file(&path).map_err(io("remove", &path))?;
+        }
         fs::remove_file(&marker).map_err(io("remove", &marker))?;
         sync_dir(&self.dir)?;
         self.base = info;
@@ -421,6 +550,7 @@ impl Replica {
 
     /// Writes disk `disk` as it was at checkpoint `id` to `out`.
     pub fn restore(&self, id: u64, disk: u32, out: &Path) -> Result<(), ReplError> {
+        self.usable()?;
         if id < self.base.id
             || (id > self.base.id && !self.checkpoints.contains_key(&id))
             || (id == 0 && self.base.id == 0)
@@ -447,7 +577,7 @@ impl Replica {
                 if w.disk != disk {
                     return Ok(());
                 }
-                o.write_all_at(&w.data, w.offset).map_err(io("write", out))
+                o.write_all_at(w.data, w.offset).map_err(io("write", out))
             })?;
         }
         o.sync_all().map_err(io("fsync", out))

@@ -1,28 +1,32 @@
-//! Frames between a shipper and a receiver, authenticated with a pre-shared
-//! key: every frame carries a MAC (BLAKE3 in keyed mode, a PRF) over its
-//! direction, its counter and its bytes, under a key derived for the
-//! connection from the PSK and both ends' nonces. A frame that does not
-//! authenticate ends the connection; a replayed or reordered one fails its
-//! counter.
+//! Frames between a shipper and a receiver, protected with a pre-shared
+//! key. The handshake (hello, welcome) is in clear text with a keyed-BLAKE3
+//! MAC under a key derived from the PSK; every later frame is encrypted and
+//! authenticated with AES-256-GCM under a key derived for the connection
+//! from the PSK and both ends' random nonces, the nonce being the frame's
+//! direction and counter. A frame that does not authenticate ends the
+//! connection; a replayed or reordered one fails its counter.
 //!
-//! Why BLAKE3 and not HMAC-SHA256: the MAC runs over every shipped byte on
-//! both ends, and HMAC-SHA256 (even with SHA extensions) took a third of
-//! the CPU of a full-speed shipment; keyed BLAKE3 is several times faster
-//! and already hashes the scanner's blocks.
+//! Why AES-GCM for the data: the cipher runs over every shipped byte on
+//! both ends, and with AES and carry-less multiply instructions it seals at
+//! about twice keyed BLAKE3's speed (6.4 vs 3.3 GB/s on the bench machine)
+//! while also keeping the disks' contents secret on the way. It is not used
+//! for the handshake because those frames would repeat a nonce under the
+//! PSK's key on every connection.
 //!
 //! ```text
-//! u32 len   bytes of type + payload
+//! u32 len   bytes of type + payload + tag
 //! u8  type  1 hello, 2 welcome, 3 records, 4 ack
-//! payload
-//! [32] mac
+//! payload   (ciphertext after the handshake)
+//! tag       32 bytes (BLAKE3 MAC, handshake) or 16 (GCM tag)
 //! ```
 
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Largest frame accepted (a batch of records).
 pub const MAX_FRAME: usize = 80 << 20;
 /// Protocol version.
-pub const VERSION: u16 = 2;
+pub const VERSION: u16 = 3;
 
 /// Frame types.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,44 +67,86 @@ pub enum WireError {
     Protocol(String),
 }
 
-/// One direction's authentication state.
+enum Mode {
+    /// Keyed BLAKE3 over clear text.
+    Mac([u8; 32]),
+    /// AES-256-GCM.
+    Sealed(Box<LessSafeKey>),
+}
+
+/// One direction's protection state.
 pub struct Auth {
-    key: [u8; 32],
+    mode: Mode,
     dir: u8,
     counter: u64,
 }
 
 /// A 32-byte key for keyed BLAKE3 from key material of any length.
 fn mac_key(material: &[u8]) -> [u8; 32] {
-    blake3::derive_key("vmdr replication v2 frame key", material)
+    blake3::derive_key("vmdr replication v3 handshake key", material)
 }
 
+const MAC_LEN: usize = 32;
+const GCM_TAG_LEN: usize = 16;
+
 impl Auth {
-    /// With a key (the PSK for the handshake, then the session key) for
-    /// direction `dir` (0: shipper → receiver, 1: back).
-    pub fn new(key: &[u8], dir: u8) -> Auth {
+    /// For the handshake: clear text with a MAC under a key derived from
+    /// `psk`, for direction `dir` (0: shipper → receiver, 1: back).
+    pub fn new(psk: &[u8], dir: u8) -> Auth {
         Auth {
-            key: mac_key(key),
+            mode: Mode::Mac(mac_key(psk)),
             dir,
             counter: 0,
         }
     }
 
-    fn mac(&self) -> blake3::Hasher {
-        let mut m = blake3::Hasher::new_keyed(&self.key);
-        m.update(&[self.dir]);
-        m.update(&self.counter.to_le_bytes());
-        m
+    /// For the rest of a connection: AES-256-GCM under its session key.
+    pub fn sealed(session: &SessionKey, dir: u8) -> Auth {
+        let key = UnboundKey::new(&AES_256_GCM, &session.0)
+            .map(LessSafeKey::new)
+            // A 32-byte key always fits AES-256.
+            .unwrap_or_else(|_| unreachable!("AES-256 takes a 32-byte key"));
+        Auth {
+            mode: Mode::Sealed(Box::new(key)),
+            dir,
+            counter: 0,
+        }
+    }
+
+    fn tag_len(&self) -> usize {
+        match self.mode {
+            Mode::Mac(_) => MAC_LEN,
+            Mode::Sealed(_) => GCM_TAG_LEN,
+        }
+    }
+
+    fn nonce(&self) -> Nonce {
+        let mut n = [0u8; 12];
+        n[0] = self.dir;
+        n[4..].copy_from_slice(&self.counter.to_le_bytes());
+        Nonce::assume_unique_for_key(n)
+    }
+
+    fn mac(key: &[u8; 32], dir: u8, counter: u64, head: &[u8], body: &[u8]) -> blake3::Hash {
+        let mut m = blake3::Hasher::new_keyed(key);
+        m.update(&[dir]);
+        m.update(&counter.to_le_bytes());
+        m.update(head);
+        m.update(body);
+        m.finalize()
     }
 }
 
-/// The per-connection key.
-pub fn session_key(psk: &[u8], client: &[u8; 16], server: &[u8; 16]) -> Vec<u8> {
+/// The key of one connection.
+pub struct SessionKey([u8; 32]);
+
+/// The per-connection key, from the PSK and both ends' nonces.
+pub fn session_key(psk: &[u8], client: &[u8; 16], server: &[u8; 16]) -> SessionKey {
     let mut m = blake3::Hasher::new_keyed(&mac_key(psk));
-    m.update(b"vmdr-repl-v2 session");
+    m.update(b"vmdr-repl-v3 session");
     m.update(client);
     m.update(server);
-    m.finalize().as_bytes().to_vec()
+    SessionKey(*m.finalize().as_bytes())
 }
 
 /// A fresh random nonce.
@@ -110,55 +156,94 @@ pub fn nonce() -> Result<[u8; 16], WireError> {
     Ok(n)
 }
 
-/// Writes one frame.
+/// Writes one frame. Under a sealed `auth` the payload is encrypted in
+/// place (it holds ciphertext afterwards): the bulk data is never copied
+/// for it.
 pub async fn send<W: AsyncWrite + Unpin>(
     w: &mut W,
     auth: &mut Auth,
     kind: Kind,
-    payload: &[u8],
+    payload: &mut [u8],
 ) -> Result<(), WireError> {
     auth.counter += 1;
-    let mut head = Vec::with_capacity(5);
-    head.extend_from_slice(&((payload.len() + 1) as u32).to_le_bytes());
-    head.push(kind as u8);
-    let mut m = auth.mac();
-    m.update(&head);
-    m.update(payload);
-    let mac: [u8; 32] = *m.finalize().as_bytes();
+    let len = payload.len() + 1 + auth.tag_len();
+    if len > MAX_FRAME {
+        return Err(WireError::Protocol(format!(
+            "frame of {len} bytes over the limit"
+        )));
+    }
+    let mut head = [0u8; 5];
+    head[..4].copy_from_slice(&(len as u32).to_le_bytes());
+    head[4] = kind as u8;
+    let mut tag = [0u8; MAC_LEN];
+    let tag = match &auth.mode {
+        Mode::Mac(key) => {
+            tag.copy_from_slice(Auth::mac(key, auth.dir, auth.counter, &head, payload).as_bytes());
+            &tag[..]
+        }
+        Mode::Sealed(key) => {
+            let t = key
+                .seal_in_place_separate_tag(auth.nonce(), Aad::from(head), payload)
+                .map_err(|_| WireError::Protocol("frame too large to seal".into()))?;
+            tag[..GCM_TAG_LEN].copy_from_slice(t.as_ref());
+            &tag[..GCM_TAG_LEN]
+        }
+    };
     w.write_all(&head).await?;
     w.write_all(payload).await?;
-    w.write_all(&mac).await?;
+    w.write_all(tag).await?;
     Ok(())
 }
 
-/// Reads one frame; refuses what does not authenticate.
-pub async fn recv<R: AsyncRead + Unpin>(
+/// Reads one frame into `buf` (which ends up holding exactly its clear
+/// payload; pass the same buffer again to avoid allocating) and returns
+/// its type; refuses what does not authenticate.
+pub async fn recv_into<R: AsyncRead + Unpin>(
     r: &mut R,
     auth: &mut Auth,
-) -> Result<(Kind, Vec<u8>), WireError> {
+    buf: &mut Vec<u8>,
+) -> Result<Kind, WireError> {
     let mut head = [0u8; 5];
     r.read_exact(&mut head).await?;
     let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
-    if len == 0 || len > MAX_FRAME {
+    let tag_len = auth.tag_len();
+    if len < 1 + tag_len || len > MAX_FRAME {
         return Err(WireError::Protocol(format!("frame length {len}")));
     }
-    let mut payload = vec![0u8; len - 1];
-    r.read_exact(&mut payload).await?;
-    let mut mac = [0u8; 32];
-    r.read_exact(&mut mac).await?;
+    // Only growth is zeroed: a reused buffer costs nothing here.
+    buf.resize(len - 1, 0);
+    r.read_exact(buf).await?;
     auth.counter += 1;
-    let mut m = auth.mac();
-    m.update(&head);
-    m.update(&payload);
-    // `blake3::Hash` compares in constant time.
-    if m.finalize() != blake3::Hash::from_bytes(mac) {
+    let body = len - 1 - tag_len;
+    let authentic = match &auth.mode {
+        Mode::Mac(key) => {
+            let (data, tag) = buf.split_at(body);
+            let mut mac = [0u8; MAC_LEN];
+            mac.copy_from_slice(tag);
+            // `blake3::Hash` compares in constant time.
+            Auth::mac(key, auth.dir, auth.counter, &head, data) == blake3::Hash::from_bytes(mac)
+        }
+        Mode::Sealed(key) => key
+            .open_in_place(auth.nonce(), Aad::from(head), buf)
+            .is_ok(),
+    };
+    if !authentic {
         return Err(WireError::BadMac {
             counter: auth.counter,
         });
     }
-    let kind = Kind::from_u8(head[4])
-        .ok_or_else(|| WireError::Protocol(format!("frame type {}", head[4])))?;
-    Ok((kind, payload))
+    buf.truncate(body);
+    Kind::from_u8(head[4]).ok_or_else(|| WireError::Protocol(format!("frame type {}", head[4])))
+}
+
+/// [`recv_into`] a new buffer.
+pub async fn recv<R: AsyncRead + Unpin>(
+    r: &mut R,
+    auth: &mut Auth,
+) -> Result<(Kind, Vec<u8>), WireError> {
+    let mut buf = Vec::new();
+    let kind = recv_into(r, auth, &mut buf).await?;
+    Ok((kind, buf))
 }
 
 #[cfg(test)]
@@ -175,13 +260,22 @@ mod tests {
             .block_on(f)
     }
 
-    fn framed(payload: &[u8]) -> Vec<u8> {
+    fn session() -> SessionKey {
+        session_key(KEY, &[1; 16], &[2; 16])
+    }
+
+    /// The two ways a frame is protected, as the receiving end builds them.
+    fn modes() -> [fn() -> Auth; 2] {
+        [|| Auth::new(KEY, 0), || Auth::sealed(&session(), 0)]
+    }
+
+    fn framed(auth: fn() -> Auth, payload: &[u8]) -> Vec<u8> {
         let mut frame = Vec::new();
         block_on(send(
             &mut frame,
-            &mut Auth::new(KEY, 0),
+            &mut auth(),
             Kind::Records,
-            payload,
+            &mut payload.to_vec(),
         ))
         .expect("send to memory");
         frame
@@ -192,8 +286,10 @@ mod tests {
 
         #[test]
         fn random_bytes_never_authenticate(bytes in proptest::collection::vec(any::<u8>(), 0..4096)) {
-            let mut r = &bytes[..];
-            prop_assert!(block_on(recv(&mut r, &mut Auth::new(KEY, 0))).is_err());
+            for auth in modes() {
+                let mut r = &bytes[..];
+                prop_assert!(block_on(recv(&mut r, &mut auth())).is_err());
+            }
         }
 
         #[test]
@@ -202,40 +298,97 @@ mod tests {
             at in any::<usize>(),
             bit in 0u8..8,
         ) {
-            let mut frame = framed(&payload);
-            let mut r = &frame[..];
-            let (kind, back) = block_on(recv(&mut r, &mut Auth::new(KEY, 0))).expect("authentic");
-            prop_assert_eq!(kind, Kind::Records);
-            prop_assert_eq!(back, payload);
-            let at = at % frame.len();
-            frame[at] ^= 1 << bit;
-            let mut r = &frame[..];
-            prop_assert!(block_on(recv(&mut r, &mut Auth::new(KEY, 0))).is_err());
+            for auth in modes() {
+                let mut frame = framed(auth, &payload);
+                let mut r = &frame[..];
+                let (kind, back) = block_on(recv(&mut r, &mut auth())).expect("authentic");
+                prop_assert_eq!(kind, Kind::Records);
+                prop_assert_eq!(&back, &payload);
+                let at = at % frame.len();
+                frame[at] ^= 1 << bit;
+                let mut r = &frame[..];
+                prop_assert!(block_on(recv(&mut r, &mut auth())).is_err());
+            }
         }
     }
 
     #[test]
+    fn sealed_frames_do_not_carry_the_data_in_clear() {
+        let payload = b"the contents of a virtual disk, block after block".repeat(20);
+        let frame = framed(|| Auth::sealed(&session(), 0), &payload);
+        assert_eq!(frame.len(), 5 + payload.len() + GCM_TAG_LEN);
+        assert!(!frame
+            .windows(16)
+            .any(|w| payload.windows(16).any(|p| p == w)));
+        // The handshake's frames are in clear text (they hold no data).
+        let clear = framed(|| Auth::new(KEY, 0), &payload);
+        assert_eq!(&clear[5..5 + payload.len()], &payload[..]);
+    }
+
+    #[test]
     fn wrong_key_direction_or_replay_is_refused() {
-        let frame = framed(b"records");
-        let mut r = &frame[..];
-        assert!(matches!(
-            block_on(recv(&mut r, &mut Auth::new(b"another key entirely", 0))),
-            Err(WireError::BadMac { .. })
-        ));
-        let mut r = &frame[..];
-        assert!(matches!(
-            block_on(recv(&mut r, &mut Auth::new(KEY, 1))),
-            Err(WireError::BadMac { .. })
-        ));
-        // The same frame twice: the second fails its counter.
-        let twice = [frame.clone(), frame].concat();
-        let mut r = &twice[..];
-        let mut auth = Auth::new(KEY, 0);
-        assert!(block_on(recv(&mut r, &mut auth)).is_ok());
-        assert!(matches!(
-            block_on(recv(&mut r, &mut auth)),
-            Err(WireError::BadMac { counter: 2 })
-        ));
+        for auth in modes() {
+            let frame = framed(auth, b"records");
+            let mut r = &frame[..];
+            let other = session_key(b"another key entirely", &[1; 16], &[2; 16]);
+            let wrong = match auth().mode {
+                Mode::Mac(_) => Auth::new(b"another key entirely", 0),
+                Mode::Sealed(_) => Auth::sealed(&other, 0),
+            };
+            assert!(matches!(
+                block_on(recv(&mut r, &mut { wrong })),
+                Err(WireError::BadMac { .. })
+            ));
+            let mut back = auth();
+            back.dir = 1;
+            let mut r = &frame[..];
+            assert!(matches!(
+                block_on(recv(&mut r, &mut back)),
+                Err(WireError::BadMac { .. })
+            ));
+            // The same frame twice: the second fails its counter.
+            let twice = [frame.clone(), frame].concat();
+            let mut r = &twice[..];
+            let mut a = auth();
+            assert!(block_on(recv(&mut r, &mut a)).is_ok());
+            assert!(matches!(
+                block_on(recv(&mut r, &mut a)),
+                Err(WireError::BadMac { counter: 2 })
+            ));
+        }
+    }
+
+    #[test]
+    fn a_session_key_depends_on_both_nonces() {
+        let k = |c: u8, s: u8| session_key(KEY, &[c; 16], &[s; 16]).0;
+        assert_ne!(k(1, 2), k(1, 3));
+        assert_ne!(k(1, 2), k(3, 2));
+        assert_eq!(k(1, 2), k(1, 2));
+    }
+
+    #[test]
+    fn a_reused_buffer_holds_exactly_each_payload() {
+        let frames = [framed(modes()[1], &[7; 1000]), {
+            let mut a = Auth::sealed(&session(), 0);
+            a.counter = 1;
+            let mut f = Vec::new();
+            block_on(send(&mut f, &mut a, Kind::Ack, &mut [9; 24])).expect("send");
+            f
+        }]
+        .concat();
+        let mut r = &frames[..];
+        let mut auth = Auth::sealed(&session(), 0);
+        let mut buf = Vec::new();
+        assert_eq!(
+            block_on(recv_into(&mut r, &mut auth, &mut buf)).expect("first"),
+            Kind::Records
+        );
+        assert_eq!(buf, vec![7; 1000]);
+        assert_eq!(
+            block_on(recv_into(&mut r, &mut auth, &mut buf)).expect("second"),
+            Kind::Ack
+        );
+        assert_eq!(buf, vec![9; 24]);
     }
 
     #[test]

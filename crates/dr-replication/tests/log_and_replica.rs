@@ -41,7 +41,9 @@ enum Op {
     Checkpoint,
     RestartLog,
     RestartReplica,
-    Ship,
+    /// Ships what is durable: record by record (0), or in batches of about
+    /// this many bytes as the network path does.
+    Ship(usize),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -50,7 +52,8 @@ fn op() -> impl Strategy<Value = Op> {
         2 => Just(Op::Checkpoint),
         1 => Just(Op::RestartLog),
         1 => Just(Op::RestartReplica),
-        2 => Just(Op::Ship),
+        1 => Just(Op::Ship(0)),
+        1 => (1usize..3000).prop_map(Op::Ship),
     ]
 }
 
@@ -73,6 +76,23 @@ fn ship(log: &mut Log, replica: &mut Replica) {
     let from = replica.acked_seq() + 1;
     for r in log.read_from(from, usize::MAX).expect("read") {
         replica.apply(&r).expect("apply");
+    }
+}
+
+/// Ships as the network path does: encoded batches of about `max` bytes
+/// (read into one reused buffer), each applied whole, resuming after the
+/// replica's acknowledged checkpoint.
+fn ship_batches(log: &mut Log, replica: &mut Replica, max: usize) {
+    let mut batch = dr_replication::log::Encoded::default();
+    let mut next = replica.acked_seq() + 1;
+    loop {
+        log.read_encoded_into(next, max, &mut batch).expect("read");
+        let Some(&(last, _)) = batch.records.last() else {
+            return;
+        };
+        assert_eq!(batch.records[0].0.seq(), next, "a batch starts where asked");
+        replica.apply_batch(&batch.bytes).expect("apply batch");
+        next = last.seq() + 1;
     }
 }
 
@@ -113,11 +133,12 @@ proptest! {
                     drop(replica);
                     replica = Replica::open(&rd.0, keep).expect("reopen replica");
                 }
-                Op::Ship => ship(&mut log, &mut replica),
+                Op::Ship(0) => ship(&mut log, &mut replica),
+                Op::Ship(max) => ship_batches(&mut log, &mut replica, max),
             }
         }
         // Every durable checkpoint eventually arrives.
-        ship(&mut log, &mut replica);
+        ship_batches(&mut log, &mut replica, 1 << 20);
         let kept = replica.checkpoints();
         prop_assert!(kept.len() <= keep + 1);
         if let Some(last) = at_checkpoint.keys().next_back() {
@@ -425,4 +446,87 @@ fn after_a_primary_crash_the_write_path_resynchronises() {
     )
     .expect("group");
     assert_eq!(wp.resynced_blocks(), 0, "a clean close needs no resync");
+}
+
+#[test]
+fn merged_checkpoint_files_are_written_over_and_cut_to_size() {
+    let (ld, rd, od) = (
+        TempDir::new("log5"),
+        TempDir::new("rep5"),
+        TempDir::new("out5"),
+    );
+    let mut log = Log::open(&ld.0, LogConfig::default()).expect("log");
+    let mut replica = Replica::open(&rd.0, 1).expect("replica");
+    // A large checkpoint, then ever smaller ones: each is received into the
+    // previous merged file, which must end where its records end.
+    let mut expected = vec![0u8; 64 << 10];
+    for (i, len) in [60_000usize, 20_000, 5_000, 100, 30_000]
+        .into_iter()
+        .enumerate()
+    {
+        let byte = i as u8 + 1;
+        log.append(0, 0, &vec![byte; len]).expect("append");
+        expected[..len].fill(byte);
+        log.checkpoint(i as u64).expect("cp");
+        ship_batches(&mut log, &mut replica, 4096);
+        let out = od.0.join(format!("img{i}"));
+        let newest = replica.newest().expect("a checkpoint").id;
+        replica.restore(newest, 0, &out).expect("restore");
+        assert!(same(&expected, &image(&out)), "after checkpoint {}", i + 1);
+        // From the second on, the merged previous one is kept for reuse.
+        assert_eq!(rd.0.join("spare.ckpt").exists(), i > 0);
+    }
+    drop(replica);
+    // Every kept file holds exactly its checkpoint: reopening checks them.
+    let replica = Replica::open(&rd.0, 1).expect("reopen");
+    assert_eq!(replica.newest().map(|c| c.id), Some(5));
+}
+
+#[test]
+fn a_checkpoint_damaged_before_its_merge_stops_the_replica() {
+    let (ld, rd, od) = (
+        TempDir::new("log6"),
+        TempDir::new("rep6"),
+        TempDir::new("out6"),
+    );
+    let mut log = Log::open(&ld.0, LogConfig::default()).expect("log");
+    let mut replica = Replica::open(&rd.0, 1).expect("replica");
+    for i in 0..2u8 {
+        log.append(0, 0, &[i + 1; 5000]).expect("append");
+        log.checkpoint(u64::from(i)).expect("cp");
+    }
+    ship_batches(&mut log, &mut replica, usize::MAX);
+    // Checkpoint 2 is kept apart; damage it on disk, then let a third one
+    // arrive, which merges 2 into the base.
+    let cp2 = rd.0.join(format!("cp-{:020}.ckpt", 2));
+    let mut bytes = std::fs::read(&cp2).expect("read");
+    bytes[3000] ^= 0x10;
+    std::fs::write(&cp2, bytes).expect("write");
+    log.append(0, 0, &[3; 10]).expect("append");
+    log.checkpoint(2).expect("cp");
+    let mut batch = dr_replication::log::Encoded::default();
+    log.read_encoded_into(replica.acked_seq() + 1, usize::MAX, &mut batch)
+        .expect("read");
+    let err = replica
+        .apply_batch(&batch.bytes)
+        .expect_err("the merge finds the damage");
+    assert!(matches!(err, ReplError::Corrupt { .. }), "{err}");
+    // Nothing is shown from a half-merged base.
+    let out = od.0.join("img");
+    assert!(matches!(
+        replica.restore(1, 0, &out),
+        Err(ReplError::Broken(_))
+    ));
+    assert!(matches!(
+        replica.apply_batch(&batch.bytes),
+        Err(ReplError::Broken(_))
+    ));
+    drop(replica);
+    let again = Replica::open(&rd.0, 1)
+        .err()
+        .expect("reopening names the damage");
+    assert!(
+        matches!(&again, ReplError::Corrupt { path, .. } if path.ends_with(format!("cp-{:020}.ckpt", 2))),
+        "{again}"
+    );
 }

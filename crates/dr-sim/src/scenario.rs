@@ -258,6 +258,7 @@ impl RawScenario {
             )?,
             action_retries: c.action_retries.unwrap_or(d.action_retries),
             retry_delay: src.opt_duration("retry_delay", &c.retry_delay, d.retry_delay)?,
+            event_lookback: d.event_lookback,
         };
         if control.probe_interval.is_zero() {
             let span = c.probe_interval.as_ref().map_or(0..0, Spanned::span);

@@ -1,0 +1,185 @@
+//! Shipping throughput of dr-replication over loopback TCP, isolated from
+//! change detection: a log of SIZE MiB (writes of RECORD KiB, a checkpoint
+//! every 64 MiB, fsynced; the page cache holds it as it would hold a
+//! primary's recent writes) is shipped to N receivers, each with its own
+//! shipper. Each receiver is a process of its own (this binary re-run as
+//! `ship-bench serve DIR`), as on a secondary site, so the CPU of each end
+//! is measured apart; all of them share this machine's cores. Timed from
+//! the shippers' start to each receiver's acknowledgement of the last
+//! checkpoint (durable there: fsynced and renamed into place).
+//!
+//! Run: `cargo run --release -p dr-benches --bin ship-bench [SIZE_MiB [RECORD_KiB [N [DIR]]]]`
+//! (defaults 2048, 1024, 1, /dev/shm). Traffic only on 127.0.0.1.
+
+use dr_replication::net::{self, Progress, ShipConfig};
+use dr_replication::{Log, LogConfig, Replica};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tokio::sync::{watch, Notify};
+
+const PSK: &[u8] = b"benchmark pre-shared key";
+
+fn arg<T: std::str::FromStr>(i: usize, default: T) -> T {
+    std::env::args()
+        .nth(i)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(default)
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// The receiver process: serves a replica in `dir` until its stdin closes.
+fn serve(dir: &Path) {
+    runtime().block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        println!("{}", listener.local_addr().expect("addr"));
+        let replica = Replica::open(dir, 2).expect("replica");
+        let (stop, stopped) = watch::channel(false);
+        tokio::task::spawn_blocking(move || {
+            let _ = std::io::stdin().read_line(&mut String::new());
+            let _ = stop.send(true);
+        });
+        net::serve(
+            listener,
+            Arc::new(Mutex::new(replica)),
+            Arc::new(PSK.to_vec()),
+            stopped,
+        )
+        .await;
+    });
+}
+
+/// Starts a receiver process for `dir`; returns it and its address.
+fn spawn_receiver(dir: &Path) -> (Child, SocketAddr) {
+    let mut child = Command::new(std::env::current_exe().expect("own path"))
+        .arg("serve")
+        .arg(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("receiver process");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("receiver address");
+    (child, line.trim().parse().expect("an address"))
+}
+
+fn main() {
+    if std::env::args().nth(1).as_deref() == Some("serve") {
+        return serve(&arg(2, PathBuf::from("/dev/shm/vmdr-ship-bench/replica")));
+    }
+    let mib: u64 = arg(1, 2048);
+    let record_kib: usize = arg(2, 1024);
+    let n: usize = arg(3, 1);
+    let base: PathBuf = arg(4, PathBuf::from("/dev/shm"));
+    let root = base.join("vmdr-ship-bench");
+    let logd = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/ship-bench-log");
+    let _ = std::fs::remove_dir_all(&root);
+    let _ = std::fs::remove_dir_all(&logd);
+    let size = mib << 20;
+    let record = record_kib << 10;
+
+    let mut log = Log::open(&logd, LogConfig::default()).expect("log");
+    let mut data = vec![0u8; record];
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let mut written = 0u64;
+    let mut last = 0;
+    let t = Instant::now();
+    while written < size {
+        // Data that does not compress and differs per record.
+        for c in data.chunks_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            c.copy_from_slice(&x.to_le_bytes()[..c.len()]);
+        }
+        log.append(0, written % (1 << 30), &data).expect("append");
+        written += record as u64;
+        if written.is_multiple_of(64 << 20) || written >= size {
+            last = log.checkpoint(0).expect("checkpoint").1;
+        }
+    }
+    println!(
+        "log: {mib} MiB in {record_kib} KiB writes written and fsynced in {:.2} s",
+        t.elapsed().as_secs_f64()
+    );
+    let log = Arc::new(Mutex::new(log));
+    let mut children = Vec::new();
+    for i in 0..n {
+        children.push(spawn_receiver(&root.join(format!("replica-{i}"))));
+    }
+    let pids: Vec<String> = children.iter().map(|(c, _)| c.id().to_string()).collect();
+    let receivers_cpu = || -> f64 { pids.iter().map(|p| dr_benches::proc_cpu_secs(p).0).sum() };
+
+    runtime().block_on(async {
+        let (stop, stopped) = watch::channel(false);
+        let wake = Arc::new(Notify::new());
+        let mut waiters = Vec::new();
+        let (cpu_s, cpu_r) = (dr_benches::cpu_secs().0, receivers_cpu());
+        let t = Instant::now();
+        for (_, addr) in &children {
+            let (ptx, mut progress) = watch::channel(Progress::default());
+            tokio::spawn(net::ship(
+                log.clone(),
+                *addr,
+                ShipConfig::new(PSK.to_vec()),
+                wake.clone(),
+                ptx,
+                stopped.clone(),
+            ));
+            waiters.push(tokio::spawn(async move {
+                progress
+                    .wait_for(|p| p.acked_seq >= last)
+                    .await
+                    .expect("shipper alive");
+                t.elapsed()
+            }));
+        }
+        let mut times = Vec::new();
+        for w in waiters {
+            times.push(w.await.expect("waiter"));
+        }
+        let gb = size as f64 / 1e9;
+        let cpu_s = (dr_benches::cpu_secs().0 - cpu_s) / gb / n as f64;
+        let cpu_r = (receivers_cpu() - cpu_r) / gb / n as f64;
+        let slowest = times.iter().max().copied().unwrap_or_default();
+        for (i, t) in times.iter().enumerate() {
+            println!(
+                "replica {i}: {:.3} s, {:.0} MB/s",
+                t.as_secs_f64(),
+                size as f64 / t.as_secs_f64() / 1e6
+            );
+        }
+        println!(
+            "shipped {mib} MiB to {n} replica(s) under {}: {:.0} MB/s per replica (slowest), {:.0} MB/s in all",
+            base.display(),
+            size as f64 / slowest.as_secs_f64() / 1e6,
+            (size * n as u64) as f64 / slowest.as_secs_f64() / 1e6,
+        );
+        println!(
+            "CPU per GB per replica: shipper {cpu_s:.2} s ({:.2} GB/s per core), receiver {cpu_r:.2} s ({:.2} GB/s per core)",
+            1.0 / cpu_s,
+            1.0 / cpu_r
+        );
+        let _ = stop.send(true);
+    });
+    for (mut c, _) in children {
+        drop(c.stdin.take());
+        let _ = c.wait();
+    }
+    let _ = std::fs::remove_dir_all(&root);
+    let _ = std::fs::remove_dir_all(&logd);
+}
