@@ -24,9 +24,12 @@ struct SimServer {
 }
 
 impl SimServer {
-    fn start() -> SimServer {
+    /// With the fixture's power operations taking `power` (it says 300ms).
+    fn start(power: &str) -> SimServer {
         let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dc.toml");
-        let text = std::fs::read_to_string(&fixture).expect("fixture");
+        let text = std::fs::read_to_string(&fixture)
+            .expect("fixture")
+            .replace("power = \"300ms\"", &format!("power = \"{power}\""));
         let scenario = dr_sim::Scenario::parse(&text).expect("valid fixture");
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -124,12 +127,16 @@ fn assert_safe(report: &SimReport, recovered: &[&str]) {
 
 #[test]
 fn a_daemon_killed_while_the_datacenter_runs_its_recovery_never_starts_a_vm_twice() {
-    let sim = SimServer::start();
+    // Power-ons take 3 s here: the restarted daemon sees db-1 off, with
+    // failed probes, while the datacenter is still finishing the killed
+    // daemon's power-on. Starting it again then is the double start this
+    // test is about.
+    let sim = SimServer::start("3s");
     let d = Dir::new("restart");
     let config = config_for(&d.0, &sim.url);
     let daemon = Daemon::start(&config);
-    // db-1 crashes at 1.5 s; its power-on takes the datacenter 300 ms.
-    // Kill the daemon while the datacenter runs it.
+    // db-1 crashes at 1.5 s. Kill the daemon while the datacenter runs its
+    // power-on.
     wait_report(&sim, "the recovery of db-1 under way", |r| {
         r.in_progress.iter().any(|op| op == "power_on db-1")
     });
@@ -158,7 +165,7 @@ fn a_daemon_killed_while_the_datacenter_runs_its_recovery_never_starts_a_vm_twic
 
 #[test]
 fn a_vm_that_crashed_while_no_daemon_ran_is_recovered_when_one_starts() {
-    let sim = SimServer::start();
+    let sim = SimServer::start("300ms");
     let d = Dir::new("late-start");
     let config = config_for(&d.0, &sim.url);
     // db-1 crashes and a user switches user-off off at 1.5 s, before any

@@ -160,6 +160,11 @@ where
         self.registry.remember_ips(ips);
     }
 
+    /// No recovery of `vm` before `until` (see [`Registry::hold`]).
+    pub fn hold(&mut self, vm: String, until: Timestamp) {
+        self.registry.hold(vm, until);
+    }
+
     /// Recoveries running now.
     pub fn in_flight(&self) -> u32 {
         self.cluster_in_flight

@@ -79,6 +79,8 @@ pub struct Registry {
     /// without an IP (powered off, no guest tools yet) is still monitored
     /// at its last known address.
     remembered: HashMap<String, IpAddr>,
+    /// No recovery of these VMs before these times (see [`Registry::hold`]).
+    held: HashMap<String, Timestamp>,
 }
 
 impl Registry {
@@ -108,6 +110,13 @@ impl Registry {
     /// the daemon across restarts), used for VMs seen without one.
     pub fn remember_ips(&mut self, ips: impl IntoIterator<Item = (String, IpAddr)>) {
         self.remembered.extend(ips);
+    }
+
+    /// No recovery of `vm` before `until`: a recovery of it that a previous
+    /// run started may still be finishing in the hypervisor. Applies when
+    /// the VM is next synced.
+    pub fn hold(&mut self, vm: String, until: Timestamp) {
+        self.held.insert(vm, until);
     }
 
     /// Rebuilds the monitored set from `inv`, keeping every known object's
@@ -186,9 +195,14 @@ impl Registry {
                     )
                 }
             };
+            let retry_at = match self.held.remove(&v.name) {
+                Some(until) => facts.retry_at.max(until),
+                None => facts.retry_at,
+            };
             vm_index.insert(v.name.clone(), vms.len());
             vms.push(VmFacts {
                 host: host as HostIdx,
+                retry_at,
                 ..facts
             });
             vm_entries.push(VmEntry { ip, ..entry });

@@ -97,3 +97,20 @@ fn a_vm_found_off_counts_as_stopped_by_intent() {
     let i = reg.vm_idx("off").expect("monitored");
     assert_eq!(reg.vms[i].off_cause, dr_core::engine::OffCause::User);
 }
+
+#[test]
+fn a_held_vm_gets_no_recovery_before_the_hold_ends() {
+    let mut reg = Registry::default();
+    reg.hold("a".into(), dr_core::Timestamp(5_000));
+    let inv = Inventory {
+        hosts: vec![host("h1")],
+        vms: vec![
+            vm("a", "h1", Some("10.1.0.1"), PowerState::On),
+            vm("b", "h1", Some("10.1.0.2"), PowerState::On),
+        ],
+    };
+    reg.sync(&inv);
+    let (a, b) = (reg.vm_idx("a").expect("a"), reg.vm_idx("b").expect("b"));
+    assert_eq!(reg.vms[a].retry_at, dr_core::Timestamp(5_000));
+    assert_eq!(reg.vms[b].retry_at, dr_core::Timestamp::ZERO);
+}

@@ -69,7 +69,7 @@ pub async fn run(
     let ports = backend::start(&cfg.backend, &state_dir).await?;
     let (stop_tasks, tasks_stopped) = watch::channel(false);
     let hv = with_replica_receivers(&cfg, ports.hv.clone(), tasks_stopped.clone()).await?;
-    {
+    let interrupted = {
         let (j, now) = (journal.clone(), ports.clock.now().0);
         let closed = tokio::task::spawn_blocking(move || resolve_open(&j, now))
             .await
@@ -80,7 +80,8 @@ pub async fn run(
                 "closed recoveries left open by the previous run"
             );
         }
-    }
+        closed
+    };
     let shared = Arc::new(Shared::default());
     let mut control: ControlLoop<dyn Hypervisor, dyn Prober, dyn Clock> = ControlLoop::new(
         hv.clone(),
@@ -90,6 +91,17 @@ pub async fn run(
         cfg.control.clone(),
     )?
     .with_journal(Arc::new(JournalPort(journal.clone())));
+    // An interrupted recovery may still be finishing in the hypervisor (a
+    // vCenter task outlives the client that started it): no new recovery
+    // of that VM until it would have timed out. Its VM then shows running,
+    // or is decided afresh.
+    let now = ports.clock.now();
+    for entry in interrupted {
+        if let Some(until) = crate::journal::hold_until(&entry, now, cfg.control.action_timeout) {
+            tracing::warn!(vm = %entry.intent.vm, until = %until, "no recovery of this VM until its interrupted one would have timed out");
+            control.hold(entry.intent.vm, until);
+        }
+    }
     // The name → address map of the previous run: a VM seen without an IP
     // (off, no guest tools yet) is still watched where it was.
     let mut saved_addresses: std::collections::BTreeMap<String, std::net::IpAddr> = {

@@ -42,10 +42,30 @@ impl RecoveryJournal for JournalPort {
     }
 }
 
+/// Until when a recovery interrupted by the daemon's death (`entry`) may
+/// still be running in the hypervisor: its start plus one attempt's
+/// timeout, but never more than one timeout from `now` (an entry from
+/// another timeline — the embedded simulation restarts at zero — cannot
+/// hold a VM longer). `None` when that time has passed.
+pub fn hold_until(
+    entry: &dr_journal::Entry,
+    now: Timestamp,
+    action_timeout: std::time::Duration,
+) -> Option<Timestamp> {
+    let t = dr_core::time::millis(action_timeout);
+    let until = entry
+        .intent
+        .started_ms
+        .saturating_add(t)
+        .min(now.0.saturating_add(t));
+    (until > now.0).then_some(Timestamp(until))
+}
+
 /// Closes the recoveries a previous run left open (it died during them).
-/// None is repeated blindly: each is marked abandoned, and the first tick
-/// decides afresh from the hypervisor's view, where a VM that a half-done
-/// restore did start shows as running and so is never started again.
+/// None is repeated blindly: each is marked abandoned, its VM is held (see
+/// [`hold_until`]), and then decided afresh from the hypervisor's view,
+/// where a VM that the interrupted operation did start shows as running
+/// and so is never started again.
 /// Returns the entries closed.
 pub fn resolve_open(
     journal: &Journal,
@@ -62,10 +82,48 @@ pub fn resolve_open(
         closed.push(journal.end(
             entry.id,
             Outcome::Abandoned {
-                why: "under way when the daemon stopped; decided afresh from the hypervisor's view".into(),
+                why: "under way when the daemon stopped; decided afresh from the hypervisor's view once it would have timed out".into(),
             },
             now_ms,
         )?);
     }
     Ok(closed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn entry(started_ms: u64) -> dr_journal::Entry {
+        dr_journal::Entry {
+            id: 1,
+            intent: Intent {
+                vm: "db-1".into(),
+                action: "power_on".into(),
+                from_host: None,
+                to_host: None,
+                started_ms,
+            },
+            outcome: None,
+            ended_ms: None,
+        }
+    }
+
+    #[test]
+    fn an_interrupted_recovery_holds_its_vm_for_what_is_left_of_its_timeout() {
+        let t = Duration::from_secs(10);
+        // Started 4 s ago: 6 s left.
+        assert_eq!(
+            hold_until(&entry(96_000), Timestamp(100_000), t),
+            Some(Timestamp(106_000))
+        );
+        // Long over: no hold.
+        assert_eq!(hold_until(&entry(50_000), Timestamp(100_000), t), None);
+        // From another timeline (later than now): at most one timeout.
+        assert_eq!(
+            hold_until(&entry(500_000), Timestamp(1_000), t),
+            Some(Timestamp(11_000))
+        );
+    }
 }

@@ -348,14 +348,10 @@ fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Served {
     /// Runs `call`, listed as under way meanwhile when it changes anything.
     async fn call(&self, call: Call) -> Reply {
-        let what = match &call {
-            Call::Hello | Call::Inventory | Call::PowerEvents { .. } | Call::Probe { .. } => None,
-            Call::ListSnapshots { .. } => None,
-            other => Some(describe(other)),
-        };
-        let Some(what) = what else {
+        if read_limit(&call).is_some() {
             return self.run(call).await;
-        };
+        }
+        let what = describe(&call);
         let id = self
             .next_call
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -542,6 +538,18 @@ pub async fn serve(
     r
 }
 
+/// How long a call that only reads may take (`None`: it changes the
+/// datacenter).
+fn read_limit(call: &Call) -> Option<Duration> {
+    match call {
+        Call::Hello | Call::Inventory | Call::PowerEvents { .. } | Call::ListSnapshots { .. } => {
+            Some(Duration::from_secs(30))
+        }
+        Call::Probe { timeout, .. } => Some(*timeout + Duration::from_secs(5)),
+        _ => None,
+    }
+}
+
 /// The backend over a simulated datacenter served by [`serve`]: the
 /// [`Hypervisor`] and the [`Prober`] both.
 pub struct RemoteSim {
@@ -579,10 +587,14 @@ impl RemoteSim {
         call: &Call,
     ) -> Result<T, HypervisorError> {
         let bad = |what: String| HypervisorError::Protocol(format!("simulated datacenter: {what}"));
-        let response = self
-            .http
-            .post(&self.url)
-            .json(call)
+        let mut request = self.http.post(&self.url).json(call);
+        // Reads answer at once or the server is stuck: a tick must not hang
+        // on it. Operations take their simulated time; the executor's
+        // action timeout bounds those.
+        if let Some(limit) = read_limit(call) {
+            request = request.timeout(limit);
+        }
+        let response = request
             .send()
             .await
             .map_err(|e| HypervisorError::HostUnreachable {
