@@ -275,26 +275,99 @@ pub async fn status(args: &StatusArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Prints events as JSON lines; with `--follow`, keeps polling for new ones.
+/// Prints events as JSON lines; with `--follow`, then prints new ones as
+/// the daemon pushes them (its server-sent event stream), catching up
+/// through the event list whenever the stream starts, lags or drops, and
+/// reconnecting (a restarted daemon) until interrupted.
 pub async fn events(args: &EventsArgs) -> anyhow::Result<()> {
     let base = args.api.base();
-    let mut since = args.since;
+    let mut since = catch_up(&base, args.since).await?;
+    if !args.follow {
+        return Ok(());
+    }
+    let mut reported = false;
     loop {
-        let batch = get_json(&base, &format!("/api/v1/events?since={since}&limit=1000")).await?;
-        let mut out = std::io::stdout().lock();
+        match follow(&base, &mut since).await {
+            Ok(()) => reported = false,
+            Err(e) if !reported => {
+                eprintln!("drctl: {e:#}; retrying every second");
+                reported = true;
+            }
+            Err(_) => {}
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Prints every event after `since` from the event list; returns the last
+/// id printed (or `since`).
+async fn catch_up(base: &str, mut since: u64) -> anyhow::Result<u64> {
+    loop {
+        let batch = get_json(base, &format!("/api/v1/events?since={since}&limit=1000")).await?;
         let list = batch.as_array().cloned().unwrap_or_default();
+        let mut out = std::io::stdout().lock();
         for e in &list {
             writeln!(out, "{e}")?;
             since = since.max(e["id"].as_u64().unwrap_or(since));
         }
         out.flush()?;
-        if !args.follow {
-            return Ok(());
-        }
         if list.len() < 1000 {
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            return Ok(since);
         }
     }
+}
+
+/// Follows the event stream until it ends. Subscribes first, then catches
+/// up, so nothing falls between the two; events already printed (id at or
+/// below `since`) are skipped.
+async fn follow(base: &str, since: &mut u64) -> anyhow::Result<()> {
+    let url = format!("{base}/api/v1/events/stream");
+    // No overall timeout: the stream stays open (the daemon sends
+    // keep-alives).
+    let mut r = reqwest::Client::new()
+        .get(&url)
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the daemon at {base} (is drd running?)"))?;
+    if !r.status().is_success() {
+        bail!("{url}: {}", r.status());
+    }
+    *since = catch_up(base, *since).await?;
+    let mut buf: Vec<u8> = Vec::new();
+    while let Some(chunk) = r.chunk().await.context("reading the event stream")? {
+        buf.extend_from_slice(&chunk);
+        while let Some(end) = buf.windows(2).position(|w| w == b"\n\n") {
+            let block: Vec<u8> = buf.drain(..end + 2).collect();
+            let block = String::from_utf8_lossy(&block);
+            let mut lagged = false;
+            let mut data = String::new();
+            for line in block.lines() {
+                if line == "event: lagged" {
+                    lagged = true;
+                } else if let Some(d) = line.strip_prefix("data:") {
+                    data.push_str(d.trim_start());
+                }
+            }
+            if lagged {
+                // Some events were dropped on the way: the list has them.
+                *since = catch_up(base, *since).await?;
+                continue;
+            }
+            if data.is_empty() {
+                continue;
+            }
+            let e: serde_json::Value =
+                serde_json::from_str(&data).with_context(|| format!("event not JSON: {data}"))?;
+            let id = e["id"].as_u64().unwrap_or(0);
+            if id > *since {
+                let mut out = std::io::stdout().lock();
+                writeln!(out, "{e}")?;
+                out.flush()?;
+                *since = id;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Pauses or resumes automation for a VM.

@@ -24,8 +24,8 @@ impl Drop for Running {
     }
 }
 
-fn start() -> Running {
-    let dir = std::env::temp_dir().join(format!("drctl-daemon-{}", std::process::id()));
+fn start(tag: &str) -> Running {
+    let dir = std::env::temp_dir().join(format!("drctl-daemon-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("dir");
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../drd/tests/fixtures/dc.toml");
@@ -81,7 +81,7 @@ fn drctl(args: &[&str], api: &str) -> (i32, String, String) {
 
 #[test]
 fn status_events_pause_and_resume() {
-    let d = start();
+    let d = start("status");
     let deadline = Instant::now() + Duration::from_secs(30);
     // The table lists the test datacenter's hosts and VMs.
     loop {
@@ -142,6 +142,51 @@ fn status_events_pause_and_resume() {
     assert!(later.lines().all(
         |l| serde_json::from_str::<serde_json::Value>(l).expect("json")["id"].as_u64() > Some(last)
     ));
+}
+
+#[test]
+fn events_follow_prints_new_events_as_they_come_once_each() {
+    use std::io::BufRead;
+    let d = start("follow");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_drctl"))
+        .args(["events", "--follow", "--api", &d.addr])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("drctl events --follow");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    // The datacenter's db-1 crashes at 1.5 s and is powered on again: the
+    // end of that recovery arrives while drctl follows.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut events = Vec::new();
+    while !events
+        .iter()
+        .any(|e: &serde_json::Value| e["type"] == "action_finished" && e["action"]["vm"] == "db-1")
+    {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "no recovery of db-1 followed: {events:?}");
+        if let Ok(line) = rx.recv_timeout(left) {
+            events.push(serde_json::from_str(&line).expect("a JSON line"));
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let ids: Vec<u64> = events
+        .iter()
+        .map(|e| e["id"].as_u64().expect("id"))
+        .collect();
+    assert!(
+        ids.windows(2).all(|w| w[0] < w[1]),
+        "in order, once each: {ids:?}"
+    );
 }
 
 #[test]
