@@ -173,6 +173,11 @@ impl Registry {
             let Some(&host) = host_index.get(&v.host) else {
                 continue;
             };
+            // A drill's copy is ours, isolated and short-lived: watching it
+            // could only lead to "recovering" it.
+            if dr_core::model::is_drill_copy(&v.name) {
+                continue;
+            }
             let known = self.vm_idx(&v.name);
             let ip =
                 v.ip.or(known.and_then(|i| self.vm_entries[i].ip))

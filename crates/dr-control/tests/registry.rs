@@ -114,3 +114,19 @@ fn a_held_vm_gets_no_recovery_before_the_hold_ends() {
     assert_eq!(reg.vms[a].retry_at, dr_core::Timestamp(5_000));
     assert_eq!(reg.vms[b].retry_at, dr_core::Timestamp::ZERO);
 }
+
+#[test]
+fn a_drill_copy_is_never_monitored() {
+    let mut reg = Registry::default();
+    let copy = dr_core::model::drill_copy_name("a", 1234);
+    let inv = Inventory {
+        hosts: vec![host("h1")],
+        vms: vec![
+            vm("a", "h1", Some("10.1.0.1"), PowerState::On),
+            vm(&copy, "h1", None, PowerState::On),
+        ],
+    };
+    let diff = reg.sync(&inv);
+    assert_eq!(diff.added_vms, ["a"]);
+    assert!(reg.vm_idx(&copy).is_none());
+}

@@ -237,3 +237,17 @@ pub enum RestoreSource {
     /// The newest complete checkpoint of the VM's replica at another site.
     Replica,
 }
+
+/// What the name of a recovery drill's copy holds (`{vm}-vmdr-drill-{time}`):
+/// such a VM is vmdr's own short-lived test object, never protected.
+pub const DRILL_COPY_MARK: &str = "-vmdr-drill-";
+
+/// The name of `vm`'s drill copy started at `at_ms`.
+pub fn drill_copy_name(vm: &str, at_ms: u64) -> String {
+    format!("{vm}{DRILL_COPY_MARK}{at_ms}")
+}
+
+/// Whether `name` is a drill copy's.
+pub fn is_drill_copy(name: &str) -> bool {
+    name.contains(DRILL_COPY_MARK)
+}

@@ -64,7 +64,7 @@ pub async fn run(
 ) -> Result<DrillReport, DrillError> {
     let before = hv.inventory().await.map_err(hv_err("inventory"))?;
     let (host, source) = plan(&before, vm, to)?;
-    let copy = format!("{vm}-vmdr-drill-{}", clock.now().0);
+    let copy = dr_core::model::drill_copy_name(vm, clock.now().0);
     let started = clock.now();
     hv.start_drill_copy(vm, &host, source, &copy)
         .await
