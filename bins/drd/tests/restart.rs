@@ -27,9 +27,13 @@ impl SimServer {
     /// With the fixture's power operations taking `power` (it says 300ms).
     fn start(power: &str) -> SimServer {
         let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dc.toml");
-        let text = std::fs::read_to_string(&fixture)
-            .expect("fixture")
-            .replace("power = \"300ms\"", &format!("power = \"{power}\""));
+        let text = std::fs::read_to_string(&fixture).expect("fixture");
+        let fixture_power = "power = \"300ms\"";
+        assert!(
+            text.contains(fixture_power),
+            "the fixture's power latency changed"
+        );
+        let text = text.replace(fixture_power, &format!("power = \"{power}\""));
         let scenario = dr_sim::Scenario::parse(&text).expect("valid fixture");
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -60,12 +64,7 @@ impl SimServer {
 /// A daemon configuration in `dir` (as the other tests') on the datacenter
 /// at `url`.
 fn config_for(dir: &Path, url: &str) -> std::path::PathBuf {
-    let config = common::write_config(dir, "200ms");
-    let text = std::fs::read_to_string(&config).expect("config");
-    let (head, rest) = text.split_once("[sim]\n").expect("a [sim] section");
-    let rest = rest.split_once('\n').map_or("", |(_, r)| r);
-    std::fs::write(&config, format!("{head}[sim]\nurl = \"{url}\"\n{rest}")).expect("config");
-    config
+    common::write_config_on(dir, &format!("url = \"{url}\""), "200ms")
 }
 
 /// Waits until `f` holds for the datacenter's report.

@@ -562,23 +562,19 @@ impl RemoteSim {
     /// Connects to the server at `url` (`http://HOST:PORT`); returns the
     /// backend and the server's now (for a clock on its timeline).
     pub async fn connect(url: &str) -> Result<(RemoteSim, Timestamp), HypervisorError> {
-        let mut sim = RemoteSim {
-            http: reqwest::Client::new(),
-            url: format!("{}/sim/v1/call", url.trim_end_matches('/')),
-            caps: Capabilities {
-                host_recovery: false,
-                add_host: false,
-                replicas: false,
-                drills: false,
-            },
-        };
         #[derive(Deserialize)]
         struct Hello {
             now: Timestamp,
             capabilities: Capabilities,
         }
-        let hello: Hello = sim.call(&Call::Hello).await?;
-        sim.caps = hello.capabilities;
+        let http = reqwest::Client::new();
+        let url = format!("{}/sim/v1/call", url.trim_end_matches('/'));
+        let hello: Hello = send_call(&http, &url, &Call::Hello).await?;
+        let sim = RemoteSim {
+            http,
+            url,
+            caps: hello.capabilities,
+        };
         Ok((sim, hello.now))
     }
 
@@ -586,31 +582,40 @@ impl RemoteSim {
         &self,
         call: &Call,
     ) -> Result<T, HypervisorError> {
-        let bad = |what: String| HypervisorError::Protocol(format!("simulated datacenter: {what}"));
-        let mut request = self.http.post(&self.url).json(call);
-        // Reads answer at once or the server is stuck: a tick must not hang
-        // on it. Operations take their simulated time; the executor's
-        // action timeout bounds those.
-        if let Some(limit) = read_limit(call) {
-            request = request.timeout(limit);
-        }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| HypervisorError::HostUnreachable {
-                host: format!("simulated datacenter ({e})"),
-            })?;
-        if !response.status().is_success() {
-            return Err(bad(format!("HTTP {}", response.status())));
-        }
-        match response
-            .json::<Reply>()
-            .await
-            .map_err(|e| bad(e.to_string()))?
-        {
-            Reply::Ok(v) => serde_json::from_value(v).map_err(|e| bad(e.to_string())),
-            Reply::Err(e) => Err(e.into()),
-        }
+        send_call(&self.http, &self.url, call).await
+    }
+}
+
+/// One call to the server at `url`.
+async fn send_call<T: serde::de::DeserializeOwned>(
+    http: &reqwest::Client,
+    url: &str,
+    call: &Call,
+) -> Result<T, HypervisorError> {
+    let bad = |what: String| HypervisorError::Protocol(format!("simulated datacenter: {what}"));
+    let mut request = http.post(url).json(call);
+    // Reads answer at once or the server is stuck: a tick must not hang
+    // on it. Operations take their simulated time; the executor's action
+    // timeout bounds those.
+    if let Some(limit) = read_limit(call) {
+        request = request.timeout(limit);
+    }
+    let response = request
+        .send()
+        .await
+        .map_err(|e| HypervisorError::HostUnreachable {
+            host: format!("simulated datacenter ({e})"),
+        })?;
+    if !response.status().is_success() {
+        return Err(bad(format!("HTTP {}", response.status())));
+    }
+    match response
+        .json::<Reply>()
+        .await
+        .map_err(|e| bad(e.to_string()))?
+    {
+        Reply::Ok(v) => serde_json::from_value(v).map_err(|e| bad(e.to_string())),
+        Reply::Err(e) => Err(e.into()),
     }
 }
 

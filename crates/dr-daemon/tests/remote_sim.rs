@@ -95,8 +95,24 @@ async fn the_served_simulation_passes_the_prober_suite() {
     ))
     .await;
     let (p, _) = RemoteSim::connect(&url).await.expect("connect");
-    // The fault applies at the server's start; wait until h3 is silent.
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // The fault applies as the server starts: wait until its manager has
+    // lost h3.
+    use dr_core::ports::Hypervisor;
+    let start = std::time::Instant::now();
+    while p
+        .inventory()
+        .await
+        .expect("inventory")
+        .hosts
+        .iter()
+        .any(|h| h.name == "h3" && !h.link.is_lost())
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "h3 never went down"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let fx = dr_conformance::prober::Fixture {
         reachable: vec![ip("10.0.0.1"), ip("10.1.0.1"), ip("10.1.0.2")],
         unreachable: vec![ip("10.0.0.3"), ip("10.9.9.9"), ip("::1")],

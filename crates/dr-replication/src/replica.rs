@@ -342,39 +342,10 @@ impl Replica {
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
         r.encode(&mut buf);
-        let result = record::check(&buf)
-            .map_err(|e| ReplError::Poisoned(format!("a record does not encode: {e}")))
-            .and_then(|(header, _)| self.apply_encoded(&buf, header));
+        // A batch of one: it completes at most one checkpoint.
+        let result = self.apply_batch(&buf).map(|mut done| done.pop());
         self.buf = buf;
         result
-    }
-
-    /// Takes one record as encoded (checked by [`record::check`], which gave
-    /// `header`), written out as it came. Same rules as [`Replica::apply`].
-    pub fn apply_encoded(
-        &mut self,
-        encoded: &[u8],
-        header: record::Header,
-    ) -> Result<Option<CheckpointInfo>, ReplError> {
-        self.usable()?;
-        let seq = header.seq();
-        if seq < self.next_seq {
-            return Ok(None);
-        }
-        if seq > self.next_seq {
-            return Err(ReplError::Gap {
-                expected: self.next_seq,
-                got: seq,
-            });
-        }
-        self.stream(encoded)?;
-        self.next_seq += 1;
-        match header {
-            record::Header::Checkpoint { seq, id, time_ms } => {
-                self.complete(CheckpointInfo { id, seq, time_ms }).map(Some)
-            }
-            record::Header::Write { .. } => Ok(None),
-        }
     }
 
     /// Takes a batch of encoded records as a shipper sends them (a frame's

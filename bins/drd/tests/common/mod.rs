@@ -31,18 +31,32 @@ impl Drop for Dir {
 /// Writes a daemon configuration into `dir` over the test datacenter.
 pub fn write_config(dir: &Path, probe_interval: &str) -> PathBuf {
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dc.toml");
+    write_config_on(dir, &scenario_source(&fixture), probe_interval)
+}
+
+/// Writes a daemon configuration into `dir` whose `[sim]` section holds
+/// `sim_source` (`scenario = "FILE"` or `url = "http://..."`).
+pub fn write_config_on(dir: &Path, sim_source: &str, probe_interval: &str) -> PathBuf {
     std::fs::write(dir.join("token"), TOKEN).expect("token");
     let path = dir.join("drd.toml");
-    std::fs::write(&path, config_text(&fixture, probe_interval)).expect("config");
+    std::fs::write(&path, config_text_on(sim_source, probe_interval)).expect("config");
     path
 }
 
+fn scenario_source(fixture: &Path) -> String {
+    format!("scenario = \"{}\"", fixture.display())
+}
+
 pub fn config_text(fixture: &Path, probe_interval: &str) -> String {
+    config_text_on(&scenario_source(fixture), probe_interval)
+}
+
+fn config_text_on(sim_source: &str, probe_interval: &str) -> String {
     format!(
         r#"backend = "sim"
 
 [sim]
-scenario = "{}"
+{sim_source}
 
 [control]
 probe_interval = "{probe_interval}"
@@ -65,8 +79,7 @@ token_file = "token"
 
 [journal]
 path = "journal.redb"
-"#,
-        fixture.display()
+"#
     )
 }
 
