@@ -3,16 +3,23 @@
 //! every 64 MiB, fsynced; the page cache holds it as it would hold a
 //! primary's recent writes) is shipped to N receivers, each with its own
 //! shipper. Each receiver is a process of its own (this binary re-run as
-//! `ship-bench serve DIR`), as on a secondary site, so the CPU of each end
+//! `ship-bench receiver DIR`), as on a secondary site, so the CPU of each end
 //! is measured apart; all of them share this machine's cores. Timed from
 //! the shippers' start to each receiver's acknowledgement of the last
 //! checkpoint (durable there: fsynced and renamed into place).
 //!
-//! Run: `cargo run --release -p dr-benches --bin ship-bench [SIZE_MiB [RECORD_KiB [N [DIR]]]]`
-//! (defaults 2048, 1024, 1, /dev/shm). Traffic only on 127.0.0.1.
+//! MODE `shipper` measures the shipping side with the other end doing as
+//! little as the protocol allows, as when it has cores of its own: it ships
+//! to one sink process that opens each frame (checking its tag as a
+//! receiver does) and acknowledges its checkpoints at once, without
+//! checking or writing records.
+//!
+//! Run: `cargo run --release -p dr-benches --bin ship-bench [SIZE_MiB [RECORD_KiB [N [DIR [MODE]]]]]`
+//! (defaults 2048, 1024, 1, /dev/shm, `both`). Traffic only on 127.0.0.1.
 
 use dr_replication::net::{self, Progress, ShipConfig};
-use dr_replication::{Log, LogConfig, Replica};
+use dr_replication::wire;
+use dr_replication::{CheckpointInfo, Log, LogConfig, Replica};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -61,10 +68,56 @@ fn serve(dir: &Path) {
     });
 }
 
-/// Starts a receiver process for `dir`; returns it and its address.
-fn spawn_receiver(dir: &Path) -> (Child, SocketAddr) {
+/// The sink process: takes one shipper's stream at a time, opens each
+/// frame (its MAC checked as a receiver's is) and acknowledges every
+/// checkpoint record in it at once, without checking or writing anything.
+fn sink() {
+    runtime().block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        println!("{}", listener.local_addr().expect("addr"));
+        std::thread::spawn(|| {
+            let _ = std::io::stdin().read_line(&mut String::new());
+            std::process::exit(0);
+        });
+        while let Ok((stream, _)) = listener.accept().await {
+            let mut s = net::accept(stream, PSK, || 0).await.expect("handshake");
+            let mut frame = Vec::new();
+            while wire::recv_into(&mut s.reader, &mut s.inbound, &mut frame)
+                .await
+                .is_ok()
+            {
+                let mut at = 0;
+                while at + 17 <= frame.len() {
+                    let num = |i: usize| {
+                        let mut b = [0u8; 8];
+                        b.copy_from_slice(&frame[at + i..at + i + 8]);
+                        u64::from_le_bytes(b)
+                    };
+                    let len = (num(4) & 0xFFFF_FFFF) as usize;
+                    if frame[at + 8] == 2 && at + 33 <= frame.len() {
+                        let c = CheckpointInfo {
+                            seq: num(9),
+                            id: num(17),
+                            time_ms: num(25),
+                        };
+                        net::send_ack(&mut s.writer, &mut s.outbound, &c)
+                            .await
+                            .expect("ack");
+                    }
+                    at += 8 + len;
+                }
+            }
+        }
+    });
+}
+
+/// Starts a receiver or sink process for `dir`; returns it and
+/// its address.
+fn spawn_receiver(role: &str, dir: &Path) -> (Child, SocketAddr) {
     let mut child = Command::new(std::env::current_exe().expect("own path"))
-        .arg("serve")
+        .arg(role)
         .arg(dir)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -78,13 +131,23 @@ fn spawn_receiver(dir: &Path) -> (Child, SocketAddr) {
 }
 
 fn main() {
-    if std::env::args().nth(1).as_deref() == Some("serve") {
-        return serve(&arg(2, PathBuf::from("/dev/shm/vmdr-ship-bench/replica")));
+    match std::env::args().nth(1).as_deref() {
+        Some("receiver") => {
+            return serve(&arg(2, PathBuf::from("/dev/shm/vmdr-ship-bench/replica")))
+        }
+        Some("sink") => return sink(),
+        _ => {}
     }
     let mib: u64 = arg(1, 2048);
     let record_kib: usize = arg(2, 1024);
     let n: usize = arg(3, 1);
     let base: PathBuf = arg(4, PathBuf::from("/dev/shm"));
+    let mode: String = arg(5, "both".to_string());
+    let (n, role) = match mode.as_str() {
+        "shipper" => (1, "sink"),
+        "both" => (n, "receiver"),
+        other => panic!("unknown MODE {other:?}: both or shipper"),
+    };
     let root = base.join("vmdr-ship-bench");
     let logd = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/ship-bench-log");
     let _ = std::fs::remove_dir_all(&root);
@@ -119,7 +182,7 @@ fn main() {
     let log = Arc::new(Mutex::new(log));
     let mut children = Vec::new();
     for i in 0..n {
-        children.push(spawn_receiver(&root.join(format!("replica-{i}"))));
+        children.push(spawn_receiver(role, &root.join(format!("replica-{i}"))));
     }
     let pids: Vec<String> = children.iter().map(|(c, _)| c.id().to_string()).collect();
     let receivers_cpu = || -> f64 { pids.iter().map(|p| dr_benches::proc_cpu_secs(p).0).sum() };
@@ -170,7 +233,7 @@ fn main() {
             (size * n as u64) as f64 / slowest.as_secs_f64() / 1e6,
         );
         println!(
-            "CPU per GB per replica: shipper {cpu_s:.2} s ({:.2} GB/s per core), receiver {cpu_r:.2} s ({:.2} GB/s per core)",
+            "CPU per GB per replica: shipper {cpu_s:.2} s ({:.2} GB/s per core), {role} {cpu_r:.2} s ({:.2} GB/s per core)",
             1.0 / cpu_s,
             1.0 / cpu_r
         );

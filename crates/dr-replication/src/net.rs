@@ -4,12 +4,13 @@
 
 use crate::log::Log;
 use crate::record;
-use crate::replica::Replica;
+use crate::replica::{CheckpointInfo, Replica};
 use crate::wire::{self, Auth, Kind, WireError};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify};
 
@@ -71,11 +72,28 @@ pub enum NetError {
     Internal(String),
 }
 
-async fn receive(
+/// An authenticated connection: its two halves and the keys sealing each
+/// direction under the connection's session key.
+pub struct Session {
+    /// Frames from the peer.
+    pub reader: OwnedReadHalf,
+    /// Frames to the peer.
+    pub writer: OwnedWriteHalf,
+    /// Opens the peer's frames.
+    pub inbound: Auth,
+    /// Seals ours.
+    pub outbound: Auth,
+}
+
+/// The receiver's side of the handshake: checks the shipper's hello (its
+/// MAC proves the pre-shared key), answers with a nonce of its own and
+/// `acked()`, the sequence up to which it has everything, and switches to
+/// the session key both nonces derive.
+pub async fn accept(
     stream: TcpStream,
-    replica: Arc<Mutex<Replica>>,
     psk: &[u8],
-) -> Result<(), NetError> {
+    acked: impl FnOnce() -> u64,
+) -> Result<Session, NetError> {
     stream.set_nodelay(true).map_err(WireError::from)?;
     let (mut r, mut w) = stream.into_split();
     let mut inbound = Auth::new(psk, 0);
@@ -92,13 +110,95 @@ async fn receive(
     let mut client = [0u8; 16];
     client.copy_from_slice(&hello[2..18]);
     let server = wire::nonce()?;
-    let acked = lock(&replica).acked_seq();
     let mut welcome = server.to_vec();
-    welcome.extend_from_slice(&acked.to_le_bytes());
+    welcome.extend_from_slice(&acked().to_le_bytes());
     wire::send(&mut w, &mut outbound, Kind::Welcome, &mut welcome).await?;
     let key = wire::session_key(psk, &client, &server);
-    let mut inbound = Auth::sealed(&key, 0);
-    let mut outbound = Auth::sealed(&key, 1);
+    Ok(Session {
+        reader: r,
+        writer: w,
+        inbound: Auth::sealed(&key, 0),
+        outbound: Auth::sealed(&key, 1),
+    })
+}
+
+/// The shipper's side of the handshake with the receiver at `addr`.
+/// Returns the session and the sequence up to which the receiver has
+/// everything (the shipper resumes after it).
+pub async fn connect(addr: SocketAddr, psk: &[u8]) -> Result<(Session, u64), NetError> {
+    let stream = TcpStream::connect(addr).await.map_err(WireError::from)?;
+    stream.set_nodelay(true).map_err(WireError::from)?;
+    let (mut r, mut w) = stream.into_split();
+    let mut outbound = Auth::new(psk, 0);
+    let mut inbound = Auth::new(psk, 1);
+    let client = wire::nonce()?;
+    let mut hello = wire::VERSION.to_le_bytes().to_vec();
+    hello.extend_from_slice(&client);
+    wire::send(&mut w, &mut outbound, Kind::Hello, &mut hello).await?;
+    let (kind, welcome) = wire::recv(&mut r, &mut inbound).await?;
+    if kind != Kind::Welcome || welcome.len() != 24 {
+        return Err(WireError::Protocol("expected a welcome".into()).into());
+    }
+    let mut server = [0u8; 16];
+    server.copy_from_slice(&welcome[..16]);
+    let mut acked = [0u8; 8];
+    acked.copy_from_slice(&welcome[16..24]);
+    let key = wire::session_key(psk, &client, &server);
+    let session = Session {
+        reader: r,
+        writer: w,
+        outbound: Auth::sealed(&key, 0),
+        inbound: Auth::sealed(&key, 1),
+    };
+    Ok((session, u64::from_le_bytes(acked)))
+}
+
+/// Sends the acknowledgement of checkpoint `c`: everything up to its
+/// record is durable here.
+pub async fn send_ack<W: tokio::io::AsyncWrite + Unpin>(
+    w: &mut W,
+    outbound: &mut Auth,
+    c: &CheckpointInfo,
+) -> Result<(), WireError> {
+    let mut ack = Vec::with_capacity(24);
+    ack.extend_from_slice(&c.seq.to_le_bytes());
+    ack.extend_from_slice(&c.id.to_le_bytes());
+    ack.extend_from_slice(&c.time_ms.to_le_bytes());
+    wire::send(w, outbound, Kind::Ack, &mut ack).await
+}
+
+/// Reads an acknowledgement: the checkpoint it reports durable.
+pub async fn recv_ack<R: tokio::io::AsyncRead + Unpin>(
+    r: &mut R,
+    inbound: &mut Auth,
+) -> Result<CheckpointInfo, WireError> {
+    let (kind, ack) = wire::recv(r, inbound).await?;
+    if kind != Kind::Ack || ack.len() != 24 {
+        return Err(WireError::Protocol("expected an ack".into()));
+    }
+    let num = |i: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&ack[i..i + 8]);
+        u64::from_le_bytes(b)
+    };
+    Ok(CheckpointInfo {
+        seq: num(0),
+        id: num(8),
+        time_ms: num(16),
+    })
+}
+
+async fn receive(
+    stream: TcpStream,
+    replica: Arc<Mutex<Replica>>,
+    psk: &[u8],
+) -> Result<(), NetError> {
+    let Session {
+        reader: mut r,
+        writer: mut w,
+        mut inbound,
+        mut outbound,
+    } = accept(stream, psk, || lock(&replica).acked_seq()).await?;
     // Frames are read and authenticated on their own task while the
     // previous one is applied: the two overlap. Their buffers go back to
     // the reader, so a steady stream allocates nothing.
@@ -132,11 +232,7 @@ async fn receive(
             .map_err(|e| NetError::Internal(e.to_string()))?;
             let _ = spare_tx.try_send(payload);
             for c in durable? {
-                let mut ack = Vec::with_capacity(24);
-                ack.extend_from_slice(&c.seq.to_le_bytes());
-                ack.extend_from_slice(&c.id.to_le_bytes());
-                ack.extend_from_slice(&c.time_ms.to_le_bytes());
-                wire::send(&mut w, &mut outbound, Kind::Ack, &mut ack).await?;
+                send_ack(&mut w, &mut outbound, &c).await?;
             }
         }
         Ok(())
@@ -223,49 +319,29 @@ async fn connection(
     wake: &Notify,
     progress: &watch::Sender<Progress>,
 ) -> Result<(), NetError> {
-    let stream = TcpStream::connect(addr).await.map_err(WireError::from)?;
-    stream.set_nodelay(true).map_err(WireError::from)?;
-    let (mut r, mut w) = stream.into_split();
-    let mut outbound = Auth::new(&cfg.psk, 0);
-    let mut inbound = Auth::new(&cfg.psk, 1);
-    let client = wire::nonce()?;
-    let mut hello = wire::VERSION.to_le_bytes().to_vec();
-    hello.extend_from_slice(&client);
-    wire::send(&mut w, &mut outbound, Kind::Hello, &mut hello).await?;
-    let (kind, welcome) = wire::recv(&mut r, &mut inbound).await?;
-    if kind != Kind::Welcome || welcome.len() != 24 {
-        return Err(WireError::Protocol("expected a welcome".into()).into());
-    }
-    let mut server = [0u8; 16];
-    server.copy_from_slice(&welcome[..16]);
-    let mut acked = [0u8; 8];
-    acked.copy_from_slice(&welcome[16..24]);
-    let acked = u64::from_le_bytes(acked);
+    let (
+        Session {
+            reader: mut r,
+            writer: mut w,
+            mut inbound,
+            mut outbound,
+        },
+        acked,
+    ) = connect(addr, &cfg.psk).await?;
     progress.send_modify(|p| p.acked_seq = p.acked_seq.max(acked));
-    let key = wire::session_key(&cfg.psk, &client, &server);
-    let mut outbound = Auth::sealed(&key, 0);
-    let mut inbound = Auth::sealed(&key, 1);
 
     // Acknowledgements come back on their own task.
     let (acks_tx, mut acks_rx) = watch::channel(acked);
     let progress_acks = progress.clone();
     let reader = tokio::spawn(async move {
-        loop {
-            let (kind, ack) = wire::recv(&mut r, &mut inbound).await?;
-            if kind != Kind::Ack || ack.len() != 24 {
-                return Err::<(), WireError>(WireError::Protocol("expected an ack".into()));
-            }
-            let num = |i: usize| {
-                let mut b = [0u8; 8];
-                b.copy_from_slice(&ack[i..i + 8]);
-                u64::from_le_bytes(b)
-            };
-            let (seq, id, time) = (num(0), num(8), num(16));
+        // Ends when the connection fails; the sender notices the closed
+        // channel.
+        while let Ok(c) = recv_ack(&mut r, &mut inbound).await {
             progress_acks.send_modify(|p| {
-                p.acked_seq = p.acked_seq.max(seq);
-                p.checkpoint = Some((id, time));
+                p.acked_seq = p.acked_seq.max(c.seq);
+                p.checkpoint = Some((c.id, c.time_ms));
             });
-            let _ = acks_tx.send(seq);
+            let _ = acks_tx.send(c.seq);
         }
     });
 
