@@ -25,7 +25,6 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write as _;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock};
 
 /// A checkpoint a replica holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,16 +38,11 @@ pub struct CheckpointInfo {
 }
 
 /// One replica of a protected group of disks.
-///
-/// Receiving (`apply_batch`) and merging old checkpoints into the base
-/// images run apart: merges run on a thread of the replica's own, so a
-/// checkpoint is acknowledged as soon as its own file is durable, not after
-/// the merge its arrival makes due.
 pub struct Replica {
     dir: PathBuf,
     keep: usize,
-    shared: Arc<Shared>,
-    merger: Option<std::thread::JoinHandle<()>>,
+    base: CheckpointInfo,
+    checkpoints: BTreeMap<u64, CheckpointInfo>,
     /// The checkpoint being received, streamed to `incoming.tmp` so a large
     /// one does not sit in memory.
     incoming: Option<std::io::BufWriter<File>>,
@@ -57,40 +51,10 @@ pub struct Replica {
     pending: u64,
     buf: Vec<u8>,
     next_seq: u64,
-    /// The directory's lock, held while this replica is open (released
-    /// after the merging thread has stopped).
-    _lock: File,
-}
-
-/// What receiving and merging share.
-struct Shared {
-    state: Mutex<State>,
-    /// Signalled when a checkpoint arrives, a merge ends, or the replica
-    /// closes.
-    changed: Condvar,
-    /// Held exclusively by a merge while it writes the base images, shared
-    /// by restores while they read them. Taken before `state`.
-    images: RwLock<()>,
-}
-
-struct State {
-    base: CheckpointInfo,
-    checkpoints: BTreeMap<u64, CheckpointInfo>,
     /// Why it stopped (a merge failed part-way), if it did.
     broken: Option<String>,
-    /// That merge's error, until [`Replica::settle`] hands it out.
-    failure: Option<ReplError>,
-    merging: bool,
-    closing: bool,
-}
-
-/// Checkpoints beyond `keep` that may wait for their merge before
-/// receiving waits for it too: the merge's back-pressure, so a receiver
-/// faster than its merges does not fill the disk with checkpoint files.
-const MERGE_BACKLOG: usize = 2;
-
-fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
+    /// The directory's lock, held while this replica is open.
+    _lock: File,
 }
 
 fn sync_dir(dir: &Path) -> Result<(), ReplError> {
@@ -255,148 +219,63 @@ impl<'a> Images<'a> {
     }
 }
 
-/// Reads the `meta` file: the checkpoint the base images hold.
-fn read_meta(dir: &Path) -> Result<CheckpointInfo, ReplError> {
-    let meta_path = dir.join("meta");
-    match fs::read_to_string(&meta_path) {
-        Ok(text) => {
-            let f: Vec<u64> = text
-                .split_whitespace()
-                .skip(1)
-                .filter_map(|x| x.parse().ok())
-                .collect();
-            match (text.starts_with("base "), f.as_slice()) {
-                (true, [id, seq, time_ms]) => Ok(CheckpointInfo {
-                    id: *id,
-                    seq: *seq,
-                    time_ms: *time_ms,
-                }),
-                _ => Err(ReplError::Corrupt {
-                    path: meta_path,
-                    offset: 0,
-                    reason: format!("unreadable meta {text:?}"),
-                }),
-            }
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(CheckpointInfo {
-            id: 0,
-            seq: 0,
-            time_ms: 0,
-        }),
-        Err(e) => Err(ReplError::Io {
-            op: "read",
-            path: meta_path,
-            source: e,
-        }),
-    }
-}
-
-/// Folds checkpoint `id` into the base images and returns it, the images'
-/// new checkpoint; with `check_first`, the whole file is checked before the
-/// images are touched, so a damaged checkpoint leaves them at the previous
-/// one. The `merging-` marker makes a merge stopped part-way (crash or
-/// damage) redo itself at the next open, where a damaged file then refuses
-/// the open, naming it.
-fn merge(dir: &Path, id: u64, check_first: bool) -> Result<CheckpointInfo, ReplError> {
-    let marker = dir.join(format!("merging-{id}"));
-    File::create(&marker).map_err(io("create", &marker))?;
-    sync_dir(dir)?;
-    let path = cp_path(dir, id);
-    if check_first {
-        read_checkpoint_info(&path)?;
-    }
-    let mut images = Images::new(dir);
-    let info = read_checkpoint(&path, |w| images.write(w))?;
-    images.sync()?;
-    let meta = dir.join("meta");
-    let tmp = dir.join("meta.tmp");
-    File::create(&tmp)
-        .and_then(|mut f| {
-            f.write_all(format!("base {} {} {}\n", info.id, info.seq, info.time_ms).as_bytes())
-                .and_then(|()| f.sync_all())
-        })
-        .map_err(io("write", &tmp))?;
-    fs::rename(&tmp, &meta).map_err(io("rename", &meta))?;
-    let size = fs::metadata(&path).map_or(u64::MAX, |m| m.len());
-    // Receiving only ever takes the spare away, so it cannot appear
-    // between this check and the rename.
-    let spare = dir.join(SPARE);
-    if size <= MAX_SPARE && !spare.exists() {
-        fs::rename(&path, &spare).map_err(io("rename", &path))?;
-    } else {
-        fs::remove_file(&path).map_err(io("remove", &path))?;
-    }
-    fs::remove_file(&marker).map_err(io("remove", &marker))?;
-    sync_dir(dir)?;
-    Ok(info)
-}
-
-/// The merging thread: folds the oldest checkpoints beyond `keep` into the
-/// base images, one at a time, until the replica closes or a merge fails.
-fn merge_loop(dir: &Path, keep: usize, shared: &Shared) {
-    loop {
-        let id = {
-            let mut st = lock(&shared.state);
-            loop {
-                if st.closing {
-                    return;
-                }
-                let oldest = st.checkpoints.keys().next().copied();
-                match oldest {
-                    Some(id) if st.broken.is_none() && st.checkpoints.len() > keep => {
-                        st.merging = true;
-                        break id;
-                    }
-                    _ => {
-                        st = shared
-                            .changed
-                            .wait(st)
-                            .unwrap_or_else(PoisonError::into_inner);
-                    }
-                }
-            }
-        };
-        let images = shared
-            .images
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
-        // Its file was checked record by record as it arrived (or when the
-        // replica opened), and the merge checks it again as it reads it:
-        // damage since then stops the merge part-way, and this replica
-        // with it.
-        let merged = merge(dir, id, false);
-        let mut st = lock(&shared.state);
-        match merged {
-            Ok(info) => {
-                st.base = info;
-                st.checkpoints.remove(&id);
-            }
-            Err(e) => {
-                tracing::error!(dir = %dir.display(), checkpoint = id, error = %e,
-                    "merging a checkpoint into the base images failed; the replica stops");
-                st.broken = Some(e.to_string());
-                st.failure = Some(e);
-            }
-        }
-        st.merging = false;
-        // The state changes while the images are still held, so a restore
-        // never sees merged images under the old base.
-        drop(st);
-        drop(images);
-        shared.changed.notify_all();
-    }
-}
-
 impl Replica {
     /// Opens (or creates) a replica in `dir` keeping `keep` checkpoints
     /// apart from the base. Finishes an interrupted merge, drops a partly
-    /// received checkpoint, checks every kept checkpoint file, and starts
-    /// the merging thread.
+    /// received checkpoint, and checks every kept checkpoint file.
     pub fn open(dir: &Path, keep: usize) -> Result<Replica, ReplError> {
         fs::create_dir_all(dir).map_err(io("create", dir))?;
-        let lock_file = crate::error::lock_dir(dir)?;
+        let lock = crate::error::lock_dir(dir)?;
         let _ = fs::remove_file(dir.join("incoming.tmp"));
-        let mut base = read_meta(dir)?;
+        let meta_path = dir.join("meta");
+        let base = match fs::read_to_string(&meta_path) {
+            Ok(text) => {
+                let f: Vec<u64> = text
+                    .split_whitespace()
+                    .skip(1)
+                    .filter_map(|x| x.parse().ok())
+                    .collect();
+                match (text.starts_with("base "), f.as_slice()) {
+                    (true, [id, seq, time_ms]) => CheckpointInfo {
+                        id: *id,
+                        seq: *seq,
+                        time_ms: *time_ms,
+                    },
+                    _ => {
+                        return Err(ReplError::Corrupt {
+                            path: meta_path,
+                            offset: 0,
+                            reason: format!("unreadable meta {text:?}"),
+                        })
+                    }
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => CheckpointInfo {
+                id: 0,
+                seq: 0,
+                time_ms: 0,
+            },
+            Err(e) => {
+                return Err(ReplError::Io {
+                    op: "read",
+                    path: meta_path,
+                    source: e,
+                })
+            }
+        };
+        let mut r = Replica {
+            dir: dir.to_owned(),
+            keep: keep.max(1),
+            base,
+            checkpoints: BTreeMap::new(),
+            incoming: None,
+            incoming_len: 0,
+            pending: 0,
+            buf: Vec::new(),
+            next_seq: base.seq + 1,
+            broken: None,
+            _lock: lock,
+        };
         let mut merging = None;
         let mut ids = Vec::new();
         for e in fs::read_dir(dir)
@@ -419,7 +298,7 @@ impl Replica {
         }
         ids.sort_unstable();
         if let Some(id) = merging {
-            if id <= base.id {
+            if id <= r.base.id {
                 // Stopped after the meta was written, which follows the
                 // images' fsync: only its clean-up was left (its file is
                 // removed with the other merged ones below).
@@ -427,14 +306,13 @@ impl Replica {
                 fs::remove_file(&marker).map_err(io("remove", &marker))?;
             } else {
                 tracing::warn!(checkpoint = id, "finishing an interrupted merge");
-                base = merge(dir, id, true)?;
+                r.merge(id, true)?;
                 ids.retain(|&i| i != id);
             }
         }
-        let mut checkpoints = BTreeMap::new();
         for id in ids {
             let path = cp_path(dir, id);
-            if id <= base.id {
+            if id <= r.base.id {
                 // Merged already; the delete did not happen before a crash.
                 fs::remove_file(&path).map_err(io("remove", &path))?;
                 continue;
@@ -447,50 +325,19 @@ impl Replica {
                     reason: format!("holds checkpoint {} under the name of {id}", info.id),
                 });
             }
-            checkpoints.insert(id, info);
+            r.checkpoints.insert(id, info);
         }
-        let next_seq = checkpoints.values().next_back().map_or(base.seq, |c| c.seq) + 1;
-        let keep = keep.max(1);
-        let shared = Arc::new(Shared {
-            state: Mutex::new(State {
-                base,
-                checkpoints,
-                broken: None,
-                failure: None,
-                merging: false,
-                closing: false,
-            }),
-            changed: Condvar::new(),
-            images: RwLock::new(()),
-        });
-        let merger = {
-            let (at, shared) = (dir.to_owned(), shared.clone());
-            std::thread::Builder::new()
-                .name("replica-merge".into())
-                .spawn(move || merge_loop(&at, keep, &shared))
-                .map_err(io("start the merging thread for", dir))?
-        };
-        Ok(Replica {
-            dir: dir.to_owned(),
-            keep,
-            shared,
-            merger: Some(merger),
-            incoming: None,
-            incoming_len: 0,
-            pending: 0,
-            buf: Vec::new(),
-            next_seq,
-            _lock: lock_file,
-        })
-    }
-
-    fn state(&self) -> MutexGuard<'_, State> {
-        lock(&self.shared.state)
+        r.next_seq = r.newest().map_or(r.base.seq, |c| c.seq) + 1;
+        Ok(r)
     }
 
     /// The newest complete checkpoint.
     pub fn newest(&self) -> Option<CheckpointInfo> {
-        newest(&self.state())
+        self.checkpoints
+            .values()
+            .next_back()
+            .copied()
+            .or((self.base.id > 0).then_some(self.base))
     }
 
     /// The sequence up to which everything is durable here: a sender resumes
@@ -503,10 +350,9 @@ impl Replica {
 
     /// Checkpoints that can be presented, oldest first.
     pub fn checkpoints(&self) -> Vec<CheckpointInfo> {
-        let st = self.state();
-        let base = (st.base.id > 0).then_some(st.base);
+        let base = (self.base.id > 0).then_some(self.base);
         base.into_iter()
-            .chain(st.checkpoints.values().copied())
+            .chain(self.checkpoints.values().copied())
             .collect()
     }
 
@@ -521,25 +367,6 @@ impl Replica {
         self.pending
     }
 
-    /// Waits until the merges that are due have run (only `keep`
-    /// checkpoints stand apart from the base). Returns the error of a
-    /// merge that failed (once; [`ReplError::Broken`] after that).
-    pub fn settle(&self) -> Result<(), ReplError> {
-        let mut st = self.state();
-        while st.broken.is_none() && (st.merging || st.checkpoints.len() > self.keep) {
-            st = self
-                .shared
-                .changed
-                .wait(st)
-                .unwrap_or_else(PoisonError::into_inner);
-        }
-        match (st.failure.take(), &st.broken) {
-            (Some(e), _) => Err(e),
-            (None, Some(why)) => Err(ReplError::Broken(why.clone())),
-            (None, None) => Ok(()),
-        }
-    }
-
     /// Drops the checkpoint in progress after a failure: the sender resends
     /// from the last acknowledged checkpoint.
     fn abandon(&mut self) {
@@ -548,6 +375,7 @@ impl Replica {
         self.pending = 0;
         self.next_seq = self.acked_seq() + 1;
     }
+
     /// Takes one record from the stream. A record already applied is
     /// ignored (resending is harmless); a gap is an error. Returns the
     /// checkpoint that became durable, if this record completed one.
@@ -651,9 +479,8 @@ impl Replica {
     }
 
     /// Makes the checkpoint just received durable and visible: fsync,
-    /// rename into place, and hand the oldest ones beyond `keep` to the
-    /// merging thread (waiting for it only when it is `MERGE_BACKLOG`
-    /// checkpoints behind).
+    /// rename into place, then fold the oldest ones beyond `keep` into the
+    /// base.
     fn complete(&mut self, info: CheckpointInfo) -> Result<CheckpointInfo, ReplError> {
         let tmp = self.dir.join("incoming.tmp");
         let len = self.incoming_len;
@@ -677,47 +504,75 @@ impl Replica {
         fs::rename(&tmp, &path).map_err(io("rename", &path))?;
         sync_dir(&self.dir)?;
         self.pending = 0;
-        let mut st = self.state();
-        st.checkpoints.insert(info.id, info);
-        self.shared.changed.notify_all();
-        while st.broken.is_none() && st.checkpoints.len() > self.keep + MERGE_BACKLOG {
-            st = self
-                .shared
-                .changed
-                .wait(st)
-                .unwrap_or_else(PoisonError::into_inner);
+        self.checkpoints.insert(info.id, info);
+        while self.checkpoints.len() > self.keep {
+            let oldest = *self.checkpoints.keys().next().unwrap_or(&info.id);
+            // Its file was checked record by record as it arrived (or when
+            // the replica opened): not read twice here. Damage since then
+            // stops the merge part-way, and this replica with it.
+            if let Err(e) = self.merge(oldest, false) {
+                self.broken = Some(e.to_string());
+                return Err(e);
+            }
         }
         Ok(info)
     }
 
     fn usable(&self) -> Result<(), ReplError> {
-        match &self.state().broken {
+        match &self.broken {
             Some(why) => Err(ReplError::Broken(why.clone())),
             None => Ok(()),
         }
     }
 
+    /// Folds checkpoint `id` into the base images; with `check_first`, the
+    /// whole file is checked before the images are touched, so a damaged
+    /// checkpoint leaves them at the previous one. The `merging-` marker
+    /// makes a merge stopped part-way (crash or damage) redo itself at the
+    /// next open, where a damaged file then refuses the open, naming it.
+    fn merge(&mut self, id: u64, check_first: bool) -> Result<(), ReplError> {
+        let marker = self.dir.join(format!("merging-{id}"));
+        File::create(&marker).map_err(io("create", &marker))?;
+        sync_dir(&self.dir)?;
+        let path = cp_path(&self.dir, id);
+        if check_first {
+            read_checkpoint_info(&path)?;
+        }
+        let mut images = Images::new(&self.dir);
+        let info = read_checkpoint(&path, |w| images.write(w))?;
+        images.sync()?;
+        let meta = self.dir.join("meta");
+        let tmp = self.dir.join("meta.tmp");
+        File::create(&tmp)
+            .and_then(|mut f| {
+                f.write_all(format!("base {} {} {}\n", info.id, info.seq, info.time_ms).as_bytes())
+                    .and_then(|()| f.sync_all())
+            })
+            .map_err(io("write", &tmp))?;
+        fs::rename(&tmp, &meta).map_err(io("rename", &meta))?;
+        let size = fs::metadata(&path).map_or(u64::MAX, |m| m.len());
+        if size <= MAX_SPARE && !self.dir.join(SPARE).exists() {
+            let spare = self.dir.join(SPARE);
+            fs::rename(&path, &spare).map_err(io("rename", &path))?;
+        } else {
+            fs::remove_file(&path).map_err(io("remove", &path))?;
+        }
+        fs::remove_file(&marker).map_err(io("remove", &marker))?;
+        sync_dir(&self.dir)?;
+        self.base = info;
+        self.checkpoints.remove(&id);
+        Ok(())
+    }
+
     /// Writes disk `disk` as it was at checkpoint `id` to `out`.
     pub fn restore(&self, id: u64, disk: u32, out: &Path) -> Result<(), ReplError> {
-        // No merge changes the images while they are read.
-        let _images = self
-            .shared
-            .images
-            .read()
-            .unwrap_or_else(PoisonError::into_inner);
-        let layers: Vec<u64> = {
-            let st = self.state();
-            if let Some(why) = &st.broken {
-                return Err(ReplError::Broken(why.clone()));
-            }
-            if id < st.base.id
-                || (id > st.base.id && !st.checkpoints.contains_key(&id))
-                || (id == 0 && st.base.id == 0)
-            {
-                return Err(ReplError::NoCheckpoint(id));
-            }
-            st.checkpoints.range(..=id).map(|(&c, _)| c).collect()
-        };
+        self.usable()?;
+        if id < self.base.id
+            || (id > self.base.id && !self.checkpoints.contains_key(&id))
+            || (id == 0 && self.base.id == 0)
+        {
+            return Err(ReplError::NoCheckpoint(id));
+        }
         let mut o = File::create(out).map_err(io("create", out))?;
         let base = disk_path(&self.dir, disk);
         match File::open(&base) {
@@ -733,7 +588,7 @@ impl Replica {
                 })
             }
         }
-        for cid in layers {
+        for (&cid, _) in self.checkpoints.range(..=id) {
             read_checkpoint(&cp_path(&self.dir, cid), |w| {
                 if w.disk != disk {
                     return Ok(());
@@ -742,25 +597,5 @@ impl Replica {
             })?;
         }
         o.sync_all().map_err(io("fsync", out))
-    }
-}
-
-fn newest(st: &State) -> Option<CheckpointInfo> {
-    st.checkpoints
-        .values()
-        .next_back()
-        .copied()
-        .or((st.base.id > 0).then_some(st.base))
-}
-
-impl Drop for Replica {
-    /// Stops the merging thread after the merge it is running, if any (one
-    /// left due is done at the next open or by the next merging thread).
-    fn drop(&mut self) {
-        self.state().closing = true;
-        self.shared.changed.notify_all();
-        if let Some(t) = self.merger.take() {
-            let _ = t.join();
-        }
     }
 }

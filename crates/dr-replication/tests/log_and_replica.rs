@@ -139,7 +139,6 @@ proptest! {
         }
         // Every durable checkpoint eventually arrives.
         ship_batches(&mut log, &mut replica, 1 << 20);
-        replica.settle().expect("merges");
         let kept = replica.checkpoints();
         prop_assert!(kept.len() <= keep + 1);
         if let Some(last) = at_checkpoint.keys().next_back() {
@@ -310,7 +309,6 @@ fn a_merge_interrupted_by_a_crash_is_finished_on_open() {
         log.checkpoint(u64::from(i)).expect("cp");
     }
     ship(&mut log, &mut replica);
-    replica.settle().expect("merges");
     let kept: Vec<u64> = replica.checkpoints().iter().map(|c| c.id).collect();
     assert_eq!(kept, [1, 2, 3], "base 1 plus the newest two");
     drop(replica);
@@ -484,7 +482,6 @@ fn merged_checkpoint_files_are_written_over_and_cut_to_size() {
         expected[..len].fill(byte);
         log.checkpoint(i as u64).expect("cp");
         ship_batches(&mut log, &mut replica, 4096);
-        replica.settle().expect("merges");
         let out = od.0.join(format!("img{i}"));
         let newest = replica.newest().expect("a checkpoint").id;
         replica.restore(newest, 0, &out).expect("restore");
@@ -523,13 +520,10 @@ fn a_checkpoint_damaged_before_its_merge_stops_the_replica() {
     let mut batch = dr_replication::log::Encoded::default();
     log.read_encoded_into(replica.acked_seq() + 1, usize::MAX, &mut batch)
         .expect("read");
-    // The third checkpoint is durable and acknowledged; its arrival makes
-    // the merge of the damaged one due, on the merging thread.
-    let done = replica.apply_batch(&batch.bytes).expect("received");
-    assert_eq!(done.last().map(|c| c.id), Some(3));
-    let err = replica.settle().expect_err("the merge finds the damage");
+    let err = replica
+        .apply_batch(&batch.bytes)
+        .expect_err("the merge finds the damage");
     assert!(matches!(err, ReplError::Corrupt { .. }), "{err}");
-    assert!(matches!(replica.settle(), Err(ReplError::Broken(_))));
     // Nothing is shown from a half-merged base.
     let out = od.0.join("img");
     assert!(matches!(
