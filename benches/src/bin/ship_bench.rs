@@ -10,15 +10,15 @@
 //!
 //! MODE `shipper` measures the shipping side with the other end doing as
 //! little as the protocol allows, as when it has cores of its own: it ships
-//! to one sink process that opens each frame (checking its tag as a
-//! receiver does) and acknowledges its checkpoints at once, without
-//! checking or writing records.
+//! to one sink process that opens each frame and checks its records as a
+//! receiver does, and acknowledges its checkpoints at once, writing
+//! nothing.
 //!
 //! Run: `cargo run --release -p dr-benches --bin ship-bench [SIZE_MiB [RECORD_KiB [N [DIR [MODE]]]]]`
 //! (defaults 2048, 1024, 1, /dev/shm, `both`). Traffic only on 127.0.0.1.
 
 use dr_replication::net::{self, Progress, ShipConfig};
-use dr_replication::wire;
+use dr_replication::{record, wire};
 use dr_replication::{CheckpointInfo, Log, LogConfig, Replica};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -69,8 +69,8 @@ fn serve(dir: &Path) {
 }
 
 /// The sink process: takes one shipper's stream at a time, opens each
-/// frame (its MAC checked as a receiver's is) and acknowledges every
-/// checkpoint record in it at once, without checking or writing anything.
+/// frame (its tag checked as a receiver's is), checks its records and
+/// acknowledges every checkpoint among them at once, writing nothing.
 fn sink() {
     runtime().block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -89,24 +89,14 @@ fn sink() {
                 .is_ok()
             {
                 let mut at = 0;
-                while at + 17 <= frame.len() {
-                    let num = |i: usize| {
-                        let mut b = [0u8; 8];
-                        b.copy_from_slice(&frame[at + i..at + i + 8]);
-                        u64::from_le_bytes(b)
-                    };
-                    let len = (num(4) & 0xFFFF_FFFF) as usize;
-                    if frame[at + 8] == 2 && at + 33 <= frame.len() {
-                        let c = CheckpointInfo {
-                            seq: num(9),
-                            id: num(17),
-                            time_ms: num(25),
-                        };
+                while let Ok((header, n)) = record::check(&frame[at..]) {
+                    if let record::Header::Checkpoint { seq, id, time_ms } = header {
+                        let c = CheckpointInfo { seq, id, time_ms };
                         net::send_ack(&mut s.writer, &mut s.outbound, &c)
                             .await
                             .expect("ack");
                     }
-                    at += 8 + len;
+                    at += n;
                 }
             }
         }

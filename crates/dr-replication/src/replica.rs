@@ -88,21 +88,66 @@ struct WriteRef<'b> {
     data: &'b [u8],
 }
 
-/// Reads a checkpoint file record by record, handing each write to
-/// `on_write`, and returns its closing checkpoint record. Any damage is an
-/// error naming the file and offset. Records are read straight into one
-/// buffer in chunks and handed out from there (a buffered reader copied
-/// every byte a second time); a record larger than what is left of a chunk
-/// has its rest read behind it rather than moved to the front.
-fn read_checkpoint(
-    path: &Path,
-    mut on_write: impl FnMut(WriteRef<'_>) -> Result<(), ReplError>,
-) -> Result<CheckpointInfo, ReplError> {
+/// A checkpoint file read in chunks straight into one buffer, handing
+/// out each record from there (a buffered reader copied every byte a
+/// second time).
+struct Chunks<'f> {
+    file: &'f File,
+    size: u64,
+    buf: Vec<u8>,
+    /// `buf[pos..filled]` holds the file from the record being read on.
+    pos: usize,
+    filled: usize,
+}
+
+impl Chunks<'_> {
     /// Bytes read at a time.
     const CHUNK: usize = 1 << 20;
     /// A partial record up to this size is moved to the buffer's front
     /// before the next read; a larger one has its rest read behind it.
     const MOVE_AT_MOST: usize = 64 << 10;
+
+    /// The `need` bytes from file offset `at` (where `pos` stands), read
+    /// if not yet there. An error says why, for the caller to locate.
+    fn get(&mut self, at: u64, need: usize) -> Result<&[u8], String> {
+        if self.filled - self.pos < need {
+            let left = self.size - at;
+            if need as u64 > left {
+                return Err(format!(
+                    "truncated: {need} bytes needed, {left} left in the file"
+                ));
+            }
+            let end = if self.filled - self.pos <= Self::MOVE_AT_MOST {
+                self.buf.copy_within(self.pos..self.filled, 0);
+                self.filled -= self.pos;
+                self.pos = 0;
+                need.max(Self::CHUNK)
+                    .min(usize::try_from(left).unwrap_or(usize::MAX))
+            } else {
+                // Only this record's rest: it is then used up, and the
+                // next read starts at the buffer's front again.
+                self.pos + need
+            };
+            if self.buf.len() < end {
+                self.buf.resize(end, 0);
+            }
+            let from = at + (self.filled - self.pos) as u64;
+            self.file
+                .read_exact_at(&mut self.buf[self.filled..end], from)
+                .map_err(|e| format!("read: {e}"))?;
+            self.filled = end;
+        }
+        Ok(&self.buf[self.pos..self.pos + need])
+    }
+}
+
+/// Reads a checkpoint file record by record, handing each write to
+/// `on_write`, and returns its closing checkpoint record. Any damage is an
+/// error naming the file and offset.
+fn read_checkpoint(
+    path: &Path,
+    mut on_write: impl FnMut(WriteRef<'_>) -> Result<(), ReplError>,
+) -> Result<CheckpointInfo, ReplError> {
     let file = File::open(path).map_err(io("open", path))?;
     let size = file.metadata().map_err(io("stat", path))?.len();
     let corrupt = |offset: u64, reason: String| ReplError::Corrupt {
@@ -110,53 +155,23 @@ fn read_checkpoint(
         offset,
         reason,
     };
-    let mut buf: Vec<u8> = Vec::new();
-    // buf[pos..filled] holds the file from offset `at` on.
-    let (mut pos, mut filled) = (0usize, 0usize);
-    let mut at = 0u64;
-    // Makes buf[pos..pos + need] hold the file's bytes from `at`.
-    let fill = |buf: &mut Vec<u8>, pos: &mut usize, filled: &mut usize, at: u64, need: usize| {
-        if *filled - *pos >= need {
-            return Ok(());
-        }
-        let left = size - at;
-        if (need as u64) > left {
-            return Err(corrupt(
-                at,
-                format!("truncated: {need} bytes needed, {left} left in the file"),
-            ));
-        }
-        let left = usize::try_from(left).unwrap_or(usize::MAX);
-        let end = if *filled - *pos <= MOVE_AT_MOST {
-            buf.copy_within(*pos..*filled, 0);
-            *filled -= *pos;
-            *pos = 0;
-            need.max(CHUNK).min(left)
-        } else {
-            // Only this record's rest: it is then used up, and the next
-            // read starts at the buffer's front again.
-            *pos + need
-        };
-        if buf.len() < end {
-            buf.resize(end, 0);
-        }
-        file.read_exact_at(&mut buf[*filled..end], at + (*filled - *pos) as u64)
-            .map_err(|e| corrupt(at, format!("read: {e}")))?;
-        *filled = end;
-        Ok(())
+    let mut chunks = Chunks {
+        file: &file,
+        size,
+        buf: Vec::new(),
+        pos: 0,
+        filled: 0,
     };
+    let mut at = 0u64;
     while at < size {
-        fill(&mut buf, &mut pos, &mut filled, at, record::HEADER)?;
-        let len = u32::from_le_bytes([buf[pos + 4], buf[pos + 5], buf[pos + 6], buf[pos + 7]]);
+        let head = chunks.get(at, record::HEADER).map_err(|e| corrupt(at, e))?;
+        let len = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
         let total = record::HEADER + len as usize;
         if total > record::MAX_RECORD {
             return Err(corrupt(at, "length over the record limit".into()));
         }
-        fill(&mut buf, &mut pos, &mut filled, at, total)?;
-        let rec = &buf[pos..pos + total];
+        let rec = chunks.get(at, total).map_err(|e| corrupt(at, e))?;
         let (header, n) = record::check(rec).map_err(|e| corrupt(at, e.to_string()))?;
-        pos += n;
-        at += n as u64;
         match header {
             record::Header::Write { disk, offset, .. } => on_write(WriteRef {
                 disk,
@@ -164,12 +179,17 @@ fn read_checkpoint(
                 data: record::write_data(rec, header),
             })?,
             record::Header::Checkpoint { seq, id, time_ms } => {
-                if at != size {
-                    return Err(corrupt(at, "data after the checkpoint record".into()));
+                if at + n as u64 != size {
+                    return Err(corrupt(
+                        at + n as u64,
+                        "data after the checkpoint record".into(),
+                    ));
                 }
                 return Ok(CheckpointInfo { id, seq, time_ms });
             }
         }
+        chunks.pos += n;
+        at += n as u64;
     }
     Err(corrupt(at, "no closing checkpoint record".into()))
 }
