@@ -166,3 +166,100 @@ fn a_vm_whose_host_stops_responding_is_restored_on_the_other_host() {
     .is_empty());
     let _ = (&s.sim, &s.dir);
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// The simulator's VMs (`-clusters 1 -vms 2`): which one lands on the host
+/// that is lost is the simulator's choice, so both are protected.
+const VCSIM_VMS: [&str; 2] = ["DC0_C0_RP0_VM0", "DC0_C0_RP0_VM1"];
+
+#[test]
+fn a_vm_whose_host_is_lost_comes_back_from_its_replica_on_a_datastore() {
+    let test = "a_vm_whose_host_is_lost_comes_back_from_its_replica_on_a_datastore";
+    if !vcsim::available(test) || !netns::can_run(test) {
+        return;
+    }
+    let s = setup("vsphere-replica", &[]);
+    // Each VM's disk, shipped by this daemon to a replica it also receives
+    // (the DR site's receiver).
+    let mut text = std::fs::read_to_string(&s.config).expect("config");
+    text.push_str("[replication]\nkey_file = \"repl-key\"\ninterval = \"300ms\"\n");
+    let mut disks = Vec::new();
+    let mut ports = Vec::new();
+    for (i, vm) in VCSIM_VMS.iter().enumerate() {
+        let data: Vec<u8> = (0..(2u32 << 20))
+            .map(|n| (n.wrapping_mul(2_246_822_519) >> 11) as u8 ^ i as u8)
+            .collect();
+        std::fs::write(s.dir.0.join(format!("vm{i}.img")), &data).expect("disk");
+        disks.push(data);
+        let port = free_port();
+        ports.push(port);
+        text.push_str(&format!(
+            "[[replication.receive]]\nlisten = \"127.0.0.1:{port}\"\ndir = \"dr-{i}\"\n\
+             [[replication.vm]]\nname = \"{vm}\"\ndisks = [\"vm{i}.img\"]\n\
+             targets = [\"127.0.0.1:{port}\"]\nreplica = \"dr-{i}\"\n\
+             restore_disks = [\"dr-site/vm{i}.img\"]\n"
+        ));
+    }
+    std::fs::write(s.dir.0.join("repl-key"), "a replication key for the tests").expect("key");
+    std::fs::write(&s.config, text).expect("config");
+    let daemon = Daemon::start(&s.config);
+    let name = steady(&daemon);
+    let i = VCSIM_VMS
+        .iter()
+        .position(|v| *v == name)
+        .unwrap_or_else(|| panic!("{name} is not one of the simulator's VMs {VCSIM_VMS:?}"));
+    let checkpoint = format!(
+        "vmdr_replication_checkpoint{{vm=\"{name}\",target=\"127.0.0.1:{}\"}}",
+        ports[i]
+    );
+    daemon.wait_for(LIMIT, "a checkpoint of its replica", |d| {
+        d.metric(&checkpoint) >= Some(1.0)
+    });
+    lose_h0(&s);
+    daemon.wait_for(
+        LIMIT,
+        "the VM restored from its replica on DC0_C0_H1",
+        |d| {
+            let restored = actions_for(&d.events(), "action_finished", &name)
+                .iter()
+                .any(|e| {
+                    e["action"]["kind"] == "restore"
+                        && e["action"]["source"] == "replica"
+                        && e["ok"] == true
+                });
+            restored
+                && vms(d)
+                    .iter()
+                    .any(|v| v["name"] == name.as_str() && v["host"] == "DC0_C0_H1")
+        },
+    );
+    // Its disk on the datastore is the replica's checkpoint, byte for byte.
+    let (code, body) = http(&s.api, "GET", "/vmdr-test/datastores", None);
+    assert_eq!(code, 200, "{body}");
+    let stores: std::collections::BTreeMap<String, String> =
+        serde_json::from_str(&body).expect("datastores");
+    let uploaded: Vec<std::path::PathBuf> = stores
+        .values()
+        .filter_map(|dir| std::fs::read_dir(dir).ok())
+        .flatten()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("{name}-vmdr-replica-"))
+        })
+        .map(|e| e.path().join(format!("{name}_0-flat.vmdk")))
+        .collect();
+    assert_eq!(uploaded.len(), 1, "one restore's files: {uploaded:?}");
+    let on_datastore = std::fs::read(&uploaded[0]).expect("the uploaded disk");
+    assert!(
+        on_datastore == disks[i],
+        "the disk on the datastore is not the source's"
+    );
+}

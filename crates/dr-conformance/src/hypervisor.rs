@@ -16,6 +16,9 @@ pub struct Fixture {
     pub other_host: String,
     /// A standby host the suite may add (only with `Capabilities::add_host`).
     pub standby_host: Option<String>,
+    /// How many virtual disks the VM has: a restore from disk images
+    /// (`Capabilities::images`) is given one image per disk.
+    pub disks: usize,
 }
 
 /// Runs every test of the suite, in an order where each leaves the fixture
@@ -31,6 +34,9 @@ pub async fn run_all(hv: &dyn Hypervisor, fx: &Fixture) {
     prune_keeps_the_newest(hv, &fx.vm).await;
     cold_migration(hv, &fx.vm, &fx.other_host).await;
     restore_onto_another_host(hv, &fx.vm, &fx.other_host).await;
+    if hv.capabilities().images {
+        restore_from_images(hv, &fx.vm, &fx.other_host, fx.disks).await;
+    }
     drill_copy_lifecycle(hv, &fx.vm, &fx.other_host).await;
     if hv.capabilities().host_recovery {
         host_snapshot_lifecycle(hv, &fx.other_host).await;
@@ -348,6 +354,71 @@ pub async fn restore_onto_another_host(hv: &dyn Hypervisor, vm: &str, other: &st
             "replica restore did not place {vm} on {home}"
         );
     }
+}
+
+/// A restore from disk images (as a replica's receiver writes them) is
+/// refused while the original runs and when an image is missing, leaving
+/// the VM where it was; a stopped VM comes back on the other host, powered
+/// on.
+pub async fn restore_from_images(hv: &dyn Hypervisor, vm: &str, other: &str, disks: usize) {
+    let dir =
+        std::env::temp_dir().join(format!("dr-conformance-images-{}-{vm}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    let images: Vec<std::path::PathBuf> = (0..disks.max(1))
+        .map(|i| {
+            let p = dir.join(format!("disk-{i}.img"));
+            let data: Vec<u8> = (0..1u32 << 20).map(|n| (n >> 9) as u8 ^ i as u8).collect();
+            std::fs::write(&p, data).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            p
+        })
+        .collect();
+    // Whatever the host the last test left it on.
+    let home = vm_info(hv, vm).await.host;
+    let target = if home == other {
+        inventory(hv)
+            .await
+            .hosts
+            .into_iter()
+            .find(|h| h.name != other && h.link == HostLink::Connected)
+            .unwrap_or_else(|| panic!("no second connected host for {vm}"))
+            .name
+    } else {
+        other.to_owned()
+    };
+    match hv.restore_vm_from_images(vm, &target, &images).await {
+        Err(HypervisorError::InvalidState { .. }) => {}
+        r => panic!(
+            "restore of {vm} from images while it runs: expected InvalidState (a second copy), got {r:?}"
+        ),
+    }
+    hv.power_off(vm)
+        .await
+        .unwrap_or_else(|e| panic!("power_off {vm}: {e}"));
+    let mut missing = images.clone();
+    missing[0] = dir.join("no-such-image.img");
+    match hv.restore_vm_from_images(vm, &target, &missing).await {
+        Err(HypervisorError::NotFound { .. }) => {}
+        r => panic!("restore of {vm} from a missing image: expected NotFound, got {r:?}"),
+    }
+    assert_eq!(
+        vm_info(hv, vm).await.host,
+        home,
+        "a refused restore moved {vm}"
+    );
+    hv.restore_vm_from_images(vm, &target, &images)
+        .await
+        .unwrap_or_else(|e| panic!("restore_vm_from_images {vm} -> {target}: {e}"));
+    let info = vm_info(hv, vm).await;
+    assert_eq!(
+        info.host, target,
+        "{vm} restored from images is not on {target}"
+    );
+    assert_eq!(
+        info.power,
+        PowerState::On,
+        "{vm} restored from images is not powered on"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Host snapshots: create, list, remove.

@@ -701,6 +701,18 @@ impl Hypervisor for RemoteSim {
         .await
     }
 
+    async fn restore_vm_from_images(
+        &self,
+        vm: &str,
+        host: &str,
+        images: &[std::path::PathBuf],
+    ) -> Result<(), HypervisorError> {
+        // The images are on this machine; the served simulation only needs
+        // to know they are whole.
+        dr_sim::check_restore_images(images).await?;
+        self.restore_vm(vm, host, RestoreSource::Replica).await
+    }
+
     async fn migrate_vm(&self, vm: &str, host: &str) -> Result<(), HypervisorError> {
         self.call(&Call::MigrateVm {
             vm: vm.to_owned(),

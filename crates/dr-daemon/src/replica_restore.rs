@@ -2,8 +2,10 @@
 //! protected by the replication manager is restored from its replica (by the
 //! engine after a host loss, or by a planned failover), its disks are first
 //! written from the newest complete checkpoint of the replica this daemon
-//! receives, to the images the restored VM uses; then the hypervisor brings
-//! it up. Every other call passes through unchanged.
+//! receives, to image files here; then the hypervisor brings the VM up from
+//! them (a vCenter copies them to a datastore of the target host first).
+//! The inventory says which VMs have such a checkpoint, so the engine can
+//! choose their replica. Every other call passes through unchanged.
 
 use async_trait::async_trait;
 use dr_core::model::{Inventory, PowerEvent, RestoreSource, SnapshotInfo, SnapshotTarget};
@@ -29,12 +31,41 @@ pub struct RestorePlan {
 pub struct ReplicaRestore {
     inner: Arc<dyn Hypervisor>,
     plans: BTreeMap<String, RestorePlan>,
+    /// Whether each planned VM's replica had a complete checkpoint when it
+    /// was last looked at (a replica busy receiving is not waited for).
+    available: Mutex<BTreeMap<String, bool>>,
 }
 
 impl ReplicaRestore {
     /// Wraps `inner`; `plans` by VM name.
     pub fn new(inner: Arc<dyn Hypervisor>, plans: BTreeMap<String, RestorePlan>) -> Self {
-        ReplicaRestore { inner, plans }
+        ReplicaRestore {
+            inner,
+            plans,
+            available: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Whether `plan`'s replica holds a complete checkpoint. The replica's
+    /// lock is only tried: while the receiver holds it (a merge takes a
+    /// while) the last answer stands.
+    fn has_checkpoint(&self, vm: &str, plan: &RestorePlan) -> bool {
+        let mut known = self
+            .available
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let now = match plan.replica.try_lock() {
+            Ok(r) => Some(r.newest().is_some()),
+            Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner().newest().is_some()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        };
+        match now {
+            Some(now) => {
+                known.insert(vm.to_owned(), now);
+                now
+            }
+            None => known.get(vm).copied().unwrap_or(false),
+        }
     }
 
     /// Writes `vm`'s disks from the newest complete checkpoint; returns its
@@ -85,11 +116,22 @@ impl ReplicaRestore {
 #[async_trait]
 impl Hypervisor for ReplicaRestore {
     fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
+        let inner = self.inner.capabilities();
+        Capabilities {
+            // Planned VMs come back from images this decorator writes.
+            replicas: inner.replicas || inner.images,
+            ..inner
+        }
     }
 
     async fn inventory(&self) -> Result<Inventory, HypervisorError> {
-        self.inner.inventory().await
+        let mut inv = self.inner.inventory().await?;
+        for v in &mut inv.vms {
+            if let Some(plan) = self.plans.get(&v.name) {
+                v.replica_available |= self.has_checkpoint(&v.name, plan);
+            }
+        }
+        Ok(inv)
     }
 
     async fn power_events(&self, since: Timestamp) -> Result<Vec<PowerEvent>, HypervisorError> {
@@ -144,9 +186,22 @@ impl Hypervisor for ReplicaRestore {
         if source == RestoreSource::Replica {
             if let Some(plan) = self.plans.get(vm) {
                 self.materialize(vm, plan).await?;
+                return self
+                    .inner
+                    .restore_vm_from_images(vm, host, &plan.images)
+                    .await;
             }
         }
         self.inner.restore_vm(vm, host, source).await
+    }
+
+    async fn restore_vm_from_images(
+        &self,
+        vm: &str,
+        host: &str,
+        images: &[PathBuf],
+    ) -> Result<(), HypervisorError> {
+        self.inner.restore_vm_from_images(vm, host, images).await
     }
 
     async fn migrate_vm(&self, vm: &str, host: &str) -> Result<(), HypervisorError> {

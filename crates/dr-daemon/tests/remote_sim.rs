@@ -84,6 +84,7 @@ async fn the_served_simulation_passes_the_hypervisor_suite() {
         vm: "a".into(),
         other_host: "h2".into(),
         standby_host: Some("spare".into()),
+        disks: 1,
     };
     dr_conformance::hypervisor::run_all(&hv, &fx).await;
 }

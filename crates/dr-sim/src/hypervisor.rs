@@ -5,6 +5,7 @@ use async_trait::async_trait;
 use dr_core::model::{Inventory, PowerEvent, RestoreSource, SnapshotInfo, SnapshotTarget};
 use dr_core::ports::{Capabilities, Clock, Hypervisor, HypervisorError};
 use dr_core::Timestamp;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -53,6 +54,49 @@ pub(crate) fn lock(world: &Mutex<World>) -> MutexGuard<'_, World> {
     world.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// Checks disk images a replica wrote for a restore: each one a regular
+/// file of whole 512-byte sectors. The simulated datacenter's VMs have no
+/// disks of their own to write them to, so this is all a restore does with
+/// them; a vCenter copies them to a datastore.
+pub async fn check_restore_images(images: &[PathBuf]) -> Result<(), HypervisorError> {
+    if images.is_empty() {
+        return Err(HypervisorError::Failed {
+            op: "restore from images",
+            detail: "no disk images given".into(),
+        });
+    }
+    let images = images.to_vec();
+    tokio::task::spawn_blocking(move || {
+        for image in &images {
+            let m = std::fs::metadata(image).map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => HypervisorError::NotFound {
+                    kind: "disk image",
+                    name: image.display().to_string(),
+                },
+                _ => HypervisorError::Failed {
+                    op: "restore from images",
+                    detail: format!("{}: {e}", image.display()),
+                },
+            })?;
+            if !m.is_file() || m.len() % 512 != 0 {
+                return Err(HypervisorError::Failed {
+                    op: "restore from images",
+                    detail: format!(
+                        "{} is not a disk image (a file of whole 512-byte sectors)",
+                        image.display()
+                    ),
+                });
+            }
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|e| HypervisorError::Failed {
+        op: "restore from images",
+        detail: e.to_string(),
+    })?
+}
+
 /// The simulated hypervisor manager. Operations check their preconditions,
 /// take their simulated time on the clock, then re-check and apply, so faults
 /// that land mid-operation are seen as on a real manager.
@@ -83,6 +127,7 @@ impl Hypervisor for SimHypervisor {
             add_host: true,
             replicas: true,
             drills: true,
+            images: true,
         }
     }
 
@@ -170,6 +215,16 @@ impl Hypervisor for SimHypervisor {
         };
         self.run(Op::Restore(vm.to_owned(), host.to_owned(), source), latency)
             .await
+    }
+
+    async fn restore_vm_from_images(
+        &self,
+        vm: &str,
+        host: &str,
+        images: &[PathBuf],
+    ) -> Result<(), HypervisorError> {
+        check_restore_images(images).await?;
+        self.restore_vm(vm, host, RestoreSource::Replica).await
     }
 
     async fn migrate_vm(&self, vm: &str, host: &str) -> Result<(), HypervisorError> {

@@ -29,7 +29,7 @@ mod runner;
 pub mod scenario;
 pub mod world;
 
-pub use hypervisor::{Latencies, SimHypervisor};
+pub use hypervisor::{check_restore_images, Latencies, SimHypervisor};
 pub use prober::SimProber;
 pub use report::Report;
 pub use runner::{run, RunError};

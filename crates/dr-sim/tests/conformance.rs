@@ -55,6 +55,7 @@ async fn sim_hypervisor_passes_the_conformance_suite() {
         vm: "a".into(),
         other_host: "h2".into(),
         standby_host: Some("spare".into()),
+        disks: 1,
     };
     dr_conformance::hypervisor::run_all(&hv, &fx).await;
 }

@@ -18,6 +18,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
+mod from_images;
+
 /// Disk and network rates by VM or host name, and when they were read.
 #[derive(Default)]
 struct PerfCache {
@@ -32,6 +34,18 @@ struct Refs {
     vms: HashMap<String, MoRef>,
     hosts: HashMap<String, MoRef>,
     clusters: HashMap<String, MoRef>,
+}
+
+/// The original of a restore, as read before it starts.
+struct Preflight {
+    /// Its properties.
+    o: inventory::ObjectContent,
+    /// Its host.
+    home: MoRef,
+    /// Whether vCenter manages that host (connected and not powered off).
+    home_managed: bool,
+    /// Its folder.
+    folder: MoRef,
 }
 
 /// A connected vCenter.
@@ -553,61 +567,26 @@ impl Vsphere {
         source: RestoreSource,
     ) -> Result<(), VsphereError> {
         if source == RestoreSource::Replica {
+            // The replica's data is on the machine that receives it: see
+            // `restore_vm_from_images`.
             return Err(VsphereError::Unsupported {
-                op: "restore from a replica (comes with dr-replication)",
+                op: "restore from a replica without its disk images",
             });
         }
         let original = self.moref(true, vm).await?;
         let target = self.moref(false, host).await?;
-        let o = inventory::retrieve_one(
-            &self.session,
-            &original,
-            &[
-                "parent",
-                "runtime.powerState",
-                "runtime.host",
-                "summary.config.vmPathName",
-            ],
-        )
-        .await?;
+        let Preflight {
+            o,
+            home,
+            home_managed,
+            folder,
+        } = self
+            .restore_preflight(vm, &original, &["summary.config.vmPathName"])
+            .await?;
         let missing = |what: &str| VsphereError::Missing {
             method: "RetrievePropertiesEx".into(),
             what: format!("{what} of {vm}"),
         };
-        let home = o
-            .props
-            .get("runtime.host")
-            .and_then(MoRef::from_element)
-            .ok_or_else(|| missing("the host"))?;
-        let home_state = inventory::retrieve_one(
-            &self.session,
-            &home,
-            &["runtime.connectionState", "runtime.powerState"],
-        )
-        .await?;
-        let home_managed = home_state
-            .props
-            .get("runtime.connectionState")
-            .map(|e| e.text.trim())
-            == Some("connected")
-            && home_state
-                .props
-                .get("runtime.powerState")
-                .map(|e| e.text.trim())
-                != Some("poweredOff");
-        if home_managed
-            && o.props.get("runtime.powerState").map(|e| e.text.trim()) == Some("poweredOn")
-        {
-            return Err(VsphereError::InvalidState {
-                name: vm.to_owned(),
-                detail: "is running: a restore would start a second copy".into(),
-            });
-        }
-        let folder = o
-            .props
-            .get("parent")
-            .and_then(MoRef::from_element)
-            .ok_or_else(|| missing("the folder"))?;
         let pool = self.resource_pool_of(&target).await?;
         if home_managed {
             self.restore_by_clone(vm, &original, &folder, &target, &pool)
@@ -760,6 +739,64 @@ impl Vsphere {
         Ok(())
     }
 
+    /// What a restore reads of the original first, with `extra`
+    /// properties: its folder and home host. Refuses while it runs on a
+    /// host vCenter manages: a restore would start a second copy.
+    async fn restore_preflight(
+        &self,
+        vm: &str,
+        original: &MoRef,
+        extra: &[&str],
+    ) -> Result<Preflight, VsphereError> {
+        let mut paths = vec!["parent", "runtime.powerState", "runtime.host"];
+        paths.extend_from_slice(extra);
+        let o = inventory::retrieve_one(&self.session, original, &paths).await?;
+        let missing = |what: &str| VsphereError::Missing {
+            method: "RetrievePropertiesEx".into(),
+            what: format!("{what} of {vm}"),
+        };
+        let home = o
+            .props
+            .get("runtime.host")
+            .and_then(MoRef::from_element)
+            .ok_or_else(|| missing("the host"))?;
+        let home_state = inventory::retrieve_one(
+            &self.session,
+            &home,
+            &["runtime.connectionState", "runtime.powerState"],
+        )
+        .await?;
+        let home_managed = home_state
+            .props
+            .get("runtime.connectionState")
+            .map(|e| e.text.trim())
+            == Some("connected")
+            && home_state
+                .props
+                .get("runtime.powerState")
+                .map(|e| e.text.trim())
+                != Some("poweredOff");
+        if home_managed
+            && o.props.get("runtime.powerState").map(|e| e.text.trim()) == Some("poweredOn")
+        {
+            return Err(VsphereError::InvalidState {
+                name: vm.to_owned(),
+                detail: "is running: a restore would start a second copy".into(),
+            });
+        }
+        let folder = o
+            .props
+            .get("parent")
+            .and_then(MoRef::from_element)
+            .ok_or_else(|| missing("the folder"))?;
+        Ok(Preflight {
+            o,
+            home,
+            home_managed,
+            folder,
+        })
+    }
+
     async fn restore_by_clone(
         &self,
         vm: &str,
@@ -772,7 +809,8 @@ impl Vsphere {
             .snapshot_ref(&SnapshotTarget::Vm(vm.to_owned()), None)
             .await?;
         let placement = format!("{}{}", target.xml("host"), pool.xml("pool"));
-        let temp = format!("{vm}.vmdr-restore");
+        let temp = restore_name(vm);
+        self.remove_leftover(vm, &temp).await?;
         let args = format!(
             "{}<name>{}</name><spec><location>{placement}</location><template>false</template><powerOn>false</powerOn>{}</spec>",
             folder.xml("folder"),
@@ -790,46 +828,95 @@ impl Vsphere {
             .await?,
             "the clone",
         )?;
+        // Placement is asked for in the clone spec; relocating makes sure
+        // (a no-op where it already is).
+        let placed = task::run(
+            &self.session,
+            "RelocateVM_Task",
+            &clone,
+            &format!("<spec>{placement}</spec>"),
+            self.task_timeout,
+        )
+        .await;
+        if let Err(e) = placed {
+            self.discard(vm, &clone).await;
+            return Err(e);
+        }
+        self.take_over(vm, original, &clone).await
+    }
+
+    /// Puts `new` (a VM named [`restore_name`]) in the place of `original`:
+    /// the original is unregistered (its files stay), `new` takes its name
+    /// and is powered on. Until the original is unregistered a failure
+    /// removes `new`; from then on `new` is the only copy and is kept.
+    pub(crate) async fn take_over(
+        &self,
+        vm: &str,
+        original: &MoRef,
+        new: &MoRef,
+    ) -> Result<(), VsphereError> {
+        if let Err(e) = self
+            .session
+            .invoke("UnregisterVM", &original.xml("_this"))
+            .await
+        {
+            self.discard(vm, new).await;
+            return Err(e);
+        }
         let finish = async {
-            // Placement is asked for in the clone spec; relocating makes
-            // sure (a no-op where it already is).
-            task::run(
-                &self.session,
-                "RelocateVM_Task",
-                &clone,
-                &format!("<spec>{placement}</spec>"),
-                self.task_timeout,
-            )
-            .await?;
-            self.session
-                .invoke("UnregisterVM", &original.xml("_this"))
-                .await?;
             task::run(
                 &self.session,
                 "Rename_Task",
-                &clone,
+                new,
                 &format!("<newName>{}</newName>", xml::escape(vm)),
                 self.task_timeout,
             )
             .await?;
-            task::run(
-                &self.session,
-                "PowerOnVM_Task",
-                &clone,
-                "",
-                self.task_timeout,
-            )
-            .await
+            task::run(&self.session, "PowerOnVM_Task", new, "", self.task_timeout).await
         };
-        if let Err(e) = finish.await {
-            tracing::warn!(vm, error = %e, "restore failed after cloning; removing the clone");
-            if let Err(c) =
-                task::run(&self.session, "Destroy_Task", &clone, "", self.task_timeout).await
-            {
-                tracing::warn!(vm, error = %c, "could not remove the partial clone {}", clone.value);
-            }
-            return Err(e);
+        let result = finish.await;
+        self.invalidate().await;
+        result.map(drop).inspect_err(|e| {
+            tracing::error!(vm, error = %e, "the restored copy replaced the original but did not start; it is in vCenter as {vm} or {}", restore_name(vm));
+        })
+    }
+
+    /// Removes the new VM of a restore that failed before it replaced the
+    /// original (best effort).
+    async fn discard(&self, vm: &str, new: &MoRef) {
+        tracing::warn!(
+            vm,
+            "restore failed before the original was replaced; removing its new VM"
+        );
+        if let Err(e) = task::run(&self.session, "Destroy_Task", new, "", self.task_timeout).await {
+            tracing::warn!(vm, error = %e, "could not remove the restore's new VM {}", new.value);
         }
+    }
+
+    /// Removes `temp`, the new VM of an earlier restore of `vm` that a
+    /// crash stopped before the original was unregistered (the original is
+    /// still there, so it is a leftover; it would block this restore's own
+    /// under the same name). A running one is not touched.
+    pub(crate) async fn remove_leftover(&self, vm: &str, temp: &str) -> Result<(), VsphereError> {
+        let r = match self.moref(true, temp).await {
+            Ok(r) => r,
+            Err(VsphereError::NotFound { .. }) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let o = inventory::retrieve_one(&self.session, &r, &["runtime.powerState"]).await?;
+        if o.props.get("runtime.powerState").map(|e| e.text.trim()) == Some("poweredOn") {
+            return Err(VsphereError::InvalidState {
+                name: temp.to_owned(),
+                detail: format!("runs: a restore of {vm} left under way must be looked at"),
+            });
+        }
+        tracing::warn!(
+            vm,
+            leftover = temp,
+            "removing the new VM of a restore a crash left unfinished"
+        );
+        task::run(&self.session, "Destroy_Task", &r, "", self.task_timeout).await?;
+        self.invalidate().await;
         Ok(())
     }
 
@@ -1055,13 +1142,15 @@ impl Vsphere {
 #[async_trait]
 impl Hypervisor for Vsphere {
     fn capabilities(&self) -> Capabilities {
-        // vSphere has no host snapshots to recover a host from; replicas
-        // come with dr-replication. Drills are isolated clones.
+        // vSphere has no host snapshots to recover a host from. A replica
+        // is restored from the images its receiver writes (uploaded to a
+        // datastore), not by `restore_vm` alone. Drills are isolated clones.
         Capabilities {
             host_recovery: false,
             add_host: true,
             replicas: false,
             drills: true,
+            images: true,
         }
     }
 
@@ -1121,6 +1210,15 @@ impl Hypervisor for Vsphere {
         Ok(Vsphere::restore_vm(self, vm, host, source).await?)
     }
 
+    async fn restore_vm_from_images(
+        &self,
+        vm: &str,
+        host: &str,
+        images: &[std::path::PathBuf],
+    ) -> Result<(), HypervisorError> {
+        Ok(Vsphere::restore_vm_from_images(self, vm, host, images).await?)
+    }
+
     async fn migrate_vm(&self, vm: &str, host: &str) -> Result<(), HypervisorError> {
         Ok(Vsphere::migrate_vm(self, vm, host).await?)
     }
@@ -1153,6 +1251,11 @@ impl Hypervisor for Vsphere {
 }
 
 /// The virtual machine a `CloneVM_Task` made, from its result.
+/// The temporary name of `vm`'s new copy while a restore puts it in place.
+fn restore_name(vm: &str) -> String {
+    format!("{vm}.vmdr-restore")
+}
+
 fn cloned_vm(result: Option<crate::xml::Element>, what: &str) -> Result<MoRef, VsphereError> {
     result
         .and_then(|r| {

@@ -70,6 +70,14 @@ pub enum VsphereError {
         /// The name.
         name: String,
     },
+    /// A file could not be written to a datastore.
+    #[error("upload to {path} failed: {detail}")]
+    Upload {
+        /// The datastore path (`[ds] dir/file`).
+        path: String,
+        /// Why.
+        detail: String,
+    },
     /// A well-formed answer missing something it must have.
     #[error("vCenter answer to {method} lacks {what}")]
     Missing {
@@ -144,6 +152,10 @@ impl From<VsphereError> for HypervisorError {
             },
             VsphereError::Config(_) => HypervisorError::Failed {
                 op: "vsphere",
+                detail: e.to_string(),
+            },
+            VsphereError::Upload { .. } => HypervisorError::Failed {
+                op: "datastore upload",
                 detail: e.to_string(),
             },
             VsphereError::NotSoap { .. }

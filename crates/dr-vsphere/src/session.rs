@@ -116,6 +116,8 @@ pub struct ServiceContent {
     pub event_manager: Option<MoRef>,
     /// The performance manager, if any.
     pub perf_manager: Option<MoRef>,
+    /// The file manager (deletes datastore files), if any.
+    pub file_manager: Option<MoRef>,
     /// "VMware vCenter Server 8.0.2 build-…".
     pub full_name: String,
     /// API version.
@@ -129,7 +131,22 @@ pub struct Session {
     user: String,
     password: Secret,
     relogin: tokio::sync::Mutex<u64>,
+    /// The configured per-request timeout.
+    timeout: Duration,
 }
+
+/// What [`Session::upload`] writes.
+#[derive(Clone, Copy, Debug)]
+pub enum Upload<'a> {
+    /// A file on this machine, streamed.
+    File(&'a std::path::Path),
+    /// Bytes in memory (a disk descriptor).
+    Bytes(&'a [u8]),
+}
+
+/// Uploads are given the configured timeout plus one second per this many
+/// bytes: a slow link finishes, a stalled one does not hang for ever.
+const UPLOAD_FLOOR_BYTES_PER_SEC: u64 = 8 << 20;
 
 impl fmt::Debug for Session {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -189,6 +206,7 @@ impl Session {
             session_manager: moref(rv, "sessionManager", m)?,
             event_manager: rv.child("eventManager").and_then(MoRef::from_element),
             perf_manager: rv.child("perfManager").and_then(MoRef::from_element),
+            file_manager: rv.child("fileManager").and_then(MoRef::from_element),
             full_name: rv
                 .path(&["about", "fullName"])
                 .map(|e| e.text.clone())
@@ -204,6 +222,7 @@ impl Session {
             user: cfg.user.clone(),
             password,
             relogin: tokio::sync::Mutex::new(0),
+            timeout: cfg.timeout,
         };
         session.login().await?;
         tracing::info!(vcenter = %session.content.full_name, api = %session.content.api_version, user = %session.user, "logged in to vCenter");
@@ -244,18 +263,71 @@ impl Session {
         let seen = *self.relogin.lock().await;
         match self.soap.call(method, inner).await {
             Err(e) if e.fault() == Some("NotAuthenticated") => {
-                let mut n = self.relogin.lock().await;
-                // Another task may have logged in again meanwhile.
-                if *n == seen {
-                    tracing::info!(method, "vCenter session expired: logging in again");
-                    self.login().await?;
-                    *n += 1;
-                }
-                drop(n);
+                self.login_again(seen, method).await?;
                 self.soap.call(method, inner).await
             }
             other => other,
         }
+    }
+
+    /// Logs in again after `what` found the session gone, unless another
+    /// task did since the session counted `seen` re-logins.
+    async fn login_again(&self, seen: u64, what: &str) -> Result<(), VsphereError> {
+        let mut n = self.relogin.lock().await;
+        if *n == seen {
+            tracing::info!(what, "vCenter session expired: logging in again");
+            self.login().await?;
+            *n += 1;
+        }
+        Ok(())
+    }
+
+    /// Writes `what` to `path` on datastore `ds` of the datacenter at
+    /// inventory path `dc`, through vCenter's `/folder` service (a file
+    /// there is replaced). Logs in again once if the session is gone.
+    pub async fn upload(
+        &self,
+        dc: &str,
+        ds: &str,
+        path: &str,
+        what: Upload<'_>,
+    ) -> Result<(), VsphereError> {
+        let failed = |detail: String| VsphereError::Upload {
+            path: format!("[{ds}] {path}"),
+            detail,
+        };
+        let mut seen = *self.relogin.lock().await;
+        for attempt in 0..2 {
+            let (body, len) = match what {
+                Upload::Bytes(b) => (reqwest::Body::from(b.to_vec()), b.len() as u64),
+                Upload::File(f) => {
+                    let file = tokio::fs::File::open(f)
+                        .await
+                        .map_err(|e| failed(format!("{}: {e}", f.display())))?;
+                    let len = file
+                        .metadata()
+                        .await
+                        .map_err(|e| failed(format!("{}: {e}", f.display())))?
+                        .len();
+                    (reqwest::Body::from(file), len)
+                }
+            };
+            let timeout = self.timeout + Duration::from_secs(len / UPLOAD_FLOOR_BYTES_PER_SEC);
+            let status = self
+                .soap
+                .put_datastore_file((dc, ds, path), body, len, timeout)
+                .await?;
+            if status.is_success() {
+                return Ok(());
+            }
+            if status == reqwest::StatusCode::UNAUTHORIZED && attempt == 0 {
+                self.login_again(seen, "upload").await?;
+                seen = *self.relogin.lock().await;
+                continue;
+            }
+            return Err(failed(format!("HTTP {status}")));
+        }
+        Err(failed("HTTP 401 after logging in again".into()))
     }
 
     /// Ends the session (best effort: errors are logged).

@@ -77,6 +77,19 @@ impl Soap {
             .is_some()
     }
 
+    /// `req` with the session cookie, if one is held.
+    fn with_session(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        let cookie = self
+            .cookie
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        match cookie {
+            Some(c) => req.header("Cookie", format!("{COOKIE}={c}")),
+            None => req,
+        }
+    }
+
     /// Calls `method` with its body (the method element's inner XML, in the
     /// `urn:vim25` namespace). Returns the response element (the child of
     /// the SOAP body), or the fault.
@@ -84,20 +97,13 @@ impl Soap {
         let envelope = format!(
             r#"<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xmlns:xsd="http://www.w3.org/2001/XMLSchema"><soapenv:Body><{method} xmlns="urn:vim25">{inner}</{method}></soapenv:Body></soapenv:Envelope>"#
         );
-        let mut req = self
+        let req = self
             .http
             .post(self.url.clone())
             .header("Content-Type", "text/xml; charset=utf-8")
             .header("SOAPAction", "urn:vim25/6.5")
             .body(envelope);
-        let cookie = self
-            .cookie
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
-        if let Some(c) = cookie {
-            req = req.header("Cookie", format!("{COOKIE}={c}"));
-        }
+        let req = self.with_session(req);
         let http_err = |source| VsphereError::Http {
             method: method.to_owned(),
             source,
@@ -172,6 +178,44 @@ impl Soap {
             });
         }
         Ok(first.clone())
+    }
+}
+
+impl Soap {
+    /// `PUT`s `body` (`len` bytes) to `path` on datastore `ds` of the
+    /// datacenter at inventory path `dc`, through vCenter's `/folder`
+    /// service, with the session cookie. Returns the HTTP status for the
+    /// caller to judge (401: the session is gone).
+    pub async fn put_datastore_file(
+        &self,
+        (dc, ds, path): (&str, &str, &str),
+        body: reqwest::Body,
+        len: u64,
+        timeout: std::time::Duration,
+    ) -> Result<reqwest::StatusCode, VsphereError> {
+        let method = format!("upload of [{ds}] {path}");
+        let mut url = self.url.clone();
+        url.set_path("/folder");
+        url.path_segments_mut()
+            .map_err(|()| VsphereError::Config(format!("vCenter URL {}: no path", self.url)))?
+            .extend(path.split('/').filter(|s| !s.is_empty()));
+        url.query_pairs_mut()
+            .clear()
+            .append_pair("dcPath", dc)
+            .append_pair("dsName", ds);
+        let req = self
+            .http
+            .put(url)
+            .timeout(timeout)
+            .header("Content-Type", "application/octet-stream")
+            .header("Content-Length", len.to_string())
+            .body(body);
+        let req = self.with_session(req);
+        let resp = req
+            .send()
+            .await
+            .map_err(|source| VsphereError::Http { method, source })?;
+        Ok(resp.status())
     }
 }
 

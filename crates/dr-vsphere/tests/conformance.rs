@@ -46,10 +46,20 @@ async fn vsphere_passes_the_conformance_suite() {
         .iter()
         .find(|h| h.name != vm.host && h.link == dr_core::model::HostLink::Connected)
         .expect("a second connected host");
+    let r = v.moref(true, &vm.name).await.expect("the VM");
+    let devices = dr_vsphere::inventory::retrieve_one(v.session(), &r, &["config.hardware.device"])
+        .await
+        .expect("its devices");
+    let disks = devices.props["config.hardware.device"]
+        .children
+        .iter()
+        .filter(|d| d.xsi_type() == Some("VirtualDisk"))
+        .count();
     let fx = dr_conformance::hypervisor::Fixture {
         vm: vm.name.clone(),
         other_host: other.name.clone(),
         standby_host: Some("esx-spare.vmdr.test".into()),
+        disks,
     };
     dr_conformance::hypervisor::run_all(&v, &fx).await;
     v.close().await;

@@ -24,6 +24,34 @@ async fn connect(sim: &Vcsim, var: &str) -> Vsphere {
     Vsphere::connect(&cfg).await.expect("login")
 }
 
+/// `host` stops responding to vCenter (the simulator's test endpoint).
+async fn stops_responding(sim: &Vcsim, host: &str) {
+    let url = format!(
+        "{}/vmdr-test/host-state?name={host}&state=notResponding",
+        sim.base()
+    );
+    assert!(reqwest::Client::new()
+        .post(&url)
+        .send()
+        .await
+        .expect("test endpoint")
+        .status()
+        .is_success());
+}
+
+/// `vm`'s host, and another host.
+fn home_and_other(inv: &dr_core::model::Inventory, vm: &str) -> (String, String) {
+    let home = inv.vm(vm).expect("vm").host.clone();
+    let other = inv
+        .hosts
+        .iter()
+        .find(|h| h.name != home)
+        .expect("another host")
+        .name
+        .clone();
+    (home, other)
+}
+
 #[tokio::test]
 async fn power_cycle_reset_and_faults() {
     if !available("power_cycle_reset_and_faults") {
@@ -168,14 +196,7 @@ async fn snapshot_lifecycle_and_cold_migration() {
         HypervisorError::Unsupported { .. }
     ));
 
-    let home = inv.vm(&vm).expect("vm").host.clone();
-    let other = inv
-        .hosts
-        .iter()
-        .find(|h| h.name != home)
-        .expect("another host")
-        .name
-        .clone();
+    let (_, other) = home_and_other(&inv, &vm);
     let e = v.migrate_vm(&vm, &other).await.expect_err("running");
     assert!(matches!(
         HypervisorError::from(e),
@@ -311,28 +332,11 @@ async fn restore_off_a_host_that_stopped_responding_registers_the_files_elsewher
     let v = connect(&sim, "DRV_PW_LOST").await;
     let (inv, _) = v.full_inventory().await.expect("inventory");
     let vm = inv.vms[0].name.clone();
-    let home = inv.vm(&vm).expect("vm").host.clone();
-    let other = inv
-        .hosts
-        .iter()
-        .find(|h| h.name != home)
-        .expect("another host")
-        .name
-        .clone();
+    let (home, other) = home_and_other(&inv, &vm);
     let others_before = inv.vms.len();
     // The host dies with the VM on it.
     v.power_off(&vm).await.expect("the VM stops with its host");
-    let url = format!(
-        "{}/vmdr-test/host-state?name={home}&state=notResponding",
-        sim.base()
-    );
-    assert!(reqwest::Client::new()
-        .post(&url)
-        .send()
-        .await
-        .expect("test endpoint")
-        .status()
-        .is_success());
+    stops_responding(&sim, &home).await;
     v.restore_vm(&vm, &other, dr_core::model::RestoreSource::Snapshot)
         .await
         .expect("restore");
@@ -477,4 +481,198 @@ async fn a_registration_left_under_way_is_finished_by_the_next_connection() {
     // Nothing left: a second pass does nothing.
     assert!(next.resume_pending().await.is_empty());
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The virtual disks of `vm` as vCenter lists them: (backing file, bytes).
+async fn disks_of(v: &Vsphere, vm: &str) -> Vec<(String, u64)> {
+    let r = v.moref(true, vm).await.expect("the VM");
+    let o = dr_vsphere::inventory::retrieve_one(v.session(), &r, &["config.hardware.device"])
+        .await
+        .expect("its devices");
+    o.props
+        .get("config.hardware.device")
+        .map(|a| a.children.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|d| d.xsi_type() == Some("VirtualDisk"))
+        .map(|d| {
+            let file = d
+                .path(&["backing", "fileName"])
+                .map(|f| f.text.trim().to_owned())
+                .unwrap_or_default();
+            let kb: u64 = d
+                .child_text("capacityInKB")
+                .and_then(|k| k.trim().parse().ok())
+                .unwrap_or(0);
+            (file, kb * 1024)
+        })
+        .collect()
+}
+
+/// Where a datastore path (`[ds] dir/file`) is on this machine: vcsim keeps
+/// each datastore in a local directory, its `info.url`.
+async fn local_path(v: &Vsphere, ds_path: &str) -> std::path::PathBuf {
+    let (ds, rel) = ds_path
+        .strip_prefix('[')
+        .and_then(|p| p.split_once("] "))
+        .expect("a datastore path");
+    let (inv, _) = v.full_inventory().await.expect("inventory");
+    for h in &inv.hosts {
+        let host = v.moref(false, &h.name).await.expect("host");
+        let o = dr_vsphere::inventory::retrieve_one(v.session(), &host, &["datastore"])
+            .await
+            .expect("datastores");
+        for d in o.props["datastore"]
+            .children
+            .iter()
+            .filter_map(dr_vsphere::soap::MoRef::from_element)
+        {
+            let p = dr_vsphere::inventory::retrieve_one(v.session(), &d, &["name", "info.url"])
+                .await
+                .expect("datastore");
+            if p.props.get("name").map(|n| n.text.trim()) == Some(ds) {
+                let url = p.props["info.url"].text.trim().to_owned();
+                return std::path::Path::new(url.trim_start_matches("file://")).join(rel);
+            }
+        }
+    }
+    panic!("no datastore {ds}")
+}
+
+#[tokio::test]
+async fn failover_from_replica_images_uploads_them_and_runs_the_vm_from_them() {
+    if !available("failover_from_replica_images_uploads_them_and_runs_the_vm_from_them") {
+        return;
+    }
+    let sim = Vcsim::start(&[]);
+    let v = connect(&sim, "DRV_PW_IMAGES").await;
+    let (inv, _) = v.full_inventory().await.expect("inventory");
+    let vm = inv.vms[0].name.clone();
+    let (home, other) = home_and_other(&inv, &vm);
+    let vms_before = inv.vms.len();
+    let disks = disks_of(&v, &vm).await;
+    assert!(!disks.is_empty(), "{vm} has no disk in the simulator");
+
+    // The images a replica's checkpoint was written to: distinct content
+    // per disk, sizes that are not the original disks'.
+    let dir = std::env::temp_dir().join(format!("drv-images-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let mut images = Vec::new();
+    let mut contents = Vec::new();
+    for i in 0..disks.len() {
+        let bytes: Vec<u8> = (0..(3u32 << 20) + 512 * (i as u32))
+            .map(|n| (n.wrapping_mul(2_654_435_761) >> 13) as u8 ^ i as u8)
+            .collect();
+        let p = dir.join(format!("disk-{i}.img"));
+        std::fs::write(&p, &bytes).expect("image");
+        images.push(p);
+        contents.push(bytes);
+    }
+
+    // Refused while the original runs on a host vCenter manages.
+    let e = v
+        .restore_vm_from_images(&vm, &other, &images)
+        .await
+        .expect_err("a second copy");
+    assert!(
+        matches!(
+            HypervisorError::from(e),
+            HypervisorError::InvalidState { .. }
+        ),
+        "while running"
+    );
+    v.power_off(&vm).await.expect("the VM stops with its host");
+    // Bad images are refused before anything changes.
+    let mut one_too_many = images.clone();
+    one_too_many.push(images[0].clone());
+    let e = v
+        .restore_vm_from_images(&vm, &other, &one_too_many)
+        .await
+        .expect_err("more images than disks");
+    assert!(e.to_string().contains("virtual disks"), "{e}");
+    let e = v
+        .restore_vm_from_images(&vm, &other, &[dir.join("missing.img")])
+        .await
+        .expect_err("no such image");
+    assert!(
+        matches!(
+            HypervisorError::from(e),
+            HypervisorError::NotFound {
+                kind: "disk image",
+                ..
+            }
+        ),
+        "missing image"
+    );
+    let odd = dir.join("odd.img");
+    std::fs::write(&odd, b"not sectors").expect("odd");
+    let e = v
+        .restore_vm_from_images(&vm, &other, &[odd])
+        .await
+        .expect_err("not whole sectors");
+    assert!(e.to_string().contains("512-byte sectors"), "{e}");
+    let (same, _) = v.full_inventory().await.expect("inventory");
+    assert_eq!(same.vm(&vm).map(|x| x.host.as_str()), Some(home.as_str()));
+    assert_eq!(disks_of(&v, &vm).await, disks, "the original is untouched");
+
+    // A crash stopped an earlier restore before the original was
+    // unregistered: its new VM is left, under the temporary name.
+    let leftover = format!("{vm}.vmdr-restore");
+    v.create_snapshot(
+        &dr_core::model::SnapshotTarget::Vm(vm.clone()),
+        "for-a-copy",
+    )
+    .await
+    .expect("snapshot");
+    v.start_drill_copy(
+        &vm,
+        &other,
+        dr_core::model::RestoreSource::Snapshot,
+        &leftover,
+    )
+    .await
+    .expect("a VM under the temporary name");
+    let e = v
+        .restore_vm_from_images(&vm, &other, &images)
+        .await
+        .expect_err("a running leftover is not touched");
+    assert!(e.to_string().contains("left under way"), "{e}");
+    v.power_off(&leftover).await.expect("the leftover stops");
+
+    // Its host dies; the failover runs it elsewhere from the images.
+    stops_responding(&sim, &home).await;
+    v.restore_vm_from_images(&vm, &other, &images)
+        .await
+        .expect("failover from the images");
+    let (after, _) = v.full_inventory().await.expect("inventory");
+    let restored = after.vm(&vm).expect("the VM keeps its name");
+    assert_eq!(restored.host, other);
+    assert_eq!(restored.power, PowerState::On);
+    assert_eq!(after.vms.len(), vms_before, "one VM, not two");
+    assert!(after.vm(&format!("{vm}.vmdr-restore")).is_none());
+    let new_disks = disks_of(&v, &vm).await;
+    assert_eq!(new_disks.len(), disks.len());
+    for (i, (file, _)) in new_disks.iter().enumerate() {
+        assert!(
+            file.contains("-vmdr-replica-") && file.ends_with(&format!("_{i}.vmdk")),
+            "disk {i} is backed by {file}"
+        );
+        let local = local_path(&v, file).await;
+        let flat = local.with_file_name(
+            local
+                .file_name()
+                .and_then(|n| n.to_str())
+                .expect("name")
+                .replace(".vmdk", "-flat.vmdk"),
+        );
+        let data = std::fs::read(&flat).expect("the uploaded extent");
+        assert!(data == contents[i], "disk {i}: the extent is not the image");
+        let desc = std::fs::read_to_string(&local).expect("the descriptor");
+        assert!(
+            desc.contains(&format!("RW {} VMFS", contents[i].len() / 512)),
+            "{desc}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    v.close().await;
 }

@@ -92,6 +92,10 @@ pub struct Capabilities {
     /// `start_drill_copy` and `remove_drill_copy` (recovery drills).
     #[serde(default)]
     pub drills: bool,
+    /// `restore_vm_from_images`: a VM brought up from disk images a
+    /// replica wrote on this machine.
+    #[serde(default)]
+    pub images: bool,
 }
 
 /// A hypervisor manager (vCenter, or the simulated datacenter).
@@ -155,6 +159,24 @@ pub trait Hypervisor: Send + Sync {
         host: &str,
         source: RestoreSource,
     ) -> Result<(), HypervisorError>;
+
+    /// As `restore_vm` from [`RestoreSource::Replica`], from disk images on
+    /// this machine that a replica's checkpoint was written to: one file
+    /// per disk, in the VM's disk order (a backend whose VMs' disks live
+    /// elsewhere carries them to its storage first). The same rule holds:
+    /// never while the original may still run. Backends that cannot answer
+    /// `Unsupported`.
+    async fn restore_vm_from_images(
+        &self,
+        vm: &str,
+        host: &str,
+        images: &[std::path::PathBuf],
+    ) -> Result<(), HypervisorError> {
+        let _ = (vm, host, images);
+        Err(HypervisorError::Unsupported {
+            op: "restore_vm_from_images",
+        })
+    }
 
     /// Cold-migrates a powered-off VM to `host`.
     async fn migrate_vm(&self, vm: &str, host: &str) -> Result<(), HypervisorError>;

@@ -87,6 +87,7 @@ func main() {
 	}
 	model.Service.HandleFunc("/vmdr-test/host-state", hostState)
 	model.Service.HandleFunc("/vmdr-test/ips", setIPs)
+	model.Service.HandleFunc("/vmdr-test/datastores", datastores)
 	s := model.Service.NewServer()
 	u := *s.URL
 	u.User = nil
@@ -104,6 +105,20 @@ func main() {
 	for {
 		time.Sleep(time.Hour)
 	}
+}
+
+// datastores answers GET /vmdr-test/datastores with each datastore's local
+// directory, {"NAME": "/tmp/..."}: a test reads what was uploaded there.
+func datastores(w http.ResponseWriter, r *http.Request) {
+	out := map[string]string{}
+	for _, obj := range simulator.Map.All("Datastore") {
+		if ds, ok := obj.(*simulator.Datastore); ok {
+			out[ds.Name] = strings.TrimPrefix(ds.Info.GetDatastoreInfo().Url, "file://")
+		}
+	}
+	line, _ := json.Marshal(out)
+	w.Header().Set("Content-Type", "application/json")
+	fmt.Fprintln(w, string(line))
 }
 
 // hostState sets a host's connection state: POST
