@@ -203,6 +203,16 @@ fn a_failover_from_the_replica_writes_the_disks_from_its_newest_checkpoint() {
             )) >= Some(1.0)
         })
     });
+    // A drill from the replica writes the checkpoint to images of its own
+    // (the simulation refuses missing ones), and removes them after.
+    let (code, body) = daemon.post("/api/v1/vms/app-1/drill", Some(TOKEN));
+    assert_eq!(code, 200, "{body}");
+    let drill: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(drill["source"], "replica", "{drill}");
+    let left: Vec<_> = std::fs::read_dir(d.0.join("dr-site"))
+        .map(|r| r.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "the drill left images: {left:?}");
     let (code, body) = daemon.post("/api/v1/vms/app-1/failover", Some(TOKEN));
     assert_eq!(code, 200, "{body}");
     let report: serde_json::Value = serde_json::from_str(&body).expect("json");

@@ -38,6 +38,9 @@ pub async fn run_all(hv: &dyn Hypervisor, fx: &Fixture) {
         restore_from_images(hv, &fx.vm, &fx.other_host, fx.disks).await;
     }
     drill_copy_lifecycle(hv, &fx.vm, &fx.other_host).await;
+    if hv.capabilities().images && hv.capabilities().drills {
+        drill_from_images(hv, &fx.vm, &fx.other_host, fx.disks).await;
+    }
     if hv.capabilities().host_recovery {
         host_snapshot_lifecycle(hv, &fx.other_host).await;
         recovering_a_healthy_host_is_refused(hv, &fx.other_host).await;
@@ -356,15 +359,18 @@ pub async fn restore_onto_another_host(hv: &dyn Hypervisor, vm: &str, other: &st
     }
 }
 
-/// A restore from disk images (as a replica's receiver writes them) is
-/// refused while the original runs and when an image is missing, leaving
-/// the VM where it was; a stopped VM comes back on the other host, powered
-/// on.
-pub async fn restore_from_images(hv: &dyn Hypervisor, vm: &str, other: &str, disks: usize) {
-    let dir =
-        std::env::temp_dir().join(format!("dr-conformance-images-{}-{vm}", std::process::id()));
+/// `disks` disk images of 1 MiB in a new directory.
+fn write_images(
+    vm: &str,
+    tag: &str,
+    disks: usize,
+) -> (std::path::PathBuf, Vec<std::path::PathBuf>) {
+    let dir = std::env::temp_dir().join(format!(
+        "dr-conformance-images-{}-{vm}-{tag}",
+        std::process::id()
+    ));
     std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
-    let images: Vec<std::path::PathBuf> = (0..disks.max(1))
+    let images = (0..disks.max(1))
         .map(|i| {
             let p = dir.join(format!("disk-{i}.img"));
             let data: Vec<u8> = (0..1u32 << 20).map(|n| (n >> 9) as u8 ^ i as u8).collect();
@@ -372,6 +378,63 @@ pub async fn restore_from_images(hv: &dyn Hypervisor, vm: &str, other: &str, dis
             p
         })
         .collect();
+    (dir, images)
+}
+
+/// A drill from disk images leaves the original running where it was;
+/// its copy cannot be started twice under one name; a missing image
+/// starts nothing.
+pub async fn drill_from_images(hv: &dyn Hypervisor, vm: &str, other: &str, disks: usize) {
+    if vm_info(hv, vm).await.power != PowerState::On {
+        hv.power_on(vm)
+            .await
+            .unwrap_or_else(|e| panic!("power_on {vm}: {e}"));
+    }
+    let (dir, images) = write_images(vm, "drill", disks);
+    let before = vm_info(hv, vm).await;
+    let copy = format!("{vm}-conformance-image-drill");
+    hv.start_drill_copy_from_images(vm, other, &images, &copy)
+        .await
+        .unwrap_or_else(|e| panic!("start_drill_copy_from_images {vm} -> {other}: {e}"));
+    let after = vm_info(hv, vm).await;
+    assert_eq!(
+        (after.host.as_str(), after.power),
+        (before.host.as_str(), PowerState::On),
+        "the original moved or stopped during a drill from images"
+    );
+    match hv
+        .start_drill_copy_from_images(vm, other, &images, &copy)
+        .await
+    {
+        Err(HypervisorError::InvalidState { .. }) => {}
+        r => panic!("a second drill copy under one name: expected InvalidState, got {r:?}"),
+    }
+    let mut missing = images.clone();
+    missing[0] = dir.join("no-such-image.img");
+    let second = format!("{copy}-2");
+    match hv
+        .start_drill_copy_from_images(vm, other, &missing, &second)
+        .await
+    {
+        Err(HypervisorError::NotFound { .. }) => {}
+        r => panic!("a drill from a missing image: expected NotFound, got {r:?}"),
+    }
+    match hv.remove_drill_copy(&second).await {
+        Err(HypervisorError::NotFound { .. }) => {}
+        r => panic!("a refused drill left a copy: {r:?}"),
+    }
+    hv.remove_drill_copy(&copy)
+        .await
+        .unwrap_or_else(|e| panic!("remove_drill_copy: {e}"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A restore from disk images (as a replica's receiver writes them) is
+/// refused while the original runs and when an image is missing, leaving
+/// the VM where it was; a stopped VM comes back on the other host, powered
+/// on.
+pub async fn restore_from_images(hv: &dyn Hypervisor, vm: &str, other: &str, disks: usize) {
+    let (dir, images) = write_images(vm, "restore", disks);
     // Whatever the host the last test left it on.
     let home = vm_info(hv, vm).await.host;
     let target = if home == other {

@@ -713,6 +713,18 @@ impl Hypervisor for RemoteSim {
         self.restore_vm(vm, host, RestoreSource::Replica).await
     }
 
+    async fn start_drill_copy_from_images(
+        &self,
+        vm: &str,
+        host: &str,
+        images: &[std::path::PathBuf],
+        copy: &str,
+    ) -> Result<(), HypervisorError> {
+        dr_sim::check_restore_images(images).await?;
+        self.start_drill_copy(vm, host, RestoreSource::Replica, copy)
+            .await
+    }
+
     async fn migrate_vm(&self, vm: &str, host: &str) -> Result<(), HypervisorError> {
         self.call(&Call::MigrateVm {
             vm: vm.to_owned(),

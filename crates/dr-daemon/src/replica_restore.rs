@@ -68,15 +68,19 @@ impl ReplicaRestore {
         }
     }
 
-    /// Writes `vm`'s disks from the newest complete checkpoint; returns its
-    /// id and time. The replica's lock is held throughout, so the receiver
-    /// neither applies nor merges meanwhile.
+    /// Writes `vm`'s disks from the newest complete checkpoint to `images`
+    /// (for `why`: a failover, a drill); returns its id and time. The
+    /// replica's lock is held throughout, so the receiver neither applies
+    /// nor merges meanwhile.
     async fn materialize(
         &self,
         vm: &str,
         plan: &RestorePlan,
+        images: &[PathBuf],
+        why: &'static str,
     ) -> Result<(u64, u64), HypervisorError> {
         let plan = plan.clone();
+        let images = images.to_vec();
         let failed = |detail: String| HypervisorError::Failed {
             op: "restore from replica",
             detail,
@@ -89,7 +93,7 @@ impl ReplicaRestore {
                     plan.dir.display()
                 ))
             })?;
-            for (disk, image) in plan.images.iter().enumerate() {
+            for (disk, image) in images.iter().enumerate() {
                 if let Some(parent) = image.parent() {
                     std::fs::create_dir_all(parent)
                         .map_err(|e| failed(format!("{}: {e}", parent.display())))?;
@@ -107,7 +111,7 @@ impl ReplicaRestore {
                 vm,
                 checkpoint = id,
                 checkpoint_time_ms = time,
-                "failover: disks written from the replica's newest complete checkpoint"
+                "{why}: disks written from the replica's newest complete checkpoint"
             );
         })
     }
@@ -185,7 +189,7 @@ impl Hypervisor for ReplicaRestore {
     ) -> Result<(), HypervisorError> {
         if source == RestoreSource::Replica {
             if let Some(plan) = self.plans.get(vm) {
-                self.materialize(vm, plan).await?;
+                self.materialize(vm, plan, &plan.images, "failover").await?;
                 return self
                     .inner
                     .restore_vm_from_images(vm, host, &plan.images)
@@ -223,7 +227,49 @@ impl Hypervisor for ReplicaRestore {
         source: RestoreSource,
         copy: &str,
     ) -> Result<(), HypervisorError> {
-        self.inner.start_drill_copy(vm, host, source, copy).await
+        let Some(plan) = self
+            .plans
+            .get(vm)
+            .filter(|_| source == RestoreSource::Replica)
+        else {
+            return self.inner.start_drill_copy(vm, host, source, copy).await;
+        };
+        // Images of its own, beside the failover's: a drill never writes
+        // over what a failover may be reading.
+        let images: Vec<PathBuf> = plan
+            .images
+            .iter()
+            .map(|i| {
+                let mut name = i.file_name().unwrap_or_default().to_os_string();
+                name.push(format!(".{copy}"));
+                i.with_file_name(name)
+            })
+            .collect();
+        let result = async {
+            self.materialize(vm, plan, &images, "drill").await?;
+            self.inner
+                .start_drill_copy_from_images(vm, host, &images, copy)
+                .await
+        }
+        .await;
+        // The copy runs from what the backend made of them (vCenter: its
+        // upload; the simulation only checks them).
+        for i in &images {
+            let _ = tokio::fs::remove_file(i).await;
+        }
+        result
+    }
+
+    async fn start_drill_copy_from_images(
+        &self,
+        vm: &str,
+        host: &str,
+        images: &[PathBuf],
+        copy: &str,
+    ) -> Result<(), HypervisorError> {
+        self.inner
+            .start_drill_copy_from_images(vm, host, images, copy)
+            .await
     }
 
     async fn remove_drill_copy(&self, copy: &str) -> Result<(), HypervisorError> {

@@ -227,6 +227,18 @@ impl Hypervisor for SimHypervisor {
         self.restore_vm(vm, host, RestoreSource::Replica).await
     }
 
+    async fn start_drill_copy_from_images(
+        &self,
+        vm: &str,
+        host: &str,
+        images: &[PathBuf],
+        copy: &str,
+    ) -> Result<(), HypervisorError> {
+        check_restore_images(images).await?;
+        self.start_drill_copy(vm, host, RestoreSource::Replica, copy)
+            .await
+    }
+
     async fn migrate_vm(&self, vm: &str, host: &str) -> Result<(), HypervisorError> {
         self.run(
             Op::Migrate(vm.to_owned(), host.to_owned()),

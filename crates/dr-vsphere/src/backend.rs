@@ -617,8 +617,9 @@ impl Vsphere {
         copy: &str,
     ) -> Result<(), VsphereError> {
         if source == RestoreSource::Replica {
+            // See `start_drill_copy_from_images`.
             return Err(VsphereError::Unsupported {
-                op: "a drill from a replica (comes with dr-replication)",
+                op: "a drill from a replica without its disk images",
             });
         }
         if self.lookup(true, copy).is_some() {
@@ -635,14 +636,7 @@ impl Vsphere {
             &["parent", "config.hardware.device"],
         )
         .await?;
-        let folder = o
-            .props
-            .get("parent")
-            .and_then(MoRef::from_element)
-            .ok_or_else(|| VsphereError::Missing {
-                method: "RetrievePropertiesEx".into(),
-                what: format!("the folder of {vm}"),
-            })?;
+        let folder = folder_of(vm, &o)?;
         // Isolation: each network card of the copy is edited to be
         // disconnected, now and at power-on.
         let mut changes = String::new();
@@ -659,29 +653,7 @@ impl Vsphere {
             if nic {
                 // The device as read, sent back with its connection off (a
                 // vCenter wants the whole device in an edit).
-                let mut device = d.clone();
-                device.children.retain(|c| c.name != "connectable");
-                let off = |name: &str| crate::xml::Element {
-                    name: name.into(),
-                    text: "false".into(),
-                    ..Default::default()
-                };
-                let connectable = crate::xml::Element {
-                    name: "connectable".into(),
-                    children: vec![
-                        off("startConnected"),
-                        off("allowGuestControl"),
-                        off("connected"),
-                    ],
-                    ..Default::default()
-                };
-                // Schema order: connectable comes after backing.
-                let at = device
-                    .children
-                    .iter()
-                    .position(|c| c.name == "backing")
-                    .map_or(device.children.len(), |i| i + 1);
-                device.children.insert(at, connectable);
+                let device = from_images::disconnected(d);
                 let mut body = String::new();
                 device.write_children(&mut body);
                 changes.push_str(&format!(
@@ -784,11 +756,7 @@ impl Vsphere {
                 detail: "is running: a restore would start a second copy".into(),
             });
         }
-        let folder = o
-            .props
-            .get("parent")
-            .and_then(MoRef::from_element)
-            .ok_or_else(|| missing("the folder"))?;
+        let folder = folder_of(vm, &o)?;
         Ok(Preflight {
             o,
             home,
@@ -1219,6 +1187,16 @@ impl Hypervisor for Vsphere {
         Ok(Vsphere::restore_vm_from_images(self, vm, host, images).await?)
     }
 
+    async fn start_drill_copy_from_images(
+        &self,
+        vm: &str,
+        host: &str,
+        images: &[std::path::PathBuf],
+        copy: &str,
+    ) -> Result<(), HypervisorError> {
+        Ok(Vsphere::start_drill_copy_from_images(self, vm, host, images, copy).await?)
+    }
+
     async fn migrate_vm(&self, vm: &str, host: &str) -> Result<(), HypervisorError> {
         Ok(Vsphere::migrate_vm(self, vm, host).await?)
     }
@@ -1251,6 +1229,17 @@ impl Hypervisor for Vsphere {
 }
 
 /// The virtual machine a `CloneVM_Task` made, from its result.
+/// The folder of `vm`, from its `parent` property in `o`.
+fn folder_of(vm: &str, o: &inventory::ObjectContent) -> Result<MoRef, VsphereError> {
+    o.props
+        .get("parent")
+        .and_then(MoRef::from_element)
+        .ok_or_else(|| VsphereError::Missing {
+            method: "RetrievePropertiesEx".into(),
+            what: format!("the folder of {vm}"),
+        })
+}
+
 /// The temporary name of `vm`'s new copy while a restore puts it in place.
 fn restore_name(vm: &str) -> String {
     format!("{vm}.vmdr-restore")

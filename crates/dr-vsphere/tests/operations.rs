@@ -348,6 +348,29 @@ async fn restore_off_a_host_that_stopped_responding_registers_the_files_elsewher
     assert_eq!(after.vms.iter().filter(|x| x.name == vm).count(), 1);
 }
 
+/// Every network card of a VM (its `config.hardware.device`) is
+/// disconnected and does not connect at power-on; there is one at least.
+fn assert_isolated(o: &dr_vsphere::inventory::ObjectContent) {
+    let nics: Vec<_> = o
+        .props
+        .get("config.hardware.device")
+        .map(|a| a.children.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|d| d.child("macAddress").is_some())
+        .collect();
+    assert!(!nics.is_empty(), "the simulated VM has a network card");
+    for nic in &nics {
+        for flag in ["connected", "startConnected"] {
+            assert_eq!(
+                nic.path(&["connectable", flag]).map(|e| e.text.trim()),
+                Some("false"),
+                "the copy's network card is {flag}"
+            );
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_drill_copy_runs_with_its_network_cards_disconnected() {
     if !available("a_drill_copy_runs_with_its_network_cards_disconnected") {
@@ -380,24 +403,7 @@ async fn a_drill_copy_runs_with_its_network_cards_disconnected() {
         o.props.get("runtime.powerState").map(|e| e.text.trim()),
         Some("poweredOn")
     );
-    let nics: Vec<_> = o
-        .props
-        .get("config.hardware.device")
-        .map(|a| a.children.clone())
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|d| d.child("macAddress").is_some())
-        .collect();
-    assert!(!nics.is_empty(), "the simulated VM has a network card");
-    for nic in &nics {
-        for flag in ["connected", "startConnected"] {
-            assert_eq!(
-                nic.path(&["connectable", flag]).map(|e| e.text.trim()),
-                Some("false"),
-                "the copy's network card is {flag}"
-            );
-        }
-    }
+    assert_isolated(&o);
     // The original still runs, connected.
     let (inv, _) = v.inventory().await.expect("inventory");
     assert_eq!(inv.vm(&vm.name).map(|x| x.power), Some(PowerState::On));
@@ -539,6 +545,40 @@ async fn local_path(v: &Vsphere, ds_path: &str) -> std::path::PathBuf {
     panic!("no datastore {ds}")
 }
 
+/// `n` disk images a replica's checkpoint was written to, in a new
+/// directory: distinct content per disk, sizes (3 MiB and a sector more per
+/// disk) that are not the simulator's disks'.
+fn write_images(
+    tag: &str,
+    n: usize,
+) -> (std::path::PathBuf, Vec<std::path::PathBuf>, Vec<Vec<u8>>) {
+    let dir = std::env::temp_dir().join(format!("drv-images-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let mut images = Vec::new();
+    let mut contents = Vec::new();
+    for i in 0..n {
+        let bytes: Vec<u8> = (0..(3u32 << 20) + 512 * (i as u32))
+            .map(|x| (x.wrapping_mul(2_654_435_761) >> 13) as u8 ^ i as u8)
+            .collect();
+        let p = dir.join(format!("disk-{i}.img"));
+        std::fs::write(&p, &bytes).expect("image");
+        images.push(p);
+        contents.push(bytes);
+    }
+    (dir, images, contents)
+}
+
+/// The flat extent a descriptor (`x.vmdk`) names by convention (`x-flat.vmdk`).
+fn extent_of(descriptor: &std::path::Path) -> std::path::PathBuf {
+    descriptor.with_file_name(
+        descriptor
+            .file_name()
+            .and_then(|n| n.to_str())
+            .expect("name")
+            .replace(".vmdk", "-flat.vmdk"),
+    )
+}
+
 #[tokio::test]
 async fn failover_from_replica_images_uploads_them_and_runs_the_vm_from_them() {
     if !available("failover_from_replica_images_uploads_them_and_runs_the_vm_from_them") {
@@ -552,22 +592,7 @@ async fn failover_from_replica_images_uploads_them_and_runs_the_vm_from_them() {
     let vms_before = inv.vms.len();
     let disks = disks_of(&v, &vm).await;
     assert!(!disks.is_empty(), "{vm} has no disk in the simulator");
-
-    // The images a replica's checkpoint was written to: distinct content
-    // per disk, sizes that are not the original disks'.
-    let dir = std::env::temp_dir().join(format!("drv-images-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let mut images = Vec::new();
-    let mut contents = Vec::new();
-    for i in 0..disks.len() {
-        let bytes: Vec<u8> = (0..(3u32 << 20) + 512 * (i as u32))
-            .map(|n| (n.wrapping_mul(2_654_435_761) >> 13) as u8 ^ i as u8)
-            .collect();
-        let p = dir.join(format!("disk-{i}.img"));
-        std::fs::write(&p, &bytes).expect("image");
-        images.push(p);
-        contents.push(bytes);
-    }
+    let (dir, images, contents) = write_images("failover", disks.len());
 
     // Refused while the original runs on a host vCenter manages.
     let e = v
@@ -658,13 +683,7 @@ async fn failover_from_replica_images_uploads_them_and_runs_the_vm_from_them() {
             "disk {i} is backed by {file}"
         );
         let local = local_path(&v, file).await;
-        let flat = local.with_file_name(
-            local
-                .file_name()
-                .and_then(|n| n.to_str())
-                .expect("name")
-                .replace(".vmdk", "-flat.vmdk"),
-        );
+        let flat = extent_of(&local);
         let data = std::fs::read(&flat).expect("the uploaded extent");
         assert!(data == contents[i], "disk {i}: the extent is not the image");
         let desc = std::fs::read_to_string(&local).expect("the descriptor");
@@ -673,6 +692,55 @@ async fn failover_from_replica_images_uploads_them_and_runs_the_vm_from_them() {
             "{desc}"
         );
     }
+    let _ = std::fs::remove_dir_all(&dir);
+    v.close().await;
+}
+
+#[tokio::test]
+async fn a_drill_from_replica_images_runs_isolated_from_their_upload() {
+    if !available("a_drill_from_replica_images_runs_isolated_from_their_upload") {
+        return;
+    }
+    let sim = Vcsim::start(&[]);
+    let v = connect(&sim, "DRV_PW_IMAGE_DRILL").await;
+    let (inv, _) = v.full_inventory().await.expect("inventory");
+    let vm = inv.vms[0].name.clone();
+    let (home, other) = home_and_other(&inv, &vm);
+    let disks = disks_of(&v, &vm).await;
+    let (dir, images, contents) = write_images("drill", disks.len());
+    let copy = format!("{vm}-image-drill");
+    v.start_drill_copy_from_images(&vm, &other, &images, &copy)
+        .await
+        .expect("drill copy from the images");
+    let r = v.moref(true, &copy).await.expect("the copy exists");
+    let o = dr_vsphere::inventory::retrieve_one(
+        v.session(),
+        &r,
+        &["runtime.powerState", "config.hardware.device"],
+    )
+    .await
+    .expect("read the copy");
+    assert_eq!(
+        o.props.get("runtime.powerState").map(|e| e.text.trim()),
+        Some("poweredOn")
+    );
+    assert_isolated(&o);
+    for (i, (file, _)) in disks_of(&v, &copy).await.iter().enumerate() {
+        let local = local_path(&v, file).await;
+        assert!(
+            std::fs::read(extent_of(&local)).expect("the uploaded extent") == contents[i],
+            "disk {i} of the copy is not the image"
+        );
+    }
+    // The original runs on, where it was, on its own disks.
+    let (after, _) = v.full_inventory().await.expect("inventory");
+    let original = after.vm(&vm).expect("the original");
+    assert_eq!(
+        (original.host.as_str(), original.power),
+        (home.as_str(), PowerState::On)
+    );
+    assert_eq!(disks_of(&v, &vm).await, disks);
+    v.remove_drill_copy(&copy).await.expect("remove");
     let _ = std::fs::remove_dir_all(&dir);
     v.close().await;
 }

@@ -92,7 +92,8 @@ pub struct Capabilities {
     /// `start_drill_copy` and `remove_drill_copy` (recovery drills).
     #[serde(default)]
     pub drills: bool,
-    /// `restore_vm_from_images`: a VM brought up from disk images a
+    /// `restore_vm_from_images` (and, with `drills`,
+    /// `start_drill_copy_from_images`): a VM brought up from disk images a
     /// replica wrote on this machine.
     #[serde(default)]
     pub images: bool,
@@ -203,6 +204,22 @@ pub trait Hypervisor: Send + Sync {
         let _ = (vm, host, source, copy);
         Err(HypervisorError::Unsupported {
             op: "start_drill_copy",
+        })
+    }
+
+    /// As `start_drill_copy` from [`RestoreSource::Replica`], from disk
+    /// images on this machine as for `restore_vm_from_images`. The
+    /// original is not touched. Backends that cannot answer `Unsupported`.
+    async fn start_drill_copy_from_images(
+        &self,
+        vm: &str,
+        host: &str,
+        images: &[std::path::PathBuf],
+        copy: &str,
+    ) -> Result<(), HypervisorError> {
+        let _ = (vm, host, images, copy);
+        Err(HypervisorError::Unsupported {
+            op: "start_drill_copy_from_images",
         })
     }
 

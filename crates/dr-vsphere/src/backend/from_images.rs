@@ -10,7 +10,7 @@
 //! Nothing of the original is touched until the new VM exists. A restore
 //! that fails before then removes what it uploaded or created.
 
-use super::{cloned_vm, restore_name, Preflight, Vsphere};
+use super::{cloned_vm, folder_of, restore_name, Preflight, Vsphere};
 use crate::error::VsphereError;
 use crate::inventory;
 use crate::session::Upload;
@@ -26,6 +26,26 @@ const SECTOR: u64 = 512;
 struct Image {
     path: PathBuf,
     bytes: u64,
+}
+
+/// The original's properties a VM made from its images copies.
+const HARDWARE: [&str; 5] = [
+    "config.hardware.device",
+    "config.hardware.numCPU",
+    "config.hardware.memoryMB",
+    "config.guestId",
+    "config.version",
+];
+
+/// What a VM is made from: the original (its properties, `HARDWARE`
+/// among them, and folder), where, and the checked images.
+#[derive(Clone, Copy)]
+struct FromImages<'a> {
+    vm: &'a str,
+    o: &'a inventory::ObjectContent,
+    folder: &'a MoRef,
+    target: &'a MoRef,
+    images: &'a [Image],
 }
 
 /// Where the images go: a new directory on one datastore.
@@ -129,6 +149,30 @@ fn normalize_types(e: &mut Element) {
     }
 }
 
+/// A network card as `nic`, disconnected and not connected at power-on.
+pub(super) fn disconnected(nic: &Element) -> Element {
+    let mut device = nic.clone();
+    device.children.retain(|c| c.name != "connectable");
+    let off = |name: &str| text_element(name, "false".into());
+    let connectable = Element {
+        name: "connectable".into(),
+        children: vec![
+            off("startConnected"),
+            off("allowGuestControl"),
+            off("connected"),
+        ],
+        ..Default::default()
+    };
+    // Schema order: connectable comes after backing.
+    let at = device
+        .children
+        .iter()
+        .position(|c| c.name == "backing")
+        .map_or(device.children.len(), |i| i + 1);
+    device.children.insert(at, connectable);
+    device
+}
+
 fn text_element(name: &str, text: String) -> Element {
     Element {
         name: name.into(),
@@ -205,6 +249,7 @@ impl<'a> Hardware<'a> {
         vm: &str,
         files: &[String],
         images: &[Image],
+        isolate: bool,
     ) -> Result<(String, Vec<&'static str>), VsphereError> {
         let mut out = String::new();
         let mut next_key = -1i64;
@@ -276,6 +321,7 @@ impl<'a> Hardware<'a> {
             .iter()
             .filter(|d| d.child("macAddress").is_some())
         {
+            let nic = if isolate { &disconnected(nic) } else { nic };
             out.push_str(&added_device(nic, take_key()));
         }
         Ok((out, adapters))
@@ -297,20 +343,89 @@ impl Vsphere {
         let images = check_images(images).await?;
         let original = self.moref(true, vm).await?;
         let target = self.moref(false, host).await?;
-        let Preflight { o, folder, .. } = self
-            .restore_preflight(
-                vm,
-                &original,
-                &[
-                    "config.hardware.device",
-                    "config.hardware.numCPU",
-                    "config.hardware.memoryMB",
-                    "config.guestId",
-                    "config.version",
-                ],
-            )
-            .await?;
-        let hw = Hardware::read(vm, &o)?;
+        let Preflight { o, folder, .. } = self.restore_preflight(vm, &original, &HARDWARE).await?;
+        let temp = restore_name(vm);
+        self.remove_leftover(vm, &temp).await?;
+        let from = FromImages {
+            vm,
+            o: &o,
+            folder: &folder,
+            target: &target,
+            images: &images,
+        };
+        let created = self.create_from_images(&from, &temp, false).await?;
+        self.take_over(vm, &original, &created).await?;
+        tracing::warn!(vm, host, "failover: the VM runs from its replica's images");
+        Ok(())
+    }
+
+    /// A recovery drill from disk images: a VM named `copy` made from them
+    /// as a failover's is, on `host`, with every network card disconnected
+    /// (and not connected at power-on), then powered on. The original is
+    /// not touched and may run. `InvalidState` if `copy` exists.
+    pub async fn start_drill_copy_from_images(
+        &self,
+        vm: &str,
+        host: &str,
+        images: &[PathBuf],
+        copy: &str,
+    ) -> Result<(), VsphereError> {
+        let images = check_images(images).await?;
+        if self.moref(true, copy).await.is_ok() {
+            return Err(VsphereError::InvalidState {
+                name: copy.to_owned(),
+                detail: "exists already".into(),
+            });
+        }
+        let original = self.moref(true, vm).await?;
+        let target = self.moref(false, host).await?;
+        let mut paths = vec!["parent"];
+        paths.extend_from_slice(&HARDWARE);
+        let o = inventory::retrieve_one(&self.session, &original, &paths).await?;
+        let folder = folder_of(vm, &o)?;
+        let from = FromImages {
+            vm,
+            o: &o,
+            folder: &folder,
+            target: &target,
+            images: &images,
+        };
+        let created = self.create_from_images(&from, copy, true).await?;
+        self.invalidate().await;
+        // Powered on explicitly, once its network is off for sure.
+        if let Err(e) = task::run(
+            &self.session,
+            "PowerOnVM_Task",
+            &created,
+            "",
+            self.task_timeout,
+        )
+        .await
+        {
+            self.discard(vm, &created).await;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Uploads the images to a new directory on a datastore of the target
+    /// and creates a VM named `name` around them (powered off) with the
+    /// original's hardware; with `isolate`, its network cards disconnected.
+    /// What a failure leaves is removed.
+    async fn create_from_images(
+        &self,
+        from: &FromImages<'_>,
+        name: &str,
+        isolate: bool,
+    ) -> Result<MoRef, VsphereError> {
+        let FromImages {
+            vm,
+            o,
+            folder,
+            target,
+            images,
+        } = *from;
+        let hw = Hardware::read(vm, o)?;
         if hw.disks.len() != images.len() {
             return Err(VsphereError::InvalidState {
                 name: vm.to_owned(),
@@ -321,16 +436,14 @@ impl Vsphere {
                 ),
             });
         }
-        let temp = restore_name(vm);
-        self.remove_leftover(vm, &temp).await?;
         let total: u64 = images.iter().map(|i| i.bytes).sum();
-        let place = self.place_for(vm, &target, total).await?;
-        let pool = self.resource_pool_of(&target).await?;
+        let place = self.place_for(vm, target, total).await?;
+        let pool = self.resource_pool_of(target).await?;
         let stem = file_stem(vm);
         let descriptors: Vec<String> = (0..images.len())
             .map(|i| place.file(&format!("{stem}_{i}.vmdk")))
             .collect();
-        let (changes, adapters) = hw.changes(vm, &descriptors, &images)?;
+        let (changes, adapters) = hw.changes(vm, &descriptors, images, isolate)?;
 
         let uploaded = async {
             for (i, image) in images.iter().enumerate() {
@@ -362,7 +475,7 @@ impl Vsphere {
         }
 
         let prop = |p: &str| o.props.get(p).map(|e| e.text.trim().to_owned());
-        let mut config = format!("<name>{}</name>", xml::escape(&temp));
+        let mut config = format!("<name>{}</name>", xml::escape(name));
         if let Some(v) = prop("config.version").filter(|v| !v.is_empty()) {
             config.push_str(&format!("<version>{}</version>", xml::escape(&v)));
         }
@@ -385,25 +498,22 @@ impl Vsphere {
             pool.xml("pool"),
             target.xml("host")
         );
-        let created = match task::run(
+        match task::run(
             &self.session,
             "CreateVM_Task",
-            &folder,
+            folder,
             &args,
             self.task_timeout,
         )
         .await
         .and_then(|r| cloned_vm(r, "the VM created from the images"))
         {
-            Ok(r) => r,
+            Ok(r) => Ok(r),
             Err(e) => {
                 self.remove_dir(&place).await;
-                return Err(e);
+                Err(e)
             }
-        };
-        self.take_over(vm, &original, &created).await?;
-        tracing::warn!(vm, host, files = %place.file(""), "failover: the VM runs from its replica's images");
-        Ok(())
+        }
     }
 
     /// A new directory for `vm`'s images on the datastore of `host` with
