@@ -850,12 +850,9 @@ impl Vsphere {
     }
 
     /// Removes the new VM of a restore that failed before it replaced the
-    /// original (best effort).
+    /// original, or of a drill that did not start (best effort).
     async fn discard(&self, vm: &str, new: &MoRef) {
-        tracing::warn!(
-            vm,
-            "restore failed before the original was replaced; removing its new VM"
-        );
+        tracing::warn!(vm, "removing the new VM of a restore or drill that failed");
         if let Err(e) = task::run(&self.session, "Destroy_Task", new, "", self.task_timeout).await {
             tracing::warn!(vm, error = %e, "could not remove the restore's new VM {}", new.value);
         }

@@ -1,14 +1,16 @@
-//! Failover from a replica's disk images: files on this machine, one per
-//! virtual disk of the VM, written from the replica's checkpoint. They are
-//! uploaded to a datastore of the target host as flat VMDK extents with
-//! their descriptors; a VM with the original's hardware (CPUs, memory,
-//! guest type, disk controllers, network cards) is created around them on
-//! that host under a temporary name; it then takes the original's place
-//! (the original is unregistered, its files stay) and its name, and is
-//! powered on.
+//! Failover and drills from a replica's disk images: files on this
+//! machine, one per virtual disk of the VM, written from the replica's
+//! checkpoint. They are uploaded to a datastore of the target host as flat
+//! VMDK extents with their descriptors, and a VM with the original's
+//! hardware (CPUs, memory, guest type, disk controllers, network cards) is
+//! created around them on that host. A failover's is created under a
+//! temporary name, then takes the original's place (the original is
+//! unregistered, its files stay) and its name, and is powered on. A
+//! drill's is the copy, its network cards disconnected, beside the
+//! running original.
 //!
 //! Nothing of the original is touched until the new VM exists. A restore
-//! that fails before then removes what it uploaded or created.
+//! or drill that fails before then removes what it uploaded or created.
 
 use super::{cloned_vm, folder_of, restore_name, Preflight, Vsphere};
 use crate::error::VsphereError;
