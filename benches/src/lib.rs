@@ -26,6 +26,47 @@ pub fn proc_cpu_secs(pid: &str) -> (f64, f64) {
     (get(11) + get(12), get(13) + get(14))
 }
 
+/// Builds govmomi's vCenter simulator (`crates/dr-vsphere/tests/vcsim`)
+/// and starts it with `args`; returns it and its SDK URL, or why it cannot
+/// run here.
+pub fn start_vcsim(args: &[&str]) -> Result<(std::process::Child, String), String> {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let src = root.join("crates/dr-vsphere/tests/vcsim");
+    let out = root.join("target/vcsim-bench");
+    let built = Command::new("go")
+        .args(["build", "-o"])
+        .arg(&out)
+        .arg(".")
+        .current_dir(&src)
+        .env("GO111MODULE", "off")
+        .env("GOPATH", "/usr/share/gocode")
+        .env("GOCACHE", root.join("target/gocache"))
+        .status();
+    if !built.is_ok_and(|s| s.success()) {
+        return Err("cannot build the simulator (apt-get install golang-go golang-github-vmware-govmomi-dev)".into());
+    }
+    let mut child = Command::new(&out)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("start the simulator: {e}"))?;
+    let mut line = String::new();
+    let stdout = child.stdout.take().ok_or("the simulator's stdout")?;
+    std::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .map_err(|e| format!("the simulator's URL: {e}"))?;
+    let url = line
+        .split("\"url\":\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .ok_or_else(|| format!("the simulator said {line:?}"))?
+        .to_owned();
+    Ok((child, url))
+}
+
 /// VMs per host in the generated clusters.
 pub const VMS_PER_HOST: usize = 50;
 

@@ -8,9 +8,6 @@
 
 use dr_vsphere::xml::Limits;
 use dr_vsphere::{PasswordSource, TlsMode, Vsphere, VsphereConfig};
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -19,39 +16,13 @@ fn median(mut v: Vec<Duration>) -> Duration {
 }
 
 fn main() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let src = root.join("crates/dr-vsphere/tests/vcsim");
-    let out = root.join("target/vcsim-bench");
-    let built = Command::new("go")
-        .args(["build", "-o"])
-        .arg(&out)
-        .arg(".")
-        .current_dir(&src)
-        .env("GO111MODULE", "off")
-        .env("GOPATH", "/usr/share/gocode")
-        .env("GOCACHE", root.join("target/gocache"))
-        .status();
-    if !built.is_ok_and(|s| s.success()) {
-        eprintln!("vsphere-inventory: cannot build the simulator (apt-get install golang-go golang-github-vmware-govmomi-dev)");
-        std::process::exit(2);
-    }
     // 1 cluster of 10 hosts and 1,000 VMs.
-    let mut child = Command::new(&out)
-        .args(["-clusters", "1", "-hosts", "10", "-vms", "1000"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the simulator");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("its URL");
-    let url = line
-        .split("\"url\":\"")
-        .nth(1)
-        .and_then(|r| r.split('"').next())
-        .expect("url")
-        .to_owned();
+    let (mut child, url) =
+        dr_benches::start_vcsim(&["-clusters", "1", "-hosts", "10", "-vms", "1000"])
+            .unwrap_or_else(|why| {
+                eprintln!("vsphere-inventory: {why}");
+                std::process::exit(2)
+            });
     std::env::set_var("VMDR_BENCH_PW", "s3cret");
     let cfg = VsphereConfig {
         url,

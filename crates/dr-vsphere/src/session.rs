@@ -144,6 +144,9 @@ pub enum Upload<'a> {
     Bytes(&'a [u8]),
 }
 
+/// Bytes read from a file at a time for an upload.
+const UPLOAD_CHUNK: usize = 1 << 20;
+
 /// Uploads are given the configured timeout plus one second per this many
 /// bytes: a slow link finishes, a stalled one does not hang for ever.
 const UPLOAD_FLOOR_BYTES_PER_SEC: u64 = 8 << 20;
@@ -309,7 +312,10 @@ impl Session {
                         .await
                         .map_err(|e| failed(format!("{}: {e}", f.display())))?
                         .len();
-                    (reqwest::Body::from(file), len)
+                    // Large reads: each one is a trip to a blocking
+                    // thread (reqwest's default stream reads 4 KiB).
+                    let stream = tokio_util::io::ReaderStream::with_capacity(file, UPLOAD_CHUNK);
+                    (reqwest::Body::wrap_stream(stream), len)
                 }
             };
             let timeout = self.timeout + Duration::from_secs(len / UPLOAD_FLOOR_BYTES_PER_SEC);
