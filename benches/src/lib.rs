@@ -47,8 +47,12 @@ pub fn start_vcsim(args: &[&str]) -> Result<(std::process::Child, String), Strin
     if !built.is_ok_and(|s| s.success()) {
         return Err("cannot build the simulator (apt-get install golang-go golang-github-vmware-govmomi-dev)".into());
     }
+    // Its stdin is a lifeline: closed (by [`stop_vcsim`], or this
+    // process's end), it removes its datastores' directories and exits.
     let mut child = Command::new(&out)
+        .arg("-stdin-lifeline")
         .args(args)
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -65,6 +69,20 @@ pub fn start_vcsim(args: &[&str]) -> Result<(std::process::Child, String), Strin
         .ok_or_else(|| format!("the simulator said {line:?}"))?
         .to_owned();
     Ok((child, url))
+}
+
+/// Stops a simulator [`start_vcsim`] started, letting it remove its
+/// datastores' directories first.
+pub fn stop_vcsim(mut child: std::process::Child) {
+    drop(child.stdin.take());
+    for _ in 0..250 {
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 /// VMs per host in the generated clusters.

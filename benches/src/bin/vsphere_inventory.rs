@@ -17,12 +17,11 @@ fn median(mut v: Vec<Duration>) -> Duration {
 
 fn main() {
     // 1 cluster of 10 hosts and 1,000 VMs.
-    let (mut child, url) =
-        dr_benches::start_vcsim(&["-clusters", "1", "-hosts", "10", "-vms", "1000"])
-            .unwrap_or_else(|why| {
-                eprintln!("vsphere-inventory: {why}");
-                std::process::exit(2)
-            });
+    let (child, url) = dr_benches::start_vcsim(&["-clusters", "1", "-hosts", "10", "-vms", "1000"])
+        .unwrap_or_else(|why| {
+            eprintln!("vsphere-inventory: {why}");
+            std::process::exit(2)
+        });
     std::env::set_var("VMDR_BENCH_PW", "s3cret");
     let cfg = VsphereConfig {
         url,
@@ -85,6 +84,5 @@ fn main() {
         println!("(the simulator gathers updates on a 250 ms tick before answering WaitForUpdatesEx: its latency, not the client's)");
         v.close().await;
     });
-    let _ = child.kill();
-    let _ = child.wait();
+    dr_benches::stop_vcsim(child);
 }

@@ -88,8 +88,12 @@ impl Vcsim {
     /// Starts one with these flags (see `tests/vcsim/main.go`).
     pub fn start(args: &[&str]) -> Vcsim {
         let bin = build().expect("simulator built");
+        // With its stdin as a lifeline, it removes its datastores'
+        // directories when the test drops it (or dies).
         let mut child = Command::new(bin)
+            .arg("-stdin-lifeline")
             .args(args)
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -116,6 +120,14 @@ impl Vcsim {
 
 impl Drop for Vcsim {
     fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        // A moment to clean up, then killed regardless.
+        for _ in 0..100 {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

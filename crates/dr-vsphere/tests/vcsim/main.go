@@ -20,6 +20,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"os"
@@ -41,6 +42,7 @@ func main() {
 	pass := flag.String("pass", "s3cret", "password")
 	idle := flag.Duration("session-idle", 0, "expire sessions idle this long (0: never)")
 	anyUser := flag.Bool("any-user", false, "accept any non-empty user and password")
+	lifeline := flag.Bool("stdin-lifeline", false, "exit, removing the datastores' directories, when stdin closes")
 	methodDelay := flag.String("method-delay", "", "METHOD=MS[,METHOD=MS]: serve these calls that much later (a slow vCenter)")
 	flag.Parse()
 
@@ -102,6 +104,13 @@ func main() {
 	}
 	line, _ := json.Marshal(out)
 	fmt.Println(string(line))
+	if *lifeline {
+		// The starter holds our stdin: when it closes (the starter is
+		// done, or died), remove the datastores' directories and exit.
+		_, _ = io.Copy(io.Discard, os.Stdin)
+		model.Remove()
+		os.Exit(0)
+	}
 	for {
 		time.Sleep(time.Hour)
 	}
