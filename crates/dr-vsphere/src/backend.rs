@@ -573,7 +573,9 @@ impl Vsphere {
                 op: "restore from a replica without its disk images",
             });
         }
-        let original = self.moref(true, vm).await?;
+        let Some(original) = self.original_or_finish(vm).await? else {
+            return Ok(());
+        };
         let target = self.moref(false, host).await?;
         let Preflight {
             o,
@@ -831,6 +833,12 @@ impl Vsphere {
             self.discard(vm, new).await;
             return Err(e);
         }
+        self.finish_take_over(vm, new).await
+    }
+
+    /// The end of [`Self::take_over`], once the original is unregistered:
+    /// `new` takes `vm`'s name and is powered on.
+    async fn finish_take_over(&self, vm: &str, new: &MoRef) -> Result<(), VsphereError> {
         let finish = async {
             task::run(
                 &self.session,
@@ -856,6 +864,27 @@ impl Vsphere {
         if let Err(e) = task::run(&self.session, "Destroy_Task", new, "", self.task_timeout).await {
             tracing::warn!(vm, error = %e, "could not remove the restore's new VM {}", new.value);
         }
+    }
+
+    /// The VM a restore of `vm` starts from. When `vm` is gone and a
+    /// restore's new VM waits under the temporary name (a crash after the
+    /// original was unregistered), that restore is finished instead: the
+    /// new VM takes the name and is powered on; `None` then.
+    pub(crate) async fn original_or_finish(&self, vm: &str) -> Result<Option<MoRef>, VsphereError> {
+        let gone = match self.moref(true, vm).await {
+            Ok(r) => return Ok(Some(r)),
+            Err(e @ VsphereError::NotFound { .. }) => e,
+            Err(e) => return Err(e),
+        };
+        let Ok(new) = self.moref(true, &restore_name(vm)).await else {
+            return Err(gone);
+        };
+        tracing::warn!(
+            vm,
+            "finishing a restore a crash left after the original was unregistered"
+        );
+        self.finish_take_over(vm, &new).await?;
+        Ok(None)
     }
 
     /// Removes `temp`, the new VM of an earlier restore of `vm` that a

@@ -744,3 +744,53 @@ async fn a_drill_from_replica_images_runs_isolated_from_their_upload() {
     let _ = std::fs::remove_dir_all(&dir);
     v.close().await;
 }
+
+#[tokio::test]
+async fn a_restore_cut_off_after_the_original_was_unregistered_is_finished_by_the_next() {
+    if !available("a_restore_cut_off_after_the_original_was_unregistered_is_finished_by_the_next") {
+        return;
+    }
+    let sim = Vcsim::start(&[]);
+    let v = connect(&sim, "DRV_PW_RESUME").await;
+    let (inv, _) = v.full_inventory().await.expect("inventory");
+    let vm = inv.vms[0].name.clone();
+    let (_, other) = home_and_other(&inv, &vm);
+    let vms_before = inv.vms.len();
+    // What a crash between the take-over's steps leaves: the restore's new
+    // VM under the temporary name, stopped, and the original unregistered.
+    let temp = format!("{vm}.vmdr-restore");
+    v.create_snapshot(&dr_core::model::SnapshotTarget::Vm(vm.clone()), "s")
+        .await
+        .expect("snapshot");
+    v.start_drill_copy(&vm, &other, dr_core::model::RestoreSource::Snapshot, &temp)
+        .await
+        .expect("a VM under the temporary name");
+    v.power_off(&temp).await.expect("stopped");
+    let new = v.moref(true, &temp).await.expect("the new VM");
+    v.power_off(&vm).await.expect("the original stops");
+    let original = v.moref(true, &vm).await.expect("the original");
+    v.session()
+        .invoke("UnregisterVM", &original.xml("_this"))
+        .await
+        .expect("unregister the original");
+    v.close().await;
+
+    // The next process's restore finishes that one.
+    let v = connect(&sim, "DRV_PW_RESUME").await;
+    let (dir, images, _) = write_images("resume", 1);
+    v.restore_vm_from_images(&vm, &other, &images)
+        .await
+        .expect("the restore under way finished");
+    let (after, _) = v.full_inventory().await.expect("inventory");
+    let restored = after.vm(&vm).expect("the VM has its name back");
+    assert_eq!(restored.power, PowerState::On);
+    assert_eq!(
+        v.moref(true, &vm).await.expect("the VM"),
+        new,
+        "it is the restore's new VM"
+    );
+    assert!(after.vm(&temp).is_none(), "the temporary name is gone");
+    assert_eq!(after.vms.len(), vms_before);
+    let _ = std::fs::remove_dir_all(&dir);
+    v.close().await;
+}

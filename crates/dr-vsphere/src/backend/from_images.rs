@@ -343,7 +343,9 @@ impl Vsphere {
         images: &[PathBuf],
     ) -> Result<(), VsphereError> {
         let images = check_images(images).await?;
-        let original = self.moref(true, vm).await?;
+        let Some(original) = self.original_or_finish(vm).await? else {
+            return Ok(());
+        };
         let target = self.moref(false, host).await?;
         let Preflight { o, folder, .. } = self.restore_preflight(vm, &original, &HARDWARE).await?;
         let temp = restore_name(vm);
