@@ -71,6 +71,21 @@ pub fn start_vcsim(args: &[&str]) -> Result<(std::process::Child, String), Strin
     Ok((child, url))
 }
 
+/// The configuration to log in to a simulator [`start_vcsim`] started at
+/// `url` (its password in this process's environment).
+pub fn vcsim_config(url: String) -> dr_vsphere::VsphereConfig {
+    std::env::set_var("VMDR_BENCH_PW", "s3cret");
+    dr_vsphere::VsphereConfig {
+        url,
+        user: "vmdr".into(),
+        password: dr_vsphere::PasswordSource::Env("VMDR_BENCH_PW".into()),
+        tls: dr_vsphere::TlsMode::Verify,
+        timeout: std::time::Duration::from_secs(120),
+        limits: dr_vsphere::xml::Limits::default(),
+        spares: Vec::new(),
+    }
+}
+
 /// Stops a simulator [`start_vcsim`] started, letting it remove its
 /// datastores' directories first.
 pub fn stop_vcsim(mut child: std::process::Child) {

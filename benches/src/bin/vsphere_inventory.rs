@@ -6,8 +6,7 @@
 //! Run: `cargo run --release -p dr-benches --bin vsphere-inventory`
 //! Talks only to the simulator it starts on 127.0.0.1.
 
-use dr_vsphere::xml::Limits;
-use dr_vsphere::{PasswordSource, TlsMode, Vsphere, VsphereConfig};
+use dr_vsphere::Vsphere;
 use std::time::{Duration, Instant};
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -22,16 +21,7 @@ fn main() {
             eprintln!("vsphere-inventory: {why}");
             std::process::exit(2)
         });
-    std::env::set_var("VMDR_BENCH_PW", "s3cret");
-    let cfg = VsphereConfig {
-        url,
-        user: "vmdr".into(),
-        password: PasswordSource::Env("VMDR_BENCH_PW".into()),
-        tls: TlsMode::Verify,
-        timeout: Duration::from_secs(120),
-        limits: Limits::default(),
-        spares: Vec::new(),
-    };
+    let cfg = dr_benches::vcsim_config(url);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -10,9 +10,8 @@
 //! Run: `TMPDIR=/dev/shm cargo run --release -p dr-benches --bin vsphere-restore [SIZE_MiB]`
 //! (default 2048). Talks only to the simulator it starts on 127.0.0.1.
 
-use dr_vsphere::xml::Limits;
-use dr_vsphere::{PasswordSource, TlsMode, Vsphere, VsphereConfig};
-use std::time::{Duration, Instant};
+use dr_vsphere::Vsphere;
+use std::time::Instant;
 
 fn main() {
     let size_mib: u64 = std::env::args()
@@ -65,16 +64,7 @@ fn main() {
         "local copy of the same file (1 MiB reads and writes): {local:.2} s ({:.0} MB/s)",
         bytes as f64 / local / 1e6
     );
-    std::env::set_var("VMDR_BENCH_PW", "s3cret");
-    let cfg = VsphereConfig {
-        url,
-        user: "vmdr".into(),
-        password: PasswordSource::Env("VMDR_BENCH_PW".into()),
-        tls: TlsMode::Verify,
-        timeout: Duration::from_secs(120),
-        limits: Limits::default(),
-        spares: Vec::new(),
-    };
+    let cfg = dr_benches::vcsim_config(url);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -348,9 +348,21 @@ async fn restore_off_a_host_that_stopped_responding_registers_the_files_elsewher
     assert_eq!(after.vms.iter().filter(|x| x.name == vm).count(), 1);
 }
 
-/// Every network card of a VM (its `config.hardware.device`) is
-/// disconnected and does not connect at power-on; there is one at least.
-fn assert_isolated(o: &dr_vsphere::inventory::ObjectContent) {
+/// The drill copy `copy` is powered on, every network card of it
+/// disconnected and not connecting at power-on (there is one at least).
+async fn assert_runs_isolated(v: &Vsphere, copy: &str) {
+    let r = v.moref(true, copy).await.expect("the copy exists");
+    let o = dr_vsphere::inventory::retrieve_one(
+        v.session(),
+        &r,
+        &["runtime.powerState", "config.hardware.device"],
+    )
+    .await
+    .expect("read the copy");
+    assert_eq!(
+        o.props.get("runtime.powerState").map(|e| e.text.trim()),
+        Some("poweredOn")
+    );
     let nics: Vec<_> = o
         .props
         .get("config.hardware.device")
@@ -391,19 +403,7 @@ async fn a_drill_copy_runs_with_its_network_cards_disconnected() {
     )
     .await
     .expect("drill copy");
-    let r = v.moref(true, &copy).await.expect("the copy exists");
-    let o = dr_vsphere::inventory::retrieve_one(
-        v.session(),
-        &r,
-        &["runtime.powerState", "config.hardware.device"],
-    )
-    .await
-    .expect("read the copy");
-    assert_eq!(
-        o.props.get("runtime.powerState").map(|e| e.text.trim()),
-        Some("poweredOn")
-    );
-    assert_isolated(&o);
+    assert_runs_isolated(&v, &copy).await;
     // The original still runs, connected.
     let (inv, _) = v.inventory().await.expect("inventory");
     assert_eq!(inv.vm(&vm.name).map(|x| x.power), Some(PowerState::On));
@@ -712,19 +712,7 @@ async fn a_drill_from_replica_images_runs_isolated_from_their_upload() {
     v.start_drill_copy_from_images(&vm, &other, &images, &copy)
         .await
         .expect("drill copy from the images");
-    let r = v.moref(true, &copy).await.expect("the copy exists");
-    let o = dr_vsphere::inventory::retrieve_one(
-        v.session(),
-        &r,
-        &["runtime.powerState", "config.hardware.device"],
-    )
-    .await
-    .expect("read the copy");
-    assert_eq!(
-        o.props.get("runtime.powerState").map(|e| e.text.trim()),
-        Some("poweredOn")
-    );
-    assert_isolated(&o);
+    assert_runs_isolated(&v, &copy).await;
     for (i, (file, _)) in disks_of(&v, &copy).await.iter().enumerate() {
         let local = local_path(&v, file).await;
         assert!(
