@@ -125,6 +125,16 @@ pub async fn start(backend: &Backend, state_dir: &std::path::Path) -> Result<Por
                     }
                 }
             }
+            for (vm, r) in v.remove_abandoned_uploads().await {
+                match r {
+                    Ok(()) => {
+                        tracing::warn!(%vm, "the disk images a previous run left uploading are cleaned up")
+                    }
+                    Err(e) => {
+                        tracing::error!(%vm, error = %e, "the disk images a previous run left uploading could not be removed; its record stays")
+                    }
+                }
+            }
             let v = Arc::new(v);
             let prober = Arc::new(dr_probe::NetProber::new(dr_probe::ProbeConfig::default()));
             Ok(Ports {

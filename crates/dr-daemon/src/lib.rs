@@ -49,3 +49,29 @@ pub mod state;
 
 pub use config::{ConfigError, DaemonConfig};
 pub use daemon::{run, DaemonError};
+
+/// Fixtures the unit tests of several modules share.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use dr_core::ports::Clock;
+    use dr_sim::{Latencies, SimHypervisor, World};
+    use std::sync::{Arc, Mutex};
+
+    /// A simulated hypervisor over the datacenter of scenario `text`, on
+    /// tokio's clock from zero (paused in the tests that use it), and the
+    /// clock.
+    pub(crate) fn sim_hypervisor(
+        text: &str,
+        lat: Latencies,
+    ) -> (Arc<SimHypervisor>, Arc<dyn Clock>) {
+        let s = dr_sim::Scenario::parse(text).expect("scenario");
+        let world = Arc::new(Mutex::new(
+            World::new(s.hosts.clone(), s.vms.clone(), 1).expect("world"),
+        ));
+        let clock: Arc<dyn Clock> = Arc::new(dr_control::TokioClock::from_zero());
+        (
+            Arc::new(SimHypervisor::new(world, clock.clone(), lat)),
+            clock,
+        )
+    }
+}

@@ -117,6 +117,41 @@ impl ReplicaRestore {
     }
 }
 
+/// Files removed when this is dropped, however the operation that made
+/// them ends; off the async threads (a whole disk's blocks are freed).
+struct RemoveOnDrop(Vec<PathBuf>);
+
+impl RemoveOnDrop {
+    /// Removes them now, and waits for it.
+    async fn now(&mut self) {
+        let files = std::mem::take(&mut self.0);
+        let _ = tokio::task::spawn_blocking(move || remove_files(&files)).await;
+    }
+}
+
+fn remove_files(files: &[PathBuf]) {
+    for f in files {
+        if let Err(e) = std::fs::remove_file(f) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(file = %f.display(), error = %e, "cannot remove a drill's disk image");
+            }
+        }
+    }
+}
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if self.0.is_empty() {
+            return;
+        }
+        let files = std::mem::take(&mut self.0);
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => drop(rt.spawn_blocking(move || remove_files(&files))),
+            Err(_) => remove_files(&files),
+        }
+    }
+}
+
 #[async_trait]
 impl Hypervisor for ReplicaRestore {
     fn capabilities(&self) -> Capabilities {
@@ -245,6 +280,10 @@ impl Hypervisor for ReplicaRestore {
                 i.with_file_name(name)
             })
             .collect();
+        // The copy runs from what the backend made of them (vCenter: its
+        // upload; the simulation only checks them): they go when the drill
+        // has started, or failed, or was cut off by its timeout.
+        let mut remove = RemoveOnDrop(images.clone());
         let result = async {
             self.materialize(vm, plan, &images, "drill").await?;
             self.inner
@@ -252,11 +291,7 @@ impl Hypervisor for ReplicaRestore {
                 .await
         }
         .await;
-        // The copy runs from what the backend made of them (vCenter: its
-        // upload; the simulation only checks them).
-        for i in &images {
-            let _ = tokio::fs::remove_file(i).await;
-        }
+        remove.now().await;
         result
     }
 
@@ -274,5 +309,80 @@ impl Hypervisor for ReplicaRestore {
 
     async fn remove_drill_copy(&self, copy: &str) -> Result<(), HypervisorError> {
         self.inner.remove_drill_copy(copy).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dr_replication::record::{Record, Write};
+    use dr_sim::Latencies;
+    use std::time::Duration;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_drill_cut_off_by_its_timeout_leaves_no_images() {
+        let text = r#"
+name = "drill"
+duration = "1h"
+[[host]]
+name = "h1"
+[[host]]
+name = "h2"
+[[vm]]
+name = "app-1"
+ip = "10.0.0.1"
+host = "h1"
+replica = true
+"#;
+        let lat = Latencies {
+            restore_replica: Duration::from_secs(600),
+            ..Latencies::default()
+        };
+        let (hv, _) = crate::test_support::sim_hypervisor(text, lat);
+        let dir = std::env::temp_dir().join(format!("dr-daemon-drill-cut-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut replica = Replica::open(&dir.join("replica"), 2).expect("replica");
+        replica
+            .apply(&Record::Write {
+                seq: 1,
+                write: Write {
+                    disk: 0,
+                    offset: 0,
+                    data: vec![7; 4096],
+                },
+            })
+            .expect("write");
+        replica
+            .apply(&Record::Checkpoint {
+                seq: 2,
+                id: 1,
+                time_ms: 1,
+            })
+            .expect("checkpoint");
+        let images = dir.join("images");
+        let plan = RestorePlan {
+            replica: Arc::new(Mutex::new(replica)),
+            dir: dir.join("replica"),
+            images: vec![images.join("app-1.img")],
+        };
+        let rr = ReplicaRestore::new(hv, BTreeMap::from([("app-1".to_owned(), plan)]));
+        let drill = rr.start_drill_copy("app-1", "h2", RestoreSource::Replica, "app-1-drill");
+        // The images are written, then the simulated copy takes 10 minutes:
+        // the action timeout drops the drill in between.
+        let cut = tokio::time::timeout(Duration::from_secs(60), drill).await;
+        assert!(cut.is_err(), "the drill ended before its timeout: {cut:?}");
+        // Their removal runs off the async threads: wait for it.
+        let mut left = Vec::new();
+        for _ in 0..200 {
+            left = std::fs::read_dir(&images)
+                .map(|r| r.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
+                .unwrap_or_default();
+            if left.is_empty() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(left.is_empty(), "a cut-off drill left images: {left:?}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

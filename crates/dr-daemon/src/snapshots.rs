@@ -214,9 +214,7 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dr_sim::world::{HostSpec, VmSpec};
-    use dr_sim::{Latencies, SimHypervisor, World};
-    use std::sync::Mutex;
+    use dr_sim::Latencies;
 
     #[tokio::test(start_paused = true)]
     async fn rounds_take_new_snapshots_and_keep_the_newest() {
@@ -236,16 +234,8 @@ ip = "10.0.0.2"
 host = "h1"
 powered_on = false
 "#;
-        let s = dr_sim::Scenario::parse(text).expect("scenario");
-        let world: Vec<HostSpec> = s.hosts.clone();
-        let vms: Vec<VmSpec> = s.vms.clone();
-        let world = Arc::new(Mutex::new(World::new(world, vms, 1).expect("world")));
-        let clock: Arc<dyn Clock> = Arc::new(dr_control::TokioClock::from_zero());
-        let hv: Arc<dyn Hypervisor> = Arc::new(SimHypervisor::new(
-            world,
-            clock.clone(),
-            Latencies::default(),
-        ));
+        let (hv, clock) = crate::test_support::sim_hypervisor(text, Latencies::default());
+        let hv: Arc<dyn Hypervisor> = hv;
         let schedule = Schedule {
             every: Some(Duration::from_secs(60)),
             keep: 2,

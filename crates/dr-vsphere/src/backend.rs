@@ -67,6 +67,9 @@ pub struct Vsphere {
     /// `None`: not recorded (a crash in the middle of a restore off a lost
     /// host then leaves the VM out of the inventory).
     pub pending_dir: Option<std::path::PathBuf>,
+    /// The VMs this process is uploading disk images for: a clean-up of
+    /// abandoned uploads leaves theirs alone.
+    uploads: Mutex<std::collections::HashSet<String>>,
 }
 
 impl Vsphere {
@@ -84,6 +87,7 @@ impl Vsphere {
             task_timeout: Duration::from_secs(600),
             full_read_every: Duration::from_secs(300),
             pending_dir: None,
+            uploads: Mutex::new(std::collections::HashSet::new()),
         })
     }
 

@@ -7,6 +7,12 @@
 //!
 //! One file per VM, `<vm>.pending`, lines: VM name, files path, folder,
 //! pool, target host, home host (each reference `Type:value`).
+//!
+//! Uploads of a replica's disk images are recorded likewise ([`Upload`]):
+//! a restore cut off while it uploads (by its action timeout, or a crash)
+//! would otherwise leave gigabytes on the datastore, in a directory no VM
+//! owns. One file per VM to be created, `<vm>.upload`, lines: that VM's
+//! name, datastore, directory, datacenter.
 
 use crate::soap::MoRef;
 use std::fs::File;
@@ -30,7 +36,7 @@ pub struct Pending {
     pub home: MoRef,
 }
 
-fn file_of(dir: &Path, vm: &str) -> PathBuf {
+fn file_of(dir: &Path, vm: &str, ext: &str) -> PathBuf {
     // VM names may hold any character: keep the file name safe.
     let safe: String = vm
         .chars()
@@ -42,7 +48,51 @@ fn file_of(dir: &Path, vm: &str) -> PathBuf {
             }
         })
         .collect();
-    dir.join(format!("{safe}-{:016x}.pending", fnv(vm)))
+    dir.join(format!("{safe}-{:016x}.{ext}", fnv(vm)))
+}
+
+/// Writes a record durably: aside, fsynced, renamed into place.
+fn save_lines(dir: &Path, vm: &str, ext: &str, lines: &[String]) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let path = file_of(dir, vm, ext);
+    let tmp = path.with_extension(format!("{ext}.tmp"));
+    let mut f = File::create(&tmp)?;
+    f.write_all(lines.join("\n").as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, &path)?;
+    File::open(dir)?.sync_all()
+}
+
+/// Removes a record; one that is not there is fine.
+fn remove(dir: &Path, vm: &str, ext: &str) -> std::io::Result<()> {
+    match std::fs::remove_file(file_of(dir, vm, ext)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => File::open(dir)?.sync_all(),
+    }
+}
+
+/// Every record of kind `ext` in `dir`, parsed by `parse`; unreadable
+/// ones are reported and left in place.
+fn all_of<T>(dir: &Path, ext: &str, parse: impl Fn(&[&str]) -> Option<T>) -> Vec<T> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.extension().and_then(|x| x.to_str()) != Some(ext) {
+            continue;
+        }
+        let text = std::fs::read_to_string(&p).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        match parse(&lines) {
+            Some(record) => out.push(record),
+            None => {
+                tracing::error!(file = %p.display(), "unreadable record of an operation under way: left in place")
+            }
+        }
+    }
+    out
 }
 
 fn fnv(s: &str) -> u64 {
@@ -63,67 +113,80 @@ fn parse_ref(line: &str) -> Option<MoRef> {
 impl Pending {
     /// Writes the record durably.
     pub fn save(&self, dir: &Path) -> std::io::Result<()> {
-        std::fs::create_dir_all(dir)?;
-        let path = file_of(dir, &self.vm);
-        let tmp = path.with_extension("tmp");
-        let text = [
+        let lines = [
             self.vm.clone(),
             self.path.clone(),
             r(&self.folder),
             r(&self.pool),
             r(&self.target),
             r(&self.home),
-        ]
-        .join("\n");
-        let mut f = File::create(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &path)?;
-        File::open(dir)?.sync_all()
+        ];
+        save_lines(dir, &self.vm, "pending", &lines)
     }
 
     /// Removes the record (the VM is registered again).
     pub fn done(dir: &Path, vm: &str) -> std::io::Result<()> {
-        match std::fs::remove_file(file_of(dir, vm)) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-            _ => File::open(dir)?.sync_all(),
-        }
+        remove(dir, vm, "pending")
     }
 
     /// Every record in `dir`; unreadable ones are reported and skipped.
     pub fn all(dir: &Path) -> Vec<Pending> {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return Vec::new();
-        };
-        let mut out = Vec::new();
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.extension().and_then(|x| x.to_str()) != Some("pending") {
-                continue;
-            }
-            let text = std::fs::read_to_string(&p).unwrap_or_default();
-            let lines: Vec<&str> = text.lines().collect();
-            let parsed = match lines.as_slice() {
-                [vm, path, folder, pool, target, home] => (|| {
-                    Some(Pending {
-                        vm: (*vm).to_owned(),
-                        path: (*path).to_owned(),
-                        folder: parse_ref(folder)?,
-                        pool: parse_ref(pool)?,
-                        target: parse_ref(target)?,
-                        home: parse_ref(home)?,
-                    })
-                })(),
-                _ => None,
-            };
-            match parsed {
-                Some(pending) => out.push(pending),
-                None => {
-                    tracing::error!(file = %p.display(), "unreadable pending registration record: left in place")
-                }
-            }
-        }
-        out
+        all_of(dir, "pending", |lines| match lines {
+            [vm, path, folder, pool, target, home] => Some(Pending {
+                vm: (*vm).to_owned(),
+                path: (*path).to_owned(),
+                folder: parse_ref(folder)?,
+                pool: parse_ref(pool)?,
+                target: parse_ref(target)?,
+                home: parse_ref(home)?,
+            }),
+            _ => None,
+        })
+    }
+}
+
+/// An upload of disk images under way, for a VM to be created from them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Upload {
+    /// The VM to be created around the images (a restore's temporary name,
+    /// or a drill's copy).
+    pub vm: String,
+    /// The datastore written to.
+    pub datastore: String,
+    /// The directory on it that holds the upload, and nothing else.
+    pub dir: String,
+    /// The datacenter of the datastore.
+    pub datacenter: MoRef,
+}
+
+impl Upload {
+    /// Writes the record durably.
+    pub fn save(&self, dir: &Path) -> std::io::Result<()> {
+        let lines = [
+            self.vm.clone(),
+            self.datastore.clone(),
+            self.dir.clone(),
+            r(&self.datacenter),
+        ];
+        save_lines(dir, &self.vm, "upload", &lines)
+    }
+
+    /// Removes the record (the VM exists, or the upload was removed).
+    pub fn done(dir: &Path, vm: &str) -> std::io::Result<()> {
+        remove(dir, vm, "upload")
+    }
+
+    /// Every record in `dir`; unreadable ones are reported and skipped.
+    pub fn all(dir: &Path) -> Vec<Upload> {
+        all_of(dir, "upload", |lines| match lines {
+            [vm, datastore, d, datacenter] if !d.is_empty() => Some(Upload {
+                vm: (*vm).to_owned(),
+                datastore: (*datastore).to_owned(),
+                dir: (*d).to_owned(),
+                datacenter: parse_ref(datacenter)?,
+            }),
+            _ => None,
+        })
     }
 }
 
@@ -148,6 +211,17 @@ mod tests {
         Pending::done(&dir, &p.vm).expect("done");
         assert!(Pending::all(&dir).is_empty());
         Pending::done(&dir, &p.vm).expect("done twice is fine");
+        let u = Upload {
+            vm: "web 1/ä.vmdr-restore".into(),
+            datastore: "datastore1".into(),
+            dir: "web_1-vmdr-replica-1700000000000".into(),
+            datacenter: MoRef::new("Datacenter", "datacenter-2"),
+        };
+        u.save(&dir).expect("save");
+        assert_eq!(Upload::all(&dir), vec![u.clone()]);
+        assert!(Pending::all(&dir).is_empty(), "kinds apart");
+        Upload::done(&dir, &u.vm).expect("done");
+        assert!(Upload::all(&dir).is_empty());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

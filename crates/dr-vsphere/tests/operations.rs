@@ -782,3 +782,151 @@ async fn a_restore_cut_off_after_the_original_was_unregistered_is_finished_by_th
     let _ = std::fs::remove_dir_all(&dir);
     v.close().await;
 }
+
+/// Sparse disk images of 1 GiB each: an upload takes long enough to be cut
+/// off in the middle.
+fn large_images(tag: &str, n: usize) -> (std::path::PathBuf, Vec<std::path::PathBuf>) {
+    let dir = std::env::temp_dir().join(format!("drv-large-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let images = (0..n)
+        .map(|i| {
+            let p = dir.join(format!("disk-{i}.img"));
+            std::fs::File::create(&p)
+                .and_then(|f| f.set_len(1 << 30))
+                .expect("image");
+            p
+        })
+        .collect();
+    (dir, images)
+}
+
+/// Runs `op` (a restore or drill from images) until its upload has begun
+/// writing to the datastore, then drops it, as an action timeout does.
+/// Returns the local directory it left.
+async fn cut_off_while_uploading<F: std::future::Future>(
+    v: &Vsphere,
+    records: &std::path::Path,
+    op: F,
+) -> std::path::PathBuf {
+    use dr_vsphere::pending::Upload;
+    let watch = async {
+        let u = loop {
+            if let Some(u) = Upload::all(records).pop() {
+                break u;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        let local = local_path(v, &format!("[{}] {}", u.datastore, u.dir)).await;
+        while std::fs::read_dir(&local).map_or(true, |mut d| d.next().is_none()) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        local
+    };
+    tokio::select! {
+        _ = op => panic!("the operation ended before it was cut off"),
+        local = watch => local,
+    }
+}
+
+#[tokio::test]
+async fn uploads_cut_off_are_removed_by_the_next_restore_and_the_next_connection() {
+    if !available("uploads_cut_off_are_removed_by_the_next_restore_and_the_next_connection") {
+        return;
+    }
+    use dr_vsphere::pending::Upload;
+    let sim = Vcsim::start(&[]);
+    let records = std::env::temp_dir().join(format!("drv-uploads-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&records);
+    let mut v = connect(&sim, "DRV_PW_UPLOADS").await;
+    v.pending_dir = Some(records.clone());
+    let (inv, _) = v.full_inventory().await.expect("inventory");
+    let vm = inv.vms[0].name.clone();
+    let (_, other) = home_and_other(&inv, &vm);
+    let n = disks_of(&v, &vm).await.len();
+    let (large_dir, large) = large_images("cut", n);
+    let (small_dir, small, _) = write_images("after-cut", n);
+    v.power_off(&vm).await.expect("the original stops");
+
+    // A failover cut off while it uploads leaves its directory and record.
+    let left =
+        cut_off_while_uploading(&v, &records, v.restore_vm_from_images(&vm, &other, &large)).await;
+    assert!(left.is_dir(), "the cut-off upload is on the datastore");
+    assert_eq!(Upload::all(&records).len(), 1);
+    let (same, _) = v.full_inventory().await.expect("inventory");
+    assert!(
+        same.vm(&format!("{vm}.vmdr-restore")).is_none(),
+        "no VM was created"
+    );
+    // The next failover of the VM removes it first, then succeeds.
+    v.restore_vm_from_images(&vm, &other, &small)
+        .await
+        .expect("failover");
+    assert!(!left.exists(), "the cut-off upload is gone");
+    assert!(Upload::all(&records).is_empty(), "no upload is under way");
+
+    // A record whose directory the VM now runs from is dropped, the
+    // directory kept.
+    v.full_inventory()
+        .await
+        .expect("inventory after the failover");
+    let file = disks_of(&v, &vm).await[0].0.clone();
+    let (ds, rel) = file
+        .strip_prefix('[')
+        .and_then(|p| p.split_once("] "))
+        .expect("a datastore path");
+    let owned_dir = rel.split('/').next().expect("a directory").to_owned();
+    let datacenter = dr_vsphere::soap::MoRef::new("Datacenter", sim_datacenter(&v).await.as_str());
+    Upload {
+        vm: vm.clone(),
+        datastore: ds.to_owned(),
+        dir: owned_dir.clone(),
+        datacenter: datacenter.clone(),
+    }
+    .save(&records)
+    .expect("record");
+    let done = v.remove_abandoned_uploads().await;
+    assert_eq!(done.len(), 1);
+    assert!(done[0].1.is_ok(), "{done:?}");
+    let owned_local = local_path(&v, &format!("[{ds}] {owned_dir}")).await;
+    assert!(owned_local.is_dir(), "the VM's files stay");
+    assert!(Upload::all(&records).is_empty());
+
+    // A drill cut off while it uploads: the next connection removes it.
+    let copy = format!("{vm}-cut-drill");
+    let left = cut_off_while_uploading(
+        &v,
+        &records,
+        v.start_drill_copy_from_images(&vm, &other, &large, &copy),
+    )
+    .await;
+    assert!(left.is_dir());
+    v.close().await;
+    let mut next = connect(&sim, "DRV_PW_UPLOADS").await;
+    next.pending_dir = Some(records.clone());
+    let done = next.remove_abandoned_uploads().await;
+    assert_eq!(done.len(), 1);
+    assert!(done[0].1.is_ok(), "{done:?}");
+    assert_eq!(done[0].0, copy);
+    assert!(!left.exists(), "the drill's cut-off upload is gone");
+    assert!(Upload::all(&records).is_empty());
+    assert!(next.remove_abandoned_uploads().await.is_empty());
+    for d in [large_dir, small_dir, records] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+    next.close().await;
+}
+
+/// The simulator's datacenter's reference value.
+async fn sim_datacenter(v: &Vsphere) -> String {
+    let root = v.session().content().root_folder.clone();
+    let o = dr_vsphere::inventory::retrieve_one(v.session(), &root, &["childEntity"])
+        .await
+        .expect("root folder");
+    o.props["childEntity"]
+        .children
+        .iter()
+        .filter_map(dr_vsphere::soap::MoRef::from_element)
+        .find(|m| m.kind == "Datacenter")
+        .expect("a datacenter")
+        .value
+}

@@ -11,16 +11,23 @@
 //!
 //! Nothing of the original is touched until the new VM exists. A restore
 //! or drill that fails before then removes what it uploaded or created.
+//! One cut off while it uploads (by its action timeout, or a crash) cannot
+//! clean up after itself, so each upload is recorded on disk first
+//! ([`crate::pending::Upload`]) until a VM owns its directory; the next
+//! restore or drill of the same VM, and the next connection, remove the
+//! directory of a record whose VM does not exist.
 
 use super::{cloned_vm, folder_of, restore_name, Preflight, Vsphere};
 use crate::error::VsphereError;
 use crate::inventory;
+use crate::pending;
 use crate::session::Upload;
 use crate::soap::MoRef;
 use crate::task;
 use crate::xml::{self, Element};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
+use std::sync::Mutex;
 
 const SECTOR: u64 = 512;
 
@@ -441,7 +448,22 @@ impl Vsphere {
             });
         }
         let total: u64 = images.iter().map(|i| i.bytes).sum();
+        let _active = Active::claim(&self.uploads, name)?;
+        // An earlier attempt cut off while uploading: its directory goes
+        // before the datastore's room is counted.
+        for u in self.upload_records().await {
+            if u.vm == name {
+                self.clear_upload(&u).await?;
+            }
+        }
         let place = self.place_for(vm, target, total).await?;
+        let record = pending::Upload {
+            vm: name.to_owned(),
+            datastore: place.datastore.clone(),
+            dir: place.dir.clone(),
+            datacenter: place.datacenter.clone(),
+        };
+        self.record_upload(Some(&record), name).await;
         let pool = self.resource_pool_of(target).await?;
         let stem = file_stem(vm);
         let descriptors: Vec<String> = (0..images.len())
@@ -474,7 +496,7 @@ impl Vsphere {
             Ok::<(), VsphereError>(())
         };
         if let Err(e) = uploaded.await {
-            self.remove_dir(&place).await;
+            self.remove_upload(&record).await;
             return Err(e);
         }
 
@@ -512,9 +534,13 @@ impl Vsphere {
         .await
         .and_then(|r| cloned_vm(r, "the VM created from the images"))
         {
-            Ok(r) => Ok(r),
+            Ok(r) => {
+                // The new VM owns the directory now.
+                self.record_upload(None, name).await;
+                Ok(r)
+            }
             Err(e) => {
-                self.remove_dir(&place).await;
+                self.remove_upload(&record).await;
                 Err(e)
             }
         }
@@ -603,17 +629,117 @@ impl Vsphere {
         Ok((datacenter, names.join("/")))
     }
 
-    /// Removes a restore's directory after it failed (best effort).
-    async fn remove_dir(&self, place: &Place) {
-        let Some(fm) = self.session.content().file_manager.clone() else {
+    /// Removes the directories of uploads that a restore or drill cut off
+    /// (by its action timeout, or a crash) left behind, as their records
+    /// in [`Vsphere::pending_dir`] name them: a directory a VM of the
+    /// record's name has its files in stays (the VM owns it). Uploads this
+    /// process runs now are left alone. Returns each record's VM with the
+    /// outcome; a record stays until its clean-up succeeds.
+    pub async fn remove_abandoned_uploads(&self) -> Vec<(String, Result<(), VsphereError>)> {
+        let mut out = Vec::new();
+        for u in self.upload_records().await {
+            if lock(&self.uploads).contains(&u.vm) {
+                continue;
+            }
+            let result = self.clear_upload(&u).await;
+            out.push((u.vm, result));
+        }
+        out
+    }
+
+    async fn upload_records(&self) -> Vec<pending::Upload> {
+        let Some(dir) = self.pending_dir.clone() else {
+            return Vec::new();
+        };
+        tokio::task::spawn_blocking(move || pending::Upload::all(&dir))
+            .await
+            .unwrap_or_default()
+    }
+
+    /// Writes (`Some`) or removes (`None`) the record of `vm`'s upload. A
+    /// failure is logged, not returned: without the record a cut-off
+    /// upload only takes datastore room, and a failover matters more.
+    async fn record_upload(&self, record: Option<&pending::Upload>, vm: &str) {
+        let Some(dir) = self.pending_dir.clone() else {
             return;
         };
+        let (record, name) = (record.cloned(), vm.to_owned());
+        let written = tokio::task::spawn_blocking(move || match record {
+            Some(r) => r.save(&dir),
+            None => pending::Upload::done(&dir, &name),
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        if let Err(e) = written {
+            tracing::error!(vm, error = %e, "cannot keep the record of an upload of disk images");
+        }
+    }
+
+    /// The clean-up of one upload record: its directory is removed unless
+    /// the record's VM has its files there; then the record goes.
+    async fn clear_upload(&self, u: &pending::Upload) -> Result<(), VsphereError> {
+        let owned = match self.moref(true, &u.vm).await {
+            Ok(r) => {
+                let o = inventory::retrieve_one(&self.session, &r, &["summary.config.vmPathName"])
+                    .await?;
+                o.props.get("summary.config.vmPathName").is_some_and(|p| {
+                    p.text
+                        .trim()
+                        .starts_with(&format!("[{}] {}/", u.datastore, u.dir))
+                })
+            }
+            Err(VsphereError::NotFound { .. }) => false,
+            Err(e) => return Err(e),
+        };
+        if !owned {
+            tracing::warn!(vm = %u.vm, datastore = %u.datastore, dir = %u.dir, "removing the upload of disk images a cut-off restore left");
+            self.delete_dir(&u.datastore, &u.dir, &u.datacenter).await?;
+        }
+        self.record_upload(None, &u.vm).await;
+        Ok(())
+    }
+
+    /// Removes an upload after its restore failed; its record goes with it,
+    /// or stays for a later clean-up if the removal fails.
+    async fn remove_upload(&self, u: &pending::Upload) {
+        match self.delete_dir(&u.datastore, &u.dir, &u.datacenter).await {
+            Ok(()) => self.record_upload(None, &u.vm).await,
+            Err(e) => {
+                tracing::warn!(dir = %u.dir, error = %e, "could not remove the files of a failed restore; a later one retries");
+            }
+        }
+    }
+
+    /// Deletes an upload's directory. Only a name [`Vsphere::place_for`]
+    /// makes is accepted: a damaged record must not name a datastore's
+    /// root or another VM's files. One already gone is fine.
+    async fn delete_dir(
+        &self,
+        datastore: &str,
+        dir: &str,
+        datacenter: &MoRef,
+    ) -> Result<(), VsphereError> {
+        if !is_upload_dir(dir) {
+            return Err(VsphereError::InvalidState {
+                name: format!("[{datastore}] {dir}"),
+                detail: "is not a directory of an upload of disk images: not removed".into(),
+            });
+        }
+        let fm =
+            self.session
+                .content()
+                .file_manager
+                .clone()
+                .ok_or_else(|| VsphereError::Missing {
+                    method: "RetrieveServiceContent".into(),
+                    what: "the file manager".into(),
+                })?;
         let args = format!(
             "<name>{}</name>{}",
-            xml::escape(&format!("[{}] {}", place.datastore, place.dir)),
-            place.datacenter.xml("datacenter")
+            xml::escape(&format!("[{datastore}] {dir}")),
+            datacenter.xml("datacenter")
         );
-        if let Err(e) = task::run(
+        match task::run(
             &self.session,
             "DeleteDatastoreFile_Task",
             &fm,
@@ -622,8 +748,51 @@ impl Vsphere {
         )
         .await
         {
-            tracing::warn!(dir = %place.dir, error = %e, "could not remove the files of a failed restore");
+            Err(e) if e.fault() == Some("FileNotFound") => Ok(()),
+            r => r.map(|_| ()),
         }
+    }
+}
+
+/// Whether `dir` is a name [`Vsphere::place_for`] gives an upload: one
+/// path component ending in `-vmdr-replica-<ms>`.
+fn is_upload_dir(dir: &str) -> bool {
+    !dir.contains('/')
+        && dir.rsplit_once("-vmdr-replica-").is_some_and(|(stem, ms)| {
+            !stem.is_empty() && !ms.is_empty() && ms.bytes().all(|b| b.is_ascii_digit())
+        })
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// An upload this process runs, marked so that a clean-up of abandoned
+/// ones leaves it alone; unmarked when the restore ends, however it ends
+/// (a restore cut off by its timeout is dropped).
+struct Active<'a> {
+    set: &'a Mutex<HashSet<String>>,
+    vm: String,
+}
+
+impl<'a> Active<'a> {
+    fn claim(set: &'a Mutex<HashSet<String>>, vm: &str) -> Result<Self, VsphereError> {
+        if !lock(set).insert(vm.to_owned()) {
+            return Err(VsphereError::InvalidState {
+                name: vm.to_owned(),
+                detail: "is being created from disk images already".into(),
+            });
+        }
+        Ok(Active {
+            set,
+            vm: vm.to_owned(),
+        })
+    }
+}
+
+impl Drop for Active<'_> {
+    fn drop(&mut self) {
+        lock(self.set).remove(&self.vm);
     }
 }
 
@@ -641,6 +810,22 @@ mod tests {
         assert!(d.contains("RW 4096 VMFS \"web_0-flat.vmdk\""), "{d}");
         assert!(d.contains("ddb.adapterType = \"lsilogic\""));
         assert!(d.contains("createType=\"vmfs\""));
+    }
+
+    #[test]
+    fn only_upload_directories_are_removed() {
+        assert!(is_upload_dir("web_1-vmdr-replica-1700000000000"));
+        for bad in [
+            "",
+            "web_1",
+            "-vmdr-replica-17",
+            "web_1-vmdr-replica-",
+            "web_1-vmdr-replica-17x",
+            "a/web_1-vmdr-replica-17",
+            "../x-vmdr-replica-17/..",
+        ] {
+            assert!(!is_upload_dir(bad), "{bad:?}");
+        }
     }
 
     #[test]
