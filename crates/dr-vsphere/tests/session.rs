@@ -194,3 +194,87 @@ async fn bad_servers_get_typed_errors() {
         .expect_err("creds in URL");
     assert!(matches!(e, VsphereError::Config(_)), "{e}");
 }
+
+/// Where datastore `ds` of the simulator keeps its files on this machine.
+async fn datastore_dir(sim: &Vcsim, ds: &str) -> std::path::PathBuf {
+    let body = reqwest::get(format!("{}/vmdr-test/datastores", sim.base()))
+        .await
+        .expect("test endpoint")
+        .text()
+        .await
+        .expect("body");
+    let dirs: std::collections::HashMap<String, String> =
+        serde_json::from_str(&body).expect("json");
+    std::path::PathBuf::from(dirs.get(ds).expect("the datastore"))
+}
+
+/// The sessions of the next `n` uploads expire as they arrive.
+async fn expire_upload_sessions(sim: &Vcsim, n: u32) {
+    let url = format!("{}/vmdr-test/expire-upload-sessions?n={n}", sim.base());
+    assert!(reqwest::Client::new()
+        .post(&url)
+        .send()
+        .await
+        .expect("test endpoint")
+        .status()
+        .is_success());
+}
+
+#[tokio::test]
+async fn an_upload_whose_session_expired_logs_in_again_once() {
+    if !available("an_upload_whose_session_expired_logs_in_again_once") {
+        return;
+    }
+    use dr_vsphere::session::Upload;
+    let sim = Vcsim::start(&[]);
+    set_password("DRV_PW_UPLOAD_401", "s3cret");
+    let s = Session::connect(&config(&sim.url, "DRV_PW_UPLOAD_401", TlsMode::Verify))
+        .await
+        .expect("login");
+    let local = datastore_dir(&sim, "LocalDS_0").await;
+    let image = std::env::temp_dir().join(format!("drv-upload-401-{}.img", std::process::id()));
+    let data: Vec<u8> = (0..(3u32 << 20))
+        .map(|x| (x.wrapping_mul(2_654_435_761) >> 11) as u8)
+        .collect();
+    std::fs::write(&image, &data).expect("image");
+
+    // The session expires under the upload: refused with 401, the client
+    // logs in again and sends the whole file again, with the new cookie.
+    expire_upload_sessions(&sim, 1).await;
+    s.upload(
+        "DC0",
+        "LocalDS_0",
+        "up-401/disk-flat.vmdk",
+        Upload::File(&image),
+    )
+    .await
+    .expect("uploaded after logging in again");
+    assert_eq!(s.relogins().await, 1);
+    assert!(
+        std::fs::read(local.join("up-401/disk-flat.vmdk")).expect("uploaded") == data,
+        "the file on the datastore is not the image"
+    );
+    // SOAP calls go on with the new session.
+    s.invoke(
+        "CurrentTime",
+        r#"<_this type="ServiceInstance">ServiceInstance</_this>"#,
+    )
+    .await
+    .expect("a call after");
+
+    // Refused again after the new login: an error that says so, one login.
+    expire_upload_sessions(&sim, 2).await;
+    let e = s
+        .upload(
+            "DC0",
+            "LocalDS_0",
+            "up-401/disk.vmdk",
+            Upload::Bytes(b"descriptor"),
+        )
+        .await
+        .expect_err("refused twice");
+    assert!(matches!(e, VsphereError::Upload { .. }), "{e:?}");
+    assert!(e.to_string().contains("401"), "{e}");
+    assert_eq!(s.relogins().await, 2);
+    let _ = std::fs::remove_file(&image);
+}

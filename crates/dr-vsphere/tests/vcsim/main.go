@@ -25,6 +25,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/vmware/govmomi/simulator"
@@ -90,7 +91,13 @@ func main() {
 	model.Service.HandleFunc("/vmdr-test/host-state", hostState)
 	model.Service.HandleFunc("/vmdr-test/ips", setIPs)
 	model.Service.HandleFunc("/vmdr-test/datastores", datastores)
+	model.Service.HandleFunc("/vmdr-test/expire-upload-sessions", expireUploadSessions)
 	s := model.Service.NewServer()
+	// In front of the simulator's /folder service, which takes any cookie:
+	// a host-specific pattern wins over its general one (the port is only
+	// known now, and the mux matches the host without it).
+	host, _, _ := net.SplitHostPort(s.URL.Host)
+	model.Service.ServeMux.HandleFunc(host+"/folder/", gatedFolder(model.Service.ServeDatastore))
 	u := *s.URL
 	u.User = nil
 	out := map[string]string{"url": u.String()}
@@ -128,6 +135,56 @@ func datastores(w http.ResponseWriter, r *http.Request) {
 	line, _ := json.Marshal(out)
 	w.Header().Set("Content-Type", "application/json")
 	fmt.Fprintln(w, string(line))
+}
+
+// uploadGate models sessions that expire under an upload: vcsim's /folder
+// service never checks the session cookie, as a vCenter does.
+var uploadGate struct {
+	sync.Mutex
+	// The next this many PUTs expire the session their cookie names.
+	expireNext int
+	dead       map[string]bool
+}
+
+// expireUploadSessions answers POST /vmdr-test/expire-upload-sessions?n=N:
+// the sessions of the next N uploads (PUT /folder/...) expire as they
+// arrive, so each is refused with 401, as is every later request with the
+// same cookie.
+func expireUploadSessions(w http.ResponseWriter, r *http.Request) {
+	var n int
+	if _, err := fmt.Sscanf(r.URL.Query().Get("n"), "%d", &n); err != nil || n < 0 {
+		http.Error(w, "n: a count", http.StatusBadRequest)
+		return
+	}
+	uploadGate.Lock()
+	uploadGate.expireNext = n
+	uploadGate.Unlock()
+	fmt.Fprintln(w, "ok")
+}
+
+func gatedFolder(next http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		key := ""
+		if c, err := r.Cookie("vmware_soap_session"); err == nil {
+			key = c.Value
+		}
+		uploadGate.Lock()
+		if uploadGate.dead == nil {
+			uploadGate.dead = map[string]bool{}
+		}
+		if r.Method == http.MethodPut && uploadGate.expireNext > 0 {
+			uploadGate.expireNext--
+			uploadGate.dead[key] = true
+		}
+		dead := uploadGate.dead[key]
+		uploadGate.Unlock()
+		if dead {
+			// The body is not read: a client must cope with that too.
+			http.Error(w, "session expired", http.StatusUnauthorized)
+			return
+		}
+		next(w, r)
+	}
 }
 
 // hostState sets a host's connection state: POST
