@@ -184,7 +184,12 @@ fn read_segment(s: &Segment, from: u64, max: usize, out: &mut Encoded) -> Result
                 }
                 break false;
             }
-            let want = (need - have).max(READ_AHEAD).min(unread as usize);
+            // Read ahead, but not past the batch: what a read brings
+            // beyond the record that fills it is dropped, and read again
+            // for the next batch (a quarter of all reads with 1 MiB
+            // records in 4 MiB batches).
+            let room = max.saturating_sub(out.bytes.len());
+            let want = (need - have).max(READ_AHEAD.min(room)).min(unread as usize);
             // `read_to_end` fills spare capacity without zeroing it first.
             out.bytes.reserve(want);
             let got = (&mut f)
