@@ -278,8 +278,18 @@ fn acknowledged_segments_are_trimmed() {
     }
     let before = log.segment_count();
     assert!(before > 5, "{before} segments");
+    // The shipping path keeps segments it read open.
+    let mut batch = dr_replication::log::Encoded::default();
+    log.read_encoded_into(1, 4_000, &mut batch).expect("read");
     let removed = log.trim(30).expect("trim");
     assert!(removed > 0);
+    // A removed segment still open would keep its blocks.
+    let open_deleted: Vec<_> = std::fs::read_dir("/proc/self/fd")
+        .expect("fds")
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|t| t.starts_with(&ld.0) && t.to_string_lossy().ends_with(" (deleted)"))
+        .collect();
+    assert!(open_deleted.is_empty(), "{open_deleted:?}");
     assert!(
         log.read_from(31, usize::MAX)
             .expect("read")
