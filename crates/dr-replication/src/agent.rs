@@ -195,9 +195,13 @@ pub async fn ship(
                     .unwrap_or(0);
                 let l = log.clone();
                 blocking(move || {
-                    l.lock()
+                    // The files go without the log's lock: the write path
+                    // and the shippers go on meanwhile.
+                    let detached = l
+                        .lock()
                         .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .trim(acked)
+                        .detach(acked);
+                    detached.remove()
                 })
                 .await?;
                 tokio::select! {

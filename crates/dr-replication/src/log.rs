@@ -272,6 +272,32 @@ const RESUME_SLOTS: usize = 8;
 /// How many segments stay open for reading.
 const OPEN_READERS: usize = 4;
 
+/// Segments taken out of the log by [`Log::detach`], their files not yet
+/// removed.
+#[derive(Debug)]
+#[must_use = "the segments' files stay until removed"]
+pub struct Detached {
+    dir: PathBuf,
+    paths: Vec<PathBuf>,
+    /// The shipping path's open files of them: closed after the removal
+    /// (an open file keeps its blocks).
+    readers: Vec<File>,
+}
+
+impl Detached {
+    /// Removes the files and makes that durable; returns how many.
+    pub fn remove(self) -> Result<usize, ReplError> {
+        for p in &self.paths {
+            fs::remove_file(p).map_err(io("remove", p))?;
+        }
+        drop(self.readers);
+        if !self.paths.is_empty() {
+            sync_dir(&self.dir)?;
+        }
+        Ok(self.paths.len())
+    }
+}
+
 /// Records as they lie in the log, checked: what a shipper sends.
 #[derive(Debug, Default)]
 pub struct Encoded {
@@ -612,24 +638,39 @@ impl Log {
 
     /// Removes the segments whose records are all at or before `acked` (the
     /// lowest sequence every replica has acknowledged). The active segment
-    /// stays. Returns how many were removed.
+    /// stays. Returns how many were removed. [`Log::detach`] and
+    /// [`Detached::remove`] do the same in two steps, the second without
+    /// the log.
     pub fn trim(&mut self, acked: u64) -> Result<usize, ReplError> {
-        let mut removed = 0;
-        while self.segments.len() > 1 && self.segments[0].last_seq <= acked {
-            let s = self.segments.remove(0);
-            fs::remove_file(&s.path).map_err(io("remove", &s.path))?;
-            removed += 1;
-        }
-        if removed > 0 {
-            // An open file keeps its blocks after its removal.
-            let segments = &self.segments;
-            self.readers
-                .retain(|(first, _)| segments.iter().any(|s| s.first_seq == *first));
-            sync_dir(&self.dir)?;
-        }
-        Ok(removed)
+        self.detach(acked).remove()
     }
 
+    /// Takes the segments [`Log::trim`] would remove out of the log, for
+    /// their files to be removed by [`Detached::remove`] once the caller
+    /// has let go of the log: freeing a segment's blocks and syncing the
+    /// directory can take a while on a busy disk, and under the log's lock
+    /// they held up the write path and every shipper. A crash in between
+    /// leaves their files to the next trim (reopened, they are segments
+    /// again, all acknowledged).
+    pub fn detach(&mut self, acked: u64) -> Detached {
+        let mut out = Detached {
+            dir: self.dir.clone(),
+            paths: Vec::new(),
+            readers: Vec::new(),
+        };
+        while self.segments.len() > 1 && self.segments[0].last_seq <= acked {
+            let s = self.segments.remove(0);
+            if let Some(i) = self
+                .readers
+                .iter()
+                .position(|(first, _)| *first == s.first_seq)
+            {
+                out.readers.push(self.readers.remove(i).1);
+            }
+            out.paths.push(s.path);
+        }
+        out
+    }
     /// Bytes of the records after `seq` (what a replica that acknowledged
     /// `seq` still lacks: its lag), counted from the sparse index, so at
     /// most `INDEX_EVERY` records or `INDEX_BYTES` bytes too many.

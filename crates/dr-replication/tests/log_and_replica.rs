@@ -612,3 +612,46 @@ fn two_shippers_reading_in_turns_get_every_record_once_in_order() {
         }
     }
 }
+
+#[test]
+fn detached_segments_go_when_removed_and_the_log_goes_on_meanwhile() {
+    let ld = TempDir::new("detach");
+    let mut log = Log::open(
+        &ld.0,
+        LogConfig {
+            segment_bytes: 1_000,
+        },
+    )
+    .expect("log");
+    for i in 0..20u64 {
+        log.append(0, 0, &[1u8; 300]).expect("append");
+        log.checkpoint(i).expect("cp");
+    }
+    let files = || std::fs::read_dir(&ld.0).expect("dir").count();
+    let before = files();
+    let detached = log.detach(30);
+    // The log goes on without them before their files are removed.
+    log.append(0, 0, &[2u8; 300]).expect("append meanwhile");
+    log.checkpoint(99).expect("checkpoint meanwhile");
+    assert!(
+        log.read_from(31, usize::MAX)
+            .expect("read")
+            .first()
+            .is_some_and(|r| r.seq() == 31),
+        "records after the trim point stay"
+    );
+    assert!(files() >= before, "nothing removed yet");
+    let removed = detached.remove().expect("remove");
+    assert!(removed > 0);
+    assert!(files() < before, "their files are gone");
+    // Reopened, the log holds the records after the trim point.
+    drop(log);
+    let log = Log::open(
+        &ld.0,
+        LogConfig {
+            segment_bytes: 1_000,
+        },
+    )
+    .expect("reopen");
+    assert!(log.segment_count() > 0);
+}
