@@ -27,24 +27,33 @@ pub async fn serve(
     psk: Arc<Vec<u8>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    // Connections end with the server.
+    // Connections end with the server: each finishes the frame it is
+    // applying (and its merge) and stops, so that nothing holds the replica
+    // once this returns; one that does not within the grace is cut off.
     let mut connections = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
             biased;
             _ = shutdown.changed() => {
                 if *shutdown.borrow() {
-                    connections.abort_all();
-                    while connections.join_next().await.is_some() {}
+                    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+                        while connections.join_next().await.is_some() {}
+                    })
+                    .await;
+                    if drained.is_err() {
+                        tracing::warn!("replication connections cut off at shutdown");
+                        connections.abort_all();
+                        while connections.join_next().await.is_some() {}
+                    }
                     return;
                 }
             }
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    let (replica, psk) = (replica.clone(), psk.clone());
+                    let (replica, psk, stop) = (replica.clone(), psk.clone(), shutdown.clone());
                     connections.spawn(async move {
-                        if let Err(e) = receive(stream, replica, &psk).await {
+                        if let Err(e) = receive(stream, replica, &psk, stop).await {
                             tracing::warn!(%peer, error = %e, "replication connection ended");
                         }
                     });
@@ -188,17 +197,26 @@ pub async fn recv_ack<R: tokio::io::AsyncRead + Unpin>(
     })
 }
 
+/// How long a stopping receiver waits for its connections to finish the
+/// frame each is applying.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
 async fn receive(
     stream: TcpStream,
     replica: Arc<Mutex<Replica>>,
     psk: &[u8],
+    mut stop: watch::Receiver<bool>,
 ) -> Result<(), NetError> {
+    let session = tokio::select! {
+        s = accept(stream, psk, || lock(&replica).acked_seq()) => s?,
+        _ = stop.wait_for(|s| *s) => return Ok(()),
+    };
     let Session {
         reader: mut r,
         writer: mut w,
         mut inbound,
         mut outbound,
-    } = accept(stream, psk, || lock(&replica).acked_seq()).await?;
+    } = session;
     // Frames are read and authenticated on their own task while the
     // previous one is applied: the two overlap. Their buffers go back to
     // the reader, so a steady stream allocates nothing.
@@ -217,7 +235,17 @@ async fn receive(
         }
     });
     let outcome = async {
-        while let Some(frame) = frames.recv().await {
+        loop {
+            // Work under way is not cut off: stopping is looked at between
+            // frames.
+            let frame = tokio::select! {
+                biased;
+                _ = stop.wait_for(|s| *s) => break,
+                frame = frames.recv() => match frame {
+                    Some(f) => f,
+                    None => break,
+                },
+            };
             let (kind, payload) = frame?;
             if kind != Kind::Records {
                 return Err(WireError::Protocol(format!("unexpected {kind:?}")).into());
