@@ -451,9 +451,13 @@ impl Vsphere {
         let _active = Active::claim(&self.uploads, name)?;
         // An earlier attempt cut off while uploading: its directory goes
         // before the datastore's room is counted.
+        // A failure is logged, not returned: the record stays for later,
+        // and this failover matters more.
         for u in self.upload_records().await {
             if u.vm == name {
-                self.clear_upload(&u).await?;
+                if let Err(e) = self.clear_upload(&u).await {
+                    tracing::warn!(vm = name, dir = %u.dir, error = %e, "could not remove an upload a cut-off attempt left");
+                }
             }
         }
         let place = self.place_for(vm, target, total).await?;
@@ -680,13 +684,18 @@ impl Vsphere {
     async fn clear_upload(&self, u: &pending::Upload) -> Result<(), VsphereError> {
         let owned = match self.moref(true, &u.vm).await {
             Ok(r) => {
-                let o = inventory::retrieve_one(&self.session, &r, &["summary.config.vmPathName"])
-                    .await?;
-                o.props.get("summary.config.vmPathName").is_some_and(|p| {
-                    p.text
-                        .trim()
-                        .starts_with(&format!("[{}] {}/", u.datastore, u.dir))
-                })
+                match inventory::retrieve_one(&self.session, &r, &["summary.config.vmPathName"])
+                    .await
+                {
+                    Ok(o) => o.props.get("summary.config.vmPathName").is_some_and(|p| {
+                        p.text
+                            .trim()
+                            .starts_with(&format!("[{}] {}/", u.datastore, u.dir))
+                    }),
+                    // Known by name from before, gone since.
+                    Err(e) if e.fault() == Some("ManagedObjectNotFound") => false,
+                    Err(e) => return Err(e),
+                }
             }
             Err(VsphereError::NotFound { .. }) => false,
             Err(e) => return Err(e),
