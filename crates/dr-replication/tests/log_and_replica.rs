@@ -262,11 +262,11 @@ fn resending_is_harmless_and_gaps_are_refused() {
     assert_eq!(replica.rpo_ms(1_000), Some(995));
 }
 
-#[test]
-fn acknowledged_segments_are_trimmed() {
-    let ld = TempDir::new("trim");
+/// A log of small segments in `dir`: 20 writes of 300 bytes, each with a
+/// checkpoint (40 records, about 7 segments).
+fn small_segments(dir: &Path) -> Log {
     let mut log = Log::open(
-        &ld.0,
+        dir,
         LogConfig {
             segment_bytes: 1_000,
         },
@@ -276,6 +276,13 @@ fn acknowledged_segments_are_trimmed() {
         log.append(0, 0, &[1u8; 300]).expect("append");
         log.checkpoint(i).expect("cp");
     }
+    log
+}
+
+#[test]
+fn acknowledged_segments_are_trimmed() {
+    let ld = TempDir::new("trim");
+    let mut log = small_segments(&ld.0);
     let before = log.segment_count();
     assert!(before > 5, "{before} segments");
     // The shipping path keeps segments it read open.
@@ -616,17 +623,7 @@ fn two_shippers_reading_in_turns_get_every_record_once_in_order() {
 #[test]
 fn detached_segments_go_when_removed_and_the_log_goes_on_meanwhile() {
     let ld = TempDir::new("detach");
-    let mut log = Log::open(
-        &ld.0,
-        LogConfig {
-            segment_bytes: 1_000,
-        },
-    )
-    .expect("log");
-    for i in 0..20u64 {
-        log.append(0, 0, &[1u8; 300]).expect("append");
-        log.checkpoint(i).expect("cp");
-    }
+    let mut log = small_segments(&ld.0);
     let files = || std::fs::read_dir(&ld.0).expect("dir").count();
     let before = files();
     let detached = log.detach(30);
