@@ -84,10 +84,17 @@ async fn a_host_that_stops_responding() {
     let reader = InventoryReader::default();
     let inv = reader.read(&s).await.expect("inventory").0;
     let victim = inv.hosts[0].name.clone();
-    sim.post_test(&format!(
-        "/vmdr-test/host-state?name={victim}&state=notResponding"
-    ))
-    .await;
+    let url = format!(
+        "{}/vmdr-test/host-state?name={}&state=notResponding",
+        sim.base(),
+        victim
+    );
+    let resp = reqwest::Client::new()
+        .post(&url)
+        .send()
+        .await
+        .expect("test endpoint");
+    assert!(resp.status().is_success());
     let inv = reader.read(&s).await.expect("inventory").0;
     assert_eq!(
         inv.host(&victim).map(|h| h.link),

@@ -26,10 +26,17 @@ async fn connect(sim: &Vcsim, var: &str) -> Vsphere {
 
 /// `host` stops responding to vCenter (the simulator's test endpoint).
 async fn stops_responding(sim: &Vcsim, host: &str) {
-    sim.post_test(&format!(
-        "/vmdr-test/host-state?name={host}&state=notResponding"
-    ))
-    .await;
+    let url = format!(
+        "{}/vmdr-test/host-state?name={host}&state=notResponding",
+        sim.base()
+    );
+    assert!(reqwest::Client::new()
+        .post(&url)
+        .send()
+        .await
+        .expect("test endpoint")
+        .status()
+        .is_success());
 }
 
 /// `vm`'s host, and another host.

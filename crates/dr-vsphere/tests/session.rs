@@ -210,8 +210,14 @@ async fn datastore_dir(sim: &Vcsim, ds: &str) -> std::path::PathBuf {
 
 /// The sessions of the next `n` uploads expire as they arrive.
 async fn expire_upload_sessions(sim: &Vcsim, n: u32) {
-    sim.post_test(&format!("/vmdr-test/expire-upload-sessions?n={n}"))
-        .await;
+    let url = format!("{}/vmdr-test/expire-upload-sessions?n={n}", sim.base());
+    assert!(reqwest::Client::new()
+        .post(&url)
+        .send()
+        .await
+        .expect("test endpoint")
+        .status()
+        .is_success());
 }
 
 #[tokio::test]

@@ -116,19 +116,6 @@ impl Vcsim {
     pub fn base(&self) -> String {
         self.url.trim_end_matches("/sdk").to_owned()
     }
-
-    /// POSTs to one of its test endpoints (`/vmdr-test/...?query`), which
-    /// must answer with success.
-    pub async fn post_test(&self, path_and_query: &str) {
-        let url = format!("{}{path_and_query}", self.base());
-        let status = reqwest::Client::new()
-            .post(&url)
-            .send()
-            .await
-            .expect("test endpoint")
-            .status();
-        assert!(status.is_success(), "{url}: {status}");
-    }
 }
 
 impl Drop for Vcsim {
