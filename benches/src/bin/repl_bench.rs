@@ -5,8 +5,9 @@
 //! the same run; shipping throughput; the machine's sequential read; and RPO
 //! under a steady 50 MB/s write load.
 //!
-//! Run: `cargo run --release -p dr-benches --bin repl-bench [SIZE_MiB [LOAD_SECONDS]]`
-//! (needs rsync). Files go to target/repl-bench (about 4x SIZE); traffic
+//! Run: `cargo run --release -p dr-benches --bin repl-bench [SIZE_MiB [LOAD_SECONDS [rpo]]]`
+//! (needs rsync; `rpo` skips the delta phases and rsync, for repeated RPO
+//! runs). Files go to target/repl-bench (about 4x SIZE); traffic
 //! only on 127.0.0.1.
 
 use dr_replication::net::{self, Progress, ShipConfig};
@@ -94,6 +95,20 @@ fn rsync(src: &Path, dst: &Path) -> Duration {
 struct Receiver {
     name: &'static str,
     progress: watch::Receiver<Progress>,
+    replica: Arc<Mutex<Replica>>,
+}
+
+/// Lets each replica finish merging earlier checkpoints into its base
+/// (a receiver merges after acknowledging): that work belongs to the phase
+/// that shipped them, not to the next one timed.
+async fn settle(receivers: &[Receiver]) {
+    for r in receivers {
+        let replica = r.replica.clone();
+        tokio::task::spawn_blocking(move || replica.lock().expect("replica").merge_waiting())
+            .await
+            .expect("settle task")
+            .expect("merge");
+    }
 }
 
 /// How long each receiver took to acknowledge `seq`, measured from `t`.
@@ -147,6 +162,7 @@ fn main() {
         .nth(2)
         .and_then(|a| a.parse().ok())
         .unwrap_or(10);
+    let rpo_only = std::env::args().nth(3).as_deref() == Some("rpo");
     let size = mib << 20;
     let total_blocks = size / BLOCK as u64;
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/repl-bench");
@@ -168,7 +184,9 @@ fn main() {
     let mut rng = Rng(42);
     println!("image: {mib} MiB, {total_blocks} blocks of 4 KiB");
     make_image(&src, size, &mut rng);
-    std::fs::copy(&src, &mirror).expect("copy for rsync");
+    if !rpo_only {
+        std::fs::copy(&src, &mirror).expect("copy for rsync");
+    }
 
     // The machine's sequential read (page cache warm: the image was just
     // written) and the disk's durable write bandwidth.
@@ -208,7 +226,7 @@ fn main() {
             tokio::spawn(net::serve(listener, replica.clone(), Arc::new(psk.clone()), stopped.clone()));
             let (ptx, progress) = watch::channel(Progress::default());
             tokio::spawn(net::ship(log.clone(), addr, ShipConfig::new(psk.clone()), wake.clone(), ptx, stopped.clone()));
-            receivers.push(Receiver { name, progress });
+            receivers.push(Receiver { name, progress, replica });
         }
         let trim = |receivers: &[Receiver]| {
             let acked = receivers.iter().map(|r| r.progress.borrow().acked_seq).min().unwrap_or(0);
@@ -248,7 +266,8 @@ fn main() {
         }
         trim(&receivers);
 
-        for pct in [1u64, 10] {
+        let deltas: &[u64] = if rpo_only { &[] } else { &[1, 10] };
+        for &pct in deltas {
             let n = total_blocks * pct / 100;
             // Changes through the write path.
             let mut data = vec![0u8; BLOCK];
@@ -256,6 +275,7 @@ fn main() {
                 rng.fill(&mut data);
                 wp.write(0, b * BLOCK as u64, &data).expect("write");
             }
+            settle(&receivers).await;
             let t = Instant::now();
             let seq = wp.checkpoint(now_ms()).expect("checkpoint").1;
             wake.notify_waiters();
@@ -275,6 +295,7 @@ fn main() {
                 file.write_all_at(&data, b * BLOCK as u64).expect("write");
             }
             drop(file);
+            settle(&receivers).await;
             let t = Instant::now();
             let (sc, seq) = scan_checkpoint(scanner).await.expect("scan");
             scanner = sc;
@@ -299,14 +320,16 @@ fn main() {
         }
 
         // RPO under a steady 50 MB/s write load, checkpoints every 100 ms.
-        // First the replicas settle: two empty checkpoints fold the large
-        // ones of the phases above into their base images, work that
-        // belongs to those phases, not to the steady load.
+        // First the replicas settle: two empty checkpoints leave the large
+        // ones of the phases above beyond `keep`, to be folded into the
+        // base images, work that belongs to those phases, not to the
+        // steady load.
         for _ in 0..2 {
             let seq = wp.checkpoint(now_ms()).expect("checkpoint").1;
             wake.notify_waiters();
             acked_all(&receivers, seq, Instant::now()).await;
         }
+        settle(&receivers).await;
         trim(&receivers);
         // RPO as the primary sees it (what an operator's status shows): now
         // minus the time of the newest checkpoint each replica acknowledged.
@@ -344,8 +367,8 @@ fn main() {
                 let mut off = 0u64;
                 while !*load_stopped.borrow() {
                     let due = Duration::from_secs_f64(written as f64 / per_sec as f64);
-                    if start.elapsed() < due {
-                        std::thread::sleep(due - start.elapsed());
+                    if let Some(wait) = due.checked_sub(start.elapsed()) {
+                        std::thread::sleep(wait);
                     }
                     wp.write(0, off % (size - chunk.len() as u64), &chunk).expect("write");
                     off += chunk.len() as u64 * 7;

@@ -224,6 +224,7 @@ pub async fn run(cmd: ReplCommand) -> anyhow::Result<()> {
                         "newest": newest.map(|c| c.id),
                         "rpo_ms": newest.map(|c| now.saturating_sub(c.time_ms)),
                         "receiving_bytes": st.receiving_bytes,
+                        "merging_through": st.merging_through,
                     })
                 );
             } else {
@@ -243,6 +244,9 @@ pub async fn run(cmd: ReplCommand) -> anyhow::Result<()> {
                         st.receiving_bytes
                     ),
                     None => println!("no checkpoint yet · receiving {} bytes", st.receiving_bytes),
+                }
+                if let Some(id) = st.merging_through {
+                    println!("merging checkpoints up to {id} into the base images");
                 }
             }
             Ok(())

@@ -224,6 +224,9 @@ pub struct ReplicaStatus {
     pub checkpoints: Vec<CheckpointInfo>,
     /// Bytes of a checkpoint being received.
     pub receiving_bytes: u64,
+    /// A merge into the base images under way (or cut off, to be finished
+    /// at the next open), through this checkpoint.
+    pub merging_through: Option<u64>,
 }
 
 /// Reads a replica directory's state.
@@ -250,6 +253,8 @@ pub fn inspect(dir: &Path) -> Result<ReplicaStatus, ReplError> {
         let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
         if name == "incoming.tmp" {
             st.receiving_bytes = std::fs::metadata(&p).map_or(0, |m| m.len());
+        } else if let Some(id) = name.strip_prefix("merging-").and_then(|x| x.parse().ok()) {
+            st.merging_through = Some(id);
         } else if name.starts_with("cp-") && name.ends_with(".ckpt") {
             if let Ok(info) = crate::replica::read_checkpoint_info(&p) {
                 if st.checkpoints.iter().all(|c| c.id != info.id) {

@@ -259,8 +259,18 @@ async fn receive(
             .await
             .map_err(|e| NetError::Internal(e.to_string()))?;
             let _ = spare_tx.try_send(payload);
-            for c in durable? {
-                send_ack(&mut w, &mut outbound, &c).await?;
+            let durable = durable?;
+            for c in &durable {
+                send_ack(&mut w, &mut outbound, c).await?;
+            }
+            if !durable.is_empty() {
+                // After the acknowledgement, before the next frame: the
+                // merge's fsyncs are off the acknowledgement path, and its
+                // cost still reaches the shipper as back-pressure.
+                let rep = replica.clone();
+                tokio::task::spawn_blocking(move || lock(&rep).merge_due())
+                    .await
+                    .map_err(|e| NetError::Internal(e.to_string()))??;
             }
         }
         Ok(())

@@ -7,7 +7,8 @@
 //! meta                 "base <id> <seq> <time_ms>": the images' checkpoint
 //! disk-<n>.img         base images
 //! cp-<id>.ckpt         the writes of checkpoint <id>, then its record
-//! merging-<id>         a merge of cp-<id> into the images is under way
+//! merging-<id>         a merge of the checkpoints up to <id> into the
+//!                      images is under way
 //! incoming.tmp         the checkpoint being received (dropped on restart)
 //! spare.ckpt           a merged checkpoint's file kept to be written over
 //!                      by the next one
@@ -15,8 +16,12 @@
 //! ```
 //!
 //! The newest `keep` checkpoints stay separate (point-in-time recovery);
-//! older ones are merged into the base images. Writes are absolute, so a
-//! merge interrupted by a crash is simply done again.
+//! older ones are merged into the base images, several at a time and after
+//! the newest is acknowledged (the receiver calls [`Replica::merge_due`]
+//! between frames): a merge costs four fsyncs whatever it folds, and on a
+//! slow disk those fsyncs on the acknowledgement path were most of a
+//! checkpoint's latency. Writes are absolute, so a merge interrupted by a
+//! crash is simply done again.
 
 use crate::error::{io, ReplError};
 use crate::record::{self, Record};
@@ -37,12 +42,20 @@ pub struct CheckpointInfo {
     pub time_ms: u64,
 }
 
+/// A checkpoint kept apart from the base.
+#[derive(Clone, Copy, Debug)]
+struct Kept {
+    info: CheckpointInfo,
+    /// Its file's size.
+    bytes: u64,
+}
+
 /// One replica of a protected group of disks.
 pub struct Replica {
     dir: PathBuf,
     keep: usize,
     base: CheckpointInfo,
-    checkpoints: BTreeMap<u64, CheckpointInfo>,
+    checkpoints: BTreeMap<u64, Kept>,
     /// The checkpoint being received, streamed to `incoming.tmp` so a large
     /// one does not sit in memory.
     incoming: Option<std::io::BufWriter<File>>,
@@ -65,6 +78,12 @@ fn sync_dir(dir: &Path) -> Result<(), ReplError> {
 
 /// A merged checkpoint's file, kept to be written over by the next one.
 const SPARE: &str = "spare.ckpt";
+/// Checkpoints beyond `keep` wait for this many to be merged together...
+const MERGE_COUNT: usize = 4;
+/// ...or for this many bytes: a large checkpoint (an initial copy) is not
+/// left to hold its disk space.
+const MERGE_BYTES: u64 = 64 << 20;
+
 /// Larger checkpoint files are not kept as the spare: reusing one for a
 /// small checkpoint cuts it down before the fsync, and on ext4 cutting
 /// 200 MB off stalled that fsync, and the primary's log fsync on the same
@@ -317,19 +336,6 @@ impl Replica {
             }
         }
         ids.sort_unstable();
-        if let Some(id) = merging {
-            if id <= r.base.id {
-                // Stopped after the meta was written, which follows the
-                // images' fsync: only its clean-up was left (its file is
-                // removed with the other merged ones below).
-                let marker = dir.join(format!("merging-{id}"));
-                fs::remove_file(&marker).map_err(io("remove", &marker))?;
-            } else {
-                tracing::warn!(checkpoint = id, "finishing an interrupted merge");
-                r.merge(id, true)?;
-                ids.retain(|&i| i != id);
-            }
-        }
         for id in ids {
             let path = cp_path(dir, id);
             if id <= r.base.id {
@@ -345,7 +351,22 @@ impl Replica {
                     reason: format!("holds checkpoint {} under the name of {id}", info.id),
                 });
             }
-            r.checkpoints.insert(id, info);
+            let bytes = fs::metadata(&path).map_err(io("stat", &path))?.len();
+            r.checkpoints.insert(id, Kept { info, bytes });
+        }
+        if let Some(id) = merging {
+            if id <= r.base.id {
+                // Stopped after the meta was written, which follows the
+                // images' fsync: only its clean-up was left (the merged
+                // files went above).
+                let marker = dir.join(format!("merging-{id}"));
+                fs::remove_file(&marker).map_err(io("remove", &marker))?;
+            } else {
+                // Every file it folds was checked just above, before the
+                // images are touched again.
+                tracing::warn!(through = id, "finishing an interrupted merge");
+                r.merge_through(id)?;
+            }
         }
         r.next_seq = r.newest().map_or(r.base.seq, |c| c.seq) + 1;
         Ok(r)
@@ -356,7 +377,7 @@ impl Replica {
         self.checkpoints
             .values()
             .next_back()
-            .copied()
+            .map(|k| k.info)
             .or((self.base.id > 0).then_some(self.base))
     }
 
@@ -372,7 +393,7 @@ impl Replica {
     pub fn checkpoints(&self) -> Vec<CheckpointInfo> {
         let base = (self.base.id > 0).then_some(self.base);
         base.into_iter()
-            .chain(self.checkpoints.values().copied())
+            .chain(self.checkpoints.values().map(|k| k.info))
             .collect()
     }
 
@@ -412,8 +433,9 @@ impl Replica {
     /// Takes a batch of encoded records as a shipper sends them (a frame's
     /// payload): each is checked, the ones already here are skipped, and
     /// the rest are written out in runs, one write per run up to each
-    /// checkpoint. Returns the checkpoints that became durable. A bad
-    /// record fails the batch at its offset after the good ones before it.
+    /// checkpoint. Returns the checkpoints that became durable (merging
+    /// older ones into the base is [`Replica::merge_due`]'s). A bad record
+    /// fails the batch at its offset after the good ones before it.
     pub fn apply_batch(&mut self, batch: &[u8]) -> Result<Vec<CheckpointInfo>, ReplError> {
         self.usable()?;
         let mut done = Vec::new();
@@ -499,8 +521,8 @@ impl Replica {
     }
 
     /// Makes the checkpoint just received durable and visible: fsync,
-    /// rename into place, then fold the oldest ones beyond `keep` into the
-    /// base.
+    /// rename into place, fsync the directory. Merging is left to
+    /// [`Replica::merge_due`].
     fn complete(&mut self, info: CheckpointInfo) -> Result<CheckpointInfo, ReplError> {
         let tmp = self.dir.join("incoming.tmp");
         let len = self.incoming_len;
@@ -524,18 +546,49 @@ impl Replica {
         fs::rename(&tmp, &path).map_err(io("rename", &path))?;
         sync_dir(&self.dir)?;
         self.pending = 0;
-        self.checkpoints.insert(info.id, info);
-        while self.checkpoints.len() > self.keep {
-            let oldest = *self.checkpoints.keys().next().unwrap_or(&info.id);
-            // Its file was checked record by record as it arrived (or when
-            // the replica opened): not read twice here. Damage since then
-            // stops the merge part-way, and this replica with it.
-            if let Err(e) = self.merge(oldest, false) {
-                self.broken = Some(e.to_string());
-                return Err(e);
-            }
-        }
+        let bytes = len;
+        self.checkpoints.insert(info.id, Kept { info, bytes });
         Ok(info)
+    }
+
+    /// The checkpoints beyond `keep`, oldest first: the ones a merge folds.
+    fn beyond_keep(&self) -> impl Iterator<Item = &Kept> {
+        let n = self.checkpoints.len().saturating_sub(self.keep);
+        self.checkpoints.values().take(n)
+    }
+
+    /// How many checkpoints beyond `keep` wait to be merged into the base.
+    pub fn merges_waiting(&self) -> usize {
+        self.beyond_keep().count()
+    }
+
+    /// Merges the checkpoints beyond `keep` into the base if enough of them
+    /// wait (by count or by size); returns how many it merged. The receiver
+    /// calls this after acknowledging, so a merge's fsyncs are not on the
+    /// acknowledgement path.
+    pub fn merge_due(&mut self) -> Result<usize, ReplError> {
+        let (count, bytes) = self
+            .beyond_keep()
+            .fold((0, 0), |(n, b), k| (n + 1, b + k.bytes));
+        if count >= MERGE_COUNT || (count > 0 && bytes >= MERGE_BYTES) {
+            self.merge_waiting()
+        } else {
+            Ok(0)
+        }
+    }
+
+    /// Merges every checkpoint beyond `keep` into the base now; returns how
+    /// many.
+    pub fn merge_waiting(&mut self) -> Result<usize, ReplError> {
+        self.usable()?;
+        let Some(last) = self.beyond_keep().last().map(|k| k.info.id) else {
+            return Ok(0);
+        };
+        // The files were checked record by record as they arrived (or when
+        // the replica opened): not read twice here. Damage since then stops
+        // the merge part-way, and this replica with it.
+        self.merge_through(last)
+            .inspect_err(|e| self.broken = Some(e.to_string()))
     }
 
     fn usable(&self) -> Result<(), ReplError> {
@@ -545,21 +598,21 @@ impl Replica {
         }
     }
 
-    /// Folds checkpoint `id` into the base images; with `check_first`, the
-    /// whole file is checked before the images are touched, so a damaged
-    /// checkpoint leaves them at the previous one. The `merging-` marker
+    /// Folds the checkpoints up to `last` into the base images, in order,
+    /// with one fsync of the images for all of them. The `merging-` marker
     /// makes a merge stopped part-way (crash or damage) redo itself at the
-    /// next open, where a damaged file then refuses the open, naming it.
-    fn merge(&mut self, id: u64, check_first: bool) -> Result<(), ReplError> {
-        let marker = self.dir.join(format!("merging-{id}"));
+    /// next open, which checks every file first and refuses to open,
+    /// naming a damaged one.
+    fn merge_through(&mut self, last: u64) -> Result<usize, ReplError> {
+        let ids: Vec<u64> = self.checkpoints.range(..=last).map(|(&id, _)| id).collect();
+        let marker = self.dir.join(format!("merging-{last}"));
         File::create(&marker).map_err(io("create", &marker))?;
         sync_dir(&self.dir)?;
-        let path = cp_path(&self.dir, id);
-        if check_first {
-            read_checkpoint_info(&path)?;
-        }
         let mut images = Images::new(&self.dir);
-        let info = read_checkpoint(&path, |w| images.write(w))?;
+        let mut info = self.base;
+        for &id in &ids {
+            info = read_checkpoint(&cp_path(&self.dir, id), |w| images.write(w))?;
+        }
         images.sync()?;
         let meta = self.dir.join("meta");
         let tmp = self.dir.join("meta.tmp");
@@ -570,18 +623,26 @@ impl Replica {
             })
             .map_err(io("write", &tmp))?;
         fs::rename(&tmp, &meta).map_err(io("rename", &meta))?;
-        let size = fs::metadata(&path).map_or(u64::MAX, |m| m.len());
-        if size <= MAX_SPARE && !self.dir.join(SPARE).exists() {
-            let spare = self.dir.join(SPARE);
-            fs::rename(&path, &spare).map_err(io("rename", &path))?;
-        } else {
-            fs::remove_file(&path).map_err(io("remove", &path))?;
-        }
-        fs::remove_file(&marker).map_err(io("remove", &marker))?;
+        // The new base is durable before any merged file goes; their
+        // removal is made durable by the next fsync of the directory (one
+        // found again at open is removed there).
         sync_dir(&self.dir)?;
         self.base = info;
-        self.checkpoints.remove(&id);
-        Ok(())
+        for &id in &ids {
+            let path = cp_path(&self.dir, id);
+            let spare = self.dir.join(SPARE);
+            let small = self
+                .checkpoints
+                .remove(&id)
+                .is_some_and(|k| k.bytes <= MAX_SPARE);
+            if small && !spare.exists() {
+                fs::rename(&path, &spare).map_err(io("rename", &path))?;
+            } else {
+                fs::remove_file(&path).map_err(io("remove", &path))?;
+            }
+        }
+        fs::remove_file(&marker).map_err(io("remove", &marker))?;
+        Ok(ids.len())
     }
 
     /// Writes disk `disk` as it was at checkpoint `id` to `out`.
@@ -608,7 +669,7 @@ impl Replica {
                 })
             }
         }
-        for (&cid, _) in self.checkpoints.range(..=id) {
+        for &cid in self.checkpoints.range(..=id).map(|(cid, _)| cid) {
             read_checkpoint(&cp_path(&self.dir, cid), |w| {
                 if w.disk != disk {
                     return Ok(());

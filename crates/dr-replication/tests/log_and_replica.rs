@@ -72,10 +72,14 @@ fn shared(log: Log) -> std::sync::Arc<std::sync::Mutex<Log>> {
     std::sync::Arc::new(std::sync::Mutex::new(log))
 }
 
+/// Ships record by record; after each checkpoint, merges what is due as
+/// the receiver does.
 fn ship(log: &mut Log, replica: &mut Replica) {
     let from = replica.acked_seq() + 1;
     for r in log.read_from(from, usize::MAX).expect("read") {
-        replica.apply(&r).expect("apply");
+        if replica.apply(&r).expect("apply").is_some() {
+            replica.merge_due().expect("merge");
+        }
     }
 }
 
@@ -91,7 +95,13 @@ fn ship_batches(log: &mut Log, replica: &mut Replica, max: usize) {
             return;
         };
         assert_eq!(batch.records[0].0.seq(), next, "a batch starts where asked");
-        replica.apply_batch(&batch.bytes).expect("apply batch");
+        if !replica
+            .apply_batch(&batch.bytes)
+            .expect("apply batch")
+            .is_empty()
+        {
+            replica.merge_due().expect("merge");
+        }
         next = last.seq() + 1;
     }
 }
@@ -139,17 +149,26 @@ proptest! {
         }
         // Every durable checkpoint eventually arrives.
         ship_batches(&mut log, &mut replica, 1 << 20);
-        let kept = replica.checkpoints();
-        prop_assert!(kept.len() <= keep + 1);
-        if let Some(last) = at_checkpoint.keys().next_back() {
-            prop_assert_eq!(replica.newest().map(|c| c.id), Some(*last));
-        }
-        for c in &kept {
-            let source = &at_checkpoint[&c.id];
-            for (&disk, bytes) in source {
-                let out = od.0.join(format!("c{}-d{disk}", c.id));
-                replica.restore(c.id, disk, &out).expect("restore");
-                prop_assert!(same(bytes, &image(&out)), "checkpoint {} disk {disk} differs", c.id);
+        // Merges wait for a few checkpoints beyond `keep`, then fold them
+        // all; checked before and after the rest are folded.
+        prop_assert!(replica.merges_waiting() < 4);
+        for merged in [false, true] {
+            if merged {
+                replica.merge_waiting().expect("merge");
+                prop_assert_eq!(replica.merges_waiting(), 0);
+            }
+            let kept = replica.checkpoints();
+            prop_assert!(kept.len() <= keep + 4);
+            if let Some(last) = at_checkpoint.keys().next_back() {
+                prop_assert_eq!(replica.newest().map(|c| c.id), Some(*last));
+            }
+            for c in &kept {
+                let source = &at_checkpoint[&c.id];
+                for (&disk, bytes) in source {
+                    let out = od.0.join(format!("c{}-d{disk}", c.id));
+                    replica.restore(c.id, disk, &out).expect("restore");
+                    prop_assert!(same(bytes, &image(&out)), "checkpoint {} disk {disk} differs", c.id);
+                }
             }
         }
     }
@@ -319,7 +338,7 @@ fn a_merge_interrupted_by_a_crash_is_finished_on_open() {
         TempDir::new("out4"),
     );
     let mut log = Log::open(&ld.0, LogConfig::default()).expect("log");
-    let mut replica = Replica::open(&rd.0, 2).expect("replica");
+    let mut replica = Replica::open(&rd.0, 1).expect("replica");
     for i in 0..3u8 {
         log.append(0, u64::from(i) * 4, &[i + 1; 4])
             .expect("append");
@@ -327,12 +346,16 @@ fn a_merge_interrupted_by_a_crash_is_finished_on_open() {
     }
     ship(&mut log, &mut replica);
     let kept: Vec<u64> = replica.checkpoints().iter().map(|c| c.id).collect();
-    assert_eq!(kept, [1, 2, 3], "base 1 plus the newest two");
+    assert_eq!(kept, [1, 2, 3], "two wait beyond `keep`, not yet merged");
+    assert_eq!(replica.merges_waiting(), 2);
     drop(replica);
-    // A crash in the middle of merging checkpoint 2: the marker is there,
-    // the images may hold part of it, the meta still says 1.
+    // A crash in the middle of merging checkpoints 1 and 2 together: the
+    // marker names the last, the images may hold any part of either, there
+    // is no meta yet.
     std::fs::write(rd.0.join("merging-2"), b"").expect("marker");
     std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
         .write(true)
         .open(rd.0.join("disk-0.img"))
         .and_then(|f| {
@@ -340,7 +363,9 @@ fn a_merge_interrupted_by_a_crash_is_finished_on_open() {
             f.write_all_at(&[2, 2], 4)
         })
         .expect("half a merge");
-    let replica = Replica::open(&rd.0, 2).expect("reopen finishes the merge");
+    let status = dr_replication::agent::inspect(&rd.0).expect("status");
+    assert_eq!(status.merging_through, Some(2), "an operator sees it");
+    let replica = Replica::open(&rd.0, 1).expect("reopen finishes the merge");
     let kept: Vec<u64> = replica.checkpoints().iter().map(|c| c.id).collect();
     assert_eq!(kept, [2, 3]);
     let out = od.0.join("img");
@@ -358,7 +383,7 @@ fn a_merge_interrupted_by_a_crash_is_finished_on_open() {
     // A crash after a merge wrote the meta and removed (or recycled) its
     // file, before its marker went: reopening only clears the marker.
     std::fs::write(rd.0.join("merging-2"), b"").expect("marker");
-    let replica = Replica::open(&rd.0, 2).expect("reopen after the merge's end");
+    let replica = Replica::open(&rd.0, 1).expect("reopen after the merge's end");
     assert!(!rd.0.join("merging-2").exists());
     let kept: Vec<u64> = replica.checkpoints().iter().map(|c| c.id).collect();
     assert_eq!(kept, [2, 3]);
@@ -499,6 +524,7 @@ fn merged_checkpoint_files_are_written_over_and_cut_to_size() {
         expected[..len].fill(byte);
         log.checkpoint(i as u64).expect("cp");
         ship_batches(&mut log, &mut replica, 4096);
+        replica.merge_waiting().expect("merge");
         let out = od.0.join(format!("img{i}"));
         let newest = replica.newest().expect("a checkpoint").id;
         replica.restore(newest, 0, &out).expect("restore");
@@ -527,7 +553,7 @@ fn a_checkpoint_damaged_before_its_merge_stops_the_replica() {
     }
     ship_batches(&mut log, &mut replica, usize::MAX);
     // Checkpoint 2 is kept apart; damage it on disk, then let a third one
-    // arrive, which merges 2 into the base.
+    // arrive, and merge the ones beyond `keep` (1 and 2) into the base.
     let cp2 = rd.0.join(format!("cp-{:020}.ckpt", 2));
     let mut bytes = std::fs::read(&cp2).expect("read");
     bytes[3000] ^= 0x10;
@@ -537,8 +563,9 @@ fn a_checkpoint_damaged_before_its_merge_stops_the_replica() {
     let mut batch = dr_replication::log::Encoded::default();
     log.read_encoded_into(replica.acked_seq() + 1, usize::MAX, &mut batch)
         .expect("read");
+    replica.apply_batch(&batch.bytes).expect("received");
     let err = replica
-        .apply_batch(&batch.bytes)
+        .merge_waiting()
         .expect_err("the merge finds the damage");
     assert!(matches!(err, ReplError::Corrupt { .. }), "{err}");
     // Nothing is shown from a half-merged base.

@@ -149,10 +149,14 @@ async fn two_receivers_get_every_checkpoint_and_the_log_is_trimmed() {
     wait_for(&p1, last).await;
     wait_for(&p2, last).await;
     for (r, name) in [(&r1, "a"), (&r2, "b")] {
-        image_equals(
-            &r.replica.lock().expect("replica"),
-            &disk,
-            &out.0.join(name),
+        let replica = r.replica.lock().expect("replica");
+        image_equals(&replica, &disk, &out.0.join(name));
+        // The receiver merges as it goes: of 60 checkpoints, at most the
+        // newest 3 (`keep`) and the 4 a merge waits for stay apart.
+        assert!(
+            replica.merges_waiting() <= 4,
+            "{} merges waiting",
+            replica.merges_waiting()
         );
     }
     let before = log.lock().expect("log").segment_count();
