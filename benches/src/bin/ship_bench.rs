@@ -14,6 +14,13 @@
 //! receiver does, and acknowledges its checkpoints at once, writing
 //! nothing.
 //!
+//! MODE `steady` is `both` against replicas that already hold the disk,
+//! as after their initial copy: each one's base image is written in full
+//! before the timer starts, so the shipped writes land on allocated blocks,
+//! as changes do in steady replication. In `both` the images start empty:
+//! an initial copy, where the replica's file system allocates every block
+//! (on tmpfs that alone costs about as much as copying the data).
+//!
 //! Every run ends with the ceiling of this machine in the same run: the
 //! same number of bytes through one bare loopback TCP connection (4 MiB
 //! writes from one buffer, read into one buffer, by another process), with
@@ -21,8 +28,8 @@
 //! of it.
 //!
 //! Run: `cargo run --release -p dr-benches --bin ship-bench [SIZE_MiB [RECORD_KiB [N [DIR [MODE [BATCH_KiB]]]]]]`
-//! (defaults 2048, 1024, 1, /dev/shm, `both`, the shipper's default frame
-//! of 4096). Traffic only on 127.0.0.1.
+//! (defaults 2048, 1024, 1, /dev/shm, `both` (or `steady`, `shipper`), the
+//! shipper's default frame of 4096). Traffic only on 127.0.0.1.
 
 use dr_replication::net::{self, Progress, ShipConfig};
 use dr_replication::{record, wire};
@@ -186,8 +193,8 @@ fn main() {
     let batch_bytes = arg(6, ShipConfig::new(Vec::new()).batch_bytes >> 10) << 10;
     let (n, role) = match mode.as_str() {
         "shipper" => (1, "sink"),
-        "both" => (n, "receiver"),
-        other => panic!("unknown MODE {other:?}: both or shipper"),
+        "both" | "steady" => (n, "receiver"),
+        other => panic!("unknown MODE {other:?}: both, steady or shipper"),
     };
     let root = base.join("vmdr-ship-bench");
     let logd = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/ship-bench-log");
@@ -221,6 +228,23 @@ fn main() {
         t.elapsed().as_secs_f64()
     );
     let log = Arc::new(Mutex::new(log));
+    if mode == "steady" {
+        // The disk's whole extent (writes wrap at 1 GiB), written.
+        let image = size.min(1 << 30);
+        let chunk = vec![0x5au8; 4 << 20];
+        for i in 0..n {
+            let dir = root.join(format!("replica-{i}"));
+            std::fs::create_dir_all(&dir).expect("replica dir");
+            let mut f = std::fs::File::create(dir.join("disk-0.img")).expect("image");
+            let mut left = image;
+            while left > 0 {
+                let k = left.min(chunk.len() as u64) as usize;
+                std::io::Write::write_all(&mut f, &chunk[..k]).expect("fill image");
+                left -= k as u64;
+            }
+            f.sync_all().expect("fsync image");
+        }
+    }
     let mut children = Vec::new();
     for i in 0..n {
         children.push(spawn_receiver(role, &root.join(format!("replica-{i}"))));
