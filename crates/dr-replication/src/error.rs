@@ -48,9 +48,22 @@ pub enum ReplError {
     /// the damage.
     #[error("replica unusable until reopened: {0}")]
     Broken(String),
-    /// The log refused further appends after an earlier failure; reopen it.
-    #[error("log unusable after an earlier failure: {0}")]
+    /// The log, or a group written through it, refused further work after
+    /// an earlier failure; reopen it.
+    #[error("unusable after an earlier failure: {0}")]
     Poisoned(String),
+    /// A write past the end of a disk that cannot grow (a block device).
+    #[error("write of {len} bytes at offset {offset} is past the end of {path} ({size} bytes)")]
+    PastEnd {
+        /// The disk.
+        path: PathBuf,
+        /// Where the write started.
+        offset: u64,
+        /// Its length.
+        len: usize,
+        /// The disk's size.
+        size: u64,
+    },
 }
 
 pub(crate) fn io(

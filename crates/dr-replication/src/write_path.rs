@@ -1,5 +1,5 @@
-//! The write path: a protected group of disk images written through
-//! replication. Each write goes to the log, then to the disk; a checkpoint
+//! The write path: a protected group of disks (image files or block
+//! devices) written through replication. Each write goes to the log, then to the disk; a checkpoint
 //! marks a crash-consistent point of the whole group.
 //!
 //! After a crash of the primary, writes after the last checkpoint can be on
@@ -12,16 +12,30 @@ use crate::error::{io, ReplError};
 use crate::log::Log;
 use crate::scan::Scanner;
 use std::fs::{File, OpenOptions};
-use std::os::unix::fs::FileExt;
+use std::io::{Seek as _, SeekFrom};
+use std::os::unix::fs::{FileExt, FileTypeExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+/// One disk of a group.
+struct Disk {
+    path: PathBuf,
+    file: File,
+    /// A block device's size: it cannot grow, and a write past it would
+    /// fail on the disk after its record went to the log.
+    fixed_size: Option<u64>,
+}
 
 /// A group of disks written through the log.
 pub struct WritePath {
     log: Arc<Mutex<Log>>,
-    disks: Vec<(PathBuf, File)>,
+    disks: Vec<Disk>,
     clean_marker: PathBuf,
     resynced_blocks: u64,
+    /// Why the group refuses further writes and checkpoints: a disk write
+    /// failed after its record was logged, so the log holds a write the
+    /// disk may not; reopening resynchronises every disk.
+    poisoned: Option<String>,
 }
 
 impl WritePath {
@@ -37,21 +51,31 @@ impl WritePath {
         let clean = clean_marker.exists();
         let mut files = Vec::new();
         for d in disks {
-            let f = OpenOptions::new()
+            let mut file = OpenOptions::new()
                 .read(true)
                 .write(true)
                 .open(d)
                 .map_err(io("open", d))?;
-            files.push((d.clone(), f));
+            let kind = file.metadata().map_err(io("stat", d))?.file_type();
+            let fixed_size = if kind.is_block_device() {
+                Some(file.seek(SeekFrom::End(0)).map_err(io("size", d))?)
+            } else {
+                None
+            };
+            files.push(Disk {
+                path: d.clone(),
+                file,
+                fixed_size,
+            });
         }
         let mut resynced_blocks = 0;
         let fresh = lock(&log).next_seq() == 1;
         if !clean && !fresh {
             tracing::warn!(log = %log_dir.display(), "replication log was not closed cleanly: resynchronising every disk");
-            for (i, (path, _)) in files.iter().enumerate() {
+            for (i, disk) in files.iter().enumerate() {
                 // Empty hashes: every block counts as changed.
                 let mut s = Scanner::open(i as u32, &log_dir.join(format!("resync-{i}.none")))?;
-                resynced_blocks += s.scan(path, &mut lock(&log))?.changed;
+                resynced_blocks += s.scan(&disk.path, &mut lock(&log))?.changed;
             }
         }
         if clean {
@@ -62,6 +86,7 @@ impl WritePath {
             disks: files,
             clean_marker,
             resynced_blocks,
+            poisoned: None,
         })
     }
 
@@ -72,17 +97,48 @@ impl WritePath {
 
     /// Writes `data` at `offset` of disk `disk`: to the log, then the disk.
     pub fn write(&mut self, disk: u32, offset: u64, data: &[u8]) -> Result<(), ReplError> {
-        let Some((path, f)) = self.disks.get(disk as usize) else {
+        self.usable()?;
+        let Some(d) = self.disks.get(disk as usize) else {
             return Err(ReplError::Poisoned(format!("no disk {disk} in this group")));
         };
-        let path = path.clone();
-        let f = f.try_clone().map_err(io("clone", &path))?;
+        if let Some(size) = d.fixed_size {
+            if offset
+                .checked_add(data.len() as u64)
+                .is_none_or(|end| end > size)
+            {
+                return Err(ReplError::PastEnd {
+                    path: d.path.clone(),
+                    offset,
+                    len: data.len(),
+                    size,
+                });
+            }
+        }
         lock(&self.log).append(disk, offset, data)?;
-        f.write_all_at(data, offset).map_err(io("write", &path))
+        if let Err(e) = d.file.write_all_at(data, offset) {
+            self.poisoned = Some(format!(
+                "writing {} failed after the write was logged ({e}); reopen the group to resynchronise",
+                d.path.display()
+            ));
+            return Err(ReplError::Io {
+                op: "write",
+                path: d.path.clone(),
+                source: e,
+            });
+        }
+        Ok(())
+    }
+
+    fn usable(&self) -> Result<(), ReplError> {
+        match &self.poisoned {
+            Some(why) => Err(ReplError::Poisoned(why.clone())),
+            None => Ok(()),
+        }
     }
 
     /// A checkpoint of the whole group at `time_ms`: (id, seq) once durable.
     pub fn checkpoint(&mut self, time_ms: u64) -> Result<(u64, u64), ReplError> {
+        self.usable()?;
         lock(&self.log).checkpoint(time_ms)
     }
 
@@ -94,9 +150,12 @@ impl WritePath {
     /// Closes cleanly: a checkpoint of everything written, and the marker
     /// that spares the next open a resynchronisation.
     pub fn close(self, time_ms: u64) -> Result<(), ReplError> {
+        // A poisoned group closes without its marker: the next open
+        // resynchronises.
+        self.usable()?;
         lock(&self.log).checkpoint(time_ms)?;
-        for (path, f) in &self.disks {
-            f.sync_all().map_err(io("fsync", path))?;
+        for d in &self.disks {
+            d.file.sync_all().map_err(io("fsync", &d.path))?;
         }
         File::create(&self.clean_marker)
             .and_then(|f| f.sync_all())
