@@ -334,22 +334,30 @@ fn main() {
         // RPO as the primary sees it (what an operator's status shows): now
         // minus the time of the newest checkpoint each replica acknowledged.
         // Reading it takes no lock a receiver holds.
+        // Ages are measured on the monotonic clock, from when each
+        // checkpoint was taken: a step of the wall clock (seen once here:
+        // 11 s on both replicas at once, for five samples) is not an RPO.
         let rpo_samples = Arc::new(Mutex::new(vec![Vec::new(); receivers.len()]));
+        let taken = Arc::new(Mutex::new(std::collections::HashMap::<u64, Instant>::new()));
         let (load_stop, load_stopped) = watch::channel(false);
         let sampler = {
             let progress: Vec<_> = receivers.iter().map(|r| r.progress.clone()).collect();
             let (samples, mut stopped) = (rpo_samples.clone(), load_stopped.clone());
+            let taken = taken.clone();
             tokio::spawn(async move {
                 loop {
                     tokio::select! {
                         _ = stopped.changed() => return,
                         () = tokio::time::sleep(Duration::from_millis(20)) => {}
                     }
-                    let now = now_ms();
+                    let now = Instant::now();
+                    let taken = taken.lock().expect("taken");
                     let mut all = samples.lock().expect("samples");
                     for (i, p) in progress.iter().enumerate() {
-                        if let Some((_, time)) = p.borrow().checkpoint {
-                            all[i].push(now.saturating_sub(time));
+                        // Before the load's first checkpoint arrives there
+                        // is nothing to measure.
+                        if let Some(at) = p.borrow().checkpoint.and_then(|(id, _)| taken.get(&id)) {
+                            all[i].push(now.duration_since(*at).as_millis() as u64);
                         }
                     }
                 }
@@ -357,6 +365,7 @@ fn main() {
         };
         let writer = {
             let wake = wake.clone();
+            let taken = taken.clone();
             let load_stopped = load_stopped.clone();
             tokio::task::spawn_blocking(move || {
                 let chunk = vec![7u8; 64 << 10];
@@ -374,7 +383,9 @@ fn main() {
                     off += chunk.len() as u64 * 7;
                     written += chunk.len() as u64;
                     if Instant::now() >= next_cp {
-                        wp.checkpoint(now_ms()).expect("checkpoint");
+                        let at = Instant::now();
+                        let (id, _) = wp.checkpoint(now_ms()).expect("checkpoint");
+                        taken.lock().expect("taken").insert(id, at);
                         wake.notify_waiters();
                         next_cp += Duration::from_millis(100);
                     }

@@ -33,13 +33,15 @@ pub enum ReplCommand {
     /// Ship disk images to receivers: one checkpoint (--once) or one every
     /// --interval seconds.
     Ship {
-        /// Disk image (repeat for a group of disks, shipped consistently).
+        /// Disk: an image file or a block device (repeat for a group of
+        /// disks, shipped consistently).
         #[arg(long, required = true)]
         disk: Vec<PathBuf>,
         /// Receiver address (repeat for more replicas).
         #[arg(long, required = true)]
         to: Vec<SocketAddr>,
-        /// Log directory (default: <first disk>.vmdr-log).
+        /// Log directory (default: <first disk>.vmdr-log; required when the
+        /// first disk is a block device).
         #[arg(long)]
         log: Option<PathBuf>,
         /// One checkpoint, acknowledged by every receiver, then exit.
@@ -165,9 +167,17 @@ pub async fn run(cmd: ReplCommand) -> anyhow::Result<()> {
             if !timeout.is_finite() || timeout <= 0.0 {
                 bail!("--timeout must be a positive number of seconds");
             }
-            for d in &disk {
-                std::fs::metadata(d)
+            for (i, d) in disk.iter().enumerate() {
+                let m = std::fs::metadata(d)
                     .with_context(|| format!("cannot read disk {}", d.display()))?;
+                if i == 0 && log.is_none() && !m.is_file() {
+                    // The default log beside it would land under /dev, in
+                    // memory: gone with the next boot.
+                    bail!(
+                        "{} is not an image file (a block device?): give --log DIR for its log",
+                        d.display()
+                    );
+                }
             }
             let log_dir = log.unwrap_or_else(|| {
                 let mut p = disk[0].clone().into_os_string();

@@ -264,6 +264,17 @@ fn bad_input_exits_2() {
         let (code, _, err) = drctl(&args);
         assert_eq!(code, 2, "{args:?}: {err}");
     }
+    let (code, _, err) = drctl(&[
+        "repl",
+        "ship",
+        "--disk",
+        "/dev/null",
+        "--to",
+        "127.0.0.1:1",
+        "--once",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--log"), "{err}");
     let out = Command::new(env!("CARGO_BIN_EXE_drctl"))
         .args([
             "repl",

@@ -315,7 +315,7 @@ impl Replica {
             broken: None,
             _lock: lock,
         };
-        let mut merging = None;
+        let mut markers = Vec::new();
         let mut ids = Vec::new();
         for e in fs::read_dir(dir)
             .map_err(io("list", dir))?
@@ -326,7 +326,7 @@ impl Replica {
                 .strip_prefix("merging-")
                 .and_then(|x| x.parse::<u64>().ok())
             {
-                merging = Some(id);
+                markers.push(id);
             } else if let Some(id) = name
                 .strip_prefix("cp-")
                 .and_then(|x| x.strip_suffix(".ckpt"))
@@ -354,18 +354,31 @@ impl Replica {
             let bytes = fs::metadata(&path).map_err(io("stat", &path))?.len();
             r.checkpoints.insert(id, Kept { info, bytes });
         }
-        if let Some(id) = merging {
-            if id <= r.base.id {
-                // Stopped after the meta was written, which follows the
-                // images' fsync: only its clean-up was left (the merged
-                // files went above).
-                let marker = dir.join(format!("merging-{id}"));
-                fs::remove_file(&marker).map_err(io("remove", &marker))?;
-            } else {
-                // Every file it folds was checked just above, before the
-                // images are touched again.
-                tracing::warn!(through = id, "finishing an interrupted merge");
-                r.merge_through(id)?;
+        // One marker at most survives a crash (the next merge's fsync of
+        // the directory follows the last one's removal); any older one is
+        // cleared all the same.
+        if let Some(&id) = markers.iter().max().filter(|&&id| id > r.base.id) {
+            // Every file it folds was checked just above, before the images
+            // are touched again.
+            tracing::warn!(through = id, "finishing an interrupted merge");
+            r.merge_through(id)?;
+        }
+        for id in markers.into_iter().filter(|&id| id <= r.base.id) {
+            // Stopped after the meta was written, which follows the images'
+            // fsync: only its clean-up was left (the merged files went
+            // above).
+            let marker = dir.join(format!("merging-{id}"));
+            match fs::remove_file(&marker) {
+                Ok(()) => {}
+                // The merge just finished removed it.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(ReplError::Io {
+                        op: "remove",
+                        path: marker,
+                        source: e,
+                    })
+                }
             }
         }
         r.next_seq = r.newest().map_or(r.base.seq, |c| c.seq) + 1;

@@ -382,9 +382,12 @@ fn a_merge_interrupted_by_a_crash_is_finished_on_open() {
     drop(replica);
     // A crash after a merge wrote the meta and removed (or recycled) its
     // file, before its marker went: reopening only clears the marker.
+    // An older marker beside it goes too.
     std::fs::write(rd.0.join("merging-2"), b"").expect("marker");
+    std::fs::write(rd.0.join("merging-1"), b"").expect("marker");
     let replica = Replica::open(&rd.0, 1).expect("reopen after the merge's end");
     assert!(!rd.0.join("merging-2").exists());
+    assert!(!rd.0.join("merging-1").exists());
     let kept: Vec<u64> = replica.checkpoints().iter().map(|c| c.id).collect();
     assert_eq!(kept, [2, 3]);
     replica.restore(3, 0, &out).expect("restore");
