@@ -5,9 +5,9 @@
 //! the same run; shipping throughput; the machine's sequential read; and RPO
 //! under a steady 50 MB/s write load.
 //!
-//! Run: `cargo run --release -p dr-benches --bin repl-bench [SIZE_MiB [LOAD_SECONDS [rpo]]]`
+//! Run: `cargo run --release -p dr-benches --bin repl-bench [SIZE_MiB [LOAD_SECONDS [rpo|all [LOAD_MB/s]]]]`
 //! (needs rsync; `rpo` skips the delta phases and rsync, for repeated RPO
-//! runs). Files go to target/repl-bench (about 4x SIZE); traffic
+//! runs; the load is 50 MB/s unless given). Files go to target/repl-bench (about 4x SIZE); traffic
 //! only on 127.0.0.1.
 
 use dr_replication::net::{self, Progress, ShipConfig};
@@ -163,6 +163,11 @@ fn main() {
         .and_then(|a| a.parse().ok())
         .unwrap_or(10);
     let rpo_only = std::env::args().nth(3).as_deref() == Some("rpo");
+    // The steady load's rate, MB/s: 50 is the goal's; more shows the margin.
+    let load_mbps: u64 = std::env::args()
+        .nth(4)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(50);
     let size = mib << 20;
     let total_blocks = size / BLOCK as u64;
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/repl-bench");
@@ -369,7 +374,7 @@ fn main() {
             let load_stopped = load_stopped.clone();
             tokio::task::spawn_blocking(move || {
                 let chunk = vec![7u8; 64 << 10];
-                let per_sec = 50_000_000u64;
+                let per_sec = load_mbps * 1_000_000;
                 let start = Instant::now();
                 let mut written = 0u64;
                 let mut next_cp = Instant::now();
