@@ -248,11 +248,12 @@ pub fn inspect(dir: &Path) -> Result<ReplicaStatus, ReplError> {
     }
     let entries = std::fs::read_dir(dir).map_err(crate::error::io("list", dir))?;
     let mut files: Vec<PathBuf> = entries.filter_map(|e| e.ok()).map(|e| e.path()).collect();
+    let mut incoming = None;
     files.sort();
     for p in files {
         let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
         if name == "incoming.tmp" {
-            st.receiving_bytes = std::fs::metadata(&p).map_or(0, |m| m.len());
+            incoming = Some(p.clone());
         } else if let Some(id) = name.strip_prefix("merging-").and_then(|x| x.parse().ok()) {
             st.merging_through = Some(id);
         } else if name.starts_with("cp-") && name.ends_with(".ckpt") {
@@ -264,6 +265,15 @@ pub fn inspect(dir: &Path) -> Result<ReplicaStatus, ReplError> {
         }
     }
     st.checkpoints.sort_by_key(|c| c.id);
+    if let Some(path) = incoming {
+        let next_seq = st.checkpoints.last().map_or(0, |c| c.seq) + 1;
+        st.receiving_bytes = match crate::replica::received_bytes(&path, next_seq) {
+            Ok(n) => n,
+            // Completed and renamed meanwhile: nothing is being received.
+            Err(ReplError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(e) => return Err(e),
+        };
+    }
     Ok(st)
 }
 

@@ -218,6 +218,47 @@ pub fn read_checkpoint_info(path: &Path) -> Result<CheckpointInfo, ReplError> {
     read_checkpoint(path, |_| Ok(()))
 }
 
+/// How many bytes of a checkpoint being received (`incoming.tmp`, read
+/// while a receiver writes it) hold its records, from sequence `next_seq`
+/// on: a recycled file still holds an older checkpoint's records behind
+/// them, and the last record may be half-written, so its length says
+/// nothing.
+pub fn received_bytes(path: &Path, next_seq: u64) -> Result<u64, ReplError> {
+    let file = File::open(path).map_err(io("open", path))?;
+    let size = file.metadata().map_err(io("stat", path))?.len();
+    let mut chunks = Chunks {
+        file: &file,
+        size,
+        buf: Vec::new(),
+        pos: 0,
+        filled: 0,
+    };
+    let (mut at, mut seq) = (0u64, next_seq);
+    while at < size {
+        let Ok(head) = chunks.get(at, record::HEADER) else {
+            break;
+        };
+        let total =
+            record::HEADER + u32::from_le_bytes([head[4], head[5], head[6], head[7]]) as usize;
+        if total > record::MAX_RECORD {
+            break;
+        }
+        let checked = chunks
+            .get(at, total)
+            .ok()
+            .and_then(|rec| record::check(rec).ok());
+        match checked {
+            Some((header, n)) if header.seq() == seq => {
+                seq += 1;
+                chunks.pos += n;
+                at += n as u64;
+            }
+            _ => break,
+        }
+    }
+    Ok(at)
+}
+
 /// Disk images of a replica directory, opened on first use.
 struct Images<'a> {
     dir: &'a Path,

@@ -682,3 +682,32 @@ fn detached_segments_go_when_removed_and_the_log_goes_on_meanwhile() {
     .expect("reopen");
     assert!(log.segment_count() > 0);
 }
+
+#[test]
+fn status_counts_only_the_records_of_the_checkpoint_being_received() {
+    let (ld, rd) = (TempDir::new("log9"), TempDir::new("rep9"));
+    let mut log = Log::open(&ld.0, LogConfig::default()).expect("log");
+    let mut replica = Replica::open(&rd.0, 1).expect("replica");
+    // A 3 MiB checkpoint, then a small one; merging the first leaves its
+    // file as the spare the next checkpoint is received into.
+    for (i, len) in [3usize << 20, 10].into_iter().enumerate() {
+        log.append(0, 0, &vec![i as u8 + 1; len]).expect("append");
+        log.checkpoint(i as u64).expect("cp");
+    }
+    ship_batches(&mut log, &mut replica, usize::MAX);
+    replica.merge_waiting().expect("merge");
+    assert!(rd.0.join("spare.ckpt").exists());
+    // Half of the next one (1.5 MiB, more than the receiver buffers), no
+    // checkpoint record yet.
+    log.append(0, 0, &vec![7u8; 1536 << 10]).expect("append");
+    let mut batch = dr_replication::log::Encoded::default();
+    log.read_encoded_into(replica.acked_seq() + 1, usize::MAX, &mut batch)
+        .expect("read");
+    assert!(replica.apply_batch(&batch.bytes).expect("apply").is_empty());
+    let incoming = rd.0.join("incoming.tmp");
+    let on_disk = std::fs::metadata(&incoming).expect("incoming").len();
+    assert!(on_disk > 3 << 20, "received into the recycled 3 MiB file");
+    let status = dr_replication::agent::inspect(&rd.0).expect("status");
+    assert_eq!(status.receiving_bytes, replica.pending_bytes());
+    assert_eq!(status.receiving_bytes, batch.bytes.len() as u64);
+}
