@@ -2,7 +2,7 @@
 //! replicas
 //!
 //! Owns the paper's replication mode. On the primary, every change to a
-//! protected group of disks goes into a durable, checksummed, append-only
+//! protected group of disks (image files or block devices) goes into a durable, checksummed, append-only
 //! [`log`] (segment files of [`record`]s); a checkpoint marks a
 //! crash-consistent point in time of all the group's disks and is fsynced
 //! before it is reported. Each [`replica`] applies the stream and only ever
