@@ -119,7 +119,29 @@ struct Chunks<'f> {
     filled: usize,
 }
 
-impl Chunks<'_> {
+impl<'f> Chunks<'f> {
+    fn new(file: &'f File, size: u64) -> Self {
+        Chunks {
+            file,
+            size,
+            buf: Vec::new(),
+            pos: 0,
+            filled: 0,
+        }
+    }
+
+    /// The record at file offset `at` (where `pos` stands), by its length
+    /// field, not yet checked. An error says why, for the caller to locate.
+    fn record(&mut self, at: u64) -> Result<&[u8], String> {
+        let head = self.get(at, record::HEADER)?;
+        let len = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+        let total = record::HEADER + len as usize;
+        if total > record::MAX_RECORD {
+            return Err("length over the record limit".into());
+        }
+        self.get(at, total)
+    }
+
     /// Bytes read at a time.
     const CHUNK: usize = 1 << 20;
     /// A partial record up to this size is moved to the buffer's front
@@ -174,22 +196,10 @@ fn read_checkpoint(
         offset,
         reason,
     };
-    let mut chunks = Chunks {
-        file: &file,
-        size,
-        buf: Vec::new(),
-        pos: 0,
-        filled: 0,
-    };
+    let mut chunks = Chunks::new(&file, size);
     let mut at = 0u64;
     while at < size {
-        let head = chunks.get(at, record::HEADER).map_err(|e| corrupt(at, e))?;
-        let len = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
-        let total = record::HEADER + len as usize;
-        if total > record::MAX_RECORD {
-            return Err(corrupt(at, "length over the record limit".into()));
-        }
-        let rec = chunks.get(at, total).map_err(|e| corrupt(at, e))?;
+        let rec = chunks.record(at).map_err(|e| corrupt(at, e))?;
         let (header, n) = record::check(rec).map_err(|e| corrupt(at, e.to_string()))?;
         match header {
             record::Header::Write { disk, offset, .. } => on_write(WriteRef {
@@ -226,25 +236,11 @@ pub fn read_checkpoint_info(path: &Path) -> Result<CheckpointInfo, ReplError> {
 pub fn received_bytes(path: &Path, next_seq: u64) -> Result<u64, ReplError> {
     let file = File::open(path).map_err(io("open", path))?;
     let size = file.metadata().map_err(io("stat", path))?.len();
-    let mut chunks = Chunks {
-        file: &file,
-        size,
-        buf: Vec::new(),
-        pos: 0,
-        filled: 0,
-    };
+    let mut chunks = Chunks::new(&file, size);
     let (mut at, mut seq) = (0u64, next_seq);
     while at < size {
-        let Ok(head) = chunks.get(at, record::HEADER) else {
-            break;
-        };
-        let total =
-            record::HEADER + u32::from_le_bytes([head[4], head[5], head[6], head[7]]) as usize;
-        if total > record::MAX_RECORD {
-            break;
-        }
         let checked = chunks
-            .get(at, total)
+            .record(at)
             .ok()
             .and_then(|rec| record::check(rec).ok());
         match checked {
