@@ -24,6 +24,8 @@ struct Disk {
     /// A block device's size: it cannot grow, and a write past it would
     /// fail on the disk after its record went to the log.
     fixed_size: Option<u64>,
+    /// An image file's length as last seen (writes past it grow it).
+    len: u64,
 }
 
 /// A group of disks written through the log.
@@ -56,8 +58,8 @@ impl WritePath {
                 .write(true)
                 .open(d)
                 .map_err(io("open", d))?;
-            let kind = file.metadata().map_err(io("stat", d))?.file_type();
-            let fixed_size = if kind.is_block_device() {
+            let meta = file.metadata().map_err(io("stat", d))?;
+            let fixed_size = if meta.file_type().is_block_device() {
                 Some(file.seek(SeekFrom::End(0)).map_err(io("size", d))?)
             } else {
                 None
@@ -66,6 +68,7 @@ impl WritePath {
                 path: d.clone(),
                 file,
                 fixed_size,
+                len: meta.len(),
             });
         }
         let mut resynced_blocks = 0;
@@ -98,14 +101,12 @@ impl WritePath {
     /// Writes `data` at `offset` of disk `disk`: to the log, then the disk.
     pub fn write(&mut self, disk: u32, offset: u64, data: &[u8]) -> Result<(), ReplError> {
         self.usable()?;
-        let Some(d) = self.disks.get(disk as usize) else {
+        let Some(d) = self.disks.get_mut(disk as usize) else {
             return Err(ReplError::Poisoned(format!("no disk {disk} in this group")));
         };
+        let end = offset.checked_add(data.len() as u64);
         if let Some(size) = d.fixed_size {
-            if offset
-                .checked_add(data.len() as u64)
-                .is_none_or(|end| end > size)
-            {
+            if end.is_none_or(|end| end > size) {
                 return Err(ReplError::PastEnd {
                     path: d.path.clone(),
                     offset,
@@ -114,19 +115,47 @@ impl WritePath {
                 });
             }
         }
+        let end = end.unwrap_or(u64::MAX);
+        if d.fixed_size.is_none() && end > d.len {
+            // Growing an image file: the disk first. A write that fails
+            // part-way leaves the file part-grown, and the resynchronisation
+            // then gives the replica that length; a logged record would
+            // have given it the whole write's.
+            let written = d.file.write_all_at(data, offset);
+            let path = d.path.clone();
+            if let Err(e) = written {
+                return Err(self.poison(path, e));
+            }
+            d.len = end;
+            if let Err(e) = lock(&self.log).append(disk, offset, data) {
+                self.poisoned = Some(format!(
+                    "{} holds a write the log refused ({e}); reopen the group to resynchronise",
+                    path.display()
+                ));
+                return Err(e);
+            }
+            return Ok(());
+        }
         lock(&self.log).append(disk, offset, data)?;
         if let Err(e) = d.file.write_all_at(data, offset) {
-            self.poisoned = Some(format!(
-                "writing {} failed after the write was logged ({e}); reopen the group to resynchronise",
-                d.path.display()
-            ));
-            return Err(ReplError::Io {
-                op: "write",
-                path: d.path.clone(),
-                source: e,
-            });
+            let path = d.path.clone();
+            return Err(self.poison(path, e));
         }
         Ok(())
+    }
+
+    /// Stops the group after a failed disk write: the log may hold a write
+    /// the disk does not, or the disk one the log does not.
+    fn poison(&mut self, path: PathBuf, e: std::io::Error) -> ReplError {
+        self.poisoned = Some(format!(
+            "writing {} failed ({e}); reopen the group to resynchronise",
+            path.display()
+        ));
+        ReplError::Io {
+            op: "write",
+            path,
+            source: e,
+        }
     }
 
     fn usable(&self) -> Result<(), ReplError> {

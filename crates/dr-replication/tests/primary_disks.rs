@@ -273,3 +273,52 @@ fn a_disk_that_fills_up_mid_write_stops_the_group_until_it_resynchronises() {
     assert!(read(&out) == read(&image), "the replica equals the disk");
     drop(wp);
 }
+
+#[test]
+fn a_write_that_grows_a_full_disk_s_image_leaves_the_replica_its_length() {
+    let d = TempDir::new("grow");
+    let mount = SmallTmpfs::mount(&d.0.join("small"), "1m");
+    let needs = mount.as_ref().map(|_| ()).map_err(Clone::clone);
+    if !can_run("a_write_that_grows…", needs) {
+        return;
+    }
+    let Ok(mount) = mount else {
+        return;
+    };
+    let image = mount.0.join("disk.img");
+    std::fs::write(&image, pattern(512 << 10, 7)).expect("image");
+    let logd = d.0.join("log");
+    let log = Arc::new(Mutex::new(
+        Log::open(&logd, LogConfig::default()).expect("log"),
+    ));
+    let mut replica = Replica::open(&d.0.join("replica"), 2).expect("replica");
+    let mut wp = WritePath::open(log.clone(), &logd, std::slice::from_ref(&image)).expect("open");
+    let mut scanner = Scanner::open(0, &logd.join("disk-0.hashes")).expect("scanner");
+    scanner
+        .scan(&image, &mut log.lock().expect("log"))
+        .expect("scan");
+    wp.checkpoint(1).expect("checkpoint");
+    // 1 MiB past the image's end, on a file system with less than that
+    // left: the file grows part of the way.
+    let err = wp
+        .write(0, 512 << 10, &pattern(MIB, 8))
+        .expect_err("the disk is full");
+    assert!(
+        matches!(&err, ReplError::Io { source, .. } if source.raw_os_error() == Some(28)),
+        "{err}"
+    );
+    assert!(matches!(wp.checkpoint(2), Err(ReplError::Poisoned(_))));
+    drop(wp);
+    let mut wp = WritePath::open(log.clone(), &logd, std::slice::from_ref(&image)).expect("reopen");
+    let id = wp.checkpoint(3).expect("checkpoint").0;
+    ship(&log, &mut replica);
+    let out = d.0.join("restored.img");
+    replica.restore(id, 0, &out).expect("restore");
+    let (restored, disk) = (read(&out), read(&image));
+    assert_eq!(
+        restored.len(),
+        disk.len(),
+        "the replica has the disk's length"
+    );
+    assert!(restored == disk, "and its bytes");
+}
