@@ -96,6 +96,16 @@ fn cp_path(dir: &Path, id: u64) -> PathBuf {
     dir.join(format!("cp-{id:020}.ckpt"))
 }
 
+/// The marker of a merge through checkpoint `id` under way.
+fn marker_path(dir: &Path, id: u64) -> PathBuf {
+    dir.join(format!("merging-{id}"))
+}
+
+fn remove_marker(dir: &Path, id: u64) -> Result<(), ReplError> {
+    let marker = marker_path(dir, id);
+    fs::remove_file(&marker).map_err(io("remove", &marker))
+}
+
 fn disk_path(dir: &Path, disk: u32) -> PathBuf {
     dir.join(format!("disk-{disk}.img"))
 }
@@ -392,31 +402,25 @@ impl Replica {
             r.checkpoints.insert(id, Kept { info, bytes });
         }
         // One marker at most survives a crash (the next merge's fsync of
-        // the directory follows the last one's removal); any older one is
-        // cleared all the same.
-        if let Some(&id) = markers.iter().max().filter(|&&id| id > r.base.id) {
-            // Every file it folds was checked just above, before the images
-            // are touched again.
-            tracing::warn!(through = id, "finishing an interrupted merge");
-            r.merge_through(id)?;
+        // the directory follows the last one's removal); an older one
+        // belongs to a merge that ended before the newest began.
+        markers.sort_unstable();
+        let newest = markers.pop();
+        for id in markers {
+            remove_marker(dir, id)?;
         }
-        for id in markers.into_iter().filter(|&id| id <= r.base.id) {
+        match newest {
+            Some(id) if id > r.base.id => {
+                // Every file it folds was checked just above, before the
+                // images are touched again.
+                tracing::warn!(through = id, "finishing an interrupted merge");
+                r.merge_through(id)?;
+            }
             // Stopped after the meta was written, which follows the images'
             // fsync: only its clean-up was left (the merged files went
             // above).
-            let marker = dir.join(format!("merging-{id}"));
-            match fs::remove_file(&marker) {
-                Ok(()) => {}
-                // The merge just finished removed it.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => {
-                    return Err(ReplError::Io {
-                        op: "remove",
-                        path: marker,
-                        source: e,
-                    })
-                }
-            }
+            Some(id) => remove_marker(dir, id)?,
+            None => {}
         }
         r.next_seq = r.newest().map_or(r.base.seq, |c| c.seq) + 1;
         Ok(r)
@@ -655,7 +659,7 @@ impl Replica {
     /// naming a damaged one.
     fn merge_through(&mut self, last: u64) -> Result<usize, ReplError> {
         let ids: Vec<u64> = self.checkpoints.range(..=last).map(|(&id, _)| id).collect();
-        let marker = self.dir.join(format!("merging-{last}"));
+        let marker = marker_path(&self.dir, last);
         File::create(&marker).map_err(io("create", &marker))?;
         sync_dir(&self.dir)?;
         let mut images = Images::new(&self.dir);
@@ -691,7 +695,7 @@ impl Replica {
                 fs::remove_file(&path).map_err(io("remove", &path))?;
             }
         }
-        fs::remove_file(&marker).map_err(io("remove", &marker))?;
+        remove_marker(&self.dir, last)?;
         Ok(ids.len())
     }
 

@@ -1,6 +1,7 @@
 //! The write path: a protected group of disks (image files or block
-//! devices) written through replication. Each write goes to the log, then to the disk; a checkpoint
-//! marks a crash-consistent point of the whole group.
+//! devices) written through replication. Each write goes to the log, then
+//! to the disk (one that grows an image file, the other way round); a
+//! checkpoint marks a crash-consistent point of the whole group.
 //!
 //! After a crash of the primary, writes after the last checkpoint can be on
 //! a disk but not in the log (the log is fsynced at checkpoints only). So a
@@ -21,11 +22,11 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 struct Disk {
     path: PathBuf,
     file: File,
-    /// A block device's size: it cannot grow, and a write past it would
-    /// fail on the disk after its record went to the log.
-    fixed_size: Option<u64>,
-    /// An image file's length as last seen (writes past it grow it).
+    /// Its length as last seen: an image file grows past it, a block
+    /// device cannot (a write past it would fail on the disk after its
+    /// record went to the log).
     len: u64,
+    block_device: bool,
 }
 
 /// A group of disks written through the log.
@@ -35,8 +36,8 @@ pub struct WritePath {
     clean_marker: PathBuf,
     resynced_blocks: u64,
     /// Why the group refuses further writes and checkpoints: a disk write
-    /// failed after its record was logged, so the log holds a write the
-    /// disk may not; reopening resynchronises every disk.
+    /// or its logging failed, so the log and the disk may differ;
+    /// reopening resynchronises every disk.
     poisoned: Option<String>,
 }
 
@@ -59,16 +60,17 @@ impl WritePath {
                 .open(d)
                 .map_err(io("open", d))?;
             let meta = file.metadata().map_err(io("stat", d))?;
-            let fixed_size = if meta.file_type().is_block_device() {
-                Some(file.seek(SeekFrom::End(0)).map_err(io("size", d))?)
+            let block_device = meta.file_type().is_block_device();
+            let len = if block_device {
+                file.seek(SeekFrom::End(0)).map_err(io("size", d))?
             } else {
-                None
+                meta.len()
             };
             files.push(Disk {
                 path: d.clone(),
                 file,
-                fixed_size,
-                len: meta.len(),
+                len,
+                block_device,
             });
         }
         let mut resynced_blocks = 0;
@@ -98,25 +100,23 @@ impl WritePath {
         self.resynced_blocks
     }
 
-    /// Writes `data` at `offset` of disk `disk`: to the log, then the disk.
+    /// Writes `data` at `offset` of disk `disk`: to the log, then the disk
+    /// (the disk first when it grows an image file).
     pub fn write(&mut self, disk: u32, offset: u64, data: &[u8]) -> Result<(), ReplError> {
         self.usable()?;
         let Some(d) = self.disks.get_mut(disk as usize) else {
             return Err(ReplError::Poisoned(format!("no disk {disk} in this group")));
         };
-        let end = offset.checked_add(data.len() as u64);
-        if let Some(size) = d.fixed_size {
-            if end.is_none_or(|end| end > size) {
-                return Err(ReplError::PastEnd {
-                    path: d.path.clone(),
-                    offset,
-                    len: data.len(),
-                    size,
-                });
-            }
+        let end = offset.saturating_add(data.len() as u64);
+        if end > d.len && d.block_device {
+            return Err(ReplError::PastEnd {
+                path: d.path.clone(),
+                offset,
+                len: data.len(),
+                size: d.len,
+            });
         }
-        let end = end.unwrap_or(u64::MAX);
-        if d.fixed_size.is_none() && end > d.len {
+        if end > d.len {
             // Growing an image file: the disk first. A write that fails
             // part-way leaves the file part-grown, and the resynchronisation
             // then gives the replica that length; a logged record would

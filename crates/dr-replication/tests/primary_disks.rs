@@ -36,19 +36,55 @@ fn run(cmd: &str, args: &[&str]) -> Result<String, String> {
     }
 }
 
-/// Whether a test needing root can run: panics in CI when it cannot,
-/// returns false (after saying why) elsewhere.
-fn can_run(test: &str, needs: Result<(), String>) -> bool {
+/// What a test needing root set up: panics in CI when it could not,
+/// returns `None` (after saying why) elsewhere.
+fn can_run<T>(test: &str, needs: Result<T, String>) -> Option<T> {
     match needs {
-        Ok(()) => true,
+        Ok(t) => Some(t),
         Err(why) if std::env::var("CI").is_ok_and(|v| v == "true") => {
             panic!("{test}: cannot run in CI: {why}")
         }
         Err(why) => {
             eprintln!("SKIPPED {test}: {why}");
-            false
+            None
         }
     }
+}
+
+/// A group's log, its replica and the write path over `image`.
+fn group(d: &Path, image: &Path) -> (Arc<Mutex<Log>>, Replica, WritePath) {
+    let logd = d.join("log");
+    let log = Arc::new(Mutex::new(
+        Log::open(&logd, LogConfig::default()).expect("log"),
+    ));
+    let replica = Replica::open(&d.join("replica"), 2).expect("replica");
+    let wp = WritePath::open(log.clone(), &logd, &[image.to_owned()]).expect("open");
+    (log, replica, wp)
+}
+
+/// After a failed write: the group reopened resynchronises, and its next
+/// checkpoint, restored from the replica, equals the disk in length and
+/// bytes, whatever part of the failed write landed.
+/// Returns the blocks resynchronised.
+fn resynchronised_replica_equals(
+    d: &Path,
+    image: &Path,
+    log: &Arc<Mutex<Log>>,
+    replica: &mut Replica,
+) -> u64 {
+    let mut wp = WritePath::open(log.clone(), &d.join("log"), &[image.to_owned()]).expect("reopen");
+    let id = wp.checkpoint(4).expect("checkpoint").0;
+    ship(log, replica);
+    let out = d.join("restored.img");
+    replica.restore(id, 0, &out).expect("restore");
+    let (restored, disk) = (read(&out), read(image));
+    assert_eq!(
+        restored.len(),
+        disk.len(),
+        "the replica has the disk's length"
+    );
+    assert!(restored == disk, "and its bytes");
+    wp.resynced_blocks()
 }
 
 /// A loop device over a file, detached when dropped.
@@ -135,11 +171,7 @@ fn block_devices_are_protected_and_restored_onto_a_block_device() {
     std::fs::write(&target_file, vec![0u8; 8 * MIB]).expect("target");
     let devices = LoopDevice::attach(&source_file)
         .and_then(|s| LoopDevice::attach(&target_file).map(|t| (s, t)));
-    let needs = devices.as_ref().map(|_| ()).map_err(Clone::clone);
-    if !can_run("block_devices_are_protected…", needs) {
-        return;
-    }
-    let Ok((source, target)) = devices else {
+    let Some((source, target)) = can_run("block_devices_are_protected…", devices) else {
         return;
     };
     let logd = d.0.join("log");
@@ -225,12 +257,10 @@ fn block_devices_are_protected_and_restored_onto_a_block_device() {
 #[test]
 fn a_disk_that_fills_up_mid_write_stops_the_group_until_it_resynchronises() {
     let d = TempDir::new("full");
-    let mount = SmallTmpfs::mount(&d.0.join("small"), "1m");
-    let needs = mount.as_ref().map(|_| ()).map_err(Clone::clone);
-    if !can_run("a_disk_that_fills_up…", needs) {
-        return;
-    }
-    let Ok(mount) = mount else {
+    let Some(mount) = can_run(
+        "a_disk_that_fills_up…",
+        SmallTmpfs::mount(&d.0.join("small"), "1m"),
+    ) else {
         return;
     };
     // A 2 MiB image with holes on a 1 MiB file system: its first 768 KiB
@@ -239,12 +269,7 @@ fn a_disk_that_fills_up_mid_write_stops_the_group_until_it_resynchronises() {
     std::fs::File::create(&image)
         .and_then(|f| f.set_len(2 * MIB as u64))
         .expect("image");
-    let logd = d.0.join("log");
-    let log = Arc::new(Mutex::new(
-        Log::open(&logd, LogConfig::default()).expect("log"),
-    ));
-    let mut replica = Replica::open(&d.0.join("replica"), 2).expect("replica");
-    let mut wp = WritePath::open(log.clone(), &logd, std::slice::from_ref(&image)).expect("open");
+    let (log, mut replica, mut wp) = group(&d.0, &image);
     wp.write(0, 0, &pattern(768 << 10, 5)).expect("fits");
     wp.checkpoint(1).expect("checkpoint");
 
@@ -262,38 +287,24 @@ fn a_disk_that_fills_up_mid_write_stops_the_group_until_it_resynchronises() {
     assert!(matches!(wp.write(0, 0, b"x"), Err(ReplError::Poisoned(_))));
     assert!(matches!(wp.close(3), Err(ReplError::Poisoned(_))));
 
-    // Reopened, the group resynchronises every block, so its next
-    // checkpoint equals the disk, whatever part of the failed write landed.
-    let mut wp = WritePath::open(log.clone(), &logd, std::slice::from_ref(&image)).expect("reopen");
-    assert_eq!(wp.resynced_blocks(), (2 * MIB / 4096) as u64);
-    let id = wp.checkpoint(4).expect("checkpoint").0;
-    ship(&log, &mut replica);
-    let out = d.0.join("restored.img");
-    replica.restore(id, 0, &out).expect("restore");
-    assert!(read(&out) == read(&image), "the replica equals the disk");
-    drop(wp);
+    // Reopened, the group resynchronises every block.
+    let resynced = resynchronised_replica_equals(&d.0, &image, &log, &mut replica);
+    assert_eq!(resynced, (2 * MIB / 4096) as u64);
 }
 
 #[test]
 fn a_write_that_grows_a_full_disk_s_image_leaves_the_replica_its_length() {
     let d = TempDir::new("grow");
-    let mount = SmallTmpfs::mount(&d.0.join("small"), "1m");
-    let needs = mount.as_ref().map(|_| ()).map_err(Clone::clone);
-    if !can_run("a_write_that_grows…", needs) {
-        return;
-    }
-    let Ok(mount) = mount else {
+    let Some(mount) = can_run(
+        "a_write_that_grows…",
+        SmallTmpfs::mount(&d.0.join("small"), "1m"),
+    ) else {
         return;
     };
     let image = mount.0.join("disk.img");
     std::fs::write(&image, pattern(512 << 10, 7)).expect("image");
-    let logd = d.0.join("log");
-    let log = Arc::new(Mutex::new(
-        Log::open(&logd, LogConfig::default()).expect("log"),
-    ));
-    let mut replica = Replica::open(&d.0.join("replica"), 2).expect("replica");
-    let mut wp = WritePath::open(log.clone(), &logd, std::slice::from_ref(&image)).expect("open");
-    let mut scanner = Scanner::open(0, &logd.join("disk-0.hashes")).expect("scanner");
+    let (log, mut replica, mut wp) = group(&d.0, &image);
+    let mut scanner = Scanner::open(0, &d.0.join("log/disk-0.hashes")).expect("scanner");
     scanner
         .scan(&image, &mut log.lock().expect("log"))
         .expect("scan");
@@ -309,16 +320,5 @@ fn a_write_that_grows_a_full_disk_s_image_leaves_the_replica_its_length() {
     );
     assert!(matches!(wp.checkpoint(2), Err(ReplError::Poisoned(_))));
     drop(wp);
-    let mut wp = WritePath::open(log.clone(), &logd, std::slice::from_ref(&image)).expect("reopen");
-    let id = wp.checkpoint(3).expect("checkpoint").0;
-    ship(&log, &mut replica);
-    let out = d.0.join("restored.img");
-    replica.restore(id, 0, &out).expect("restore");
-    let (restored, disk) = (read(&out), read(&image));
-    assert_eq!(
-        restored.len(),
-        disk.len(),
-        "the replica has the disk's length"
-    );
-    assert!(restored == disk, "and its bytes");
+    resynchronised_replica_equals(&d.0, &image, &log, &mut replica);
 }
