@@ -30,14 +30,51 @@ command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v nft >/dev/null 2>&1 || need+=(nftables)
 command -v fping >/dev/null 2>&1 || need+=(fping)
 command -v rsync >/dev/null 2>&1 || need+=(rsync)
-if [ ${#need[@]} -gt 0 ]; then
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+command -v ping >/dev/null 2>&1 || need+=(iputils-ping)
+command -v busybox >/dev/null 2>&1 || need+=(busybox-static)
+
+# The KVM lab (scripts/kvm-lab.sh: libvirt daemons in namespaces, real
+# guests): libvirt and QEMU. On Debian 12 they come from bookworm-backports,
+# as the machine's qemu-utils does (QEMU 10, libvirt 11): one QEMU for both.
+lab=()
+command -v libvirtd >/dev/null 2>&1 || lab+=(libvirt-daemon libvirt-daemon-driver-qemu)
+command -v virsh >/dev/null 2>&1 || lab+=(libvirt-clients)
+command -v qemu-system-x86_64 >/dev/null 2>&1 || lab+=(qemu-system-x86)
+command -v qemu-img >/dev/null 2>&1 || lab+=(qemu-utils)
+
+updated=
+apt_update() {
+    [ -n "$updated" ] && return
+    apt-get update -q >/dev/null
+    updated=1
+}
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    if [ ${#need[@]} -gt 0 ]; then
         say "installing ${need[*]}"
-        apt-get update -q >/dev/null
+        apt_update
         DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}" >/dev/null
-    else
-        echo "note: missing ${need[*]} (not root or no apt-get): namespace tests will skip" >&2
     fi
+    if [ ${#lab[@]} -gt 0 ]; then
+        target=()
+        if grep -q '^VERSION_CODENAME=bookworm' /etc/os-release 2>/dev/null; then
+            if ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
+                echo 'deb http://deb.debian.org/debian bookworm-backports main' \
+                    >/etc/apt/sources.list.d/vmdr-backports.list
+                updated=
+            fi
+            target=(-t bookworm-backports)
+        fi
+        say "installing the KVM lab's ${lab[*]}"
+        apt_update
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${target[@]}" "${lab[@]}" >/dev/null
+    fi
+    # The lab's guest kernel is fetched with apt-get download: package lists
+    # must be there.
+    if [ ! -s /var/cache/vmdr-lab/vmlinuz ] && ! apt-cache show linux-image-cloud-amd64 >/dev/null 2>&1; then
+        apt_update
+    fi
+elif [ $((${#need[@]} + ${#lab[@]})) -gt 0 ]; then
+    echo "note: missing ${need[*]} ${lab[*]} (not root or no apt-get): namespace and lab tests will skip" >&2
 fi
 
 say "format"

@@ -29,6 +29,7 @@ fn vm(name: &str, host: &str, ip: Option<&str>, power: PowerState) -> VmInfo {
         memory_mb: 2_048,
         snapshot_count: 1,
         replica_available: false,
+        shared_disks: false,
         vitals: Vitals::default(),
     }
 }

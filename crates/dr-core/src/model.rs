@@ -173,6 +173,11 @@ pub struct VmInfo {
     pub snapshot_count: u32,
     /// A replica of the VM's data is available at another site.
     pub replica_available: bool,
+    /// Every disk of the VM is on storage that every host of its site
+    /// reaches: another host of the site can start it from its disks as
+    /// they are (vSphere HA's restart), snapshot or not.
+    #[serde(default)]
+    pub shared_disks: bool,
     /// Current usage.
     pub vitals: Vitals,
 }

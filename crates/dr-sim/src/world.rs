@@ -947,6 +947,7 @@ impl World {
                     memory_mb: vm.spec.memory_mb,
                     snapshot_count: vm.snapshots.len() as u32,
                     replica_available: vm.spec.replica,
+                    shared_disks: false,
                     vitals: if on {
                         Vitals {
                             cpu_mhz: vm.spec.cpu_mhz * load / 100,

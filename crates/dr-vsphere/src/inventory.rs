@@ -374,6 +374,7 @@ pub fn to_model(objects: &[ObjectContent]) -> Inventory {
             memory_mb: o.num("summary.config.memorySizeMB"),
             snapshot_count: o.props.get("snapshot").map_or(0, count_snapshots),
             replica_available: false,
+            shared_disks: false,
             vitals: Vitals {
                 cpu_mhz: u32::try_from(o.num("summary.quickStats.overallCpuUsage"))
                     .unwrap_or(u32::MAX),

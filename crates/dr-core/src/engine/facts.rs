@@ -45,7 +45,8 @@ pub struct VmFacts {
     pub heartbeat: Heartbeat,
     /// Why it is off.
     pub off_cause: OffCause,
-    /// It has at least one snapshot.
+    /// It can be brought up on another host of its site: it has a
+    /// snapshot, or its disks are on storage the site's hosts share.
     pub has_snapshot: bool,
     /// A replica of it is available at another site.
     pub has_replica: bool,

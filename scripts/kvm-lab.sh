@@ -1,0 +1,363 @@
+#!/usr/bin/env bash
+# A KVM lab on one machine, from Debian packages only: each "host" is its own
+# libvirt daemon in its own mount and network namespace, joined by veth to a
+# bridge in the root namespace; guests boot a Debian kernel and a busybox
+# initramfs that brings up its network, answers ping and speaks enough of the
+# QEMU guest agent's protocol for vmdr (guest-sync, guest-ping,
+# guest-network-get-interfaces, and vmdr-poweroff: the guest powers itself
+# off). Guests run under KVM where it works here, else under TCG.
+#
+#   kvm-lab.sh up [HOST...]        build the lab (hosts: kvm-a1 kvm-a2 kvm-b1)
+#   kvm-lab.sh down                remove it: guests, daemons, namespaces, links
+#   kvm-lab.sh guest HOST NAME IP  define and start a guest on HOST (IP: its
+#                                  address, host part of the lab's /24)
+#   kvm-lab.sh kill HOST           the host dies: its daemon and guests are
+#                                  SIGKILLed and its address stops answering
+#   kvm-lab.sh cut HOST            the host is cut off (guests keep running)
+#   kvm-lab.sh heal HOST           undoes cut
+#   kvm-lab.sh revive HOST         after kill: link up, daemon started again
+#   kvm-lab.sh uri HOST            the host's libvirt URI (TCP, through its link)
+#   kvm-lab.sh status              hosts, addresses and guests
+#
+# Environment (each has a default):
+#   VMDR_LAB_DIR    state of the lab (/run/vmdr-lab)
+#   VMDR_LAB_NAME   prefix of namespaces and links, at most 7 characters (vmdrlab)
+#   VMDR_LAB_NET    the lab is 198.19.NET.0/24 (0); hosts .11, .12, ...;
+#                   the root namespace's end .1
+#   VMDR_LAB_CACHE  the guest kernel and initramfs (/var/cache/vmdr-lab)
+#   VMDR_LAB_ACCEL  kvm or tcg to skip the probe
+#
+# Needs root and the packages the test command installs (libvirt-daemon,
+# libvirt-daemon-driver-qemu, libvirt-clients, qemu-system-x86, qemu-utils,
+# busybox-static, iproute2). Traffic stays inside the lab's namespaces.
+set -euo pipefail
+
+DIR=${VMDR_LAB_DIR:-/run/vmdr-lab}
+NAME=${VMDR_LAB_NAME:-vmdrlab}
+NET=${VMDR_LAB_NET:-0}
+CACHE=${VMDR_LAB_CACHE:-/var/cache/vmdr-lab}
+PREFIX=198.19.$NET
+BRIDGE=${NAME}br
+
+die() { echo "kvm-lab: $*" >&2; exit 1; }
+[ ${#NAME} -le 7 ] || die "VMDR_LAB_NAME must be at most 7 characters (link names are limited to 15)"
+case $NET in '' | *[!0-9]*) die "VMDR_LAB_NET must be a number from 0 to 255" ;; esac
+[ "$NET" -le 255 ] || die "VMDR_LAB_NET must be a number from 0 to 255"
+
+# The index (1, 2, ...) of a host of the lab, from its state.
+host_index() {
+    local line
+    line=$(grep -E "^$1 " "$DIR/hosts" 2>/dev/null) || die "no host $1 in the lab at $DIR"
+    echo "${line#* }"
+}
+host_ip() { echo "$PREFIX.$((10 + $(host_index "$1")))"; }
+host_ns() { echo "$NAME-$1"; }
+host_link() { echo "${NAME}h$(host_index "$1")"; }
+unix_uri() { echo "qemu+unix:///system?socket=$DIR/$1/libvirt-sock"; }
+tcp_uri() { echo "qemu+tcp://$(host_ip "$1")/system"; }
+virsh_on() { local h=$1; shift; virsh -q -c "$(unix_uri "$h")" "$@"; }
+
+# The guest kernel (Debian's cloud kernel, fetched with apt-get download) and
+# the busybox initramfs, built once into the cache.
+guest_assets() {
+    if [ -s "$CACHE/vmlinuz" ] && [ -s "$CACHE/initrd.gz" ] && [ -s "$CACHE/version" ] &&
+        [ "$(cat "$CACHE/version")" = 4 ]; then
+        return
+    fi
+    command -v busybox >/dev/null || die "busybox is missing (apt-get install busybox-static)"
+    local work pkg kver
+    work=$(mktemp -d)
+    mkdir -p "$CACHE"
+    pkg=$(apt-cache depends linux-image-cloud-amd64 2>/dev/null | sed -n 's/.*Depends: \(linux-image-[^ ]*\)/\1/p' | head -n 1)
+    [ -n "$pkg" ] || die "cannot find Debian's cloud kernel package (apt-get update first)"
+    (cd "$work" && apt-get download "$pkg" >/dev/null 2>&1) || die "apt-get download $pkg failed"
+    dpkg-deb -x "$work"/linux-image-*.deb "$work/k"
+    kver=$(ls "$work/k/lib/modules")
+    cp "$work/k/boot/vmlinuz-$kver" "$CACHE/vmlinuz.new"
+    local root=$work/initrd mods=$work/k/lib/modules/$kver/kernel
+    mkdir -p "$root"/{bin,proc,sys,dev,tmp,run,lib/modules}
+    cp "$(command -v busybox)" "$root/bin/busybox"
+    # Dependency order: virtio_ring before virtio, the PCI transport, then
+    # the devices (net_failover for virtio_net, the console for the agent).
+    local m f
+    for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci \
+        failover net_failover virtio_net virtio_blk virtio_console; do
+        f=$(find "$mods" -name "$m.ko*" | head -n 1)
+        [ -n "$f" ] || die "kernel $kver has no module $m"
+        case $f in
+        *.xz) xz -dc "$f" >"$root/lib/modules/$m.ko" ;;
+        *.zst) zstd -qdc "$f" >"$root/lib/modules/$m.ko" ;;
+        *) cp "$f" "$root/lib/modules/$m.ko" ;;
+        esac
+    done
+    cat >"$root/init" <<'INIT'
+#!/bin/busybox sh
+/bin/busybox --install -s /bin
+mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
+for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci \
+    failover net_failover virtio_net virtio_blk virtio_console; do
+    insmod /lib/modules/$m.ko
+done
+arg() { sed -n "s/.*$1=\([^ ]*\).*/\1/p" /proc/cmdline; }
+ip=$(arg vmdr.ip); gw=$(arg vmdr.gw)
+ip link set lo up
+ip link set eth0 up
+[ -n "$ip" ] && ip addr add "$ip" dev eth0
+[ -n "$gw" ] && ip route add default via "$gw"
+mac=$(cat /sys/class/net/eth0/address)
+echo "vmdr-guest up ip=$ip"
+# The guest agent: one JSON command a line on the agent's virtio port.
+agent() {
+    local port=$1
+    # A virtio port opens once: one descriptor for both directions.
+    exec 3<>"$port"
+    while true; do
+        awk -v ip="${ip%/*}" -v prefix="${ip#*/}" -v mac="$mac" '
+        function reply(s) { print s; fflush() }
+        {
+            line = $0; gsub(/\377/, "", line)
+            if (line ~ /"guest-sync/) {
+                id = line; sub(/.*"id"[ ]*:[ ]*/, "", id); sub(/[^0-9].*/, "", id)
+                if (line ~ /guest-sync-delimited/) printf "\377"
+                reply("{\"return\": " id "}")
+            } else if (line ~ /"guest-ping"/) {
+                reply("{\"return\": {}}")
+            } else if (line ~ /"guest-network-get-interfaces"/) {
+                reply("{\"return\": [{\"name\": \"lo\", \"ip-addresses\": [{\"ip-address-type\": \"ipv4\", \"ip-address\": \"127.0.0.1\", \"prefix\": 8}]}, {\"name\": \"eth0\", \"hardware-address\": \"" mac "\", \"ip-addresses\": [{\"ip-address-type\": \"ipv4\", \"ip-address\": \"" ip "\", \"prefix\": " prefix "}]}]}")
+            } else if (line ~ /"vmdr-poweroff"/) {
+                reply("{\"return\": {}}")
+                system("sync; poweroff -f")
+            } else if (line ~ /"execute"/) {
+                reply("{\"error\": {\"class\": \"CommandNotFound\", \"desc\": \"not supported by the lab guest\"}}")
+            }
+        }' <&3 >&3 2>/dev/null
+        sleep 1
+    done
+}
+for p in /sys/class/virtio-ports/*; do
+    [ "$(cat "$p/name" 2>/dev/null)" = org.qemu.guest_agent.0 ] && agent "/dev/${p##*/}" &
+done
+setsid sh -c 'exec sh </dev/ttyS0 >/dev/ttyS0 2>&1' &
+while true; do sleep 3600; done
+INIT
+    chmod +x "$root/init"
+    (cd "$root" && find . | busybox cpio -o -H newc 2>/dev/null | gzip -1 >"$CACHE/initrd.gz.new")
+    mv "$CACHE/vmlinuz.new" "$CACHE/vmlinuz"
+    mv "$CACHE/initrd.gz.new" "$CACHE/initrd.gz"
+    echo 4 >"$CACHE/version"
+    rm -rf "$work"
+}
+
+# KVM where a guest really boots under it (here /dev/kvm may open while its
+# guests hang at early boot), else TCG.
+accel() {
+    if [ -n "${VMDR_LAB_ACCEL:-}" ]; then echo "$VMDR_LAB_ACCEL"; return; fi
+    # A property of the machine: probed once, kept beside the kernel.
+    if [ -s "$CACHE/accel" ]; then cat "$CACHE/accel"; return; fi
+    local result=tcg log
+    if [ -r /dev/kvm ] && [ -w /dev/kvm ]; then
+        log=$(mktemp)
+        timeout 20 qemu-system-x86_64 -machine pc,accel=kvm -m 128 -display none -no-reboot \
+            -serial "file:$log" -kernel "$CACHE/vmlinuz" -initrd "$CACHE/initrd.gz" \
+            -append "console=ttyS0 panic=-1 quiet" -nic none </dev/null >/dev/null 2>&1 &
+        local pid=$! i
+        for i in $(seq 1 40); do
+            if grep -q "vmdr-guest up" "$log" 2>/dev/null; then result=kvm; break; fi
+            sleep 0.25
+        done
+        kill "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+        rm -f "$log"
+    fi
+    echo "$result" >"$CACHE/accel"
+    echo "$result"
+}
+
+start_daemon() {
+    local h=$1 ns hd
+    ns=$(host_ns "$h")
+    hd=$DIR/$h
+    rm -f "$hd/libvirt-sock" "$hd/libvirt-sock-ro" "$hd/libvirt-admin-sock"
+    # Private state per daemon: its own /etc/libvirt, /run/libvirt,
+    # /var/lib/libvirt, /var/cache/libvirt and /var/log/libvirt.
+    ip netns exec "$ns" unshare --mount --propagation private sh -c "
+        mount --bind '$hd/etc' /etc/libvirt
+        mount --bind '$hd/run' /run/libvirt
+        mount --bind '$hd/lib' /var/lib/libvirt
+        mount --bind '$hd/cache' /var/cache/libvirt
+        mount --bind '$hd/log' /var/log/libvirt
+        exec setsid libvirtd --listen -f '$hd/etc/libvirtd.conf' -p '$hd/libvirtd.pid'
+    " >"$hd/daemon.out" 2>&1 </dev/null &
+    local i
+    for i in $(seq 1 100); do
+        if [ -S "$hd/libvirt-sock" ] && virsh -q -c "$(unix_uri "$h")" version >/dev/null 2>&1; then
+            return
+        fi
+        sleep 0.1
+    done
+    cat "$hd/daemon.out" >&2 || true
+    die "libvirtd of $h did not start (log: $hd/log/libvirtd.log)"
+}
+
+up() {
+    [ "$(id -u)" = 0 ] || die "needs root"
+    local hosts=("$@")
+    [ ${#hosts[@]} -gt 0 ] || hosts=(kvm-a1 kvm-a2 kvm-b1)
+    [ ! -e "$DIR/hosts" ] || die "a lab is up at $DIR already (kvm-lab.sh down first)"
+    for cmd in libvirtd virsh qemu-system-x86_64 qemu-img ip unshare; do
+        command -v $cmd >/dev/null || die "$cmd is missing (the test command installs it)"
+    done
+    mkdir -p "$DIR/shared"
+    guest_assets
+    accel >/dev/null
+    : >"$DIR/hosts"
+    ip link add "$BRIDGE" type bridge
+    ip addr add "$PREFIX.1/24" dev "$BRIDGE"
+    ip link set "$BRIDGE" up
+    local i=0 h
+    for h in "${hosts[@]}"; do
+        i=$((i + 1))
+        echo "$h $i" >>"$DIR/hosts"
+        local ns link hd
+        ns=$(host_ns "$h")
+        link=$(host_link "$h")
+        hd=$DIR/$h
+        mkdir -p "$hd"/{etc,run,lib,cache,log,images}
+        ip netns add "$ns"
+        ip link add "$link" type veth peer name "${link}i"
+        ip link set "${link}i" netns "$ns"
+        ip link set "$link" master "$BRIDGE" up
+        ip netns exec "$ns" ip link set lo up
+        ip netns exec "$ns" ip link set "${link}i" name eth0
+        ip netns exec "$ns" ip link add br0 type bridge
+        ip netns exec "$ns" ip link set eth0 master br0 up
+        ip netns exec "$ns" ip addr add "$(host_ip "$h")/24" dev br0
+        ip netns exec "$ns" ip link set br0 up
+        cat >"$hd/etc/libvirtd.conf" <<EOF
+unix_sock_dir = "$hd"
+unix_sock_group = "root"
+unix_sock_rw_perms = "0700"
+auth_unix_rw = "none"
+auth_unix_ro = "none"
+listen_tcp = 1
+listen_tls = 0
+listen_addr = "$(host_ip "$h")"
+auth_tcp = "none"
+log_outputs = "3:file:$hd/log/libvirtd.log"
+EOF
+        # A daemon in a namespace without cgroups or a security driver.
+        cat >"$hd/etc/qemu.conf" <<EOF
+user = "root"
+group = "root"
+dynamic_ownership = 0
+remember_owner = 0
+security_driver = "none"
+cgroup_controllers = [ ]
+namespaces = [ ]
+stdio_handler = "file"
+EOF
+        start_daemon "$h"
+    done
+    echo "lab up at $DIR: ${hosts[*]} on $PREFIX.0/24 (guests: $(accel))"
+}
+
+down() {
+    if [ -e "$DIR/hosts" ]; then
+        local h
+        while read -r h _; do
+            local ns
+            ns=$(host_ns "$h")
+            if ip netns list | grep -qw "$ns"; then
+                ip netns pids "$ns" 2>/dev/null | xargs -r kill -9 2>/dev/null || true
+                ip netns del "$ns" 2>/dev/null || true
+            fi
+            ip link del "${NAME}h$(host_index "$h")" 2>/dev/null || true
+        done <"$DIR/hosts"
+    fi
+    ip link del "$BRIDGE" 2>/dev/null || true
+    rm -rf "$DIR"
+}
+
+guest() {
+    local h=$1 name=$2 addr=$3
+    [ -n "$name" ] && [ -n "$addr" ] || die "usage: kvm-lab.sh guest HOST NAME IP"
+    host_index "$h" >/dev/null
+    local disk=$DIR/shared/$name.qcow2 type xml
+    [ -e "$disk" ] || qemu-img create -q -f qcow2 "$disk" 16M
+    type=$([ "$(accel)" = kvm ] && echo kvm || echo qemu)
+    mkdir -p "$DIR/guests"
+    xml=$DIR/guests/$name.xml
+    cat >"$xml" <<EOF
+<domain type='$type'>
+  <name>$name</name>
+  <metadata>
+    <vmdr:vm xmlns:vmdr="https://vmdr.dev/xmlns/libvirt/1"><vmdr:ip>$addr</vmdr:ip></vmdr:vm>
+  </metadata>
+  <memory unit='MiB'>128</memory>
+  <vcpu>1</vcpu>
+  <os>
+    <type arch='x86_64' machine='pc'>hvm</type>
+    <kernel>$CACHE/vmlinuz</kernel>
+    <initrd>$CACHE/initrd.gz</initrd>
+    <cmdline>console=ttyS0 panic=-1 quiet vmdr.ip=$addr/24</cmdline>
+  </os>
+  <features><acpi/></features>
+  <on_poweroff>destroy</on_poweroff>
+  <on_reboot>restart</on_reboot>
+  <on_crash>destroy</on_crash>
+  <devices>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='qcow2'/>
+      <source file='$disk'/>
+      <target dev='vda' bus='virtio'/>
+    </disk>
+    <interface type='bridge'>
+      <source bridge='br0'/>
+      <model type='virtio'/>
+    </interface>
+    <channel type='unix'>
+      <target type='virtio' name='org.qemu.guest_agent.0'/>
+    </channel>
+    <serial type='pty'/>
+    <console type='pty'/>
+    <panic model='isa'/>
+    <memballoon model='none'/>
+  </devices>
+</domain>
+EOF
+    virsh_on "$h" define "$xml" >/dev/null
+    virsh_on "$h" start "$name" >/dev/null
+    echo "guest $name on $h at $addr"
+}
+
+kill_host() {
+    local h=$1 ns
+    ns=$(host_ns "$h")
+    ip netns pids "$ns" | xargs -r kill -9 2>/dev/null || true
+    ip link set "$(host_link "$h")" down
+}
+
+status() {
+    [ -e "$DIR/hosts" ] || { echo "no lab at $DIR"; return; }
+    echo "lab at $DIR, guests under $(accel)"
+    local h
+    while read -r h _; do
+        echo "$h $(host_ip "$h") $(tcp_uri "$h")"
+        virsh_on "$h" list --all 2>/dev/null | sed 's/^/   /' || echo "   (daemon not answering)"
+    done <"$DIR/hosts"
+}
+
+cmd=${1:-}
+shift || true
+case $cmd in
+up) up "$@" ;;
+down) down ;;
+guest) guest "${1:-}" "${2:-}" "${3:-}" ;;
+kill) kill_host "${1:?host}" ;;
+cut) ip link set "$(host_link "${1:?host}")" down ;;
+heal) ip link set "$(host_link "${1:?host}")" up ;;
+revive) ip link set "$(host_link "${1:?host}")" up && start_daemon "$1" ;;
+uri) tcp_uri "${1:?host}" ;;
+status) status ;;
+*) sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; [ -z "$cmd" ] || exit 2 ;;
+esac
