@@ -1,5 +1,5 @@
 //! `drctl inventory --config FILE`: what the configured backend sees, so an
-//! operator can check a vCenter connection before running the daemon.
+//! operator can check a vCenter or KVM connection before running the daemon.
 
 use anyhow::Context;
 use dr_core::model::Inventory;
@@ -28,6 +28,14 @@ async fn read(path: &Path) -> anyhow::Result<Inventory> {
             let inv = v.full_inventory().await.map(|(inv, _)| inv);
             v.close().await;
             Ok(inv.context("cannot read the vCenter inventory")?)
+        }
+        dr_daemon::config::Backend::Libvirt { config } => {
+            use dr_core::ports::Hypervisor;
+            // No state directory: a look must not change the daemon's.
+            let hv = dr_libvirt::connect(config, None)
+                .await
+                .context("cannot start the libvirt backend")?;
+            Ok(hv.inventory().await.context("cannot read the KVM hosts")?)
         }
         dr_daemon::config::Backend::Sim { scenario } => {
             let text = std::fs::read_to_string(scenario)

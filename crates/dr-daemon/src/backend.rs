@@ -1,7 +1,7 @@
 //! The hypervisor, prober and clock the daemon runs on: the embedded
 //! simulated datacenter (with its fault schedule, in real time), one served
-//! by its own process (`drctl sim-server`), or vCenter with the real
-//! prober.
+//! by its own process (`drctl sim-server`), or vCenter or KVM hosts
+//! (libvirt) with the real prober.
 
 use crate::config::Backend;
 use dr_core::ports::{Clock, Hypervisor, Prober};
@@ -41,6 +41,9 @@ pub enum BackendError {
     /// vCenter.
     #[error("cannot connect to vCenter: {0}")]
     Vsphere(String),
+    /// The KVM hosts.
+    #[error("libvirt: {0}")]
+    Libvirt(String),
     /// A simulated datacenter served by `drctl sim-server`.
     #[error("cannot reach the simulated datacenter at {url}: {message}")]
     SimServer {
@@ -101,6 +104,19 @@ pub async fn start(backend: &Backend, state_dir: &std::path::Path) -> Result<Por
                 prober: sim,
                 // The datacenter's timeline: its events and ours agree.
                 clock: Arc::new(dr_control::TokioClock::starting_at(now)),
+                world: None,
+                faults: Vec::new(),
+                vsphere: None,
+            })
+        }
+        Backend::Libvirt { config } => {
+            let hv = dr_libvirt::connect(config, Some(state_dir.join("libvirt")))
+                .await
+                .map_err(|e| BackendError::Libvirt(e.to_string()))?;
+            Ok(Ports {
+                hv: Arc::new(hv),
+                prober: Arc::new(dr_probe::NetProber::new(dr_probe::ProbeConfig::default())),
+                clock: Arc::new(dr_control::TokioClock::wall()),
                 world: None,
                 faults: Vec::new(),
                 vsphere: None,

@@ -36,6 +36,11 @@ pub enum Backend {
         /// Its address, `http://HOST:PORT`.
         url: String,
     },
+    /// KVM hosts, one libvirt daemon each.
+    Libvirt {
+        /// How to reach them.
+        config: dr_libvirt::LibvirtConfig,
+    },
     /// A vCenter.
     Vsphere {
         /// How to reach it.
@@ -88,6 +93,7 @@ struct Raw {
     backend: Spanned<String>,
     sim: Option<RawSim>,
     vsphere: Option<dr_vsphere::config::VsphereSection>,
+    libvirt: Option<dr_libvirt::LibvirtSection>,
     #[serde(default)]
     control: RawControl,
     #[serde(default)]
@@ -314,10 +320,23 @@ impl DaemonConfig {
                     full_read_every,
                 }
             }
+            "libvirt" => {
+                let section = raw.libvirt.ok_or_else(|| {
+                    err(
+                        Some(line_of(text, raw.backend.span().start)),
+                        "backend = \"libvirt\" needs a [libvirt] section with at least one [[libvirt.host]]".into(),
+                    )
+                })?;
+                Backend::Libvirt {
+                    config: section
+                        .into_config()
+                        .map_err(|e| err(None, e.to_string()))?,
+                }
+            }
             other => {
                 return Err(err(
                     Some(line_of(text, raw.backend.span().start)),
-                    format!("backend = {other:?}: expected \"sim\" or \"vsphere\""),
+                    format!("backend = {other:?}: expected \"sim\", \"vsphere\" or \"libvirt\""),
                 ))
             }
         };

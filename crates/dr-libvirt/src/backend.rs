@@ -172,7 +172,14 @@ impl Libvirt {
             if !self.in_use(&h.cfg) {
                 continue;
             }
-            let c = match h.client().await {
+            // A host whose last read failed is not waited for: a restore
+            // off a dead host must not first sit out a connect timeout.
+            let c = if h.answering() {
+                h.client().await
+            } else {
+                h.client_now().await
+            };
+            let c = match c {
                 Ok(c) => c,
                 Err(e) => {
                     if known.as_deref() == Some(h.cfg.name.as_str()) {
@@ -644,11 +651,19 @@ impl Hypervisor for Libvirt {
             let Some((vm, seen, st, h, _)) = copies.pop() else {
                 continue;
             };
-            for (other, _, _, oh, od) in rest.drain(..) {
-                let stale =
-                    other.power == PowerState::Off && placed.is_some_and(|p| *p != oh.cfg.name);
-                if stale {
-                    self.remove_stale(&oh, &od).await;
+            // Off copies of a VM vmdr moved are stale: left on a host that
+            // was down when vmdr moved it away, or by a restore refused
+            // because the original still ran (a cut-off host).
+            if let Some(p) = placed {
+                for (other, _, _, oh, od) in rest.drain(..) {
+                    if other.power == PowerState::Off
+                        && (vm.power == PowerState::On || *p != oh.cfg.name)
+                    {
+                        self.remove_stale(&oh, &od).await;
+                    }
+                }
+                if vm.power == PowerState::On && *p != h.cfg.name {
+                    let _ = self.save_placement(&name, &h.cfg.name).await;
                 }
             }
             self.explain_unexplained(&name, &h.cfg.name, prev.get(&name), st);

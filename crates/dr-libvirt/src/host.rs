@@ -117,6 +117,10 @@ pub struct Host {
     client: tokio::sync::Mutex<Option<Arc<Client>>>,
     shared: Arc<Shared>,
     cache: Mutex<Cache>,
+    /// Whether its last read succeeded (a change is logged once).
+    answering: std::sync::atomic::AtomicBool,
+    /// A connection attempt runs in the background for reads.
+    connecting: std::sync::atomic::AtomicBool,
 }
 
 impl Host {
@@ -128,6 +132,8 @@ impl Host {
             client: tokio::sync::Mutex::new(None),
             shared,
             cache: Mutex::new(Cache::default()),
+            answering: std::sync::atomic::AtomicBool::new(true),
+            connecting: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -156,10 +162,45 @@ impl Host {
         Ok(client)
     }
 
+    /// The open connection for a read, which must not wait for a host
+    /// known to be down: a host that answered last time gets a connection
+    /// (within the timeout); one that did not gets an attempt in the
+    /// background and this read fails at once.
+    pub async fn client_now(self: &Arc<Self>) -> Result<Arc<Client>, LibvirtError> {
+        if self.answering() {
+            return self.client().await;
+        }
+        if let Ok(held) = self.client.try_lock() {
+            if let Some(c) = held.as_ref().filter(|c| c.closed().is_none()) {
+                return Ok(c.clone());
+            }
+        }
+        if !self
+            .connecting
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            let me = self.clone();
+            tokio::spawn(async move {
+                let _ = me.client().await;
+                me.connecting
+                    .store(false, std::sync::atomic::Ordering::Release);
+            });
+        }
+        Err(LibvirtError::Connect {
+            uri: self.cfg.uri.text.clone(),
+            detail: "not connected (connecting in the background)".into(),
+        })
+    }
+
     /// Drops the connection (after a call got no answer: the next use
     /// connects again rather than wait on a dead stream).
     pub async fn forget(&self) {
         *self.client.lock().await = None;
+    }
+
+    /// Whether the host's last read succeeded.
+    pub fn answering(&self) -> bool {
+        self.answering.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The capacity last read, if ever.
@@ -173,9 +214,26 @@ impl Host {
     }
 
     /// Reads the host: capacity, free memory, every domain with its state,
-    /// statistics, definition, guest agent and snapshot count.
-    pub async fn read(&self) -> Result<HostRead, LibvirtError> {
-        let c = self.client().await?;
+    /// statistics, definition, guest agent and snapshot count. A host that
+    /// stops (or starts again) answering is logged once.
+    pub async fn read(self: &Arc<Self>) -> Result<HostRead, LibvirtError> {
+        let r = self.read_once().await;
+        let ok = r.is_ok();
+        if self
+            .answering
+            .swap(ok, std::sync::atomic::Ordering::Relaxed)
+            != ok
+        {
+            match &r {
+                Ok(_) => tracing::info!(host = %self.cfg.name, "host answers again"),
+                Err(e) => tracing::warn!(host = %self.cfg.name, error = %e, "host does not answer"),
+            }
+        }
+        r
+    }
+
+    async fn read_once(self: &Arc<Self>) -> Result<HostRead, LibvirtError> {
+        let c = self.client_now().await?;
         let node = match self.last_node() {
             Some(n) => n,
             None => {
@@ -185,9 +243,30 @@ impl Host {
             }
         };
         let free = c.free_memory().await?;
-        let stats = c.all_domain_stats(STATS).await?;
-        let mut domains = Vec::with_capacity(stats.len());
-        for rec in stats {
+        // The list is the truth about which domains exist; statistics can
+        // leave out one that is starting (its job holds it).
+        let listed = c.list_all_domains().await?;
+        let mut stats: HashMap<String, StatsRecord> = c
+            .all_domain_stats(STATS)
+            .await?
+            .into_iter()
+            .map(|r| (r.domain.name.clone(), r))
+            .collect();
+        let mut domains = Vec::with_capacity(listed.len());
+        for dom in listed {
+            let rec = match stats.remove(&dom.name) {
+                Some(r) => r,
+                None => {
+                    let (st, reason) = c.state(&dom).await?;
+                    StatsRecord {
+                        domain: dom,
+                        params: vec![
+                            ("state.state".into(), wire::Param::Int(st)),
+                            ("state.reason".into(), wire::Param::Int(reason)),
+                        ],
+                    }
+                }
+            };
             let state = (
                 rec.get("state.state").unwrap_or(0) as i32,
                 rec.get("state.reason").unwrap_or(0) as i32,

@@ -194,16 +194,16 @@ impl Lab {
         assert!(out.status.success(), "no QEMU of {vm} to kill");
     }
 
-    /// The `/<TOML>` of a `[libvirt]` section over the lab's hosts;
-    /// `standby` hosts are spares.
+    /// A `[libvirt]` section over the lab's hosts: `kvm-b*` hosts are the
+    /// secondary site, the others the primary; `standby` hosts are spares.
     pub fn libvirt_toml(&self, standby: &[&str]) -> String {
         let mut s = String::from("[libvirt]\ntimeout = \"3s\"\n");
-        for (i, h) in self.hosts.iter().enumerate() {
+        for h in &self.hosts {
             s.push_str(&format!(
                 "[[libvirt.host]]\nname = \"{h}\"\nuri = \"{}\"\nip = \"{}\"\nsite = \"{}\"\nshared = [\"{}\"]\nstandby = {}\n",
                 self.uri(h),
                 self.host_ip(h),
-                if i < 2 { "primary" } else { "secondary" },
+                if h.contains("-b") { "secondary" } else { "primary" },
                 self.shared().display(),
                 standby.contains(&h.as_str()),
             ));
