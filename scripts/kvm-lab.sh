@@ -8,6 +8,8 @@
 # off). Guests run under KVM where it works here, else under TCG.
 #
 #   kvm-lab.sh up [HOST...]        build the lab (hosts: kvm-a1 kvm-a2 kvm-b1)
+#   kvm-lab.sh demo                up, then guests web-1 and db-1 on kvm-a1 and
+#                                  app-1 on kvm-a2 (examples/kvm.toml drives it)
 #   kvm-lab.sh down                remove it: guests, daemons, namespaces, links
 #   kvm-lab.sh guest HOST NAME IP  define and start a guest on HOST (IP: its
 #                                  address, host part of the lab's /24)
@@ -351,6 +353,12 @@ cmd=${1:-}
 shift || true
 case $cmd in
 up) up "$@" ;;
+demo)
+    up kvm-a1 kvm-a2 kvm-b1
+    guest kvm-a1 web-1 "$PREFIX.101"
+    guest kvm-a1 db-1 "$PREFIX.102"
+    guest kvm-a2 app-1 "$PREFIX.103"
+    ;;
 down) down ;;
 guest) guest "${1:-}" "${2:-}" "${3:-}" ;;
 kill) kill_host "${1:?host}" ;;
@@ -359,5 +367,5 @@ heal) ip link set "$(host_link "${1:?host}")" up ;;
 revive) ip link set "$(host_link "${1:?host}")" up && start_daemon "$1" ;;
 uri) tcp_uri "${1:?host}" ;;
 status) status ;;
-*) sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; [ -z "$cmd" ] || exit 2 ;;
+*) sed -n '2,/^set -euo/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'; [ -z "$cmd" ] || exit 2 ;;
 esac

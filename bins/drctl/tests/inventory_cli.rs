@@ -75,7 +75,12 @@ fn a_vcenter_with_a_password_from_the_environment() {
 #[test]
 fn bad_configurations_exit_2_naming_the_problem() {
     for (text, needle) in [
-        ("backend = \"xen\"\n", "expected \"sim\" or \"vsphere\""),
+        ("backend = \"xen\"\n", "expected \"sim\", \"vsphere\" or \"libvirt\""),
+        ("backend = \"libvirt\"\n", "needs a [libvirt] section"),
+        (
+            "backend = \"libvirt\"\n[libvirt]\n[[libvirt.host]]\nname = \"a1\"\nuri = \"qemu+tls://a1/system\"\n",
+            "qemu+tls is not spoken",
+        ),
         ("backend = \"vsphere\"\n", "needs a [vsphere] section"),
         ("backend = \"vsphere\"\n[vsphere]\nurl = \"https://127.0.0.1:1/sdk\"\nuser = \"u\"\npassword = \"p\"\n", "unknown field `password`"),
         ("backend = \"vsphere\"\n[vsphere]\nurl = \"https://127.0.0.1:1/sdk\"\nuser = \"u\"\n", "password_file or password_env is required"),

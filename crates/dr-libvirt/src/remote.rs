@@ -121,6 +121,33 @@ impl Lifecycle {
     }
 }
 
+/// Decodes the reply of `virConnectGetAllDomainStats`: every domain's
+/// record of typed fields.
+pub fn decode_stats(payload: &[u8]) -> Result<Vec<StatsRecord>, LibvirtError> {
+    decode("domain stats", payload, |r| {
+        let n = r.len(STATS_MAX, DOMAIN_MIN + 4, "stats records")?;
+        (0..n)
+            .map(|_| {
+                let domain = Domain::decode(r)?;
+                let k = r.len(STATS_MAX, 12, "stats fields")?;
+                let params = (0..k)
+                    .map(|_| Param::decode(r))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(StatsRecord { domain, params })
+            })
+            .collect()
+    })
+}
+
+/// Decodes the reply of `virConnectListAllDomains`.
+pub fn decode_domains(payload: &[u8]) -> Result<Vec<Domain>, LibvirtError> {
+    decode("list domains", payload, |r| {
+        let d = domain_list(r, "domains")?;
+        r.u32("count")?;
+        Ok(d)
+    })
+}
+
 /// An open, authenticated connection to one daemon.
 pub struct Client {
     conn: Connection,
@@ -283,11 +310,7 @@ impl Client {
                 }),
             )
             .await?;
-        decode("list domains", &r, |r| {
-            let d = domain_list(r, "domains")?;
-            r.u32("count")?;
-            Ok(d)
-        })
+        decode_domains(&r)
     }
 
     /// A domain by name.
@@ -557,19 +580,7 @@ impl Client {
                 }),
             )
             .await?;
-        decode("domain stats", &r, |r| {
-            let n = r.len(STATS_MAX, DOMAIN_MIN + 4, "stats records")?;
-            (0..n)
-                .map(|_| {
-                    let domain = Domain::decode(r)?;
-                    let k = r.len(STATS_MAX, 12, "stats fields")?;
-                    let params = (0..k)
-                        .map(|_| Param::decode(r))
-                        .collect::<Result<Vec<_>, _>>()?;
-                    Ok(StatsRecord { domain, params })
-                })
-                .collect()
-        })
+        decode_stats(&r)
     }
 
     /// Sends one command to the domain's QEMU guest agent and returns its
