@@ -287,6 +287,10 @@ guest() {
     local disk=$DIR/shared/$name.qcow2 type xml
     [ -e "$disk" ] || qemu-img create -q -f qcow2 "$disk" 16M
     type=$([ "$(accel)" = kvm ] && echo kvm || echo qemu)
+    # A MAC of its own, fixed by its address: a guest defined again from
+    # this file keeps it (neighbours' ARP caches stay right).
+    local mac
+    mac=$(echo "$addr" | awk -F. '{printf "52:54:00:%02x:%02x:%02x", $2, $3, $4}')
     mkdir -p "$DIR/guests"
     xml=$DIR/guests/$name.xml
     cat >"$xml" <<EOF
@@ -314,6 +318,7 @@ guest() {
       <target dev='vda' bus='virtio'/>
     </disk>
     <interface type='bridge'>
+      <mac address='$mac'/>
       <source bridge='br0'/>
       <model type='virtio'/>
     </interface>

@@ -372,7 +372,10 @@ fn a_drill_brings_up_an_isolated_copy_and_reports_its_rto() {
     // A VM with neither snapshot nor replica cannot be drilled.
     let (code, body) = daemon.post("/api/v1/vms/late-1/drill", Some(TOKEN));
     assert_eq!(code, 409, "{body}");
-    assert!(body.contains("neither a snapshot nor a replica"), "{body}");
+    assert!(
+        body.contains("no snapshot, no disks on shared storage and no replica"),
+        "{body}"
+    );
     // Production was never touched: app-1 still runs where it ran, and no
     // recovery of it happened.
     let vms = daemon.json("/api/v1/vms");

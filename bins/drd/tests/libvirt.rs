@@ -129,6 +129,32 @@ fn a_guest_whose_qemu_dies_is_started_again_and_one_a_person_stops_is_left_off()
     );
     assert_eq!(state_on(&lab, "kvm-a1", "destroy-me"), "shut off");
     assert_eq!(state_on(&lab, "kvm-a2", "poweroff-me"), "shut off");
+
+    // A drill of the running guest: an isolated copy up and removed, the
+    // original untouched.
+    let (code, body) = daemon.post("/api/v1/vms/crash-me/drill", Some(TOKEN));
+    assert_eq!(code, 200, "{body}");
+    let report: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(report["production_untouched"], true, "{report}");
+    assert_eq!(report["source"], "snapshot", "{report}");
+    for host in ["kvm-a1", "kvm-a2"] {
+        let left = lab.virsh(host, &["list", "--all", "--name"]);
+        assert!(
+            !left.contains("-vmdr-drill-"),
+            "a drill copy was left on {host}: {left}"
+        );
+    }
+    let images: Vec<_> = std::fs::read_dir(lab.shared())
+        .expect("shared")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains("-vmdr-drill-"))
+        .collect();
+    assert!(images.is_empty(), "drill images left: {images:?}");
+    assert_eq!(state_on(&lab, "kvm-a1", "crash-me"), "running");
+    assert!(
+        lab::pings(crash),
+        "crash-me stopped answering during its drill"
+    );
 }
 
 #[test]

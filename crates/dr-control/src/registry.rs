@@ -299,9 +299,8 @@ impl Registry {
             ledger::observe_vm_state(f, v.power, v.heartbeat);
             f.memory_mb = u32::try_from(v.memory_mb).unwrap_or(u32::MAX);
             f.cpu_mhz = v.cpu_mhz;
-            // A restore source on the site: a snapshot, or disks every
-            // host of the site reaches.
-            f.has_snapshot = v.snapshot_count > 0 || v.shared_disks;
+            f.has_snapshot = v.snapshot_count > 0;
+            f.shared_disks = v.shared_disks;
             f.has_replica = v.replica_available;
             if let Some(ip) = v.ip {
                 self.vm_entries[i].ip = Some(ip);

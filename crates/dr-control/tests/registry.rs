@@ -131,3 +131,30 @@ fn a_drill_copy_is_never_monitored() {
     assert_eq!(diff.added_vms, ["a"]);
     assert!(reg.vm_idx(&copy).is_none());
 }
+
+/// Disks the site shares make a VM restorable on another host of its site,
+/// but they are not a snapshot: a VM without one must never be sent to a
+/// revert (the engine escalates a flapping VM to its snapshot).
+#[test]
+fn shared_disks_are_a_restore_source_not_a_snapshot() {
+    let mut reg = Registry::default();
+    let mut shared = vm("shared", "h1", Some("10.1.0.1"), PowerState::On);
+    shared.snapshot_count = 0;
+    shared.shared_disks = true;
+    let inv = Inventory {
+        hosts: vec![host("h1"), host("h22")],
+        vms: vec![shared],
+    };
+    reg.sync(&inv);
+    reg.refresh(
+        &inv,
+        dr_core::Timestamp(0),
+        &dr_control::events::TracingSink,
+    );
+    let i = reg.vm_idx("shared").expect("shared");
+    assert!(reg.vms[i].shared_disks);
+    assert!(
+        !reg.vms[i].has_snapshot,
+        "shared disks counted as a snapshot"
+    );
+}

@@ -237,7 +237,9 @@ pub struct SnapshotInfo {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RestoreSource {
-    /// The VM's newest snapshot on the site's shared storage.
+    /// From the site's shared storage: the VM's newest snapshot, or, where
+    /// the site's hosts share the VM's disks (`VmInfo::shared_disks`), its
+    /// disks as its host left them.
     Snapshot,
     /// The newest complete checkpoint of the VM's replica at another site.
     Replica,

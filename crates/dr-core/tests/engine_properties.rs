@@ -143,13 +143,14 @@ fn vm(hosts: usize) -> impl Strategy<Value = VmFacts> {
             any::<bool>(),
             prop::bool::weighted(0.1),
             prop::bool::weighted(0.05),
+            any::<bool>(),
         ),
     )
         .prop_map(
             |(
                 (retry, stable, mem, cpu, host),
                 (fails, attempts, power, heartbeat, off_cause),
-                (snap, replica, in_flight, paused),
+                (snap, replica, in_flight, paused, shared),
             )| VmFacts {
                 retry_at: Timestamp(retry),
                 stable_at: Timestamp(stable),
@@ -162,6 +163,7 @@ fn vm(hosts: usize) -> impl Strategy<Value = VmFacts> {
                 heartbeat,
                 off_cause,
                 has_snapshot: snap,
+                shared_disks: shared,
                 has_replica: replica,
                 in_flight,
                 paused,
@@ -286,7 +288,9 @@ proptest! {
                     *reserved_mem.entry(t).or_default() += u64::from(vm.memory_mb);
                     *reserved_cpu.entry(t).or_default() += u64::from(vm.cpu_mhz);
                     match source {
-                        RestoreSource::Snapshot => prop_assert!(vm.has_snapshot && c.hosts[t].site == host.site),
+                        // From the site's shared storage: a snapshot, or the
+                        // VM's own disks there.
+                        RestoreSource::Snapshot => prop_assert!((vm.has_snapshot || vm.shared_disks) && c.hosts[t].site == host.site),
                         RestoreSource::Replica => prop_assert!(vm.has_replica),
                     }
                     prop_assert!(host.recovery != HostRecovery::InFlight);

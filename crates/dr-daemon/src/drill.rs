@@ -43,13 +43,15 @@ fn plan(
             )));
         }
         RestoreSource::Replica
-    } else if v.snapshot_count > 0 {
+    } else if v.snapshot_count > 0 || v.shared_disks {
+        // Its snapshot, or its disks on the site's shared storage (copied
+        // at one instant by the backend).
         RestoreSource::Snapshot
     } else if v.replica_available {
         RestoreSource::Replica
     } else {
         return Err(DrillError::Impossible(format!(
-            "{vm} has neither a snapshot nor a replica to drill from"
+            "{vm} has no snapshot, no disks on shared storage and no replica to drill from"
         )));
     };
     Ok((host, source))

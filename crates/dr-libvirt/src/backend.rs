@@ -61,6 +61,9 @@ struct Seen {
 struct State {
     seen: HashMap<String, Seen>,
     placements: Placements,
+    /// The definitions last kept on disk, by VM: written again only when
+    /// a host's read brought a new one.
+    saved: HashMap<String, Arc<(String, DomainXml)>>,
 }
 
 /// The KVM backend.
@@ -120,8 +123,8 @@ impl Libvirt {
             hosts,
             shared,
             state: Mutex::new(State {
-                seen: HashMap::new(),
                 placements,
+                ..State::default()
             }),
             store,
             serial: AtomicU64::new(0),
@@ -389,10 +392,10 @@ impl Libvirt {
             let h = h.clone();
             set.spawn(async move {
                 let r = h.read().await;
-                if let Err(e) = &r {
-                    if e.is_unreachable() {
-                        h.forget().await;
-                    }
+                // A call that got no answer: the stream may be dead (a cut
+                // link never closes it); the next read connects anew.
+                if let Err(LibvirtError::Timeout { .. }) = &r {
+                    h.forget();
                 }
                 (i, r)
             });
@@ -559,6 +562,131 @@ impl Libvirt {
         }
     }
 
+    /// Where a copy's image of `disk` (target `dev`) goes: beside it, on the
+    /// same storage.
+    fn copy_path(disk: &str, copy: &str, dev: &str) -> String {
+        let dir = std::path::Path::new(disk)
+            .parent()
+            .map_or_else(|| "/".to_owned(), |p| p.display().to_string());
+        format!("{}/{copy}-{dev}.qcow2", dir.trim_end_matches('/'))
+    }
+
+    /// Writes every disk of running `vm` as of one instant to `pairs`'
+    /// copies: a push-mode backup job on its host, waited for.
+    async fn point_in_time_copy(
+        &self,
+        h: &Host,
+        c: &Client,
+        d: &Domain,
+        x: &DomainXml,
+        pairs: &[(String, String)],
+    ) -> Result<(), HypervisorError> {
+        let port = |e: LibvirtError| e.into_port(&h.cfg.name, "vm", &d.name);
+        let mut xml = String::from("<domainbackup mode='push'><disks>");
+        for (dev, (_, to)) in x.targets.iter().zip(pairs) {
+            xml.push_str(&format!(
+                "<disk name='{}' backup='yes' type='file'><target file='{}'/><driver type='qcow2'/></disk>",
+                crate::domxml::escape(dev),
+                crate::domxml::escape(to)
+            ));
+        }
+        xml.push_str("</disks></domainbackup>");
+        c.backup_begin(d, &xml).await.map_err(port)?;
+        let t0 = Instant::now();
+        loop {
+            if c.job_type(d).await.map_err(port)? == crate::remote::job::NONE {
+                break;
+            }
+            if t0.elapsed() > self.cfg.action_timeout {
+                let _ = c.abort_job(d).await;
+                return Err(HypervisorError::Timeout {
+                    op: "drill copy (backup)",
+                    after: self.cfg.action_timeout,
+                });
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        match c.completed_job(d).await.map_err(port)? {
+            (crate::remote::job::COMPLETED, _) => Ok(()),
+            (t, err) => Err(HypervisorError::Failed {
+                op: "drill copy (backup)",
+                detail: format!(
+                    "the backup job ended as {t}: {}",
+                    err.unwrap_or_else(|| "no reason given".into())
+                ),
+            }),
+        }
+    }
+
+    /// Deletes image files on `h` through libvirt's storage API: the pool
+    /// that holds each, or a transient pool over its directory.
+    async fn delete_images(&self, h: &Host, c: &Client, paths: &[String]) {
+        for path in paths {
+            let deleted = match c.vol_by_path(path).await {
+                Ok(vol) => c.vol_delete(&vol).await,
+                Err(_) => {
+                    let dir = std::path::Path::new(path)
+                        .parent()
+                        .map_or_else(|| "/".to_owned(), |p| p.display().to_string());
+                    let name = format!(
+                        "vmdr-cleanup-{}",
+                        self.serial.fetch_add(1, Ordering::Relaxed)
+                    );
+                    let pool_xml = format!(
+                        "<pool type='dir'><name>{name}</name><target><path>{}</path></target></pool>",
+                        crate::domxml::escape(&dir)
+                    );
+                    match c.pool_create(&pool_xml).await {
+                        Ok(pool) => {
+                            let r = match c.vol_by_path(path).await {
+                                Ok(vol) => c.vol_delete(&vol).await,
+                                Err(e) => Err(e),
+                            };
+                            let _ = c.pool_destroy(&pool).await;
+                            r
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+            };
+            if let Err(e) = deleted {
+                tracing::warn!(host = %h.cfg.name, path, error = %e, "cannot delete a drill copy's image");
+            }
+        }
+    }
+
+    /// A domain named `name` on any host in use, if one answers with it.
+    async fn find(&self, name: &str) -> Option<(Arc<Host>, Arc<Client>, Domain)> {
+        for h in &self.hosts {
+            if !self.in_use(&h.cfg) {
+                continue;
+            }
+            if let Ok(c) = h.client_now().await {
+                if let Ok(d) = c.lookup(name).await {
+                    return Some((h.clone(), c, d));
+                }
+            }
+        }
+        None
+    }
+
+    /// Keeps a VM's definition on disk when it is not the one kept last.
+    async fn keep_definition(&self, vm: &str, xml: &Arc<(String, DomainXml)>) {
+        let same = lock(&self.state)
+            .saved
+            .get(vm)
+            .is_some_and(|k| Arc::ptr_eq(k, xml));
+        if same {
+            return;
+        }
+        match self.store.save_definition(vm, &xml.0).await {
+            Ok(()) => {
+                lock(&self.state).saved.insert(vm.to_owned(), xml.clone());
+            }
+            Err(e) => tracing::warn!(%vm, error = %e, "cannot keep the definition on disk"),
+        }
+    }
+
     /// The backend's own view of where each VM is (tests, tools).
     pub fn placements(&self) -> Placements {
         lock(&self.state).placements.clone()
@@ -572,7 +700,7 @@ impl Hypervisor for Libvirt {
             host_recovery: false,
             add_host: true,
             replicas: false,
-            drills: false,
+            drills: true,
             images: false,
         }
     }
@@ -597,9 +725,7 @@ impl Hypervisor for Libvirt {
                         continue;
                     }
                     for d in &read.domains {
-                        if let Err(e) = self.store.save_definition(&d.domain.name, &d.xml.0).await {
-                            tracing::warn!(vm = %d.domain.name, error = %e, "cannot keep the definition on disk");
-                        }
+                        self.keep_definition(&d.domain.name, &d.xml).await;
                         let (vm, seen) =
                             self.vm_info(h, d, read.node.mhz, prev.get(&d.domain.name));
                         found.entry(vm.name.clone()).or_default().push((
@@ -916,6 +1042,117 @@ impl Hypervisor for Libvirt {
         self.move_definition(vm, &h, &c, &d, &dst, &dc)
             .await
             .map(drop)
+    }
+
+    async fn start_drill_copy(
+        &self,
+        vm: &str,
+        host: &str,
+        source: RestoreSource,
+        copy: &str,
+    ) -> Result<(), HypervisorError> {
+        if source == RestoreSource::Replica {
+            return Err(HypervisorError::Unsupported {
+                op: "start_drill_copy from a replica without its images",
+            });
+        }
+        if self.find(copy).await.is_some() {
+            return Err(HypervisorError::InvalidState {
+                name: copy.to_owned(),
+                detail: "a drill copy of that name exists".into(),
+            });
+        }
+        let (h, c, d) = self.locate(vm).await?;
+        let port = |e: LibvirtError| e.into_port(&h.cfg.name, "vm", vm);
+        let (st, _) = self.dom_state(&h, &c, &d).await?;
+        if !is_running(st) {
+            // The copy is taken by the running QEMU at one instant; a
+            // stopped VM has none to take it.
+            return Err(HypervisorError::InvalidState {
+                name: vm.to_owned(),
+                detail: "a drill copies a running VM; this one is off".into(),
+            });
+        }
+        let xml = c.xml(&d, host::XML_FLAGS).await.map_err(port)?;
+        let x = DomainXml::parse(&xml)
+            .map_err(|detail| HypervisorError::Protocol(format!("{vm}: {detail}")))?;
+        if x.disks.is_empty() || x.targets.iter().any(String::is_empty) {
+            return Err(HypervisorError::InvalidState {
+                name: vm.to_owned(),
+                detail: "a disk without a source or target cannot be copied".into(),
+            });
+        }
+        let (dst, dc) = self.target(host).await?;
+        let pairs: Vec<(String, String)> = x
+            .disks
+            .iter()
+            .zip(&x.targets)
+            .map(|(disk, dev)| (disk.clone(), Self::copy_path(disk, copy, dev)))
+            .collect();
+        let copies: Vec<String> = pairs.iter().map(|(_, to)| to.clone()).collect();
+        if let Err(e) = self.point_in_time_copy(&h, &c, &d, &x, &pairs).await {
+            self.delete_images(&h, &c, &copies).await;
+            return Err(e);
+        }
+        let started = async {
+            let copy_xml = crate::domxml::drill_copy(&xml, copy, vm, &pairs)
+                .map_err(|detail| HypervisorError::Protocol(format!("{vm}: {detail}")))?;
+            let nd = dc
+                .define(&copy_xml)
+                .await
+                .map_err(|e| e.into_port(host, "vm", copy))?;
+            if let Err(e) = self.start(&dst, &dc, &nd).await {
+                let _ = dc.undefine(&nd, UNDEFINE_MOVE).await;
+                return Err(e);
+            }
+            Ok(())
+        }
+        .await;
+        if started.is_err() {
+            self.delete_images(&h, &c, &copies).await;
+        }
+        started
+    }
+
+    async fn remove_drill_copy(&self, copy: &str) -> Result<(), HypervisorError> {
+        let (h, c, d) = self
+            .find(copy)
+            .await
+            .ok_or_else(|| HypervisorError::NotFound {
+                kind: "vm",
+                name: copy.to_owned(),
+            })?;
+        let port = |e: LibvirtError| e.into_port(&h.cfg.name, "vm", copy);
+        let xml = c.xml(&d, host::XML_FLAGS).await.map_err(port)?;
+        let x = DomainXml::parse(&xml)
+            .map_err(|detail| HypervisorError::Protocol(format!("{copy}: {detail}")))?;
+        if x.drill_of.is_none() {
+            return Err(HypervisorError::InvalidState {
+                name: copy.to_owned(),
+                detail: "not a drill copy: vmdr removes only the copies it made".into(),
+            });
+        }
+        let (st, _) = self.dom_state(&h, &c, &d).await?;
+        if is_active(st) {
+            self.own(copy, &[PowerEventKind::PoweredOff], c.destroy(&d))
+                .await
+                .map_err(port)?;
+        }
+        c.undefine(&d, UNDEFINE_MOVE).await.map_err(port)?;
+        // Only the images the drill made, by their names.
+        let made: Vec<String> = x
+            .disks
+            .iter()
+            .zip(&x.targets)
+            .filter(|(disk, dev)| {
+                std::path::Path::new(disk.as_str())
+                    .file_name()
+                    .is_some_and(|f| *f == *format!("{copy}-{dev}.qcow2"))
+            })
+            .map(|(disk, _)| disk.clone())
+            .collect();
+        self.delete_images(&h, &c, &made).await;
+        Ok(())
     }
 
     async fn recover_host(&self, host: &str) -> Result<(), HypervisorError> {

@@ -29,10 +29,15 @@ pub struct DomainXml {
     /// The sources of its disks (`device='disk'`), in order: files or
     /// block devices.
     pub disks: Vec<String>,
+    /// Each disk's target device (`vda`), in the same order.
+    pub targets: Vec<String>,
     /// Its network interfaces.
     pub interfaces: usize,
     /// It has a QEMU guest agent channel.
     pub agent: bool,
+    /// It is a recovery drill's copy of this VM (vmdr's marker in its
+    /// metadata): only such a domain is ever removed as a copy.
+    pub drill_of: Option<String>,
 }
 
 fn attr(e: &BytesStart<'_>, key: &[u8]) -> Option<String> {
@@ -115,7 +120,7 @@ impl DomainXml {
                             ))
                         }
                         (1, _, b"memory") => memory_unit = attr(&e, b"unit"),
-                        (2, Some(b"metadata"), b"vm") => in_vmdr = is_vmdr_ns(&e),
+                        (2, Some(b"metadata"), b"vm" | b"drill") => in_vmdr = is_vmdr_ns(&e),
                         (2, Some(b"devices"), b"disk") => {
                             disk_is_disk =
                                 attr(&e, b"device").as_deref().unwrap_or("disk") == "disk"
@@ -124,6 +129,15 @@ impl DomainXml {
                         (3, Some(b"disk"), b"source") if disk_is_disk => {
                             if let Some(s) = attr(&e, b"file").or_else(|| attr(&e, b"dev")) {
                                 d.disks.push(s);
+                                d.targets.push(String::new());
+                            }
+                        }
+                        (3, Some(b"disk"), b"target") if disk_is_disk => {
+                            // A disk's target follows its source.
+                            if let (Some(t), Some(dev)) = (d.targets.last_mut(), attr(&e, b"dev")) {
+                                if t.is_empty() {
+                                    *t = dev;
+                                }
                             }
                         }
                         (3, Some(b"channel"), b"target")
@@ -136,7 +150,10 @@ impl DomainXml {
                     path.push(name);
                 }
                 Event::End(_) => {
-                    if path.len() == 3 && path[1] == b"metadata" && path[2] == b"vm" {
+                    if path.len() == 3
+                        && path[1] == b"metadata"
+                        && (path[2] == b"vm" || path[2] == b"drill")
+                    {
                         in_vmdr = false;
                     }
                     path.pop();
@@ -163,6 +180,7 @@ impl DomainXml {
                                 .parse()
                                 .map_err(|_| format!("vcpu {text:?} is not a number"))?
                         }
+                        [b"domain", b"metadata", b"drill"] if in_vmdr => d.drill_of = Some(text),
                         [b"domain", b"metadata", b"vm", b"ip"] if in_vmdr => {
                             d.ip = Some(text.parse().map_err(|_| {
                                 format!("vmdr metadata ip {text:?} is not an address")
@@ -230,6 +248,7 @@ mod tests {
         assert_eq!(d.vcpus, 2);
         assert_eq!(d.ip, Some("198.19.0.101".parse().expect("ip")));
         assert_eq!(d.disks, vec!["/lab/shared/g1.qcow2", "/dev/vg/g1-data"]);
+        assert_eq!(d.targets, vec!["vda", ""]);
         assert_eq!(d.interfaces, 1);
         assert!(d.agent);
     }
@@ -358,5 +377,226 @@ mod snapshot_tests {
             ("a&b", Some("x<y"))
         );
         assert!(SnapshotXml::parse("<domain/>").is_err());
+    }
+}
+
+/// The definition of a recovery drill's copy of a domain: named `copy`,
+/// without the original's UUID (libvirt gives it one), its disks' sources
+/// replaced as `disks` maps them (original → copy), every network
+/// interface's link down and its MAC address dropped (a new one is made),
+/// and vmdr's address metadata dropped: the copy shares nothing with the
+/// original that could reach the network or be mistaken for it. Every
+/// disk of the domain must be in `disks`.
+pub fn drill_copy(
+    xml: &str,
+    copy: &str,
+    of: &str,
+    disks: &[(String, String)],
+) -> Result<String, String> {
+    use quick_xml::events::{BytesEnd, BytesText};
+    let marker = |w: &mut quick_xml::Writer<Vec<u8>>| -> Result<(), String> {
+        let start = BytesStart::new("vmdr:drill").with_attributes([("xmlns:vmdr", METADATA_NS)]);
+        w.write_event(Event::Start(start))
+            .and_then(|_| w.write_event(Event::Text(BytesText::new(of))))
+            .and_then(|_| w.write_event(Event::End(BytesEnd::new("vmdr:drill"))))
+            .map_err(|e| format!("cannot write: {e}"))
+    };
+    let mut metadata_seen = false;
+    let mut r = Reader::from_str(xml);
+    let mut w = quick_xml::Writer::new(Vec::new());
+    let mut path: Vec<Vec<u8>> = Vec::new();
+    // Depth at which an element being dropped started.
+    let mut skipping: Option<usize> = None;
+    let mut replaced = 0usize;
+    let write = |w: &mut quick_xml::Writer<Vec<u8>>, e: Event<'_>| {
+        w.write_event(e).map_err(|e| format!("cannot write: {e}"))
+    };
+    loop {
+        let ev = r
+            .read_event()
+            .map_err(|e| format!("malformed at byte {}: {e}", r.buffer_position()))?;
+        let depth = path.len();
+        if let Some(d) = skipping {
+            match &ev {
+                Event::Start(_) => path.push(Vec::new()),
+                Event::End(_) => {
+                    path.pop();
+                    if path.len() == d {
+                        skipping = None;
+                    }
+                }
+                Event::Eof => return Err("malformed: cut off".into()),
+                _ => {}
+            }
+            continue;
+        }
+        match ev {
+            Event::DocType(_) => return Err("a DTD is not accepted".into()),
+            Event::Start(ref e) | Event::Empty(ref e) => {
+                let name = local(e.name().as_ref()).to_vec();
+                let parent = path.last().map(Vec::as_slice);
+                let empty = matches!(ev, Event::Empty(_));
+                let drop = match (depth, parent, name.as_slice()) {
+                    (1, _, b"uuid") => true,
+                    (2, Some(b"metadata"), b"vm") => is_vmdr_ns(e),
+                    (3, Some(b"interface"), b"mac" | b"link") => true,
+                    _ => false,
+                };
+                if drop {
+                    if !empty {
+                        skipping = Some(depth);
+                        path.push(name);
+                    }
+                    continue;
+                }
+                let in_disk = depth == 3 && parent == Some(b"disk") && name == b"source";
+                let out = if in_disk {
+                    let mut s = BytesStart::new("source");
+                    for a in e.attributes().flatten() {
+                        let key = a.key.as_ref();
+                        let value = a
+                            .unescape_value()
+                            .map_err(|e| format!("bad attribute: {e}"))?;
+                        if key == b"file" || key == b"dev" {
+                            let (_, to) = disks
+                                .iter()
+                                .find(|(from, _)| *from == value)
+                                .ok_or_else(|| format!("disk {value} has no copy"))?;
+                            s.push_attribute((
+                                std::str::from_utf8(key).unwrap_or("file"),
+                                to.as_str(),
+                            ));
+                            replaced += 1;
+                        } else {
+                            s.push_attribute((
+                                std::str::from_utf8(key)
+                                    .map_err(|_| "attribute name is not UTF-8")?,
+                                value.as_ref(),
+                            ));
+                        }
+                    }
+                    if empty {
+                        Event::Empty(s)
+                    } else {
+                        Event::Start(s)
+                    }
+                } else {
+                    ev.clone()
+                };
+                if depth == 1 && name == b"metadata" {
+                    metadata_seen = true;
+                    if empty {
+                        write(&mut w, Event::Start(BytesStart::new("metadata")))?;
+                        marker(&mut w)?;
+                        write(&mut w, Event::End(BytesEnd::new("metadata")))?;
+                        continue;
+                    }
+                    write(&mut w, out)?;
+                    marker(&mut w)?;
+                    path.push(name);
+                    continue;
+                }
+                write(&mut w, out)?;
+                if depth == 2 && parent == Some(b"devices") && name == b"interface" && !empty {
+                    write(
+                        &mut w,
+                        Event::Empty(BytesStart::new("link").with_attributes([("state", "down")])),
+                    )?;
+                }
+                if !empty {
+                    path.push(name);
+                }
+            }
+            Event::End(e) => {
+                path.pop();
+                if path.is_empty() && !metadata_seen {
+                    write(&mut w, Event::Start(BytesStart::new("metadata")))?;
+                    marker(&mut w)?;
+                    write(&mut w, Event::End(BytesEnd::new("metadata")))?;
+                }
+                write(&mut w, Event::End(e))?;
+            }
+            Event::Text(t) => {
+                if path.len() == 2 && path[1] == b"name" {
+                    write(&mut w, Event::Text(BytesText::new(copy)))?;
+                } else {
+                    write(&mut w, Event::Text(t))?;
+                }
+            }
+            Event::Eof => break,
+            other => write(&mut w, other)?,
+        }
+    }
+    if !path.is_empty() {
+        return Err("malformed: an element is not closed".into());
+    }
+    if replaced < disks.len() {
+        return Err(format!(
+            "{} of {} disks were not found in the definition",
+            disks.len() - replaced,
+            disks.len()
+        ));
+    }
+    String::from_utf8(w.into_inner()).map_err(|_| "the copy is not UTF-8".into())
+}
+
+#[cfg(test)]
+mod drill_tests {
+    use super::*;
+
+    #[test]
+    fn a_drill_copy_shares_no_identity_disk_or_network_with_its_original() {
+        let xml = r#"<domain type='qemu'>
+  <name>g1</name>
+  <uuid>e6dadd68-bbb6-4e2d-82ba-1b719b9efde5</uuid>
+  <metadata><vmdr:vm xmlns:vmdr="https://vmdr.dev/xmlns/libvirt/1"><vmdr:ip>198.19.0.101</vmdr:ip></vmdr:vm></metadata>
+  <memory unit='KiB'>131072</memory>
+  <devices>
+    <disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='/s/g1.qcow2'/><target dev='vda' bus='virtio'/></disk>
+    <interface type='bridge'><mac address='52:54:00:6e:fb:f6'/><source bridge='br0'/><link state='up'/><model type='virtio'/></interface>
+    <channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0'/></channel>
+  </devices>
+</domain>"#;
+        let out = drill_copy(
+            xml,
+            "g1-vmdr-drill-1",
+            "g1",
+            &[("/s/g1.qcow2".into(), "/s/g1-vmdr-drill-1-vda.qcow2".into())],
+        )
+        .expect("copy");
+        let d = DomainXml::parse(&out).expect("the copy parses");
+        assert_eq!(d.drill_of.as_deref(), Some("g1"), "{out}");
+        assert_eq!(DomainXml::parse(xml).expect("original").drill_of, None);
+        let bare = "<domain><name>g2</name><devices><disk type='file' device='disk'><source file='/s/g2'/><target dev='vda'/></disk></devices></domain>";
+        let copied = drill_copy(
+            bare,
+            "c2",
+            "g2",
+            &[("/s/g2".into(), "/s/c2-vda.qcow2".into())],
+        )
+        .expect("copy");
+        assert_eq!(
+            DomainXml::parse(&copied)
+                .expect("parses")
+                .drill_of
+                .as_deref(),
+            Some("g2"),
+            "{copied}"
+        );
+        assert_eq!(d.name, "g1-vmdr-drill-1");
+        assert!(d.uuid.is_empty(), "{out}");
+        assert_eq!(d.ip, None);
+        assert_eq!(d.disks, vec!["/s/g1-vmdr-drill-1-vda.qcow2"]);
+        assert!(d.agent);
+        assert!(!out.contains("52:54:00:6e:fb:f6"), "{out}");
+        assert!(out.contains(r#"<link state="down"/>"#), "{out}");
+        assert!(!out.contains("state='up'"), "{out}");
+        assert!(out.contains("<source bridge='br0'/>"), "{out}");
+        let missing = drill_copy(xml, "c", "g1", &[("/other.qcow2".into(), "/x".into())]);
+        assert!(missing.is_err());
+        assert!(
+            drill_copy(xml, "c", "g1", &[]).is_err(),
+            "a disk without a copy"
+        );
     }
 }

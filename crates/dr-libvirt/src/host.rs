@@ -194,8 +194,12 @@ impl Host {
 
     /// Drops the connection (after a call got no answer: the next use
     /// connects again rather than wait on a dead stream).
-    pub async fn forget(&self) {
-        *self.client.lock().await = None;
+    /// Never waits: a connection attempt under way holds the lock, and
+    /// then there is nothing to drop.
+    pub fn forget(&self) {
+        if let Ok(mut held) = self.client.try_lock() {
+            *held = None;
+        }
     }
 
     /// Whether the host's last read succeeded.

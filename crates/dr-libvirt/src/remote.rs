@@ -47,6 +47,14 @@ mod proc_ {
     pub const CONNECT_DOMAIN_EVENT_CALLBACK_REGISTER_ANY: i32 = 316;
     pub const CONNECT_GET_ALL_DOMAIN_STATS: i32 = 344;
     pub const DOMAIN_DEFINE_XML_FLAGS: i32 = 350;
+    pub const STORAGE_POOL_CREATE_XML: i32 = 76;
+    pub const STORAGE_POOL_DESTROY: i32 = 80;
+    pub const STORAGE_VOL_DELETE: i32 = 94;
+    pub const STORAGE_VOL_LOOKUP_BY_PATH: i32 = 97;
+    pub const DOMAIN_GET_JOB_INFO: i32 = 163;
+    pub const DOMAIN_ABORT_JOB: i32 = 164;
+    pub const DOMAIN_GET_JOB_STATS: i32 = 298;
+    pub const DOMAIN_BACKUP_BEGIN: i32 = 421;
     /// `QEMU_PROC_DOMAIN_AGENT_COMMAND`, of the QEMU program.
     pub const QEMU_DOMAIN_AGENT_COMMAND: i32 = 3;
 }
@@ -146,6 +154,34 @@ pub fn decode_domains(payload: &[u8]) -> Result<Vec<Domain>, LibvirtError> {
         r.u32("count")?;
         Ok(d)
     })
+}
+
+/// `remote_nonnull_storage_pool`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoragePool {
+    /// Its name.
+    pub name: String,
+    /// Its UUID.
+    pub uuid: [u8; 16],
+}
+
+/// `remote_nonnull_storage_vol`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StorageVol {
+    /// Its pool's name.
+    pub pool: String,
+    /// Its name.
+    pub name: String,
+    /// Its key (usually its path).
+    pub key: String,
+}
+
+/// `virDomainJobType` of a domain's current or last job.
+pub mod job {
+    /// No job.
+    pub const NONE: i32 = 0;
+    /// Finished successfully (`VIR_DOMAIN_JOB_COMPLETED`).
+    pub const COMPLETED: i32 = 3;
 }
 
 /// An open, authenticated connection to one daemon.
@@ -581,6 +617,146 @@ impl Client {
             )
             .await?;
         decode_stats(&r)
+    }
+
+    /// Starts a backup job of the domain (`virDomainBackupBegin`): in push
+    /// mode QEMU writes each disk as of this instant to its target.
+    pub async fn backup_begin(&self, dom: &Domain, xml: &str) -> Result<(), LibvirtError> {
+        let r = self
+            .call(
+                proc_::DOMAIN_BACKUP_BEGIN,
+                "begin backup",
+                args(|w| {
+                    dom.encode(w);
+                    w.str(xml).opt_str(None).u32(0);
+                }),
+            )
+            .await?;
+        decode("begin backup", &r, |_| Ok(()))
+    }
+
+    /// The type of the domain's running job ([`job::NONE`] when none).
+    pub async fn job_type(&self, dom: &Domain) -> Result<i32, LibvirtError> {
+        let r = self
+            .call(
+                proc_::DOMAIN_GET_JOB_INFO,
+                "job info",
+                args(|w| dom.encode(w)),
+            )
+            .await?;
+        decode("job info", &r, |r| {
+            let t = r.i32("job type")?;
+            for _ in 0..11 {
+                r.u64("job figures")?;
+            }
+            Ok(t)
+        })
+    }
+
+    /// The type of the domain's last finished job (`COMPLETED` flag), and
+    /// its `errmsg` when it failed.
+    pub async fn completed_job(&self, dom: &Domain) -> Result<(i32, Option<String>), LibvirtError> {
+        let r = self
+            .call(
+                proc_::DOMAIN_GET_JOB_STATS,
+                "job stats",
+                args(|w| {
+                    dom.encode(w);
+                    w.u32(1);
+                }),
+            )
+            .await?;
+        decode("job stats", &r, |r| {
+            let t = r.i32("job type")?;
+            let n = r.len(64, 12, "job fields")?;
+            let mut err = None;
+            for _ in 0..n {
+                let (k, v) = Param::decode(r)?;
+                if let (true, Param::Str(s)) = (k == "errmsg", v) {
+                    err = Some(s);
+                }
+            }
+            Ok((t, err))
+        })
+    }
+
+    /// Aborts the domain's running job.
+    pub async fn abort_job(&self, dom: &Domain) -> Result<(), LibvirtError> {
+        let r = self
+            .call(
+                proc_::DOMAIN_ABORT_JOB,
+                "abort job",
+                args(|w| dom.encode(w)),
+            )
+            .await?;
+        decode("abort job", &r, |_| Ok(()))
+    }
+
+    /// Starts a transient storage pool from its XML.
+    pub async fn pool_create(&self, xml: &str) -> Result<StoragePool, LibvirtError> {
+        let r = self
+            .call(
+                proc_::STORAGE_POOL_CREATE_XML,
+                "create pool",
+                args(|w| {
+                    w.str(xml).u32(0);
+                }),
+            )
+            .await?;
+        decode("create pool", &r, |r| {
+            let name = r.string("pool name")?;
+            let mut uuid = [0; 16];
+            uuid.copy_from_slice(r.fixed(16, "pool uuid")?);
+            Ok(StoragePool { name, uuid })
+        })
+    }
+
+    /// Stops a storage pool (a transient one goes away).
+    pub async fn pool_destroy(&self, pool: &StoragePool) -> Result<(), LibvirtError> {
+        let r = self
+            .call(
+                proc_::STORAGE_POOL_DESTROY,
+                "destroy pool",
+                args(|w| {
+                    w.str(&pool.name).fixed(&pool.uuid);
+                }),
+            )
+            .await?;
+        decode("destroy pool", &r, |_| Ok(()))
+    }
+
+    /// The volume at `path`, in whichever active pool holds it.
+    pub async fn vol_by_path(&self, path: &str) -> Result<StorageVol, LibvirtError> {
+        let r = self
+            .call(
+                proc_::STORAGE_VOL_LOOKUP_BY_PATH,
+                "look up volume",
+                args(|w| {
+                    w.str(path);
+                }),
+            )
+            .await?;
+        decode("look up volume", &r, |r| {
+            Ok(StorageVol {
+                pool: r.string("volume pool")?,
+                name: r.string("volume name")?,
+                key: r.string("volume key")?,
+            })
+        })
+    }
+
+    /// Deletes a volume (its file).
+    pub async fn vol_delete(&self, vol: &StorageVol) -> Result<(), LibvirtError> {
+        let r = self
+            .call(
+                proc_::STORAGE_VOL_DELETE,
+                "delete volume",
+                args(|w| {
+                    w.str(&vol.pool).str(&vol.name).str(&vol.key).u32(0);
+                }),
+            )
+            .await?;
+        decode("delete volume", &r, |_| Ok(()))
     }
 
     /// Sends one command to the domain's QEMU guest agent and returns its

@@ -45,9 +45,12 @@ pub struct VmFacts {
     pub heartbeat: Heartbeat,
     /// Why it is off.
     pub off_cause: OffCause,
-    /// It can be brought up on another host of its site: it has a
-    /// snapshot, or its disks are on storage the site's hosts share.
+    /// It has at least one snapshot (to revert to, or to restore from on
+    /// its site).
     pub has_snapshot: bool,
+    /// Its disks are on storage every host of its site reaches: another
+    /// host of the site can start it from them, snapshot or not.
+    pub shared_disks: bool,
     /// A replica of it is available at another site.
     pub has_replica: bool,
     /// A recovery of this VM is running now.
@@ -71,6 +74,7 @@ impl VmFacts {
             heartbeat: Heartbeat::Ok,
             off_cause: OffCause::None,
             has_snapshot: false,
+            shared_disks: false,
             has_replica: false,
             in_flight: false,
             paused: false,

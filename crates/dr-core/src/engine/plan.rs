@@ -116,7 +116,7 @@ impl Pass<'_> {
 
     /// Picks where `vm` (whose host `from` is confirmed down) comes up.
     fn relocate(&mut self, vm: &VmFacts) -> Decision {
-        if !vm.has_snapshot && !vm.has_replica {
+        if !vm.has_snapshot && !vm.shared_disks && !vm.has_replica {
             return Decision::Alert {
                 why: AlertReason::NoRecoverySource,
             };
@@ -128,11 +128,14 @@ impl Pass<'_> {
         }
         let from = vm.host as usize;
         let from_site = self.hosts.get(from).map(|h| h.site);
-        // The VM's snapshot lives on its site's shared storage; its replica
-        // is reachable from every site.
+        // The VM's snapshot (or its disks) live on its site's shared
+        // storage; its replica is reachable from every site.
         let source_for = |site: u16| -> Option<RestoreSource> {
             let same_site = Some(site) == from_site;
-            match (vm.has_snapshot && same_site, vm.has_replica) {
+            match (
+                (vm.has_snapshot || vm.shared_disks) && same_site,
+                vm.has_replica,
+            ) {
                 (true, true) if self.policy.prefer_replica => Some(RestoreSource::Replica),
                 (true, _) => Some(RestoreSource::Snapshot),
                 (false, true) => Some(RestoreSource::Replica),
