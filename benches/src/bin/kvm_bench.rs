@@ -195,6 +195,8 @@ fn host_run(
 /// resource, monitored every second.
 struct Pacemaker {
     dir: std::path::PathBuf,
+    /// corosync and pacemakerd, reaped when the cluster goes.
+    children: Vec<std::process::Child>,
 }
 
 impl Pacemaker {
@@ -231,12 +233,15 @@ impl Pacemaker {
                 .spawn()
                 .expect("spawn")
         };
-        spawn(
+        let mut children = vec![spawn(
             Command::new("corosync").args(["-f", "-c"]).arg(&conf),
             "corosync.out",
-        );
+        )];
         std::thread::sleep(Duration::from_secs(2));
-        spawn(Command::new("pacemakerd").arg("-f"), "pacemakerd.out");
+        children.push(spawn(
+            Command::new("pacemakerd").arg("-f"),
+            "pacemakerd.out",
+        ));
         until(Instant::now(), "a Pacemaker DC", || {
             Command::new("crm_mon")
                 .args(["-1"])
@@ -281,7 +286,7 @@ impl Pacemaker {
                     out.contains("Started bench1")
                 })
         });
-        Pacemaker { dir }
+        Pacemaker { dir, children }
     }
 }
 
@@ -297,6 +302,10 @@ impl Drop for Pacemaker {
         let _ = Command::new("pkill")
             .args(["-9", "-x", "corosync"])
             .status();
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
         // The cluster's configuration and state, so the next run starts new.
         let _ = std::fs::remove_dir_all("/var/lib/pacemaker/cib");
         let _ = std::fs::create_dir_all("/var/lib/pacemaker/cib");
