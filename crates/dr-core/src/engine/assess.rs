@@ -62,8 +62,17 @@ pub fn assess(policy: &Policy, now: Timestamp, vm: &VmFacts, host: &HostFacts) -
             why: WaitReason::InFlight,
         });
     }
-    // V5–V6: hysteresis.
-    if vm.probe_failures < policy.failure_threshold {
+    // V5–V6: hysteresis. Not for a VM its connected host reports stopped
+    // by a failure (its QEMU died, a guest panic): the hypervisor's own
+    // report needs no failed probes to be believed, and a power-on in place
+    // cannot make a second copy. Unless a recovery of it is still proving
+    // itself (`stable_at`): a crash then goes through the probes, which
+    // count it as a flap (back-off, then give up), as any failure does.
+    let reported_crash = vm.power == PowerState::Off
+        && vm.off_cause == OffCause::System
+        && host.link == HostLink::Connected
+        && vm.stable_at == Timestamp::ZERO;
+    if !reported_crash && vm.probe_failures < policy.failure_threshold {
         let why = if vm.probe_failures == 0 {
             Quiet::Healthy
         } else {
