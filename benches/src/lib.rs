@@ -26,6 +26,37 @@ pub fn proc_cpu_secs(pid: &str) -> (f64, f64) {
     (get(11) + get(12), get(13) + get(14))
 }
 
+/// drd's library (`dr_daemon::run`) on the configuration file at `config`,
+/// in a thread of this process with a runtime of its own: its API address,
+/// the switch that stops it (send `true`), and the thread to join after.
+pub fn start_daemon(
+    config: &std::path::Path,
+) -> (
+    std::net::SocketAddr,
+    tokio::sync::watch::Sender<bool>,
+    std::thread::JoinHandle<()>,
+) {
+    let cfg = dr_daemon::DaemonConfig::load(config).expect("config");
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let daemon = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let (_reload, reload_rx) = tokio::sync::mpsc::channel(1);
+        rt.block_on(dr_daemon::run(cfg, stopped, reload_rx, move |a| {
+            let _ = addr_tx.send(a);
+        }))
+        .expect("daemon");
+    });
+    let addr = addr_rx
+        .recv_timeout(std::time::Duration::from_secs(120))
+        .expect("listening");
+    (addr, stop, daemon)
+}
+
 /// Builds govmomi's vCenter simulator (`crates/dr-vsphere/tests/vcsim`)
 /// and starts it with `args`; returns it and its SDK URL, or why it cannot
 /// run here.

@@ -124,24 +124,7 @@ fn run(n: usize, root: &Path) {
         "backend = \"sim\"\n[sim]\nscenario = \"dc.toml\"\n[control]\nprobe_interval = \"1s\"\nprobe_timeout = \"500ms\"\ninventory_interval = \"60s\"\naction_timeout = \"1m\"\n[policy]\nfailure_threshold = 3\n[api]\nlisten = \"127.0.0.1:0\"\n[journal]\npath = \"journal.redb\"\n",
     )
     .expect("config");
-    let cfg = dr_daemon::DaemonConfig::load(&dir.join("drd.toml")).expect("config");
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-    let daemon = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let (_reload, reload_rx) = tokio::sync::mpsc::channel(1);
-        rt.block_on(dr_daemon::run(cfg, stopped, reload_rx, move |a| {
-            let _ = addr_tx.send(a);
-        }))
-        .expect("daemon");
-    });
-    let addr = addr_rx
-        .recv_timeout(Duration::from_secs(120))
-        .expect("listening");
+    let (addr, stop, daemon) = dr_benches::start_daemon(&dir.join("drd.toml"));
     let started = Instant::now();
     while get(addr, "/readyz").0 != 200 {
         std::thread::sleep(Duration::from_millis(50));

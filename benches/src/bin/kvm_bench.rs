@@ -373,22 +373,7 @@ fn main() {
         ),
     )
     .expect("config");
-    let cfg = dr_daemon::DaemonConfig::load(&dir.join("drd.toml")).expect("config");
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-    let daemon = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let (_reload, reload_rx) = tokio::sync::mpsc::channel(1);
-        rt.block_on(dr_daemon::run(cfg, stopped, reload_rx, move |a| {
-            let _ = addr_tx.send(a);
-        }))
-        .expect("daemon");
-    });
-    let drd = addr_rx.recv_timeout(LIMIT).expect("drd listening");
+    let (drd, stop, daemon) = dr_benches::start_daemon(&dir.join("drd.toml"));
     until(Instant::now(), "drd seeing every guest answer", || {
         json(drd, "/api/v1/vms")
             .as_array()

@@ -278,6 +278,18 @@ impl Client {
         self.call_within(procedure, name, args, self.timeout).await
     }
 
+    /// A call whose reply carries nothing.
+    async fn call_void(
+        &self,
+        procedure: i32,
+        name: &'static str,
+        args: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<(), LibvirtError> {
+        let r = self.call_within(procedure, name, args, timeout).await?;
+        decode(name, &r, |_| Ok(()))
+    }
+
     async fn call_within(
         &self,
         procedure: i32,
@@ -457,17 +469,11 @@ impl Client {
         dom: &Domain,
         flags: u32,
     ) -> Result<(), LibvirtError> {
-        let r = self
-            .call(
-                procedure,
-                name,
-                args(|w| {
-                    dom.encode(w);
-                    w.u32(flags);
-                }),
-            )
-            .await?;
-        decode(name, &r, |_| Ok(()))
+        let a = args(|w| {
+            dom.encode(w);
+            w.u32(flags);
+        });
+        self.call_void(procedure, name, a, self.timeout).await
     }
 
     /// Takes a snapshot from its XML (`flags` 1: redefine metadata only).
@@ -555,18 +561,16 @@ impl Client {
         flags: u32,
         timeout: Duration,
     ) -> Result<(), LibvirtError> {
-        let r = self
-            .call_within(
-                proc_::DOMAIN_REVERT_TO_SNAPSHOT,
-                "revert to snapshot",
-                args(|w| {
-                    snap.encode(w);
-                    w.u32(flags);
-                }),
-                timeout,
-            )
-            .await?;
-        decode("revert to snapshot", &r, |_| Ok(()))
+        self.call_void(
+            proc_::DOMAIN_REVERT_TO_SNAPSHOT,
+            "revert to snapshot",
+            args(|w| {
+                snap.encode(w);
+                w.u32(flags);
+            }),
+            timeout,
+        )
+        .await
     }
 
     /// Deletes a snapshot (`flags` 2: its metadata only).
@@ -576,18 +580,16 @@ impl Client {
         flags: u32,
         timeout: Duration,
     ) -> Result<(), LibvirtError> {
-        let r = self
-            .call_within(
-                proc_::DOMAIN_SNAPSHOT_DELETE,
-                "delete snapshot",
-                args(|w| {
-                    snap.encode(w);
-                    w.u32(flags);
-                }),
-                timeout,
-            )
-            .await?;
-        decode("delete snapshot", &r, |_| Ok(()))
+        self.call_void(
+            proc_::DOMAIN_SNAPSHOT_DELETE,
+            "delete snapshot",
+            args(|w| {
+                snap.encode(w);
+                w.u32(flags);
+            }),
+            timeout,
+        )
+        .await
     }
 
     /// Subscribes this connection to one kind of event of every domain.
@@ -622,17 +624,16 @@ impl Client {
     /// Starts a backup job of the domain (`virDomainBackupBegin`): in push
     /// mode QEMU writes each disk as of this instant to its target.
     pub async fn backup_begin(&self, dom: &Domain, xml: &str) -> Result<(), LibvirtError> {
-        let r = self
-            .call(
-                proc_::DOMAIN_BACKUP_BEGIN,
-                "begin backup",
-                args(|w| {
-                    dom.encode(w);
-                    w.str(xml).opt_str(None).u32(0);
-                }),
-            )
-            .await?;
-        decode("begin backup", &r, |_| Ok(()))
+        self.call_void(
+            proc_::DOMAIN_BACKUP_BEGIN,
+            "begin backup",
+            args(|w| {
+                dom.encode(w);
+                w.str(xml).opt_str(None).u32(0);
+            }),
+            self.timeout,
+        )
+        .await
     }
 
     /// The type of the domain's running job ([`job::NONE`] when none).
@@ -682,14 +683,13 @@ impl Client {
 
     /// Aborts the domain's running job.
     pub async fn abort_job(&self, dom: &Domain) -> Result<(), LibvirtError> {
-        let r = self
-            .call(
-                proc_::DOMAIN_ABORT_JOB,
-                "abort job",
-                args(|w| dom.encode(w)),
-            )
-            .await?;
-        decode("abort job", &r, |_| Ok(()))
+        self.call_void(
+            proc_::DOMAIN_ABORT_JOB,
+            "abort job",
+            args(|w| dom.encode(w)),
+            self.timeout,
+        )
+        .await
     }
 
     /// Starts a transient storage pool from its XML.
@@ -713,16 +713,15 @@ impl Client {
 
     /// Stops a storage pool (a transient one goes away).
     pub async fn pool_destroy(&self, pool: &StoragePool) -> Result<(), LibvirtError> {
-        let r = self
-            .call(
-                proc_::STORAGE_POOL_DESTROY,
-                "destroy pool",
-                args(|w| {
-                    w.str(&pool.name).fixed(&pool.uuid);
-                }),
-            )
-            .await?;
-        decode("destroy pool", &r, |_| Ok(()))
+        self.call_void(
+            proc_::STORAGE_POOL_DESTROY,
+            "destroy pool",
+            args(|w| {
+                w.str(&pool.name).fixed(&pool.uuid);
+            }),
+            self.timeout,
+        )
+        .await
     }
 
     /// The volume at `path`, in whichever active pool holds it.
@@ -747,16 +746,15 @@ impl Client {
 
     /// Deletes a volume (its file).
     pub async fn vol_delete(&self, vol: &StorageVol) -> Result<(), LibvirtError> {
-        let r = self
-            .call(
-                proc_::STORAGE_VOL_DELETE,
-                "delete volume",
-                args(|w| {
-                    w.str(&vol.pool).str(&vol.name).str(&vol.key).u32(0);
-                }),
-            )
-            .await?;
-        decode("delete volume", &r, |_| Ok(()))
+        self.call_void(
+            proc_::STORAGE_VOL_DELETE,
+            "delete volume",
+            args(|w| {
+                w.str(&vol.pool).str(&vol.name).str(&vol.key).u32(0);
+            }),
+            self.timeout,
+        )
+        .await
     }
 
     /// Sends one command to the domain's QEMU guest agent and returns its
