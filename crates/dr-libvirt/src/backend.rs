@@ -489,10 +489,7 @@ impl Libvirt {
             Some(false) if agent_ok_id == Some(r.domain.id) => Heartbeat::Missing,
             _ => Heartbeat::Unknown,
         };
-        let shared_disks = !x.disks.is_empty()
-            && x.disks
-                .iter()
-                .all(|d| self.cfg.shared_on_site(&h.cfg.site, d));
+        let shared_disks = self.shared_disks(&h.cfg.site, x);
         let info = VmInfo {
             name: r.domain.name.clone(),
             ip: x.ip.or(r.agent_ip),
@@ -687,9 +684,9 @@ impl Libvirt {
         }
     }
 
-    /// The backend's own view of where each VM is (tests, tools).
-    pub fn placements(&self) -> Placements {
-        lock(&self.state).placements.clone()
+    /// Whether every disk of `x` is on storage every host of `site` shares.
+    fn shared_disks(&self, site: &str, x: &DomainXml) -> bool {
+        !x.disks.is_empty() && x.disks.iter().all(|d| self.cfg.shared_on_site(site, d))
     }
 }
 
@@ -808,12 +805,11 @@ impl Hypervisor for Libvirt {
             if !lost {
                 continue;
             }
-            let Ok(Some(xml)) = self.store.definition(name).await else {
+            // Its definition as last read this run (no file read per tick).
+            let Some(def) = lock(&self.state).saved.get(name).cloned() else {
                 continue;
             };
-            let Ok(x) = DomainXml::parse(&xml) else {
-                continue;
-            };
+            let x = &def.1;
             let site = self
                 .hosts
                 .iter()
@@ -830,8 +826,7 @@ impl Hypervisor for Libvirt {
                 memory_mb: x.memory_mb,
                 snapshot_count: 0,
                 replica_available: false,
-                shared_disks: !x.disks.is_empty()
-                    && x.disks.iter().all(|d| self.cfg.shared_on_site(&site, d)),
+                shared_disks: self.shared_disks(&site, x),
                 vitals: Vitals::default(),
             });
             seen_now.insert(
@@ -921,7 +916,7 @@ impl Hypervisor for Libvirt {
     }
 
     async fn revert_vm(&self, vm: &str, snapshot: Option<&str>) -> Result<(), HypervisorError> {
-        let (h, c, d, snap) = self.vm_snapshot(vm, snapshot).await?;
+        let (h, c, _, snap) = self.vm_snapshot(vm, snapshot).await?;
         let port = |e: LibvirtError| e.into_port(&h.cfg.name, "vm", vm);
         // Reverted paused, then stopped: the port leaves a reverted VM off
         // (the caller powers it on, from the snapshot's disks).
@@ -938,7 +933,6 @@ impl Hypervisor for Libvirt {
             Ok::<_, HypervisorError>(())
         })
         .await?;
-        let _ = d;
         Ok(())
     }
 

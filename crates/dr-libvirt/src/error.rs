@@ -81,15 +81,6 @@ impl LibvirtError {
         }
     }
 
-    /// Whether the host could not be talked to at all (as opposed to an
-    /// answer that said no).
-    pub fn is_unreachable(&self) -> bool {
-        matches!(
-            self,
-            LibvirtError::Connect { .. } | LibvirtError::Closed(_) | LibvirtError::Timeout { .. }
-        )
-    }
-
     /// Maps onto the port's error, naming the host and the object.
     pub fn into_port(self, host: &str, kind: &'static str, name: &str) -> HypervisorError {
         match &self {

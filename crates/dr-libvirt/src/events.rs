@@ -131,10 +131,9 @@ pub struct OwnActions {
 }
 
 impl OwnActions {
-    /// Records an action about to start; returns its handle for [`end`].
-    ///
-    /// [`end`]: OwnActions::end
-    pub fn begin(&mut self, vm: &str, kind: PowerEventKind) -> usize {
+    /// Records an action about to start ([`OwnActions::end`] marks it
+    /// ended).
+    pub fn begin(&mut self, vm: &str, kind: PowerEventKind) {
         let now = Instant::now();
         self.list
             .retain(|o| o.ended.is_none_or(|t| now.duration_since(t) < OWN_GRACE));
@@ -143,7 +142,6 @@ impl OwnActions {
             kind,
             ended: None,
         });
-        self.list.len() - 1
     }
 
     /// Marks an action ended (its events may still trail it a little).

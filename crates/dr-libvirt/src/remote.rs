@@ -23,11 +23,9 @@ const DOMAIN_MIN: usize = 4 + 16 + 4;
 /// Procedure numbers (`REMOTE_PROC_*`).
 mod proc_ {
     pub const CONNECT_OPEN: i32 = 1;
-    pub const CONNECT_CLOSE: i32 = 2;
     pub const NODE_GET_INFO: i32 = 6;
     pub const DOMAIN_GET_XML_DESC: i32 = 14;
     pub const DOMAIN_LOOKUP_BY_NAME: i32 = 23;
-    pub const CONNECT_GET_HOSTNAME: i32 = 59;
     pub const AUTH_LIST: i32 = 66;
     pub const AUTH_POLKIT: i32 = 70;
     pub const NODE_GET_FREE_MEMORY: i32 = 102;
@@ -41,7 +39,6 @@ mod proc_ {
     pub const DOMAIN_UNDEFINE_FLAGS: i32 = 231;
     pub const DOMAIN_DESTROY_FLAGS: i32 = 234;
     pub const DOMAIN_RESET: i32 = 245;
-    pub const DOMAIN_SHUTDOWN_FLAGS: i32 = 258;
     pub const CONNECT_LIST_ALL_DOMAINS: i32 = 273;
     pub const DOMAIN_LIST_ALL_SNAPSHOTS: i32 = 274;
     pub const CONNECT_DOMAIN_EVENT_CALLBACK_REGISTER_ANY: i32 = 316;
@@ -302,21 +299,6 @@ impl Client {
             .await
     }
 
-    /// Closes the driver (the stream closes when the client is dropped).
-    pub async fn close(&self) -> Result<(), LibvirtError> {
-        self.call(proc_::CONNECT_CLOSE, "close", vec![])
-            .await
-            .map(drop)
-    }
-
-    /// The host's name as it knows itself.
-    pub async fn hostname(&self) -> Result<String, LibvirtError> {
-        let r = self
-            .call(proc_::CONNECT_GET_HOSTNAME, "hostname", vec![])
-            .await?;
-        decode("hostname", &r, |r| r.string("hostname"))
-    }
-
     /// The host's memory and CPUs.
     pub async fn node_info(&self) -> Result<NodeInfo, LibvirtError> {
         let r = self.call(proc_::NODE_GET_INFO, "node info", vec![]).await?;
@@ -446,12 +428,6 @@ impl Client {
     /// Power-cycles a running domain in place.
     pub async fn reset(&self, dom: &Domain) -> Result<(), LibvirtError> {
         self.dom_flags(proc_::DOMAIN_RESET, "reset domain", dom, 0)
-            .await
-    }
-
-    /// Asks the guest to shut down (ACPI by default).
-    pub async fn shutdown(&self, dom: &Domain) -> Result<(), LibvirtError> {
-        self.dom_flags(proc_::DOMAIN_SHUTDOWN_FLAGS, "shut down domain", dom, 0)
             .await
     }
 

@@ -269,19 +269,6 @@ impl Domain {
         let id = r.i32("domain id")?;
         Ok(Domain { name, uuid, id })
     }
-
-    /// The UUID in its usual text form.
-    pub fn uuid_string(&self) -> String {
-        let h: String = self.uuid.iter().map(|b| format!("{b:02x}")).collect();
-        format!(
-            "{}-{}-{}-{}-{}",
-            &h[0..8],
-            &h[8..12],
-            &h[12..16],
-            &h[16..20],
-            &h[20..32]
-        )
-    }
 }
 
 /// `remote_nonnull_domain_snapshot`.
