@@ -305,7 +305,10 @@ proptest! {
                     *reserved_mem.entry(s).or_default() += u64::from(vm.memory_mb);
                     *reserved_cpu.entry(s).or_default() += u64::from(vm.cpu_mhz);
                     match source {
-                        RestoreSource::Snapshot => prop_assert!(vm.has_snapshot && c.hosts[s].site == host.site),
+                        // As for a restore: a snapshot, or the VM's disks on
+                        // the site's shared storage, which a spare of the
+                        // same site reaches too.
+                        RestoreSource::Snapshot => prop_assert!((vm.has_snapshot || vm.shared_disks) && c.hosts[s].site == host.site),
                         RestoreSource::Replica => prop_assert!(vm.has_replica),
                     }
                 }
