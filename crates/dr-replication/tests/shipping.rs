@@ -127,7 +127,17 @@ async fn two_receivers_get_every_checkpoint_and_the_log_is_trimmed() {
     wake.notify_waiters();
     wait_for(&p1, last).await;
     wait_for(&p2, last).await;
-    for (r, name) in [(&r1, "a"), (&r2, "b")] {
+    // A receiver merges after it acknowledges: a frame of many checkpoints
+    // is acknowledged before its merge runs. Stopping the receiver lets the
+    // frame in hand finish, merge included, so what follows is checked on
+    // a receiver at rest, not raced against its merge.
+    let _ = stop.send(true);
+    for (r, name) in [(r1, "a"), (r2, "b")] {
+        let _ = r.stop.send(true);
+        tokio::time::timeout(Duration::from_secs(30), r.task)
+            .await
+            .expect("receiver stops in time")
+            .expect("receiver task");
         let replica = r.replica.lock().expect("replica");
         image_equals(&replica, &disk, &out.0.join(name));
         // The receiver merges as it goes: of 60 checkpoints, at most the
@@ -146,9 +156,6 @@ async fn two_receivers_get_every_checkpoint_and_the_log_is_trimmed() {
         "{removed} of {before} segments trimmed"
     );
     assert_eq!(p1.borrow().checkpoint.map(|c| c.0), Some(60));
-    let _ = stop.send(true);
-    let _ = r1.stop.send(true);
-    let _ = r2.stop.send(true);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
