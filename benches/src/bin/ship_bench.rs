@@ -96,7 +96,9 @@ fn sink() {
             std::process::exit(0);
         });
         while let Ok((stream, _)) = listener.accept().await {
-            let mut s = net::accept(stream, PSK, || 0).await.expect("handshake");
+            let (mut s, _) = net::accept(stream, PSK, Box::new(|_| Ok(0)))
+                .await
+                .expect("handshake");
             let mut frame = Vec::new();
             while wire::recv_into(&mut s.reader, &mut s.inbound, &mut frame)
                 .await

@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use std::io::{self, Write};
+use std::io::{self, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -94,14 +94,22 @@ struct SimServerArgs {
 }
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The replication commands run for long and their problems (a shipper
+    // refused, a receiver's disk full) show only in the log: warnings by
+    // default. The others report in their output.
+    let default_log = match cli.command {
+        Command::Repl(_) => "warn",
+        _ => "off",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("DRCTL_LOG")
-                .unwrap_or_else(|_| "off".into()),
+                .unwrap_or_else(|_| default_log.into()),
         )
+        .with_ansi(io::stderr().is_terminal())
         .with_writer(io::stderr)
         .init();
-    let cli = Cli::parse();
     let result = match cli.command {
         Command::Simulate(args) => simulate(&args),
         Command::SimServer(args) => sim_server(&args),
@@ -112,8 +120,7 @@ fn main() -> ExitCode {
             .enable_all()
             .build()
             .map_err(anyhow::Error::from)
-            .and_then(|rt| rt.block_on(repl::run(cmd)))
-            .map(|()| ExitCode::SUCCESS),
+            .and_then(|rt| rt.block_on(repl::run(cmd))),
         Command::Status(args) => on_daemon(daemon_api::status(&args)),
         Command::Events(args) => on_daemon(daemon_api::events(&args)),
         Command::Pause(args) => on_daemon(daemon_api::pause(&args, true)),

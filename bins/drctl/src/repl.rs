@@ -8,6 +8,7 @@ use dr_replication::net::{self, ShipConfig};
 use dr_replication::Replica;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -31,7 +32,10 @@ pub enum ReplCommand {
         key_file: Option<PathBuf>,
     },
     /// Ship disk images to receivers: one checkpoint (--once) or one every
-    /// --interval seconds.
+    /// --interval seconds. A line of JSON per checkpoint, once every
+    /// receiver has it (or the next is due). Exit status 1 when a --once
+    /// checkpoint did not reach every receiver (a refusal — wrong key,
+    /// another stream — ends it at once), 2 on bad input.
     Ship {
         /// Disk: an image file or a block device (repeat for a group of
         /// disks, shipped consistently).
@@ -118,8 +122,9 @@ async fn interrupted() {
     }
 }
 
-/// Runs a subcommand. Bad input is an `Err` (exit 2).
-pub async fn run(cmd: ReplCommand) -> anyhow::Result<()> {
+/// Runs a subcommand. Bad input is an `Err` (exit 2); shipping that did
+/// not reach every receiver is exit 1, said on stderr.
+pub async fn run(cmd: ReplCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         ReplCommand::Serve {
             listen,
@@ -128,11 +133,16 @@ pub async fn run(cmd: ReplCommand) -> anyhow::Result<()> {
             key_file,
         } => {
             let psk = Arc::new(key(&key_file)?);
-            let replica = Replica::open(&dir, keep)
-                .with_context(|| format!("cannot open replica {}", dir.display()))?;
+            // The port first: a receiver that cannot listen leaves no
+            // directory behind.
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
+            if dir.exists() && !dir.is_dir() {
+                bail!("--dir {} is not a directory", dir.display());
+            }
+            let replica = Replica::open(&dir, keep)
+                .with_context(|| format!("cannot open replica {}", dir.display()))?;
             println!("listening on {}", listener.local_addr()?);
             let (stop, stopped) = watch::channel(false);
             let server = tokio::spawn(net::serve(
@@ -144,7 +154,7 @@ pub async fn run(cmd: ReplCommand) -> anyhow::Result<()> {
             interrupted().await;
             let _ = stop.send(true);
             let _ = server.await;
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
         ReplCommand::Ship {
             disk,
@@ -205,7 +215,7 @@ pub async fn run(cmd: ReplCommand) -> anyhow::Result<()> {
                     .targets
                     .iter()
                     .zip(round.lag_bytes.iter().zip(&round.rpo_ms))
-                    .map(|((a, p), (lag, rpo))| serde_json::json!({"to": a.to_string(), "acked_seq": p.acked_seq, "checkpoint": p.checkpoint.map(|c| c.0), "lag_bytes": lag, "rpo_ms": rpo, "failures": p.failures}))
+                    .map(|((a, p), (lag, rpo))| serde_json::json!({"to": a.to_string(), "acked_seq": p.acked_seq, "checkpoint": p.checkpoint.map(|c| c.0), "lag_bytes": lag, "rpo_ms": rpo, "failures": p.failures, "error": p.error.as_deref()}))
                     .collect();
                 let changed: u64 = round.scans.iter().map(|s| s.changed).sum();
                 let bytes: u64 = round.scans.iter().map(|s| s.bytes).sum();
@@ -213,8 +223,11 @@ pub async fn run(cmd: ReplCommand) -> anyhow::Result<()> {
             })
             .await;
             stopper.abort();
-            r.context("shipping failed")?;
-            Ok(())
+            if let Err(e) = r {
+                eprintln!("drctl: shipping failed: {e}");
+                return Ok(ExitCode::from(1));
+            }
+            Ok(ExitCode::SUCCESS)
         }
         ReplCommand::Status { dir, json } => {
             let st = agent::inspect(&dir)
@@ -259,7 +272,7 @@ pub async fn run(cmd: ReplCommand) -> anyhow::Result<()> {
                     println!("merging checkpoints up to {id} into the base images");
                 }
             }
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
         ReplCommand::Restore {
             dir,
@@ -267,11 +280,21 @@ pub async fn run(cmd: ReplCommand) -> anyhow::Result<()> {
             out,
             disk,
         } => {
+            if !dir.is_dir() {
+                // Opening would create it (and its lock file): a typo
+                // would leave an empty replica behind.
+                bail!("no replica at {}: not a directory", dir.display());
+            }
             let r = Replica::open(&dir, usize::MAX)
                 .with_context(|| format!("cannot open replica {}", dir.display()))?;
             r.restore(checkpoint, disk, &out)
                 .with_context(|| format!("cannot restore checkpoint {checkpoint}"))?;
-            Ok(())
+            let bytes = std::fs::metadata(&out).map_or(0, |m| m.len());
+            println!(
+                "wrote disk {disk} at checkpoint {checkpoint} to {} ({bytes} bytes)",
+                out.display()
+            );
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

@@ -37,11 +37,17 @@ impl Drop for Server {
 }
 
 fn serve(dir: &Path, listen: &str) -> Server {
+    serve_logging(dir, listen, Stdio::inherit())
+}
+
+/// [`serve`] with its log (stderr) to `log`.
+fn serve_logging(dir: &Path, listen: &str, log: impl Into<Stdio>) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_drctl"))
         .args(["repl", "serve", "--listen", listen, "--dir"])
         .arg(dir)
         .env("VMDR_REPL_KEY", KEY)
         .stdout(Stdio::piped())
+        .stderr(log)
         .spawn()
         .expect("serve");
     let mut line = String::new();
@@ -417,4 +423,250 @@ fn restore_refuses_a_replica_a_receiver_has_open() {
     ]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("in use by another process"), "{err}");
+}
+
+fn ship_once(disk: &Path, to: &str, key: &str) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_drctl"))
+        .args([
+            "repl",
+            "ship",
+            "--once",
+            "--timeout",
+            "60",
+            "--to",
+            to,
+            "--disk",
+        ])
+        .arg(disk)
+        .env("VMDR_REPL_KEY", key)
+        .output()
+        .expect("drctl");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn stream_id(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("stream"))
+        .expect("stream identity")
+        .trim()
+        .to_owned()
+}
+
+#[test]
+fn a_replica_refuses_another_disk_groups_stream_and_both_ends_name_both() {
+    let (d, r) = (Dir::new("disk-id"), Dir::new("replica-id"));
+    let (a, b) = (d.0.join("a.img"), d.0.join("b.img"));
+    let va = pattern(256 << 10, 1);
+    std::fs::write(&a, &va).expect("write");
+    std::fs::write(&b, pattern(256 << 10, 2)).expect("write");
+    let log = d.0.join("receiver.log");
+    let server = serve_logging(
+        &r.0,
+        "127.0.0.1:0",
+        std::fs::File::create(&log).expect("log"),
+    );
+    let (code, _, err) = ship_once(&a, &server.addr, KEY);
+    assert_eq!(code, 0, "{err}");
+    let ours = stream_id(&r.0);
+    assert_eq!(ours, stream_id(&d.0.join("a.img.vmdr-log")));
+    // Another group of disks, whose new log is far behind the replica's
+    // stream: before, the receiver answered "I have it all" and the shipper
+    // exited 0 with the other stream's sequence.
+    let (code, out, err) = ship_once(&b, &server.addr, KEY);
+    assert_eq!(code, 1, "refused is a failure: {out} {err}");
+    let theirs = stream_id(&d.0.join("b.img.vmdr-log"));
+    assert_ne!(ours, theirs);
+    for id in [&ours, &theirs] {
+        assert!(err.contains(id.as_str()), "the shipper names {id}: {err}");
+    }
+    assert!(err.contains("refused"), "{err}");
+    let round: serde_json::Value =
+        serde_json::from_str(out.lines().last().expect("a round")).expect("json");
+    assert_eq!(round["targets"][0]["checkpoint"], serde_json::Value::Null);
+    assert_eq!(round["targets"][0]["acked_seq"], 0, "{round}");
+    drop(server);
+    let logged = std::fs::read_to_string(&log).expect("receiver log");
+    for id in [&ours, &theirs] {
+        assert!(
+            logged.contains(id.as_str()),
+            "the receiver names {id}: {logged}"
+        );
+    }
+    // The replica is as it was: A's disk at checkpoint 1.
+    let restored = d.0.join("restored.img");
+    assert_eq!(newest_image(&r.0, &restored), Some((1, va)));
+}
+
+#[test]
+fn a_wrong_key_is_an_authentication_failure_on_both_ends() {
+    let (d, r) = (Dir::new("disk-key"), Dir::new("replica-key"));
+    let disk = d.0.join("vm.img");
+    std::fs::write(&disk, pattern(64 << 10, 4)).expect("write");
+    let log = d.0.join("receiver.log");
+    let server = serve_logging(
+        &r.0,
+        "127.0.0.1:0",
+        std::fs::File::create(&log).expect("log"),
+    );
+    let wrong = "another-key-entirely-0123";
+    let (code, _, err) = ship_once(&disk, &server.addr, wrong);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("authentication failed"), "{err}");
+    assert!(err.contains("different replication keys"), "{err}");
+    drop(server);
+    let logged = std::fs::read_to_string(&log).expect("receiver log");
+    assert!(logged.contains("authentication failed"), "{logged}");
+    for text in [&err, &logged] {
+        assert!(
+            !text.contains(wrong) && !text.contains(KEY),
+            "a key shown: {text}"
+        );
+    }
+    assert!(!r.0.join("stream").exists(), "nothing bound the replica");
+}
+
+#[test]
+fn lag_is_what_the_receiver_has_not_acknowledged_and_returns_to_zero() {
+    let (d, r) = (Dir::new("disk-lag"), Dir::new("replica-lag"));
+    let disk = d.0.join("vm.img");
+    std::fs::write(&disk, pattern(1 << 20, 5)).expect("write");
+    let server = serve(&r.0, "127.0.0.1:0");
+    let mut ship = Command::new(env!("CARGO_BIN_EXE_drctl"))
+        .args([
+            "repl",
+            "ship",
+            "--interval",
+            "0.1",
+            "--to",
+            &server.addr,
+            "--disk",
+        ])
+        .arg(&disk)
+        .env("VMDR_REPL_KEY", KEY)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("ship");
+    let lines = BufReader::new(ship.stdout.take().expect("stdout"));
+    let mut rounds = Vec::new();
+    for line in lines.lines().take(8) {
+        let v: serde_json::Value = serde_json::from_str(&line.expect("line")).expect("json");
+        rounds.push(v);
+    }
+    let _ = ship.kill();
+    let _ = ship.wait();
+    // Unchanged disk after the first: every round is a checkpoint record
+    // only. Before, lag grew by its size each round (8,349 → 12,606 →
+    // 13,563) while the receiver had acknowledged everything but it.
+    let acked: Vec<&serde_json::Value> = rounds
+        .iter()
+        .filter(|r| r["targets"][0]["acked_seq"] == r["seq"])
+        .collect();
+    assert!(
+        acked.len() >= 4,
+        "most rounds arrive before the next: {rounds:?}"
+    );
+    for r in acked {
+        assert_eq!(r["targets"][0]["lag_bytes"], 0, "acknowledged, no lag: {r}");
+    }
+}
+
+#[test]
+fn restore_names_the_disks_it_has_and_never_writes_an_empty_image() {
+    let (d, r) = (Dir::new("disk-rd"), Dir::new("replica-rd"));
+    let disk = d.0.join("vm.img");
+    std::fs::write(&disk, pattern(64 << 10, 6)).expect("write");
+    let server = serve(&r.0, "127.0.0.1:0");
+    let (code, _, err) = ship_once(&disk, &server.addr, KEY);
+    assert_eq!(code, 0, "{err}");
+    drop(server);
+    let out = d.0.join("r7.img");
+    let dir = r.0.to_str().expect("utf-8");
+    let (code, _, err) = drctl(&[
+        "repl",
+        "restore",
+        "--dir",
+        dir,
+        "--checkpoint",
+        "1",
+        "--disk",
+        "7",
+        "--out",
+        out.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("no disk 7") && err.contains("disk 0 only"),
+        "{err}"
+    );
+    assert!(!out.exists(), "no empty image left to pass for the disk");
+    let (code, said, err) = drctl(&[
+        "repl",
+        "restore",
+        "--dir",
+        dir,
+        "--checkpoint",
+        "1",
+        "--out",
+        out.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        said.contains("wrote disk 0 at checkpoint 1") && said.contains("65536 bytes"),
+        "{said}"
+    );
+    // A directory that is not there is not created by looking for it.
+    let missing = d.0.join("no-such-replica");
+    let (code, _, err) = drctl(&[
+        "repl",
+        "restore",
+        "--dir",
+        missing.to_str().expect("utf-8"),
+        "--checkpoint",
+        "1",
+        "--out",
+        out.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(code, 2);
+    assert!(err.contains("no replica at"), "{err}");
+    assert!(!missing.exists(), "restore created {}", missing.display());
+}
+
+#[test]
+fn serve_errors_say_what_failed_once_and_leave_nothing_behind() {
+    let d = Dir::new("serve-err");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let dir = d.0.join("replica");
+    let (code, _, err) = drctl(&[
+        "repl",
+        "serve",
+        "--listen",
+        &addr,
+        "--dir",
+        dir.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(err.matches("in use").count(), 1, "said once: {err}");
+    assert!(
+        !dir.exists(),
+        "a receiver that cannot listen made {}",
+        dir.display()
+    );
+    let file = d.0.join("a-file");
+    std::fs::write(&file, b"x").expect("write");
+    let (code, _, err) = drctl(&[
+        "repl",
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--dir",
+        file.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("is not a directory"), "{err}");
+    assert_eq!(err.matches("File exists").count(), 0, "{err}");
 }

@@ -69,6 +69,9 @@ pub struct TargetStatus {
     pub lag_bytes: u64,
     /// Connections to it that failed.
     pub failures: u64,
+    /// Why the last connection to it failed, while it has not got through
+    /// again (a refusal — wrong key, another stream — stays until fixed).
+    pub error: Option<String>,
 }
 
 /// One protected VM, as last reported.
@@ -150,6 +153,7 @@ pub async fn protect(
                         rpo_ms: *rpo,
                         lag_bytes: *lag,
                         failures: progress.failures,
+                        error: progress.error.as_deref().map(str::to_owned),
                     })
                     .collect();
             });

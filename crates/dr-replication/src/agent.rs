@@ -146,41 +146,41 @@ pub async fn ship(
         scanners = sc_back;
         wake.notify_waiters();
         let snapshot = |p: &Vec<(SocketAddr, watch::Receiver<Progress>)>| {
-            p.iter().map(|(a, r)| (*a, *r.borrow())).collect::<Vec<_>>()
+            p.iter()
+                .map(|(a, r)| (*a, r.borrow().clone()))
+                .collect::<Vec<_>>()
         };
+        let round_started = tokio::time::Instant::now();
         match job.interval {
             None => {
-                // Wait until every receiver has this checkpoint.
-                let all_there = async {
-                    for (_, rx) in &mut progress {
-                        if rx.wait_for(|p| p.acked_seq >= seq).await.is_err() {
-                            return;
-                        }
-                    }
-                };
                 let deadline = job.timeout.saturating_sub(started.elapsed());
                 let done = tokio::select! {
                     biased;
                     _ = shutdown.changed() => false,
-                    r = tokio::time::timeout(deadline, all_there) => r.is_ok(),
+                    r = tokio::time::timeout(deadline, all_there(&mut progress, seq)) => r.is_ok(),
                 };
-                report(&Round::new(
-                    id,
-                    seq,
-                    scans,
-                    snapshot(&progress),
-                    &lock(&log),
-                ));
-                break if done {
+                let targets = snapshot(&progress);
+                report(&Round::new(id, seq, scans, targets.clone(), &lock(&log)));
+                break if done && targets.iter().all(|(_, p)| p.acked_seq >= seq) {
                     Ok(())
                 } else {
-                    Err(ReplError::Poisoned(format!(
-                        "checkpoint {id} not acknowledged by every receiver within {:?}",
-                        job.timeout
+                    Err(ReplError::NotShipped(not_shipped(
+                        id,
+                        seq,
+                        &targets,
+                        job.timeout,
                     )))
                 };
             }
             Some(every) => {
+                // The round is reported once every receiver has it (or when
+                // the next is due), so what it shows is its outcome: lag 0
+                // where the checkpoint arrived, not the moment it was taken.
+                tokio::select! {
+                    biased;
+                    _ = shutdown.changed() => {}
+                    _ = tokio::time::timeout(every, all_there(&mut progress, seq)) => {}
+                }
                 report(&Round::new(
                     id,
                     seq,
@@ -204,16 +204,51 @@ pub async fn ship(
                     detached.remove()
                 })
                 .await?;
+                if *shutdown.borrow() {
+                    break Ok(());
+                }
                 tokio::select! {
                     biased;
                     _ = shutdown.changed() => break Ok(()),
-                    () = tokio::time::sleep(every) => {}
+                    () = tokio::time::sleep_until(round_started + every) => {}
                 }
             }
         }
     };
     let _ = stop.send(true);
     result
+}
+
+/// Waits until every receiver has everything up to `seq`, or one refused
+/// the stream (retrying cannot help there).
+async fn all_there(progress: &mut [(SocketAddr, watch::Receiver<Progress>)], seq: u64) {
+    for (_, rx) in progress.iter_mut() {
+        match rx.wait_for(|p| p.acked_seq >= seq || p.refused).await {
+            Ok(p) if p.refused => return,
+            Ok(_) => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// Why a one-off checkpoint did not reach every receiver, each one named
+/// with its last error.
+fn not_shipped(id: u64, seq: u64, targets: &[(SocketAddr, Progress)], timeout: Duration) -> String {
+    let missing: Vec<String> = targets
+        .iter()
+        .filter(|(_, p)| p.acked_seq < seq)
+        .map(|(addr, p)| match (&p.error, p.refused) {
+            (Some(e), true) => format!("{addr}: {e}"),
+            (Some(e), false) => {
+                format!("{addr}: not acknowledged within {timeout:?} (last error: {e})")
+            }
+            (None, _) => format!("{addr}: not acknowledged within {timeout:?}"),
+        })
+        .collect();
+    format!(
+        "checkpoint {id} did not reach every receiver: {}",
+        missing.join("; ")
+    )
 }
 
 /// A replica directory's state, read without changing anything (safe while
@@ -270,7 +305,7 @@ pub fn inspect(dir: &Path) -> Result<ReplicaStatus, ReplError> {
         st.receiving_bytes = match crate::replica::received_bytes(&path, next_seq) {
             Ok(n) => n,
             // Completed and renamed meanwhile: nothing is being received.
-            Err(ReplError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(ReplError::Io { cause, .. }) if cause.kind() == std::io::ErrorKind::NotFound => 0,
             Err(e) => return Err(e),
         };
     }

@@ -7,15 +7,16 @@ use std::path::PathBuf;
 pub enum ReplError {
     /// A file operation failed (disk full is one: it stops replication, it
     /// does not corrupt anything).
-    #[error("{op} {path}: {source}")]
+    // The cause is in the text and not also a `source`: printed as a
+    // chain (`{:#}`), it came out twice.
+    #[error("{op} {path}: {cause}")]
     Io {
         /// What was being done.
         op: &'static str,
         /// The file.
         path: PathBuf,
         /// The cause.
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// Stored bytes failed their checks. Nothing after this point was used.
     #[error("corrupt {path} at byte {offset}: {reason}")]
@@ -52,6 +53,32 @@ pub enum ReplError {
     /// an earlier failure; reopen it.
     #[error("unusable after an earlier failure: {0}")]
     Poisoned(String),
+    /// A replica was offered the records of another stream than the one it
+    /// holds: another group of disks, or a log that was created anew.
+    #[error(
+        "this replica holds stream {replica}, and the shipper sends stream {shipper} \
+         (another group of disks, or a log created anew): give it a replica directory of its own"
+    )]
+    OtherStream {
+        /// The stream the replica holds.
+        replica: crate::stream::StreamId,
+        /// The stream offered.
+        shipper: crate::stream::StreamId,
+    },
+    /// A disk the replica does not hold.
+    #[error("the replica has no disk {disk} at checkpoint {checkpoint}; it has {}", disk_list(.have))]
+    NoDisk {
+        /// The disk asked for.
+        disk: u32,
+        /// At this checkpoint.
+        checkpoint: u64,
+        /// The disks it has there.
+        have: Vec<u32>,
+    },
+    /// A one-off checkpoint that did not reach every receiver; names each
+    /// one that lacks it and why.
+    #[error("{0}")]
+    NotShipped(String),
     /// A write past the end of a disk that cannot grow (a block device).
     #[error("write of {len} bytes at offset {offset} is past the end of {path} ({size} bytes)")]
     PastEnd {
@@ -66,12 +93,23 @@ pub enum ReplError {
     },
 }
 
+fn disk_list(disks: &[u32]) -> String {
+    match disks {
+        [] => "no disk".to_owned(),
+        [d] => format!("disk {d} only"),
+        _ => {
+            let list: Vec<String> = disks.iter().map(u32::to_string).collect();
+            format!("disks {}", list.join(", "))
+        }
+    }
+}
+
 pub(crate) fn io(
     op: &'static str,
     path: impl Into<PathBuf>,
 ) -> impl FnOnce(std::io::Error) -> ReplError {
     let path = path.into();
-    move |source| ReplError::Io { op, path, source }
+    move |cause| ReplError::Io { op, path, cause }
 }
 
 /// Takes the exclusive lock of directory `dir` (its `lock` file), held as
@@ -91,7 +129,7 @@ pub(crate) fn lock_dir(dir: &std::path::Path) -> Result<std::fs::File, ReplError
         Err(std::fs::TryLockError::Error(e)) => Err(ReplError::Io {
             op: "lock",
             path,
-            source: e,
+            cause: e,
         }),
     }
 }

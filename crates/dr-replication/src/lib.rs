@@ -30,6 +30,7 @@ pub mod net;
 pub mod record;
 pub mod replica;
 pub mod scan;
+pub mod stream;
 pub mod wire;
 pub mod write_path;
 
@@ -37,3 +38,4 @@ pub use error::ReplError;
 pub use log::{Log, LogConfig};
 pub use record::{Record, Write};
 pub use replica::{CheckpointInfo, Replica};
+pub use stream::StreamId;

@@ -10,6 +10,7 @@
 
 use crate::error::{io, ReplError};
 use crate::record::{self, DecodeError, Record, Write};
+use crate::stream::StreamId;
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Read, Write as _};
 use std::path::{Path, PathBuf};
@@ -43,6 +44,11 @@ struct Segment {
     index: Vec<(u64, u64)>,
     /// Bytes of records in it.
     len: u64,
+    /// (seq, byte offset after it) of every checkpoint record in it: a
+    /// replica acknowledges checkpoints, so its lag is counted from these
+    /// exactly (the sparse index alone overstated it by up to 64 records
+    /// and grew with every checkpoint until the next index entry).
+    checkpoints: Vec<(u64, u64)>,
 }
 
 /// An index entry at least every this many records...
@@ -96,6 +102,8 @@ pub struct Log {
     /// (a far-behind replica reads through many segments). They see what
     /// is appended later.
     readers: Vec<(u64, File)>,
+    /// Which stream this log records (drawn when it was created).
+    stream: StreamId,
     /// The directory's lock: one process per log.
     _lock: File,
 }
@@ -324,6 +332,9 @@ impl Log {
     pub fn open(dir: &Path, cfg: LogConfig) -> Result<Log, ReplError> {
         fs::create_dir_all(dir).map_err(io("create", dir))?;
         let lock = crate::error::lock_dir(dir)?;
+        // A log from before stream identities gets one now: its replicas
+        // take it with the next records they receive.
+        let stream = StreamId::load_or_create(dir)?;
         let mut firsts: Vec<u64> = fs::read_dir(dir)
             .map_err(io("list", dir))?
             .filter_map(|e| e.ok())
@@ -369,6 +380,7 @@ impl Log {
                 path,
                 index: Vec::new(),
                 len: 0,
+                checkpoints: Vec::new(),
             };
             for r in &records {
                 seg.note(r.seq(), offset);
@@ -379,12 +391,13 @@ impl Log {
                         reason: format!("record {} where {expect} was expected", r.seq()),
                     });
                 }
+                expect += 1;
+                offset += r.encoded_len() as u64;
                 if let Record::Checkpoint { seq, id, time_ms } = r {
                     next_checkpoint = id + 1;
                     last_checkpoint = Some((*id, *seq, *time_ms));
+                    seg.checkpoints.push((*seq, offset));
                 }
-                expect += 1;
-                offset += r.encoded_len() as u64;
             }
             next_seq = expect;
             seg.last_seq = expect - 1;
@@ -401,6 +414,7 @@ impl Log {
                 path,
                 index: Vec::new(),
                 len: 0,
+                checkpoints: Vec::new(),
             });
         }
         let active = segments.last().map(|s| s.path.clone()).unwrap_or_default();
@@ -422,8 +436,15 @@ impl Log {
             poisoned: None,
             resume: Vec::new(),
             readers: Vec::new(),
+            stream,
             _lock: lock,
         })
+    }
+
+    /// Which stream this log records: its replicas hold this one and refuse
+    /// any other.
+    pub fn stream_id(&self) -> StreamId {
+        self.stream
     }
 
     /// The sequence number the next record gets.
@@ -459,7 +480,7 @@ impl Log {
             return Err(ReplError::Io {
                 op: "append",
                 path,
-                source: e,
+                cause: e,
             });
         }
         let at = self.active_len;
@@ -469,6 +490,9 @@ impl Log {
             s.last_seq = r.seq();
             s.len += self.buf.len() as u64;
             s.note(r.seq(), at);
+            if let Record::Checkpoint { seq, .. } = r {
+                s.checkpoints.push((*seq, s.len));
+            }
         }
         Ok(())
     }
@@ -513,7 +537,7 @@ impl Log {
             return Err(ReplError::Io {
                 op: "fsync",
                 path,
-                source: e,
+                cause: e,
             });
         }
         self.next_checkpoint += 1;
@@ -540,6 +564,7 @@ impl Log {
             path,
             index: Vec::new(),
             len: 0,
+            checkpoints: Vec::new(),
         });
         Ok(())
     }
@@ -672,8 +697,9 @@ impl Log {
         out
     }
     /// Bytes of the records after `seq` (what a replica that acknowledged
-    /// `seq` still lacks: its lag), counted from the sparse index, so at
-    /// most `INDEX_EVERY` records or `INDEX_BYTES` bytes too many.
+    /// `seq` still lacks: its lag). Exact when `seq` is a checkpoint's (what
+    /// replicas acknowledge) or 0; otherwise counted from the sparse index,
+    /// so at most `INDEX_EVERY` records or `INDEX_BYTES` bytes too many.
     pub fn bytes_after(&self, seq: u64) -> u64 {
         self.segments
             .iter()
@@ -682,7 +708,11 @@ impl Log {
                 if seq < s.first_seq {
                     return s.len;
                 }
-                s.len.saturating_sub(s.start_for(seq + 1))
+                let start = match s.checkpoints.binary_search_by_key(&seq, |c| c.0) {
+                    Ok(i) => s.checkpoints[i].1,
+                    Err(_) => s.start_for(seq + 1),
+                };
+                s.len.saturating_sub(start)
             })
             .sum()
     }

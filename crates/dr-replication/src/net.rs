@@ -5,6 +5,7 @@
 use crate::log::Log;
 use crate::record;
 use crate::replica::{CheckpointInfo, Replica};
+use crate::stream::StreamId;
 use crate::wire::{self, Auth, Kind, WireError};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -53,8 +54,17 @@ pub async fn serve(
                 Ok((stream, peer)) => {
                     let (replica, psk, stop) = (replica.clone(), psk.clone(), shutdown.clone());
                     connections.spawn(async move {
-                        if let Err(e) = receive(stream, replica, &psk, stop).await {
-                            tracing::warn!(%peer, error = %e, "replication connection ended");
+                        match receive(stream, replica, &psk, stop).await {
+                            Ok(()) => {}
+                            // A shipper that is done (or killed) closes
+                            // the connection: it resumes from its last
+                            // acknowledgement, nothing to warn about.
+                            Err(NetError::Wire(WireError::Io(e)))
+                                if e.kind() == std::io::ErrorKind::UnexpectedEof =>
+                            {
+                                tracing::debug!(%peer, "the shipper closed the connection");
+                            }
+                            Err(e) => tracing::warn!(%peer, error = %e, "replication connection ended"),
                         }
                     });
                 }
@@ -76,9 +86,42 @@ pub enum NetError {
     /// The replica refused or failed.
     #[error(transparent)]
     Replica(#[from] crate::error::ReplError),
+    /// The other end does not hold the same pre-shared key (or the
+    /// handshake was tampered with). The key itself is never shown.
+    #[error("authentication failed: {0}")]
+    Authentication(String),
+    /// The receiver would not take this stream, and said why.
+    #[error("the receiver refused: {0}")]
+    Refused(String),
+    /// The receiver says it has more of this stream than the log ever
+    /// held: the log was recreated or brought back from an older copy.
+    #[error(
+        "the receiver has stream {stream} up to record {acked}, but this log ends at record \
+         {last}: the log was recreated or restored from an older copy; give the replica a new \
+         directory to copy the disks afresh"
+    )]
+    AheadOfLog {
+        /// The stream.
+        stream: StreamId,
+        /// What the receiver has.
+        acked: u64,
+        /// The log's last record.
+        last: u64,
+    },
     /// A task failed.
     #[error("internal: {0}")]
     Internal(String),
+}
+
+impl NetError {
+    /// Whether trying again cannot help until someone changes a key, a
+    /// directory or a log.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            NetError::Authentication(_) | NetError::Refused(_) | NetError::AheadOfLog { .. }
+        )
+    }
 }
 
 /// An authenticated connection: its two halves and the keys sealing each
@@ -94,57 +137,119 @@ pub struct Session {
     pub outbound: Auth,
 }
 
+/// What a receiver does with a shipper's hello, once it authenticated.
+pub type Admit<'a> = Box<dyn FnOnce(StreamId) -> Result<u64, String> + Send + 'a>;
+
+/// The text of a refusal for a hello that failed authentication. The
+/// shipper cannot check the frame (it is under the receiver's key) and
+/// reports that; the text is for a shipper that could.
+const AUTH_REFUSED: &str = "the shipper's hello failed authentication";
+
+/// Tells the shipper why it is refused, and gives back the reason. Best
+/// effort: the refusal is what the shipper reports; this end fails with the
+/// cause either way.
+async fn refuse(w: &mut OwnedWriteHalf, outbound: &mut Auth, why: String) -> String {
+    let mut text = why.clone().into_bytes();
+    let _ = wire::send(w, outbound, Kind::Refused, &mut text).await;
+    why
+}
+
 /// The receiver's side of the handshake: checks the shipper's hello (its
-/// MAC proves the pre-shared key), answers with a nonce of its own and
-/// `acked()`, the sequence up to which it has everything, and switches to
-/// the session key both nonces derive.
+/// MAC proves the pre-shared key), asks `admit` whether to take its stream
+/// (`Ok`: the sequence up to which the replica has it all; `Err`: why not,
+/// sent to the shipper), answers with a nonce of its own and that
+/// sequence, and switches to the session key both nonces derive.
 pub async fn accept(
     stream: TcpStream,
     psk: &[u8],
-    acked: impl FnOnce() -> u64,
-) -> Result<Session, NetError> {
+    admit: Admit<'_>,
+) -> Result<(Session, StreamId), NetError> {
     stream.set_nodelay(true).map_err(WireError::from)?;
     let (mut r, mut w) = stream.into_split();
     let mut inbound = Auth::new(psk, 0);
     let mut outbound = Auth::new(psk, 1);
-    let (kind, hello) = wire::recv(&mut r, &mut inbound).await?;
-    if kind != Kind::Hello
-        || hello.len() != 18
-        || u16::from_le_bytes([hello[0], hello[1]]) != wire::VERSION
-    {
-        return Err(
-            WireError::Protocol(format!("expected a hello of version {}", wire::VERSION)).into(),
-        );
+    let (kind, hello) = match wire::recv(&mut r, &mut inbound).await {
+        Ok(frame) => frame,
+        Err(WireError::BadMac { .. }) => {
+            refuse(&mut w, &mut outbound, AUTH_REFUSED.into()).await;
+            return Err(NetError::Authentication(
+                "the shipper's hello does not carry this receiver's key: the two ends have \
+                 different replication keys (or the hello was tampered with)"
+                    .into(),
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let version = (hello.len() >= 2).then(|| u16::from_le_bytes([hello[0], hello[1]]));
+    if kind != Kind::Hello || hello.len() != 34 || version != Some(wire::VERSION) {
+        let why = match version {
+            Some(v) if kind == Kind::Hello && v != wire::VERSION => format!(
+                "the shipper speaks replication protocol version {v}, this receiver version {}",
+                wire::VERSION
+            ),
+            _ => format!("expected a hello of version {}", wire::VERSION),
+        };
+        let why = refuse(&mut w, &mut outbound, why).await;
+        return Err(WireError::Protocol(why).into());
     }
     let mut client = [0u8; 16];
     client.copy_from_slice(&hello[2..18]);
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&hello[18..34]);
+    let id = StreamId(id);
+    let acked = match admit(id) {
+        Ok(acked) => acked,
+        Err(why) => return Err(NetError::Refused(refuse(&mut w, &mut outbound, why).await)),
+    };
     let server = wire::nonce()?;
     let mut welcome = server.to_vec();
-    welcome.extend_from_slice(&acked().to_le_bytes());
+    welcome.extend_from_slice(&acked.to_le_bytes());
     wire::send(&mut w, &mut outbound, Kind::Welcome, &mut welcome).await?;
     let key = wire::session_key(psk, &client, &server);
-    Ok(Session {
-        reader: r,
-        writer: w,
-        inbound: Auth::sealed(&key, 0),
-        outbound: Auth::sealed(&key, 1),
-    })
+    Ok((
+        Session {
+            reader: r,
+            writer: w,
+            inbound: Auth::sealed(&key, 0),
+            outbound: Auth::sealed(&key, 1),
+        },
+        id,
+    ))
 }
 
-/// The shipper's side of the handshake with the receiver at `addr`.
-/// Returns the session and the sequence up to which the receiver has
-/// everything (the shipper resumes after it).
-pub async fn connect(addr: SocketAddr, psk: &[u8]) -> Result<(Session, u64), NetError> {
-    let stream = TcpStream::connect(addr).await.map_err(WireError::from)?;
-    stream.set_nodelay(true).map_err(WireError::from)?;
-    let (mut r, mut w) = stream.into_split();
+/// The shipper's side of the handshake with the receiver at `addr`, for
+/// stream `stream`. Returns the session and the sequence up to which the
+/// receiver has everything (the shipper resumes after it).
+pub async fn connect(
+    addr: SocketAddr,
+    psk: &[u8],
+    stream: StreamId,
+) -> Result<(Session, u64), NetError> {
+    let tcp = TcpStream::connect(addr).await.map_err(WireError::from)?;
+    tcp.set_nodelay(true).map_err(WireError::from)?;
+    let (mut r, mut w) = tcp.into_split();
     let mut outbound = Auth::new(psk, 0);
     let mut inbound = Auth::new(psk, 1);
     let client = wire::nonce()?;
     let mut hello = wire::VERSION.to_le_bytes().to_vec();
     hello.extend_from_slice(&client);
+    hello.extend_from_slice(&stream.0);
     wire::send(&mut w, &mut outbound, Kind::Hello, &mut hello).await?;
-    let (kind, welcome) = wire::recv(&mut r, &mut inbound).await?;
+    let (kind, welcome) = match wire::recv(&mut r, &mut inbound).await {
+        Ok(frame) => frame,
+        Err(WireError::BadMac { .. }) => {
+            return Err(NetError::Authentication(format!(
+                "the answer of the receiver at {addr} does not carry this shipper's key: the two \
+                 ends have different replication keys (or the answer was tampered with)"
+            )))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if kind == Kind::Refused {
+        return Err(NetError::Refused(
+            String::from_utf8_lossy(&welcome).into_owned(),
+        ));
+    }
     if kind != Kind::Welcome || welcome.len() != 24 {
         return Err(WireError::Protocol("expected a welcome".into()).into());
     }
@@ -207,10 +312,16 @@ async fn receive(
     psk: &[u8],
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), NetError> {
-    let session = tokio::select! {
-        s = accept(stream, psk, || lock(&replica).acked_seq()) => s?,
+    let admit: Admit<'_> = Box::new(|id| {
+        let r = lock(&replica);
+        r.check_stream(id).map_err(|e| e.to_string())?;
+        Ok(r.acked_seq())
+    });
+    let (session, id) = tokio::select! {
+        s = accept(stream, psk, admit) => s?,
         _ = stop.wait_for(|s| *s) => return Ok(()),
     };
+    let mut bound = false;
     let Session {
         reader: mut r,
         writer: mut w,
@@ -250,16 +361,21 @@ async fn receive(
             if kind != Kind::Records {
                 return Err(WireError::Protocol(format!("unexpected {kind:?}")).into());
             }
-            // Applying fsyncs: off the async threads.
+            // Applying fsyncs: off the async threads. The first records
+            // bind a new replica to this stream for good.
             let rep = replica.clone();
+            let bind = !bound;
             let (payload, durable) = tokio::task::spawn_blocking(move || {
-                let durable = lock(&rep).apply_batch(&payload);
+                let mut r = lock(&rep);
+                let durable =
+                    if bind { r.bind(id) } else { Ok(()) }.and_then(|()| r.apply_batch(&payload));
                 (payload, durable)
             })
             .await
             .map_err(|e| NetError::Internal(e.to_string()))?;
             let _ = spare_tx.try_send(payload);
             let durable = durable?;
+            bound = true;
             for c in &durable {
                 send_ack(&mut w, &mut outbound, c).await?;
             }
@@ -309,7 +425,7 @@ impl ShipConfig {
 }
 
 /// Where one receiver stands, as the shipper knows it.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Progress {
     /// Everything up to this sequence is durable there.
     pub acked_seq: u64,
@@ -317,6 +433,13 @@ pub struct Progress {
     pub checkpoint: Option<(u64, u64)>,
     /// Connections that failed so far.
     pub failures: u64,
+    /// Why the last connection failed, until one gets through the
+    /// handshake again.
+    pub error: Option<Arc<str>>,
+    /// Whether that failure was a refusal (a wrong key, another stream, a
+    /// log behind the replica): retrying cannot help until someone fixes
+    /// it, so a one-off job gives up at once.
+    pub refused: bool,
 }
 
 /// Ships `log` to `addr` until `shutdown` turns true, reconnecting after
@@ -340,7 +463,11 @@ pub async fn ship(
         };
         if let Err(e) = result {
             tracing::warn!(%addr, error = %e, "replication to receiver failed; reconnecting");
-            progress.send_modify(|p| p.failures += 1);
+            progress.send_modify(|p| {
+                p.failures += 1;
+                p.error = Some(e.to_string().into());
+                p.refused = e.is_refusal();
+            });
         }
         tokio::select! {
             biased;
@@ -365,8 +492,28 @@ async fn connection(
             mut outbound,
         },
         acked,
-    ) = connect(addr, &cfg.psk).await?;
-    progress.send_modify(|p| p.acked_seq = p.acked_seq.max(acked));
+    ) = {
+        let (stream, last) = {
+            let l = lock(log);
+            (l.stream_id(), l.next_seq() - 1)
+        };
+        let (session, acked) = connect(addr, &cfg.psk, stream).await?;
+        if acked > last {
+            // Sending from there would skip what the replica lacks, and
+            // reporting its sequence as this log's would be a lie.
+            return Err(NetError::AheadOfLog {
+                stream,
+                acked,
+                last,
+            });
+        }
+        (session, acked)
+    };
+    progress.send_modify(|p| {
+        p.acked_seq = p.acked_seq.max(acked);
+        p.error = None;
+        p.refused = false;
+    });
 
     // Acknowledgements come back on their own task.
     let (acks_tx, mut acks_rx) = watch::channel(acked);

@@ -13,6 +13,9 @@
 //! spare.ckpt           a merged checkpoint's file kept to be written over
 //!                      by the next one
 //! lock                 held (flock) by the one process that has it open
+//! stream               the identity of the stream it holds (see
+//!                      [`crate::stream`]), fixed by the first records
+//!                      it receives
 //! ```
 //!
 //! The newest `keep` checkpoints stay separate (point-in-time recovery);
@@ -25,7 +28,8 @@
 
 use crate::error::{io, ReplError};
 use crate::record::{self, Record};
-use std::collections::BTreeMap;
+use crate::stream::StreamId;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write as _;
 use std::os::unix::fs::FileExt;
@@ -43,11 +47,13 @@ pub struct CheckpointInfo {
 }
 
 /// A checkpoint kept apart from the base.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct Kept {
     info: CheckpointInfo,
     /// Its file's size.
     bytes: u64,
+    /// The disks it writes to.
+    disks: BTreeSet<u32>,
 }
 
 /// One replica of a protected group of disks.
@@ -61,6 +67,12 @@ pub struct Replica {
     incoming: Option<std::io::BufWriter<File>>,
     /// Bytes of records in `incoming.tmp` (a recycled file may be longer).
     incoming_len: u64,
+    /// The disks the checkpoint being received writes to.
+    incoming_disks: BTreeSet<u32>,
+    /// The disks of the base images.
+    base_disks: BTreeSet<u32>,
+    /// The stream it holds; `None` until the first records arrive.
+    stream: Option<StreamId>,
     pending: u64,
     buf: Vec<u8>,
     next_seq: u64,
@@ -345,10 +357,11 @@ impl Replica {
                 return Err(ReplError::Io {
                     op: "read",
                     path: meta_path,
-                    source: e,
+                    cause: e,
                 })
             }
         };
+        let stream = StreamId::load(dir)?;
         let mut r = Replica {
             dir: dir.to_owned(),
             keep: keep.max(1),
@@ -356,6 +369,9 @@ impl Replica {
             checkpoints: BTreeMap::new(),
             incoming: None,
             incoming_len: 0,
+            incoming_disks: BTreeSet::new(),
+            base_disks: BTreeSet::new(),
+            stream,
             pending: 0,
             buf: Vec::new(),
             next_seq: base.seq + 1,
@@ -374,6 +390,12 @@ impl Replica {
                 .and_then(|x| x.parse::<u64>().ok())
             {
                 markers.push(id);
+            } else if let Some(disk) = name
+                .strip_prefix("disk-")
+                .and_then(|x| x.strip_suffix(".img"))
+                .and_then(|x| x.parse::<u32>().ok())
+            {
+                r.base_disks.insert(disk);
             } else if let Some(id) = name
                 .strip_prefix("cp-")
                 .and_then(|x| x.strip_suffix(".ckpt"))
@@ -390,7 +412,11 @@ impl Replica {
                 fs::remove_file(&path).map_err(io("remove", &path))?;
                 continue;
             }
-            let info = read_checkpoint_info(&path)?;
+            let mut disks = BTreeSet::new();
+            let info = read_checkpoint(&path, |w| {
+                disks.insert(w.disk);
+                Ok(())
+            })?;
             if info.id != id {
                 return Err(ReplError::Corrupt {
                     path,
@@ -399,7 +425,7 @@ impl Replica {
                 });
             }
             let bytes = fs::metadata(&path).map_err(io("stat", &path))?.len();
-            r.checkpoints.insert(id, Kept { info, bytes });
+            r.checkpoints.insert(id, Kept { info, bytes, disks });
         }
         // One marker at most survives a crash (the next merge's fsync of
         // the directory follows the last one's removal); an older one
@@ -424,6 +450,56 @@ impl Replica {
         }
         r.next_seq = r.newest().map_or(r.base.seq, |c| c.seq) + 1;
         Ok(r)
+    }
+
+    /// The stream it holds, once it has received records.
+    pub fn stream_id(&self) -> Option<StreamId> {
+        self.stream
+    }
+
+    /// Takes the records of stream `id` from now on: a replica that holds
+    /// another stream refuses (nothing is written); one that holds none yet
+    /// (new, or made before stream identities) is bound to `id` for good.
+    /// The receiver calls this before it applies a connection's first
+    /// records.
+    pub fn bind(&mut self, id: StreamId) -> Result<(), ReplError> {
+        match self.stream {
+            Some(ours) if ours == id => Ok(()),
+            Some(ours) => Err(ReplError::OtherStream {
+                replica: ours,
+                shipper: id,
+            }),
+            None => {
+                if self.newest().is_some() {
+                    tracing::warn!(dir = %self.dir.display(), stream = %id,
+                        "a replica without a stream identity (made by an older vmdr) takes the stream it receives");
+                }
+                id.store(&self.dir)?;
+                self.stream = Some(id);
+                Ok(())
+            }
+        }
+    }
+
+    /// Refuses stream `id` if this replica holds another one (the check
+    /// [`Replica::bind`] makes, without binding).
+    pub fn check_stream(&self, id: StreamId) -> Result<(), ReplError> {
+        match self.stream {
+            Some(ours) if ours != id => Err(ReplError::OtherStream {
+                replica: ours,
+                shipper: id,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// The disks it holds at checkpoint `id`.
+    pub fn disks_at(&self, id: u64) -> BTreeSet<u32> {
+        let mut disks = self.base_disks.clone();
+        for k in self.checkpoints.range(..=id).map(|(_, k)| k) {
+            disks.extend(&k.disks);
+        }
+        disks
     }
 
     /// The newest complete checkpoint.
@@ -466,6 +542,7 @@ impl Replica {
     /// from the last acknowledged checkpoint.
     fn abandon(&mut self) {
         self.incoming = None;
+        self.incoming_disks.clear();
         let _ = fs::remove_file(self.dir.join("incoming.tmp"));
         self.pending = 0;
         self.next_seq = self.acked_seq() + 1;
@@ -525,6 +602,9 @@ impl Replica {
             }
             self.next_seq += 1;
             at += n;
+            if let record::Header::Write { disk, .. } = header {
+                self.incoming_disks.insert(disk);
+            }
             if let record::Header::Checkpoint { seq, id, time_ms } = header {
                 self.stream(&batch[run..at])?;
                 run = at;
@@ -566,7 +646,7 @@ impl Replica {
             return Err(ReplError::Io {
                 op: "write",
                 path: tmp,
-                source: e,
+                cause: e,
             });
         }
         self.pending += bytes.len() as u64;
@@ -593,7 +673,7 @@ impl Replica {
             return Err(ReplError::Io {
                 op: "fsync",
                 path: tmp,
-                source: e,
+                cause: e,
             });
         }
         let path = cp_path(&self.dir, info.id);
@@ -601,7 +681,9 @@ impl Replica {
         sync_dir(&self.dir)?;
         self.pending = 0;
         let bytes = len;
-        self.checkpoints.insert(info.id, Kept { info, bytes });
+        let disks = std::mem::take(&mut self.incoming_disks);
+        self.checkpoints
+            .insert(info.id, Kept { info, bytes, disks });
         Ok(info)
     }
 
@@ -685,10 +767,9 @@ impl Replica {
         for &id in &ids {
             let path = cp_path(&self.dir, id);
             let spare = self.dir.join(SPARE);
-            let small = self
-                .checkpoints
-                .remove(&id)
-                .is_some_and(|k| k.bytes <= MAX_SPARE);
+            let kept = self.checkpoints.remove(&id);
+            let small = kept.as_ref().is_some_and(|k| k.bytes <= MAX_SPARE);
+            self.base_disks.extend(kept.iter().flat_map(|k| &k.disks));
             if small && !spare.exists() {
                 fs::rename(&path, &spare).map_err(io("rename", &path))?;
             } else {
@@ -708,6 +789,16 @@ impl Replica {
         {
             return Err(ReplError::NoCheckpoint(id));
         }
+        let have = self.disks_at(id);
+        if !have.contains(&disk) {
+            // Before `out` is created: no empty image is left behind that
+            // could pass for the disk.
+            return Err(ReplError::NoDisk {
+                disk,
+                checkpoint: id,
+                have: have.into_iter().collect(),
+            });
+        }
         let mut o = File::create(out).map_err(io("create", out))?;
         let base = disk_path(&self.dir, disk);
         match File::open(&base) {
@@ -719,7 +810,7 @@ impl Replica {
                 return Err(ReplError::Io {
                     op: "open",
                     path: base,
-                    source: e,
+                    cause: e,
                 })
             }
         }

@@ -54,7 +54,7 @@ impl Scanner {
                 return Err(ReplError::Io {
                     op: "read",
                     path: state.to_owned(),
-                    source: e,
+                    cause: e,
                 })
             }
         };

@@ -15,10 +15,20 @@
 //!
 //! ```text
 //! u32 len   bytes of type + payload + tag
-//! u8  type  1 hello, 2 welcome, 3 records, 4 ack
+//! u8  type  1 hello, 2 welcome, 3 records, 4 ack, 5 refused
 //! payload   (ciphertext after the handshake)
 //! tag       32 bytes (BLAKE3 MAC, handshake) or 16 (GCM tag)
+//!
+//! hello     u16 version, 16-byte nonce, 16-byte stream identity
+//! welcome   16-byte nonce, u64 sequence the replica has everything up to
+//! refused   UTF-8 reason (instead of a welcome)
 //! ```
+//!
+//! A receiver that refuses a shipper says why in a refused frame rather
+//! than closing the connection: a wrong key (its frame then fails the
+//! shipper's check, which says so), another stream, another version. So
+//! both ends can name the cause; before, a wrong key looked to the shipper
+//! like a receiver that was not there.
 
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -26,7 +36,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 /// Largest frame accepted (a batch of records).
 pub const MAX_FRAME: usize = 80 << 20;
 /// Protocol version.
-pub const VERSION: u16 = 3;
+pub const VERSION: u16 = 4;
 
 /// Frame types.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,13 +50,21 @@ pub enum Kind {
     Records = 3,
     /// Receiver → shipper: a checkpoint is durable.
     Ack = 4,
+    /// Receiver → shipper, instead of a welcome: why it will not receive.
+    Refused = 5,
 }
 
 impl Kind {
     fn from_u8(b: u8) -> Option<Kind> {
-        [Kind::Hello, Kind::Welcome, Kind::Records, Kind::Ack]
-            .into_iter()
-            .find(|k| *k as u8 == b)
+        [
+            Kind::Hello,
+            Kind::Welcome,
+            Kind::Records,
+            Kind::Ack,
+            Kind::Refused,
+        ]
+        .into_iter()
+        .find(|k| *k as u8 == b)
     }
 }
 

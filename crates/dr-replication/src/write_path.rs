@@ -154,7 +154,7 @@ impl WritePath {
         ReplError::Io {
             op: "write",
             path,
-            source: e,
+            cause: e,
         }
     }
 

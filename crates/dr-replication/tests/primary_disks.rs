@@ -279,7 +279,7 @@ fn a_disk_that_fills_up_mid_write_stops_the_group_until_it_resynchronises() {
         .write(0, MIB as u64, &pattern(512 << 10, 6))
         .expect_err("the disk is full");
     assert!(
-        matches!(&err, ReplError::Io { source, .. } if source.raw_os_error() == Some(28)),
+        matches!(&err, ReplError::Io { cause, .. } if cause.raw_os_error() == Some(28)),
         "{err}"
     );
     // The log holds a write the disk may not: no checkpoint may show it.
@@ -315,7 +315,7 @@ fn a_write_that_grows_a_full_disk_s_image_leaves_the_replica_its_length() {
         .write(0, 512 << 10, &pattern(MIB, 8))
         .expect_err("the disk is full");
     assert!(
-        matches!(&err, ReplError::Io { source, .. } if source.raw_os_error() == Some(28)),
+        matches!(&err, ReplError::Io { cause, .. } if cause.raw_os_error() == Some(28)),
         "{err}"
     );
     assert!(matches!(wp.checkpoint(2), Err(ReplError::Poisoned(_))));

@@ -178,6 +178,52 @@ async fn a_wrong_key_is_refused_and_nothing_is_applied() {
         "nothing applied"
     );
     assert_eq!(p.borrow().acked_seq, 0);
+    let error = p.borrow().error.clone().expect("the failure is named");
+    assert!(error.contains("authentication failed"), "{error}");
+    assert!(
+        p.borrow().refused,
+        "a wrong key is not retried into success"
+    );
+    let _ = stop.send(true);
+    let _ = r.stop.send(true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_behind_its_replica_is_refused_not_reported_shipped() {
+    let (ld, old, rd) = (
+        TempDir::new("log-b"),
+        TempDir::new("log-old"),
+        TempDir::new("r-b"),
+    );
+    let psk = b"k".to_vec();
+    let log = Arc::new(Mutex::new(
+        Log::open(&ld.0, LogConfig::default()).expect("log"),
+    ));
+    // An older copy of the same log: its stream, two checkpoints of five.
+    std::fs::copy(ld.0.join("stream"), old.0.join("stream")).expect("copy identity");
+    let behind = Arc::new(Mutex::new(
+        Log::open(&old.0, LogConfig::default()).expect("log"),
+    ));
+    write(&behind, &mut Vec::new(), 2, 1);
+    let r = receiver(&rd.0, &psk, "127.0.0.1:0").await;
+    let wake = Arc::new(Notify::new());
+    let (stop, stopped) = watch::channel(false);
+    let p = start_shipper(&log, r.addr, &psk, &wake, &stopped);
+    let last = write(&log, &mut Vec::new(), 5, 1);
+    wake.notify_waiters();
+    wait_for(&p, last).await;
+    let mut q = start_shipper(&behind, r.addr, &psk, &wake, &stopped);
+    let progress = tokio::time::timeout(Duration::from_secs(10), q.wait_for(|x| x.refused))
+        .await
+        .expect("refused in time")
+        .expect("alive")
+        .clone();
+    let error = progress.error.expect("named");
+    assert!(error.contains("this log ends at record"), "{error}");
+    assert_eq!(
+        progress.acked_seq, 0,
+        "the replica's sequence is not taken as this log's"
+    );
     let _ = stop.send(true);
     let _ = r.stop.send(true);
 }
