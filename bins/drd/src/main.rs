@@ -23,8 +23,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Check a configuration file without running anything (exit 2 when it
-    /// is invalid).
+    /// Check a configuration file without running anything: its keys, and
+    /// the files and directories it names, as the daemon will read them
+    /// (exit 2 when it is invalid).
     CheckConfig {
         /// The file.
         file: PathBuf,
@@ -40,7 +41,11 @@ enum LogFormat {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     if let Some(Cmd::CheckConfig { file }) = &cli.command {
-        return match dr_daemon::DaemonConfig::load(file) {
+        // The checks the daemon makes before it starts, the files it
+        // names read as it will read them: `valid` means it can start.
+        let checked = dr_daemon::DaemonConfig::load(file)
+            .and_then(|c| dr_daemon::preflight::check(&c).map(|()| c));
+        return match checked {
             Ok(_) => {
                 println!("{}: valid", file.display());
                 std::process::ExitCode::SUCCESS
@@ -64,7 +69,9 @@ fn main() -> std::process::ExitCode {
         eprintln!("drd: give --config FILE (or check-config FILE)");
         return std::process::ExitCode::from(2);
     };
-    let cfg = match dr_daemon::DaemonConfig::load(&config) {
+    let loaded = dr_daemon::DaemonConfig::load(&config)
+        .and_then(|c| dr_daemon::preflight::check(&c).map(|()| c));
+    let cfg = match loaded {
         Ok(c) => c,
         Err(e) => {
             eprintln!("drd: {e}");

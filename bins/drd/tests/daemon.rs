@@ -258,6 +258,122 @@ fn check_config_names_the_key_and_line_and_exits_2() {
     );
 }
 
+/// `drd check-config FILE`: exit code and stderr.
+fn check_config(file: &std::path::Path) -> (Option<i32>, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_drd"))
+        .arg("check-config")
+        .arg(file)
+        .output()
+        .expect("drd");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_config_reads_the_files_the_daemon_will_read() {
+    // Each of these was `valid` before, and the daemon could not start
+    // with it.
+    let d = Dir::new("check-files");
+    let good = write_config(&d.0, "1s");
+    let text = std::fs::read_to_string(&good).expect("config");
+    let scenario = text
+        .lines()
+        .find_map(|l| l.strip_prefix("scenario = "))
+        .expect("a scenario line")
+        .trim_matches('"')
+        .to_owned();
+    std::fs::write(
+        d.0.join("empty.toml"),
+        "name = \"empty\"\nduration = \"1m\"\n",
+    )
+    .expect("write");
+    std::fs::write(d.0.join("broken.toml"), "[[host]\n").expect("write");
+    std::fs::write(d.0.join("k"), "0123456789abcdef").expect("key");
+    let replication = "\n[replication]\nkey_file = \"k\"\n[[replication.vm]]\nname = \"db-1\"\n\
+                       disks = [\"no-such-disk.img\"]\ntargets = [\"127.0.0.1:1\"]\n";
+    for (name, changed, wants) in [
+        (
+            "missing-scenario",
+            text.replace(&scenario, "no-such-scenario.toml"),
+            vec!["sim.scenario", "no-such-scenario.toml", "cannot read"],
+        ),
+        (
+            "broken-scenario",
+            text.replace(&scenario, "broken.toml"),
+            vec!["sim.scenario", "broken.toml"],
+        ),
+        (
+            "no-host",
+            text.replace(&scenario, "empty.toml"),
+            vec!["sim.scenario", "needs at least one host"],
+        ),
+        (
+            "no-journal-dir",
+            text.replace("path = \"journal.redb\"", "path = \"gone/journal.redb\""),
+            vec!["journal.path", "gone", "does not exist"],
+        ),
+        (
+            "missing-disk",
+            format!("{text}{replication}"),
+            vec!["replication.vm", "db-1", "no-such-disk.img"],
+        ),
+    ] {
+        let file = d.0.join(format!("{name}.toml"));
+        std::fs::write(&file, changed).expect("write");
+        let (code, err) = check_config(&file);
+        assert_eq!(code, Some(2), "{name}: {err}");
+        for want in wants {
+            assert!(err.contains(want), "{name}: {want:?} not in {err}");
+        }
+        // The daemon refuses it the same way, before it starts anything.
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_drd"))
+            .arg("--config")
+            .arg(&file)
+            .output()
+            .expect("drd");
+        assert_eq!(out.status.code(), Some(2), "{name}: the daemon started");
+        assert_eq!(String::from_utf8_lossy(&out.stderr), err, "{name}");
+    }
+    assert_eq!(check_config(&good).0, Some(0));
+}
+
+/// Runs drd on `config` to its end: exit code and stderr.
+fn drd_fails(config: &std::path::Path) -> (Option<i32>, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_drd"))
+        .arg("--config")
+        .arg(config)
+        .output()
+        .expect("drd");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn start_errors_say_what_failed_once() {
+    let d = Dir::new("start-errors");
+    let config = write_config(&d.0, "1s");
+    let daemon = Daemon::start(&config);
+    daemon.wait_for(LIMIT, "readiness", |d| d.get("/readyz").0 == 200);
+    // A second daemon on the same journal.
+    let (code, err) = drd_fails(&config);
+    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(err.matches("cannot open journal").count(), 1, "{err}");
+    drop(daemon);
+    // An API address in use.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let text = std::fs::read_to_string(&config).expect("config");
+    std::fs::write(&config, text.replace("127.0.0.1:0", &addr)).expect("config");
+    let (code, err) = drd_fails(&config);
+    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(err.matches("in use").count(), 1, "{err}");
+    assert!(err.contains(&addr), "{err}");
+}
+
 #[test]
 fn sigterm_stops_it_cleanly() {
     let d = Dir::new("term");

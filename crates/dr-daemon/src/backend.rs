@@ -54,6 +54,28 @@ pub enum BackendError {
     },
 }
 
+/// Checks a scenario file as the embedded simulation starts from it: it
+/// parses (a host at least) and builds a world.
+fn parse_scenario(path: &std::path::Path, text: &str) -> Result<(Scenario, World), BackendError> {
+    let err = |message: String| BackendError::Scenario {
+        path: path.display().to_string(),
+        message,
+    };
+    let s = Scenario::parse(text).map_err(|e| err(e.to_string()))?;
+    let world = World::new(s.hosts.clone(), s.vms.clone(), s.seed).map_err(err)?;
+    Ok((s, world))
+}
+
+/// Reads and checks the scenario file at `path` (see [`start`]); for the
+/// checks before the daemon starts.
+pub fn load_scenario(path: &std::path::Path) -> Result<Scenario, BackendError> {
+    let text = std::fs::read_to_string(path).map_err(|e| BackendError::Scenario {
+        path: path.display().to_string(),
+        message: format!("cannot read: {e}"),
+    })?;
+    parse_scenario(path, &text).map(|(s, _)| s)
+}
+
 /// Starts the configured backend. `state_dir` holds what a backend must
 /// keep across restarts (vSphere: registrations under way).
 pub async fn start(backend: &Backend, state_dir: &std::path::Path) -> Result<Ports, BackendError> {
@@ -66,10 +88,8 @@ pub async fn start(backend: &Backend, state_dir: &std::path::Path) -> Result<Por
             let text = tokio::fs::read_to_string(scenario)
                 .await
                 .map_err(|e| err(format!("cannot read: {e}")))?;
-            let s = Scenario::parse(&text).map_err(|e| err(e.to_string()))?;
-            let world = Arc::new(Mutex::new(
-                World::new(s.hosts.clone(), s.vms.clone(), s.seed).map_err(err)?,
-            ));
+            let (s, world) = parse_scenario(scenario, &text)?;
+            let world = Arc::new(Mutex::new(world));
             // The schedule's times count from the daemon's start.
             let clock: Arc<dyn Clock> = Arc::new(dr_control::TokioClock::from_zero());
             let hv = Arc::new(SimHypervisor::new(

@@ -182,6 +182,27 @@ struct RawJournal {
     path: Option<String>,
 }
 
+/// The key (`section.key`) on the line of `offset`, for an error the TOML
+/// parser reports by position only.
+fn key_at(text: &str, offset: usize) -> Option<String> {
+    let offset = offset.min(text.len());
+    let start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let line = text[start..].lines().next()?;
+    let key = line.split_once('=')?.0.trim();
+    if key.is_empty() || key.starts_with('#') || key.starts_with('[') {
+        return None;
+    }
+    let section = text[..start].lines().rev().find_map(|l| {
+        let l = l.trim();
+        l.starts_with('[')
+            .then(|| l.trim_matches(|c| c == '[' || c == ']').trim().to_owned())
+    });
+    Some(match section {
+        Some(section) => format!("{section}.{key}"),
+        None => key.to_owned(),
+    })
+}
+
 fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
 }
@@ -207,7 +228,17 @@ impl DaemonConfig {
         };
         let raw: Raw = toml::from_str(text).map_err(|e| {
             let line = e.span().map(|s| line_of(text, s.start));
-            err(line, e.message().trim().to_owned())
+            let mut message = e.message().trim().to_owned();
+            if message.starts_with("invalid type: integer")
+                && message.ends_with("expected a string")
+            {
+                // Durations are strings with a unit.
+                message.push_str(" (a duration is written with its unit, as in \"5s\")");
+            }
+            match e.span().and_then(|s| key_at(text, s.start)) {
+                Some(key) if !message.contains(&key) => err(line, format!("{key}: {message}")),
+                _ => err(line, message),
+            }
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
         let duration = |key: &str, v: &Option<Spanned<String>>, default: Duration| match v {
@@ -264,7 +295,8 @@ impl DaemonConfig {
             ));
         }
         dr_core::Engine::new(control.policy.clone())
-            .map_err(|e| err(None, format!("policy: {e}")))?;
+            // Its errors name the key (`policy.KEY: …`).
+            .map_err(|e| err(None, e.to_string()))?;
 
         let backend = match raw.backend.get_ref().as_str() {
             "sim" => {
@@ -588,6 +620,21 @@ mod tests {
         .expect_err("unknown key");
         assert_eq!(e.line, Some(5), "{e}");
         assert!(e.to_string().contains("probe_intervall"), "{e}");
+        let e =
+            parse("backend = \"sim\"\n[sim]\nscenario = \"x\"\n[control]\nprobe_interval = 5\n")
+                .expect_err("a number for a duration");
+        assert_eq!(e.line, Some(5), "{e}");
+        assert!(
+            e.message.starts_with("control.probe_interval: ") && e.message.contains("\"5s\""),
+            "{e}"
+        );
+        let e =
+            parse("backend = \"sim\"\n[sim]\nscenario = \"x\"\n[policy]\nfailure_threshold = 0\n")
+                .expect_err("out of range");
+        assert!(
+            e.message.starts_with("policy.failure_threshold") && !e.message.contains("policy: "),
+            "said once: {e}"
+        );
         let e = parse("backend = \"xen\"\n").expect_err("unknown backend");
         assert_eq!(e.line, Some(1));
         let e = parse("backend = \"sim\"\n").expect_err("no sim section");

@@ -16,8 +16,8 @@ use tokio::sync::{mpsc, watch};
 /// Why the daemon cannot run.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
-    /// The recovery journal.
-    #[error("recovery journal: {0}")]
+    /// The recovery journal (its errors say "journal" and the file).
+    #[error(transparent)]
     Journal(#[from] dr_journal::JournalError),
     /// The backend.
     #[error(transparent)]
@@ -26,13 +26,18 @@ pub enum DaemonError {
     #[error(transparent)]
     Policy(#[from] dr_core::PolicyError),
     /// The API's address.
-    #[error("cannot listen on {addr}: {source}")]
+    // The cause is in the text, not also a `source`: printed as a chain
+    // it came out twice.
+    #[error("cannot listen on {addr}: {cause}")]
     Listen {
         /// The address.
         addr: SocketAddr,
         /// Why.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
+    /// A check before the start failed (a file the configuration names).
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     /// A worker failed.
     #[error("internal: {0}")]
     Internal(String),
@@ -55,6 +60,7 @@ pub async fn run(
     mut reload: mpsc::Receiver<()>,
     listening: impl FnOnce(SocketAddr),
 ) -> Result<(), DaemonError> {
+    crate::preflight::check(&cfg)?;
     let path = cfg.journal.clone();
     let journal = Arc::new(
         tokio::task::spawn_blocking(move || dr_journal::Journal::open(&path))
@@ -155,16 +161,14 @@ pub async fn run(
 
     let listener = tokio::net::TcpListener::bind(cfg.api.listen)
         .await
-        .map_err(|source| DaemonError::Listen {
+        .map_err(|cause| DaemonError::Listen {
             addr: cfg.api.listen,
-            source,
+            cause,
         })?;
-    let addr = listener
-        .local_addr()
-        .map_err(|source| DaemonError::Listen {
-            addr: cfg.api.listen,
-            source,
-        })?;
+    let addr = listener.local_addr().map_err(|cause| DaemonError::Listen {
+        addr: cfg.api.listen,
+        cause,
+    })?;
     let (commands, mut command_rx) = mpsc::channel::<Command>(64);
     let loopback = commands.clone();
     let mut failing_over = std::collections::BTreeSet::new();
@@ -344,9 +348,9 @@ async fn with_replica_receivers(
         let replica = Arc::new(std::sync::Mutex::new(replica));
         let listener = tokio::net::TcpListener::bind(rc.listen)
             .await
-            .map_err(|source| DaemonError::Listen {
+            .map_err(|cause| DaemonError::Listen {
                 addr: rc.listen,
-                source,
+                cause,
             })?;
         tracing::info!(listen = %rc.listen, dir = %rc.dir.display(), "receiving a replica");
         tokio::spawn(dr_replication::net::serve(

@@ -41,6 +41,7 @@ pub mod failover;
 pub mod journal;
 pub mod metrics;
 pub mod placement;
+pub mod preflight;
 pub mod remote_sim;
 pub mod replica_restore;
 pub mod replication;
