@@ -94,6 +94,47 @@ fn the_paper_scenarios_run_through_the_daemon() {
     let entries = journal.as_array().expect("journal");
     assert!(entries.len() >= 3, "{journal}");
     assert!(entries.iter().all(|e| !e["outcome"].is_null()), "{journal}");
+    // ...with where the VM was and where it went: erp-1 off esx-3, onto
+    // the host it runs on (before, both were the target); db-1 in place.
+    let hosts = |vm: &str, action: &str| {
+        entries
+            .iter()
+            .filter(|e| e["intent"]["vm"] == vm && e["intent"]["action"] == action)
+            .map(|e| {
+                (
+                    e["intent"]["from_host"].clone(),
+                    e["intent"]["to_host"].clone(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        hosts("erp-1", "restore").contains(&("esx-3".into(), erp_host.clone())),
+        "{journal}"
+    );
+    // The log is plain text (a file, not a terminal) with fields to grep.
+    let log = std::fs::read_to_string(&daemon.log).expect("log");
+    assert!(!log.contains('\u{1b}'), "colour codes in a log file");
+    assert!(
+        log.lines().any(|l| l.contains("action started")
+            && l.contains("vm=\"db-1\"")
+            && l.contains("action=\"power_on\"")),
+        "{log}"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains("decision=") && l.contains("vm=")),
+        "{log}"
+    );
+    assert!(
+        !log.contains("ActionStarted {"),
+        "Rust debug text in the log"
+    );
+    let db = hosts("db-1", "power_on");
+    assert!(
+        !db.is_empty() && db.iter().all(|(f, t)| f == t && f.is_string()),
+        "{journal}"
+    );
 }
 
 #[test]
@@ -454,6 +495,17 @@ fn a_planned_failover_moves_a_vm_to_the_dr_site_and_back() {
         actions_for(&daemon.events(), "action_started", "app-1").is_empty(),
         "automation acted on a VM under planned failover"
     );
+    // Both show in the event stream, started and finished.
+    let events = daemon.events();
+    for kind in ["operation_started", "operation_finished"] {
+        let found: Vec<_> = events
+            .iter()
+            .filter(|e| {
+                e["type"] == kind && e["vm"] == "app-1" && e["operation"] == "planned_failover"
+            })
+            .collect();
+        assert_eq!(found.len(), 2, "{kind}: {events:?}");
+    }
     let journal = daemon.json("/api/v1/journal");
     let failovers = journal
         .as_array()
@@ -464,6 +516,28 @@ fn a_planned_failover_moves_a_vm_to_the_dr_site_and_back() {
         })
         .count();
     assert_eq!(failovers, 2, "{journal}");
+    // Both hosts of each, as the reports said (before, null and null).
+    let moves: Vec<(serde_json::Value, serde_json::Value)> = journal
+        .as_array()
+        .expect("journal")
+        .iter()
+        .filter(|e| e["intent"]["action"] == "planned_failover")
+        .map(|e| {
+            (
+                e["intent"]["from_host"].clone(),
+                e["intent"]["to_host"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        moves,
+        // Newest first.
+        [
+            ("dr-1".into(), "esx-2".into()),
+            ("esx-2".into(), "dr-1".into())
+        ],
+        "{journal}"
+    );
 }
 
 #[test]
@@ -511,7 +585,10 @@ fn a_drill_brings_up_an_isolated_copy_and_reports_its_rto() {
         .as_array()
         .expect("journal")
         .iter()
-        .any(|e| e["intent"]["action"] == "drill" && e["outcome"]["outcome"] == "succeeded"));
+        .any(|e| e["intent"]["action"] == "drill"
+            && e["outcome"]["outcome"] == "succeeded"
+            && e["intent"]["from_host"] == "esx-2"
+            && e["intent"]["to_host"] == "dr-1"));
 }
 
 #[test]

@@ -89,6 +89,20 @@ impl Action {
         }
     }
 
+    /// The host the VM is on before the action and the one it runs on
+    /// after (the same one for an action in place): what the journal
+    /// records.
+    pub fn hosts(&self) -> (&str, &str) {
+        match self {
+            Action::PowerOn { host, .. }
+            | Action::Reset { host, .. }
+            | Action::RevertToSnapshot { host, .. }
+            | Action::RecoverHost { host, .. } => (host, host),
+            Action::Restore { from, target, .. } => (from, target),
+            Action::AddHostThenRestore { from, spare, .. } => (from, spare),
+        }
+    }
+
     /// A host-level action: its outcome is the host's, not the VM's.
     pub fn is_host_recovery(&self) -> bool {
         matches!(self, Action::RecoverHost { .. })

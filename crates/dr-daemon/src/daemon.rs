@@ -6,6 +6,7 @@ use crate::backend;
 use crate::config::DaemonConfig;
 use crate::journal::{resolve_open, JournalPort};
 use crate::state::{Shared, Status};
+use dr_control::events::{ControlEvent, EventSink as _};
 use dr_control::ControlLoop;
 use dr_core::ports::{Clock, Hypervisor, Prober};
 use std::net::SocketAddr;
@@ -172,6 +173,12 @@ pub async fn run(
     let (commands, mut command_rx) = mpsc::channel::<Command>(64);
     let loopback = commands.clone();
     let mut failing_over = std::collections::BTreeSet::new();
+    let operations = Operations {
+        hv: hv.clone(),
+        clock: ports.clock.clone(),
+        journal: journal.clone(),
+        events: shared.clone(),
+    };
     let app = api::router(ApiState {
         shared: shared.clone(),
         commands,
@@ -233,10 +240,7 @@ pub async fn run(
                         let was_paused = control.paused().contains(&vm);
                         control.set_paused(&vm, true);
                         tracing::info!(%vm, to = ?to, "planned failover requested");
-                        tokio::spawn(planned_failover(
-                            hv.clone(),
-                            ports.clock.clone(),
-                            journal.clone(),
+                        tokio::spawn(operations.clone().planned_failover(
                             vm,
                             to,
                             was_paused,
@@ -250,7 +254,7 @@ pub async fn run(
                         let _ = reply.send(Err(format!("no VM named {vm:?} is monitored")));
                     } else {
                         tracing::info!(%vm, to = ?to, "recovery drill requested");
-                        tokio::spawn(drill(hv.clone(), ports.clock.clone(), journal.clone(), vm, to, reply));
+                        tokio::spawn(operations.clone().drill(vm, to, reply));
                     }
                 }
                 Command::FailoverDone { vm, was_paused } => {
@@ -384,99 +388,161 @@ async fn with_replica_receivers(
     )))
 }
 
-/// Runs `work` with its intent in the journal: begun (durably) before it
-/// starts, ended with its outcome; not started if the journal fails.
-async fn journaled<T>(
-    journal: &Arc<dr_journal::Journal>,
-    clock: &dyn Clock,
-    intent: dr_journal::Intent,
-    work: impl std::future::Future<Output = Result<T, String>>,
-) -> Result<T, String> {
-    let j = journal.clone();
-    let id = tokio::task::spawn_blocking(move || j.begin(&intent))
-        .await
-        .map_err(|e| e.to_string())
-        .and_then(|r| r.map_err(|e| e.to_string()))
-        .map_err(|e| format!("not started: the recovery journal failed: {e}"))?;
-    let result = work.await;
-    let outcome = match &result {
-        Ok(_) => dr_journal::Outcome::Succeeded,
-        Err(e) => dr_journal::Outcome::Failed { error: e.clone() },
-    };
-    let (j, now) = (journal.clone(), clock.now().0);
-    if let Ok(Err(e)) = tokio::task::spawn_blocking(move || j.end(id, outcome, now)).await {
-        tracing::error!(entry = id, error = %e, "cannot mark an operation ended in the journal");
-    }
-    result
-}
-
-/// A drill as a task, journaled (it starts a copy of a VM).
-async fn drill(
+/// What an operation an operator asked for (a planned failover, a drill)
+/// needs: the ports, the journal, and the event stream it reports to.
+#[derive(Clone)]
+struct Operations {
     hv: Arc<dyn Hypervisor>,
     clock: Arc<dyn Clock>,
     journal: Arc<dr_journal::Journal>,
-    vm: String,
-    to: Option<String>,
-    reply: tokio::sync::oneshot::Sender<Result<crate::drill::DrillReport, String>>,
-) {
-    let intent = dr_journal::Intent {
-        vm: vm.clone(),
-        action: "drill".into(),
-        from_host: None,
-        to_host: to.clone(),
-        started_ms: clock.now().0,
-    };
-    let result = journaled(&journal, &*clock, intent, async {
-        crate::drill::run(&*hv, &*clock, &vm, to.as_deref())
-            .await
-            .map_err(|e| e.to_string())
-    })
-    .await;
-    match &result {
-        Ok(r) => {
-            tracing::info!(vm = %r.vm, host = %r.host, source = r.source, rto_ms = r.rto_ms, untouched = r.production_untouched, "recovery drill done")
-        }
-        Err(e) => tracing::warn!(%vm, error = %e, "recovery drill failed"),
-    }
-    let _ = reply.send(result);
+    events: Arc<Shared>,
 }
 
-/// A planned failover as a task: journaled like any recovery, reported to
-/// the operator, then automation handed back.
-#[allow(clippy::too_many_arguments)]
-async fn planned_failover(
-    hv: Arc<dyn Hypervisor>,
-    clock: Arc<dyn Clock>,
-    journal: Arc<dr_journal::Journal>,
-    vm: String,
-    to: Option<String>,
-    was_paused: bool,
-    reply: tokio::sync::oneshot::Sender<Result<crate::failover::FailoverReport, String>>,
-    loopback: mpsc::Sender<Command>,
-) {
-    let intent = dr_journal::Intent {
-        vm: vm.clone(),
-        action: "planned_failover".into(),
-        from_host: None,
-        to_host: to.clone(),
-        started_ms: clock.now().0,
-    };
-    let result = journaled(&journal, &*clock, intent, async {
-        crate::failover::run(&*hv, &*clock, &vm, to.as_deref())
+/// An operation decided and about to begin: what the journal and the
+/// events record.
+struct Begun<'a> {
+    operation: &'static str,
+    vm: &'a str,
+    from: String,
+    to: String,
+}
+
+impl Operations {
+    /// Runs `work` with its intent in the journal (begun, durably, before
+    /// it starts; ended with its outcome; not started if the journal
+    /// fails), and in the event stream as it starts and ends.
+    async fn journaled<T>(
+        &self,
+        op: Begun<'_>,
+        work: impl std::future::Future<Output = Result<T, String>>,
+    ) -> Result<T, String> {
+        let started = self.clock.now();
+        let intent = dr_journal::Intent {
+            vm: op.vm.to_owned(),
+            action: op.operation.into(),
+            from_host: Some(op.from.clone()),
+            to_host: Some(op.to.clone()),
+            started_ms: started.0,
+        };
+        let j = self.journal.clone();
+        let id = tokio::task::spawn_blocking(move || j.begin(&intent))
             .await
             .map_err(|e| e.to_string())
-    })
-    .await;
-    match &result {
-        Ok(r) => {
-            tracing::info!(vm = %r.vm, from = %r.from, to = %r.to, method = r.method, downtime_ms = r.downtime_ms, "planned failover done")
+            .and_then(|r| r.map_err(|e| e.to_string()))
+            .map_err(|e| format!("not started: the recovery journal failed: {e}"))?;
+        self.events.emit(
+            started,
+            ControlEvent::OperationStarted {
+                operation: op.operation,
+                vm: op.vm.to_owned(),
+                from: op.from.clone(),
+                to: op.to.clone(),
+            },
+        );
+        let result = work.await;
+        let outcome = match &result {
+            Ok(_) => dr_journal::Outcome::Succeeded,
+            Err(e) => dr_journal::Outcome::Failed { error: e.clone() },
+        };
+        let now = self.clock.now();
+        let j = self.journal.clone();
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || j.end(id, outcome, now.0)).await {
+            tracing::error!(entry = id, error = %e, "cannot mark an operation ended in the journal");
         }
-        Err(e) => tracing::warn!(%vm, error = %e, "planned failover failed"),
+        self.events.emit(
+            now,
+            ControlEvent::OperationFinished {
+                operation: op.operation,
+                vm: op.vm.to_owned(),
+                from: op.from,
+                to: op.to,
+                ok: result.is_ok(),
+                duration_ms: now
+                    .since(started)
+                    .as_millis()
+                    .try_into()
+                    .unwrap_or(u64::MAX),
+                error: result.as_ref().err().cloned(),
+            },
+        );
+        result
     }
-    let _ = reply.send(result);
-    let _ = loopback
-        .send(Command::FailoverDone { vm, was_paused })
-        .await;
+
+    /// A drill as a task (it starts a copy of a VM). Decided first, so the
+    /// journal records where the copy runs; a drill refused at that point
+    /// touched nothing and is only answered.
+    async fn drill(
+        self,
+        vm: String,
+        to: Option<String>,
+        reply: tokio::sync::oneshot::Sender<Result<crate::drill::DrillReport, String>>,
+    ) {
+        let result = match crate::drill::prepare(&*self.hv, &vm, to.as_deref()).await {
+            Err(e) => Err(e.to_string()),
+            Ok(planned) => {
+                let begun = Begun {
+                    operation: "drill",
+                    vm: &vm,
+                    from: planned.from.clone(),
+                    to: planned.host.clone(),
+                };
+                self.journaled(begun, async {
+                    crate::drill::execute(&*self.hv, &*self.clock, planned)
+                        .await
+                        .map_err(|e| e.to_string())
+                })
+                .await
+            }
+        };
+        match &result {
+            Ok(r) => {
+                tracing::info!(vm = %r.vm, host = %r.host, source = r.source, rto_ms = r.rto_ms, untouched = r.production_untouched, "recovery drill done")
+            }
+            Err(e) => tracing::warn!(%vm, error = %e, "recovery drill failed"),
+        }
+        let _ = reply.send(result);
+    }
+
+    /// A planned failover as a task: journaled like any recovery, reported
+    /// to the operator, then automation handed back. Decided first, so the
+    /// journal records both hosts; one refused at that point touched
+    /// nothing and is only answered.
+    async fn planned_failover(
+        self,
+        vm: String,
+        to: Option<String>,
+        was_paused: bool,
+        reply: tokio::sync::oneshot::Sender<Result<crate::failover::FailoverReport, String>>,
+        loopback: mpsc::Sender<Command>,
+    ) {
+        let result = match crate::failover::prepare(&*self.hv, &vm, to.as_deref()).await {
+            Err(e) => Err(e.to_string()),
+            Ok(planned) => {
+                let begun = Begun {
+                    operation: "planned_failover",
+                    vm: &vm,
+                    from: planned.from.clone(),
+                    to: planned.to.clone(),
+                };
+                self.journaled(begun, async {
+                    crate::failover::execute(&*self.hv, &*self.clock, planned)
+                        .await
+                        .map_err(|e| e.to_string())
+                })
+                .await
+            }
+        };
+        match &result {
+            Ok(r) => {
+                tracing::info!(vm = %r.vm, from = %r.from, to = %r.to, method = r.method, downtime_ms = r.downtime_ms, "planned failover done")
+            }
+            Err(e) => tracing::warn!(%vm, error = %e, "planned failover failed"),
+        }
+        let _ = reply.send(result);
+        let _ = loopback
+            .send(Command::FailoverDone { vm, was_paused })
+            .await;
+    }
 }
 
 /// Re-reads the configuration: a valid file applies from the next tick

@@ -57,18 +57,57 @@ fn plan(
     Ok((host, source))
 }
 
-/// Runs a drill of `vm` (on `to`, or a host [`plan`] picks).
-pub async fn run(
+/// A drill decided and not yet begun: what the journal records before
+/// anything is touched.
+#[derive(Clone, Debug)]
+pub struct Planned {
+    /// The VM.
+    pub vm: String,
+    /// Its host.
+    pub from: String,
+    /// Where the copy runs.
+    pub host: String,
+    /// What the copy comes from.
+    pub source: RestoreSource,
+    before: Inventory,
+}
+
+/// Decides a drill of `vm` (on `to`, or a host [`plan`] picks) from the
+/// hypervisor's inventory now.
+pub async fn prepare(
     hv: &dyn Hypervisor,
-    clock: &dyn Clock,
     vm: &str,
     to: Option<&str>,
-) -> Result<DrillReport, DrillError> {
+) -> Result<Planned, DrillError> {
     let before = hv.inventory().await.map_err(hv_err("inventory"))?;
     let (host, source) = plan(&before, vm, to)?;
-    let copy = dr_core::model::drill_copy_name(vm, clock.now().0);
+    let from = placement::vm(&before, vm)?.host.clone();
+    Ok(Planned {
+        vm: vm.to_owned(),
+        from,
+        host,
+        source,
+        before,
+    })
+}
+
+/// Carries out a [`prepare`]d drill: the copy up, timed, the VM checked
+/// untouched, the copy removed.
+pub async fn execute(
+    hv: &dyn Hypervisor,
+    clock: &dyn Clock,
+    p: Planned,
+) -> Result<DrillReport, DrillError> {
+    let Planned {
+        vm,
+        host,
+        source,
+        before,
+        ..
+    } = p;
+    let copy = dr_core::model::drill_copy_name(&vm, clock.now().0);
     let started = clock.now();
-    hv.start_drill_copy(vm, &host, source, &copy)
+    hv.start_drill_copy(&vm, &host, source, &copy)
         .await
         .map_err(hv_err("start the drill copy"))?;
     let rto_ms = clock
@@ -87,8 +126,9 @@ pub async fn run(
     };
     let after = after.map_err(hv_err("inventory"))?;
     removed.map_err(hv_err("remove the drill copy"))?;
+    let production_untouched = state(&before) == state(&after);
     Ok(DrillReport {
-        vm: vm.to_owned(),
+        vm,
         copy,
         host,
         source: match source {
@@ -96,6 +136,17 @@ pub async fn run(
             RestoreSource::Replica => "replica",
         },
         rto_ms,
-        production_untouched: state(&before) == state(&after),
+        production_untouched,
     })
+}
+
+/// Runs a drill of `vm` (on `to`, or a host [`plan`] picks): [`prepare`],
+/// then [`execute`].
+pub async fn run(
+    hv: &dyn Hypervisor,
+    clock: &dyn Clock,
+    vm: &str,
+    to: Option<&str>,
+) -> Result<DrillReport, DrillError> {
+    execute(hv, clock, prepare(hv, vm, to).await?).await
 }

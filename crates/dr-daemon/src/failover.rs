@@ -45,41 +45,71 @@ pub fn plan(
     Ok((v.host.clone(), target, method))
 }
 
-/// Runs a planned failover of `vm` (to `to`, or a host chosen by [`plan`]).
-/// The caller keeps automation off the VM meanwhile.
-pub async fn run(
+/// A planned failover decided and not yet begun: what the journal records
+/// before anything is touched.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Planned {
+    /// The VM.
+    pub vm: String,
+    /// Its host now.
+    pub from: String,
+    /// The target.
+    pub to: String,
+    /// "migrate" or "replica".
+    pub method: &'static str,
+    running: bool,
+}
+
+/// Decides a planned failover of `vm` (to `to`, or a host chosen by
+/// [`plan`]) from the hypervisor's inventory now.
+pub async fn prepare(
     hv: &dyn Hypervisor,
-    clock: &dyn Clock,
     vm: &str,
     to: Option<&str>,
-) -> Result<FailoverReport, FailoverError> {
+) -> Result<Planned, FailoverError> {
     let inv = hv.inventory().await.map_err(hv_err("inventory"))?;
     let (from, target, method) = plan(&inv, vm, to)?;
     let running = inv
         .vms
         .iter()
         .any(|v| v.name == vm && v.power == PowerState::On);
-    let stopped_at = clock.now();
-    if running {
-        hv.power_off(vm).await.map_err(hv_err("power off"))?;
-    }
-    match method {
-        "migrate" => {
-            hv.migrate_vm(vm, &target)
-                .await
-                .map_err(hv_err("migrate"))?;
-            hv.power_on(vm).await.map_err(hv_err("power on"))?;
-        }
-        _ => hv
-            .restore_vm(vm, &target, RestoreSource::Replica)
-            .await
-            .map_err(hv_err("restore from replica"))?,
-    }
-    Ok(FailoverReport {
+    Ok(Planned {
         vm: vm.to_owned(),
         from,
         to: target,
         method,
+        running,
+    })
+}
+
+/// Carries out a [`prepare`]d failover: stop, then migrate or restore from
+/// the replica. The caller keeps automation off the VM meanwhile.
+pub async fn execute(
+    hv: &dyn Hypervisor,
+    clock: &dyn Clock,
+    p: Planned,
+) -> Result<FailoverReport, FailoverError> {
+    let stopped_at = clock.now();
+    if p.running {
+        hv.power_off(&p.vm).await.map_err(hv_err("power off"))?;
+    }
+    match p.method {
+        "migrate" => {
+            hv.migrate_vm(&p.vm, &p.to)
+                .await
+                .map_err(hv_err("migrate"))?;
+            hv.power_on(&p.vm).await.map_err(hv_err("power on"))?;
+        }
+        _ => hv
+            .restore_vm(&p.vm, &p.to, RestoreSource::Replica)
+            .await
+            .map_err(hv_err("restore from replica"))?,
+    }
+    Ok(FailoverReport {
+        vm: p.vm,
+        from: p.from,
+        to: p.to,
+        method: p.method,
         downtime_ms: clock
             .now()
             .since(stopped_at)
@@ -87,4 +117,15 @@ pub async fn run(
             .try_into()
             .unwrap_or(u64::MAX),
     })
+}
+
+/// Runs a planned failover of `vm` (to `to`, or a host chosen by [`plan`]):
+/// [`prepare`], then [`execute`].
+pub async fn run(
+    hv: &dyn Hypervisor,
+    clock: &dyn Clock,
+    vm: &str,
+    to: Option<&str>,
+) -> Result<FailoverReport, FailoverError> {
+    execute(hv, clock, prepare(hv, vm, to).await?).await
 }

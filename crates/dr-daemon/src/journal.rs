@@ -12,17 +12,15 @@ pub struct JournalPort(pub Arc<Journal>);
 
 impl RecoveryJournal for JournalPort {
     fn begin(&self, action: &Action, at: Timestamp) -> Result<u64, String> {
-        let to_host = match action {
-            Action::Restore { target, .. } => Some(target.clone()),
-            Action::AddHostThenRestore { spare, .. } => Some(spare.clone()),
-            _ => None,
-        };
+        // Where the VM was and where it goes, not the host the action is
+        // charged to (a restore's target): the journal is the audit trail.
+        let (from, to) = action.hosts();
         self.0
             .begin(&Intent {
                 vm: action.vm().to_owned(),
                 action: action.kind().to_owned(),
-                from_host: Some(action.charged_host().to_owned()),
-                to_host,
+                from_host: Some(from.to_owned()),
+                to_host: Some(to.to_owned()),
                 started_ms: at.0,
             })
             .map_err(|e| e.to_string())

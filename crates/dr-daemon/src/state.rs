@@ -207,11 +207,7 @@ impl Shared {
 impl EventSink for Shared {
     fn emit(&self, at: Timestamp, event: ControlEvent) {
         self.metrics.observe_event(at, &event);
-        if matches!(event, ControlEvent::Observation { .. }) {
-            tracing::debug!(t = %at, ?event, "observation");
-        } else {
-            tracing::info!(t = %at, ?event, "control event");
-        }
+        dr_control::events::log(at, &event);
         let record = EventRecord {
             id: self.next_event.fetch_add(1, Ordering::Relaxed),
             at_ms: at.0,

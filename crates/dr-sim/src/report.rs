@@ -339,6 +339,25 @@ fn human_line(r: &Record) -> String {
                 *duration_ms as f64 / 1000.0,
                 error.as_ref().map_or(String::new(), |e| format!(": {e}"))
             ),
+            ControlEvent::OperationStarted {
+                operation,
+                vm,
+                from,
+                to,
+            } => format!("start     {operation} for vm {vm} ({from} -> {to})"),
+            ControlEvent::OperationFinished {
+                operation,
+                vm,
+                ok,
+                duration_ms,
+                error,
+                ..
+            } => format!(
+                "finish    {operation} for vm {vm}: {} after {:.1}s{}",
+                if *ok { "ok" } else { "FAILED" },
+                *duration_ms as f64 / 1000.0,
+                error.as_ref().map_or(String::new(), |e| format!(": {e}"))
+            ),
             ControlEvent::Error { context, error } => format!("error     {context}: {error}"),
         },
     }
