@@ -10,19 +10,27 @@ use std::time::Duration;
 /// Where the daemon is.
 #[derive(Args, Clone)]
 pub struct ApiArgs {
-    /// The daemon's API (else $VMDR_API, else http://127.0.0.1:7070).
+    /// The daemon's API: http://HOST:PORT or HOST:PORT (else $VMDR_API,
+    /// else http://127.0.0.1:7070).
     #[arg(long)]
     api: Option<String>,
 }
 
 impl ApiArgs {
     fn base(&self) -> String {
-        self.api
+        let given = self
+            .api
             .clone()
             .or_else(|| std::env::var("VMDR_API").ok())
-            .unwrap_or_else(|| "http://127.0.0.1:7070".into())
-            .trim_end_matches('/')
-            .to_owned()
+            .unwrap_or_else(|| "http://127.0.0.1:7070".into());
+        let given = given.trim_end_matches('/');
+        // An address without a scheme is the daemon's plain HTTP API (drd
+        // prints its address that way).
+        if given.contains("://") {
+            given.to_owned()
+        } else {
+            format!("http://{given}")
+        }
     }
 }
 
@@ -218,7 +226,73 @@ fn s(v: &serde_json::Value) -> String {
     }
 }
 
-/// Prints hosts and VMs.
+/// Lines of columns, each as wide as its widest cell, two spaces apart.
+fn table(out: &mut impl Write, rows: &[Vec<String>]) -> std::io::Result<()> {
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|x| x.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    for row in rows {
+        let mut line = String::new();
+        for (c, cell) in row.iter().enumerate() {
+            if c + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<w$}  ", w = widths[c]));
+            }
+        }
+        writeln!(out, "{}", line.trim_end())?;
+    }
+    Ok(())
+}
+
+/// A decision as the status shows it: its kind, and why for one that does
+/// nothing (`none (user_stopped)`, `wait (in_flight)`).
+fn decision_text(v: &serde_json::Value) -> String {
+    let kind = v["decision"]["decision"].as_str().unwrap_or("-");
+    let text = match v["decision"]["why"].as_str() {
+        Some(why) => format!("{kind} ({why})"),
+        None => kind.to_owned(),
+    };
+    if v["in_flight"] == true {
+        format!("{text}, running")
+    } else {
+        text
+    }
+}
+
+/// The line saying how fresh the picture is, and what fails when it is not.
+fn view_line(st: &serde_json::Value) -> String {
+    let view = &st["view"];
+    let age = view["age_ms"]
+        .as_f64()
+        .map_or("never read".to_owned(), |ms| {
+            format!("{:.1} s old", ms / 1000.0)
+        });
+    let failing = match view["failing"].as_object() {
+        Some(f) => format!(
+            "; {} failing since {:.1} s: {}",
+            s(&f["step"]),
+            (st["at_ms"].as_f64().unwrap_or(0.0) - f["since_ms"].as_f64().unwrap_or(0.0)).max(0.0)
+                / 1000.0,
+            s(&f["error"])
+        ),
+        None => String::new(),
+    };
+    if view["stale"] == true {
+        format!("STALE: this is how things were, not how they are (view {age}{failing})")
+    } else {
+        format!("view {age}{failing}")
+    }
+}
+
+/// Prints hosts and VMs, and how fresh the picture is.
 pub async fn status(args: &StatusArgs) -> anyhow::Result<()> {
     let st = get_json(&args.api.base(), "/api/v1/status").await?;
     let mut out = std::io::stdout().lock();
@@ -226,49 +300,50 @@ pub async fn status(args: &StatusArgs) -> anyhow::Result<()> {
         writeln!(out, "{st}")?;
         return Ok(());
     }
-    writeln!(
-        out,
-        "{:<16} {:<16} {:<10} {:<14} {:>9}",
-        "HOST", "IP", "REACHABLE", "LINK", "IN FLIGHT"
-    )?;
+    let view = view_line(&st);
+    if st["view"]["stale"] == true {
+        writeln!(out, "{view}\n")?;
+    }
+    let mut hosts = vec![["HOST", "IP", "REACHABLE", "LINK", "IN FLIGHT"]
+        .map(str::to_owned)
+        .to_vec()];
     for h in st["hosts"].as_array().into_iter().flatten() {
-        writeln!(
-            out,
-            "{:<16} {:<16} {:<10} {:<14} {:>9}",
+        hosts.push(vec![
             s(&h["name"]),
             s(&h["ip"]),
             s(&h["reachable"]),
             s(&h["link"]),
-            s(&h["in_flight"])
-        )?;
+            s(&h["in_flight"]),
+        ]);
     }
+    table(&mut out, &hosts)?;
     writeln!(out)?;
-    writeln!(
-        out,
-        "{:<16} {:<16} {:<12} {:<6} {:<10} {:<24} {:<6}",
-        "VM", "IP", "HOST", "POWER", "REACHABLE", "DECISION", "PAUSED"
-    )?;
+    let mut vms = vec![[
+        "VM",
+        "IP",
+        "HOST",
+        "POWER",
+        "REACHABLE",
+        "PAUSED",
+        "DECISION",
+    ]
+    .map(str::to_owned)
+    .to_vec()];
     for v in st["vms"].as_array().into_iter().flatten() {
-        let decision = v["decision"]["decision"].as_str().unwrap_or("-");
-        writeln!(
-            out,
-            "{:<16} {:<16} {:<12} {:<6} {:<10} {:<24} {:<6}",
+        vms.push(vec![
             s(&v["name"]),
             s(&v["ip"]),
             s(&v["host"]),
             s(&v["power"]),
             s(&v["reachable"]),
-            if v["in_flight"] == true {
-                format!("{decision} (running)")
-            } else {
-                decision.to_owned()
-            },
-            s(&v["paused"])
-        )?;
+            s(&v["paused"]),
+            decision_text(v),
+        ]);
     }
+    table(&mut out, &vms)?;
     writeln!(
         out,
-        "\n{} ticks, {} recoveries running",
+        "\n{} ticks, {} recoveries running; {view}",
         s(&st["ticks"]),
         s(&st["in_flight"])
     )?;

@@ -60,27 +60,68 @@ enum Command {
     Drill(daemon_api::DrillArgs),
 }
 
+/// `drctl simulate FILE`, `drctl simulate --random [--seeds N]
+/// [--first-seed S]` (a sweep), or `drctl simulate [--random] --seed N`
+/// (one random datacenter, replayed exactly).
 #[derive(Args)]
 struct SimulateArgs {
     /// Scenario file (TOML, see docs/scenarios.md).
-    #[arg(required_unless_present = "random", conflicts_with = "random")]
     file: Option<PathBuf>,
-    /// Print a readable timeline instead of JSON lines.
+    /// Print a readable timeline instead of JSON lines (one run: a file or
+    /// a seed).
     #[arg(long)]
     human: bool,
     /// Run seeded random datacenters with random faults and check the
     /// safety invariants after each.
     #[arg(long)]
     random: bool,
-    /// With --random: how many seeds to run.
-    #[arg(long, default_value_t = 100, requires = "random")]
-    seeds: u64,
-    /// With --random: the first seed (seeds run are FIRST..FIRST+N).
-    #[arg(long, default_value_t = 1, requires = "random")]
-    first_seed: u64,
-    /// With --random: replay this one seed with its full timeline.
-    #[arg(long, requires = "random")]
+    /// Sweep: how many seeds to run (default 100).
+    #[arg(long)]
+    seeds: Option<u64>,
+    /// Sweep: the first seed (seeds run are FIRST..FIRST+N; default 1).
+    #[arg(long)]
+    first_seed: Option<u64>,
+    /// Replay this one random seed with its full timeline (implies
+    /// --random).
+    #[arg(long)]
     seed: Option<u64>,
+}
+
+/// What `drctl simulate` was asked to run.
+enum Simulation<'a> {
+    File(&'a std::path::Path),
+    Seed(u64),
+    Sweep { first: u64, count: u64 },
+}
+
+impl SimulateArgs {
+    /// The run asked for, or why the options do not go together: none is
+    /// silently ignored.
+    fn simulation(&self) -> anyhow::Result<Simulation<'_>> {
+        let sweep_opts = self.seeds.is_some() || self.first_seed.is_some();
+        match (&self.file, self.seed) {
+            (Some(_), _) if self.random || self.seed.is_some() || sweep_opts => anyhow::bail!(
+                "a scenario file runs alone: --random, --seed, --seeds and --first-seed are for random datacenters"
+            ),
+            (Some(f), _) => Ok(Simulation::File(f)),
+            (None, Some(_)) if sweep_opts => {
+                anyhow::bail!("--seed replays one seed: --seeds and --first-seed are for a sweep")
+            }
+            (None, Some(seed)) => Ok(Simulation::Seed(seed)),
+            (None, None) if self.random => {
+                if self.human {
+                    anyhow::bail!(
+                        "--human prints one run's timeline: give --seed N (a sweep prints a line per failed seed)"
+                    );
+                }
+                Ok(Simulation::Sweep {
+                    first: self.first_seed.unwrap_or(1),
+                    count: self.seeds.unwrap_or(100),
+                })
+            }
+            (None, None) => anyhow::bail!("give a scenario file, --random, or --seed N"),
+        }
+    }
 }
 
 #[derive(Args)]
@@ -94,6 +135,10 @@ struct SimServerArgs {
 }
 
 fn main() -> ExitCode {
+    // A closed pipe (`drctl events | head`) ends drctl quietly, as it ends
+    // other Unix tools: Rust ignores SIGPIPE, and every later write failed
+    // with "Broken pipe" and exit status 2, which means bad input here.
+    sigpipe::reset();
     let cli = Cli::parse();
     // The replication commands run for long and their problems (a shipper
     // refused, a receiver's disk full) show only in the log: warnings by
@@ -200,15 +245,13 @@ fn probe(args: &probe::ProbeArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn simulate(args: &SimulateArgs) -> anyhow::Result<ExitCode> {
-    if args.random {
-        if let Some(seed) = args.seed {
+    let path = match args.simulation()? {
+        Simulation::Seed(seed) => {
             let report = dr_sim::run(&dr_sim::random::scenario(seed))?;
             return print_report(&report, args.human);
         }
-        return random_sweep(args.first_seed, args.seeds);
-    }
-    let Some(path) = &args.file else {
-        anyhow::bail!("a scenario file or --random is needed")
+        Simulation::Sweep { first, count } => return random_sweep(first, count),
+        Simulation::File(path) => path,
     };
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;

@@ -18,9 +18,15 @@ pub struct ProbeArgs {
     /// Read targets from this file, one per line (`#` starts a comment).
     #[arg(long, conflicts_with = "targets")]
     file: Option<PathBuf>,
-    /// Probe with a TCP connect to this port instead of ICMP echo.
-    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    /// Probe with a TCP connect to this port instead of ICMP echo. A host
+    /// that refuses the connection (nothing listening) answered, so it is
+    /// up: this checks the host, not a service (see --tcp-open).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..), conflicts_with = "tcp_open")]
     tcp: Option<u16>,
+    /// Probe with a TCP connect to this port that must be accepted: up only
+    /// with a listener there (a service check).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    tcp_open: Option<u16>,
     /// Probes per target.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     count: u32,
@@ -78,7 +84,11 @@ pub async fn run(args: &ProbeArgs) -> anyhow::Result<bool> {
             rtts: Vec::new(),
         });
     }
-    let kind = args.tcp.map_or(ProbeKind::Icmp, ProbeKind::Tcp);
+    let kind = match (args.tcp, args.tcp_open) {
+        (Some(port), _) => ProbeKind::Tcp(port),
+        (None, Some(port)) => ProbeKind::TcpOpen(port),
+        (None, None) => ProbeKind::Icmp,
+    };
     let targets: Vec<ProbeTarget> = tallies
         .iter()
         .map(|t| ProbeTarget { addr: t.addr, kind })

@@ -101,3 +101,67 @@ fn random_mode_checks_seeds_and_replays_one() {
     assert_eq!(code, 0);
     assert_eq!(a, b, "a seed replays exactly");
 }
+
+#[test]
+fn options_that_do_not_apply_are_refused_not_ignored() {
+    // `--seed N` alone replays that random seed (before: a usage line that
+    // asked for --random and a file at once).
+    let (code, out, err) = drctl(&["simulate", "--seed", "5", "--human"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("random seed 5"), "{out}");
+    for (args, says) in [
+        (
+            vec!["simulate", "--random", "--seeds", "2", "--human"],
+            "--human prints one run",
+        ),
+        (
+            vec!["simulate", "--seed", "5", "--seeds", "2"],
+            "--seed replays one seed",
+        ),
+        (
+            vec!["simulate", "x.toml", "--seeds", "3"],
+            "a scenario file runs alone",
+        ),
+        (vec!["simulate"], "give a scenario file"),
+    ] {
+        let (code, _, err) = drctl(&args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn a_closed_pipe_ends_drctl_quietly() {
+    use std::io::Read;
+    use std::os::unix::process::ExitStatusExt;
+    // A pipe of one page, so the timeline (20 kB) cannot fit in it before
+    // the reader goes.
+    // Close-on-exec: the child must not hold the read end open itself.
+    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).expect("pipe");
+    use std::os::fd::AsRawFd;
+    nix::fcntl::fcntl(write.as_raw_fd(), nix::fcntl::FcntlArg::F_SETPIPE_SZ(4096))
+        .expect("pipe size");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_drctl"))
+        .args(["simulate", "--random", "--seed", "5", "--human"])
+        .stdout(std::process::Stdio::from(write))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("drctl");
+    // Read one byte, then close the pipe, as `| head -c1` does.
+    let mut stdout = std::fs::File::from(read);
+    let mut byte = [0u8; 1];
+    stdout.read_exact(&mut byte).expect("a byte");
+    drop(stdout);
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut err)
+        .expect("stderr");
+    let status = child.wait().expect("wait");
+    // Before: "drctl: Broken pipe (os error 32)" and exit status 2 (bad
+    // input). Now SIGPIPE ends it, as it ends other Unix tools.
+    assert!(err.is_empty(), "{err}");
+    assert_eq!(status.signal(), Some(13), "{status:?}");
+}

@@ -25,17 +25,21 @@ impl Drop for Running {
 }
 
 fn start(tag: &str) -> Running {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../drd/tests/fixtures/dc.toml");
+    start_on(tag, &format!("scenario = \"{}\"", fixture.display()))
+}
+
+/// A daemon on the simulation `sim` names (`scenario = …` or `url = …`).
+fn start_on(tag: &str, sim: &str) -> Running {
     let dir = std::env::temp_dir().join(format!("drctl-daemon-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("dir");
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../drd/tests/fixtures/dc.toml");
     std::fs::write(dir.join("token"), TOKEN).expect("token");
     let config = dir.join("drd.toml");
     std::fs::write(
         &config,
         format!(
-            "backend = \"sim\"\n[sim]\nscenario = \"{}\"\n[control]\nprobe_interval = \"200ms\"\nprobe_timeout = \"100ms\"\ninventory_interval = \"1s\"\n[policy]\nfailure_threshold = 2\nhost_down_after = \"1s\"\nboot_grace = \"2s\"\n[api]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"token\"\n[journal]\npath = \"journal.redb\"\n",
-            fixture.display()
+            "backend = \"sim\"\n[sim]\n{sim}\n[control]\nprobe_interval = \"200ms\"\nprobe_timeout = \"100ms\"\ninventory_interval = \"1s\"\n[policy]\nfailure_threshold = 2\nhost_down_after = \"1s\"\nboot_grace = \"2s\"\n[api]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"token\"\n[journal]\npath = \"journal.redb\"\n",
         ),
     )
     .expect("config");
@@ -194,4 +198,119 @@ fn no_daemon_is_a_clear_error() {
     let (code, _, err) = drctl(&["status"], "http://127.0.0.1:9");
     assert_eq!(code, 2);
     assert!(err.contains("is drd running"), "{err}");
+}
+
+#[test]
+fn status_says_the_view_is_stale_when_the_backend_is_gone() {
+    use std::io::{BufRead, BufReader};
+    let scenario = format!(
+        "{}/../../examples/drd-datacenter.toml",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let mut server = Command::new(env!("CARGO_BIN_EXE_drctl"))
+        .args(["sim-server", &scenario, "--listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("drctl sim-server");
+    let mut line = String::new();
+    BufReader::new(server.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("address line");
+    let sim = line
+        .trim()
+        .strip_prefix("listening on ")
+        .expect("address")
+        .to_owned();
+    let d = start_on("stale", &format!("url = \"http://{sim}\""));
+    // An address without a scheme is accepted.
+    let api = d.addr.trim_start_matches("http://").to_owned();
+    let status = || {
+        let (code, out, err) = drctl(&["status", "--json"], &api);
+        assert_eq!(code, 0, "{err}");
+        serde_json::from_str::<serde_json::Value>(&out).expect("json")
+    };
+    let wait = |what: &str, ok: &dyn Fn(&serde_json::Value) -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let st = status();
+            if ok(&st) {
+                return st;
+            }
+            assert!(Instant::now() < deadline, "{what}: {st}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait("a fresh view", &|st| {
+        st["view"]["stale"] == false && st["view"]["fresh_at_ms"].is_u64()
+    });
+    let ready = |path: &str| -> Option<(u16, String)> {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(&api).ok()?;
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: {api}\r\nConnection: close\r\n\r\n"
+        )
+        .ok()?;
+        let mut raw = String::new();
+        s.read_to_string(&mut raw).ok()?;
+        let code = raw.split(' ').nth(1)?.parse().ok()?;
+        Some((code, raw.split_once("\r\n\r\n")?.1.to_owned()))
+    };
+    assert_eq!(ready("/readyz").expect("readyz").0, 200);
+    // The backend goes. Before, status went on showing every host
+    // connected and every VM on, as current.
+    let _ = server.kill();
+    let _ = server.wait();
+    let st = wait("a stale view", &|st| st["view"]["stale"] == true);
+    assert!(st["view"]["failing"]["step"].is_string(), "{st}");
+    assert!(st["view"]["age_ms"].as_u64() > Some(600), "{st}");
+    let (code, out, _) = drctl(&["status"], &api);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("STALE: this is how things were"), "{out}");
+    assert!(out.contains("failing since"), "{out}");
+    let (code, body) = ready("/readyz").expect("readyz");
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("stale") && body.contains("failing"), "{body}");
+    let (_, metrics) = ready("/metrics").expect("metrics");
+    assert!(metrics.contains("vmdr_view_stale 1"), "{metrics}");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("vmdr_step_failing{") && l.ends_with(" 1")),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn status_columns_never_run_together_and_say_why_nothing_is_done() {
+    let d = start("columns");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (code, out, err) = drctl(&["status"], &d.addr);
+        assert_eq!(code, 0, "{err}");
+        if out.contains("user-off") && out.contains("(user_stopped)") {
+            // Every cell of a row is apart from the next by two spaces at
+            // least, whatever its length: the header's columns line up.
+            let vm_header = out
+                .lines()
+                .find(|l| l.starts_with("VM "))
+                .expect("VM header");
+            let decision_at = vm_header.find("DECISION").expect("DECISION column");
+            for row in out.lines().skip_while(|l| !l.starts_with("VM ")).skip(1) {
+                if row.is_empty() {
+                    break;
+                }
+                assert!(
+                    row.len() > decision_at && row[..decision_at].ends_with("  "),
+                    "{row:?} in {out}"
+                );
+            }
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no user-stopped VM said so: {out}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }

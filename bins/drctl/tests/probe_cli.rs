@@ -128,6 +128,46 @@ fn tcp_mode_needs_no_privilege() {
 }
 
 #[test]
+fn a_refused_port_is_a_live_host_but_not_an_open_port() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+        .to_string();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let open = listener.local_addr().expect("addr").port().to_string();
+    let probe = |mode: &str, port: &str| {
+        drctl(&[
+            "probe",
+            mode,
+            port,
+            "--count",
+            "1",
+            "--timeout",
+            "300",
+            "127.0.0.1",
+        ])
+    };
+    // --tcp checks the host: nothing listening, yet it answered (a reset).
+    let (code, out, err) = probe("--tcp", &closed);
+    assert_eq!(code, 0, "{out} {err}");
+    assert!(out.contains(": up"), "{out}");
+    // --tcp-open checks the service: a listener is needed.
+    let (code, out, _) = probe("--tcp-open", &closed);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains(": DOWN"), "{out}");
+    let (code, out, err) = probe("--tcp-open", &open);
+    assert_eq!(code, 0, "{out} {err}");
+    assert!(out.contains(": up"), "{out}");
+    // The help says which is which.
+    let (_, help, _) = drctl(&["probe", "--help"]);
+    assert!(
+        help.contains("refuses") && help.contains("--tcp-open"),
+        "{help}"
+    );
+}
+
+#[test]
 fn bad_input_exits_2() {
     for args in [
         vec!["probe", "not a host!"],

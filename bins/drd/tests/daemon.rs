@@ -202,6 +202,14 @@ fn pause_needs_the_token_and_keeps_automation_off_a_vm() {
     assert_eq!(daemon.post("/api/v1/vms/nope/pause", Some(TOKEN)).0, 404);
     let (code, body) = daemon.post("/api/v1/vms/db-1/pause", Some(TOKEN));
     assert_eq!(code, 200, "{body}");
+    // Shown at once (before, from the next tick on).
+    let paused_now = daemon
+        .json("/api/v1/vms")
+        .as_array()
+        .expect("vms")
+        .iter()
+        .any(|v| v["name"] == "db-1" && v["paused"] == true);
+    assert!(paused_now, "status right after the pause");
     // db-1 crashes at 1.5 s; paused, it is left alone.
     daemon.wait_for(LIMIT, "db-1 seen down", |d| {
         d.json("/api/v1/vms")

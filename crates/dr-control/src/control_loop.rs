@@ -78,6 +78,7 @@ pub struct ControlLoop<H: ?Sized, P: ?Sized, C: ?Sized> {
     journal: Option<Arc<dyn RecoveryJournal>>,
     paused: BTreeSet<String>,
     last_probes: Vec<dr_core::ports::ProbeResult>,
+    health: crate::health::ViewHealth,
 }
 
 impl<H, P, C> ControlLoop<H, P, C>
@@ -115,6 +116,7 @@ where
             journal: None,
             paused: BTreeSet::new(),
             last_probes: Vec::new(),
+            health: crate::health::ViewHealth::default(),
         })
     }
 
@@ -287,7 +289,7 @@ where
         let results = match self.prober.probe(&targets, self.cfg.probe_timeout).await {
             Ok(r) if r.len() == targets.len() => r,
             Ok(r) => {
-                self.error_msg(
+                self.step_failed(
                     "probe",
                     format!(
                         "prober returned {} results for {} targets",
@@ -298,7 +300,7 @@ where
                 return;
             }
             Err(e) => {
-                self.error("probe", &e);
+                self.step_failed("probe", e.to_string());
                 return;
             }
         };
@@ -317,14 +319,14 @@ where
             Err(e) => {
                 // Deciding on a stale view of the hypervisor is how split
                 // brains start: skip this tick.
-                self.error("inventory", &e);
+                self.step_failed("inventory", e.to_string());
                 return;
             }
         };
         let events = match self.hv.power_events(since).await {
             Ok(events) => events,
             Err(e) => {
-                self.error("power_events", &e);
+                self.step_failed("power_events", e.to_string());
                 return;
             }
         };
@@ -363,6 +365,20 @@ where
         }
         self.apply_power_events(&events, since);
         self.decide_and_act(now);
+        self.health.fresh(now);
+    }
+
+    /// How fresh the view is: when a tick last read everything and
+    /// decided, and the step failing now.
+    pub fn health(&self) -> &crate::health::ViewHealth {
+        &self.health
+    }
+
+    /// A step of the tick failed: the tick stops there, and the view is
+    /// older by one more tick.
+    fn step_failed(&mut self, step: &'static str, error: String) {
+        self.health.failed(step, error.clone(), self.clock.now());
+        self.error_msg(step, error);
     }
 
     fn sync(&mut self, inv: &dr_core::model::Inventory, now: Timestamp) {
@@ -370,13 +386,7 @@ where
         self.synced = true;
         self.next_inventory = now.saturating_add(self.cfg.inventory_interval);
         if !diff.is_empty() {
-            tracing::info!(
-                added_vms = diff.added_vms.len(),
-                removed_vms = diff.removed_vms.len(),
-                added_hosts = diff.added_hosts.len(),
-                removed_hosts = diff.removed_hosts.len(),
-                "inventory changed"
-            );
+            // Logged as an event by the sink (`events::log`).
             self.sink.emit(
                 now,
                 ControlEvent::Inventory {
@@ -587,7 +597,7 @@ where
     }
 
     fn error_msg(&self, context: &'static str, error: String) {
-        tracing::warn!(context, %error, "control loop step failed");
+        // Logged as an event by the sink (`events::log`).
         self.sink
             .emit(self.clock.now(), ControlEvent::Error { context, error });
     }

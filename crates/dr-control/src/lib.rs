@@ -32,6 +32,7 @@ pub mod clock;
 mod control_loop;
 pub mod events;
 pub mod executor;
+pub mod health;
 pub mod journal;
 pub mod registry;
 
@@ -39,4 +40,5 @@ pub use clock::TokioClock;
 pub use control_loop::{ControlConfig, ControlLoop};
 pub use events::{ControlEvent, EventSink, Subject};
 pub use executor::Action;
+pub use health::{StepFailure, ViewHealth};
 pub use journal::RecoveryJournal;

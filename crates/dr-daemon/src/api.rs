@@ -91,10 +91,9 @@ fn error(code: StatusCode, message: impl Into<String>) -> Response {
 }
 
 async fn readyz(State(s): State<ApiState>) -> Response {
-    if s.shared.ready() {
-        "ready\n".into_response()
-    } else {
-        error(StatusCode::SERVICE_UNAVAILABLE, "no tick completed yet")
+    match s.shared.readiness() {
+        Ok(()) => "ready\n".into_response(),
+        Err(why) => error(StatusCode::SERVICE_UNAVAILABLE, &why),
     }
 }
 

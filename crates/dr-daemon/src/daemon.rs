@@ -223,6 +223,9 @@ pub async fn run(
                     let known = control.registry().vm_idx(&vm).is_some();
                     let answer = if known {
                         control.set_paused(&vm, paused);
+                        // Shown at once, not from the next tick on: an
+                        // operator checks right after pausing.
+                        shared.set_paused(&vm, paused);
                         tracing::info!(%vm, paused, "automation {} by an operator", if paused { "paused" } else { "resumed" });
                         Ok(())
                     } else {
@@ -303,12 +306,20 @@ pub async fn run(
                 }
                 ticks += 1;
                 let now = clock.now();
+                // Stale past three intervals: a tick or two may fail on a
+                // blip without the daemon calling itself unready.
+                let view = crate::state::ViewStatus::new(
+                    control.health(),
+                    now,
+                    control.config().probe_interval * 3,
+                );
                 shared.publish(Status::from_registry(
                     control.registry(),
                     control.paused(),
                     ticks,
                     now,
                     control.in_flight(),
+                    view,
                 ));
                 next = next.saturating_add(control.config().probe_interval).max(now);
             }

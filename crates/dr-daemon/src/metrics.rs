@@ -65,6 +65,8 @@ impl Histogram {
 #[derive(Debug, Default)]
 struct Inner {
     ticks: u64,
+    /// The view's age (ms), whether it is stale, the step failing.
+    view: (Option<u64>, bool, Option<&'static str>),
     hosts: usize,
     vms: usize,
     vms_unreachable: usize,
@@ -155,11 +157,20 @@ impl Metrics {
         let mut m = self.inner();
         m.now = Timestamp(s.at_ms);
         m.ticks = s.ticks;
+        m.view = (
+            s.view.age_ms,
+            s.view.stale,
+            s.view.failing.as_ref().map(|f| f.step),
+        );
         m.hosts = s.hosts.len();
         m.vms = s.vms.len();
         m.vms_unreachable = s.vms.iter().filter(|v| v.reachable == Some(false)).count();
         m.vms_paused = s.vms.iter().filter(|v| v.paused).count();
         m.in_flight = s.in_flight;
+    }
+
+    pub(crate) fn set_paused_count(&self, n: usize) {
+        self.inner().vms_paused = n;
     }
 
     pub(crate) fn observe_event(&self, at: Timestamp, e: &ControlEvent) {
@@ -245,6 +256,32 @@ impl Metrics {
             m.hosts.to_string(),
         );
         gauge(&mut out, "vmdr_vms", "VMs monitored.", m.vms.to_string());
+        let (age, stale, failing) = m.view;
+        if let Some(age) = age {
+            gauge(
+                &mut out,
+                "vmdr_view_age_seconds",
+                "How old the hosts' and VMs' picture is: since a tick last read the prober and the hypervisor.",
+                (age as f64 / 1000.0).to_string(),
+            );
+        }
+        gauge(
+            &mut out,
+            "vmdr_view_stale",
+            "1 when that picture is too old to trust (the backend or the prober failing).",
+            u8::from(stale).to_string(),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP vmdr_step_failing 1 for the tick step failing now.\n# TYPE vmdr_step_failing gauge"
+        );
+        for step in ["probe", "inventory", "power_events"] {
+            let _ = writeln!(
+                out,
+                "vmdr_step_failing{{step=\"{step}\"}} {}",
+                u8::from(failing == Some(step))
+            );
+        }
         gauge(
             &mut out,
             "vmdr_vms_unreachable",

@@ -61,6 +61,51 @@ pub struct VmStatus {
     pub replica: bool,
 }
 
+/// How fresh the hosts' and VMs' picture is.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ViewStatus {
+    /// When a tick last read the probes and the hypervisor, ms on the
+    /// daemon's clock; `None` before the first.
+    pub fresh_at_ms: Option<u64>,
+    /// How old that was when this status was published.
+    pub age_ms: Option<u64>,
+    /// Too old to trust (more than three probe intervals): what the hosts
+    /// and VMs show is how they were then, not now.
+    pub stale: bool,
+    /// The step the latest tick failed at (the backend: "inventory",
+    /// "power_events"; the prober: "probe"), its error, since when.
+    pub failing: Option<Failing>,
+}
+
+/// A failing step, as the API shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct Failing {
+    /// The step.
+    pub step: &'static str,
+    /// Its last error.
+    pub error: String,
+    /// Failing since, ms on the daemon's clock.
+    pub since_ms: u64,
+}
+
+impl ViewStatus {
+    /// From the loop's view health at `now`; stale past `limit`.
+    pub fn new(h: &dr_control::ViewHealth, now: Timestamp, limit: std::time::Duration) -> Self {
+        ViewStatus {
+            fresh_at_ms: h.fresh_at.map(|t| t.0),
+            age_ms: h
+                .age(now)
+                .map(|a| a.as_millis().try_into().unwrap_or(u64::MAX)),
+            stale: h.stale(now, limit),
+            failing: h.failing.as_ref().map(|f| Failing {
+                step: f.step,
+                error: f.error.clone(),
+                since_ms: f.since.0,
+            }),
+        }
+    }
+}
+
 /// The whole picture after one tick.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Status {
@@ -68,6 +113,8 @@ pub struct Status {
     pub ticks: u64,
     /// When the last one ended, ms on the daemon's clock.
     pub at_ms: u64,
+    /// How fresh what follows is.
+    pub view: ViewStatus,
     /// Recoveries running.
     pub in_flight: u32,
     /// Hosts.
@@ -84,6 +131,7 @@ impl Status {
         ticks: u64,
         at: Timestamp,
         in_flight: u32,
+        view: ViewStatus,
     ) -> Status {
         let hosts = reg
             .host_entries
@@ -120,6 +168,7 @@ impl Status {
         Status {
             ticks,
             at_ms: at.0,
+            view,
             in_flight,
             hosts,
             vms,
@@ -174,6 +223,18 @@ impl Shared {
         self.ready.store(true, Ordering::Release);
     }
 
+    /// Marks `vm` paused (or not) in the published status, before the next
+    /// tick publishes it anew.
+    pub fn set_paused(&self, vm: &str, paused: bool) {
+        let mut st = self.status.write().unwrap_or_else(PoisonError::into_inner);
+        for v in st.vms.iter_mut().filter(|v| v.name == vm) {
+            v.paused = paused;
+        }
+        let count = st.vms.iter().filter(|v| v.paused).count();
+        drop(st);
+        self.metrics.set_paused_count(count);
+    }
+
     /// The status after the last tick.
     pub fn status(&self) -> Status {
         self.status
@@ -185,6 +246,25 @@ impl Shared {
     /// Whether a tick has completed.
     pub fn ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
+    }
+
+    /// Ready to be relied on: a tick completed and the view is not stale.
+    /// `Err` says why not.
+    pub fn readiness(&self) -> Result<(), String> {
+        if !self.ready() {
+            return Err("no tick completed yet".into());
+        }
+        let st = self.status.read().unwrap_or_else(PoisonError::into_inner);
+        if !st.view.stale {
+            return Ok(());
+        }
+        let age = st.view.age_ms.map_or("never read".to_owned(), |a| {
+            format!("{:.1} s old", a as f64 / 1000.0)
+        });
+        Err(match &st.view.failing {
+            Some(f) => format!("the view is stale ({age}): {} failing: {}", f.step, f.error),
+            None => format!("the view is stale ({age})"),
+        })
     }
 
     /// Events after id `since`, at most `limit`, oldest first.

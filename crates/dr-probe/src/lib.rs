@@ -158,7 +158,7 @@ impl Prober for NetProber {
                     v6.0.push(i);
                     v6.1.push(ip);
                 }
-                (ProbeKind::Tcp(port), _) => {
+                (ProbeKind::Tcp(port), _) | (ProbeKind::TcpOpen(port), _) => {
                     if port == 0 {
                         return Err(ProbeError::InvalidTarget {
                             target: t.addr,
@@ -166,7 +166,8 @@ impl Prober for NetProber {
                         });
                     }
                     tcp.0.push(i);
-                    tcp.1.push(SocketAddr::new(ip, port));
+                    let need_listener = matches!(t.kind, ProbeKind::TcpOpen(_));
+                    tcp.1.push((SocketAddr::new(ip, port), need_listener));
                 }
             }
         }

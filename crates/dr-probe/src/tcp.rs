@@ -3,7 +3,8 @@
 //! A target is up when it answers the connection attempt at all: accepted,
 //! or refused with a reset (the host is alive; only the port is closed). It is
 //! down when nothing answers within the timeout, or the network says it is
-//! unreachable.
+//! unreachable. An open-port probe (`need_listener`) also counts a refusal
+//! as down: it checks a service, not the host.
 
 use std::io::ErrorKind;
 use std::net::SocketAddr;
@@ -13,15 +14,16 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 /// Probes each address concurrently (at most `concurrency` connections at
-/// once); the round-trip time of those that answered.
+/// once); the round-trip time of those that answered. The `bool` beside an
+/// address: only an accepted connection counts.
 pub async fn probe(
-    addrs: &[SocketAddr],
+    addrs: &[(SocketAddr, bool)],
     timeout: Duration,
     concurrency: usize,
 ) -> Vec<Option<Duration>> {
     let limit = Arc::new(Semaphore::new(concurrency.max(1)));
     let mut tasks = tokio::task::JoinSet::new();
-    for (i, &addr) in addrs.iter().enumerate() {
+    for (i, &(addr, need_listener)) in addrs.iter().enumerate() {
         let limit = limit.clone();
         tasks.spawn(async move {
             // Closed only if the semaphore is closed, which it never is.
@@ -30,7 +32,7 @@ pub async fn probe(
             let answered =
                 match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
                     Ok(Ok(_stream)) => true,
-                    Ok(Err(e)) => e.kind() == ErrorKind::ConnectionRefused,
+                    Ok(Err(e)) => !need_listener && e.kind() == ErrorKind::ConnectionRefused,
                     Err(_) => false,
                 };
             (i, answered.then(|| start.elapsed()))

@@ -154,6 +154,14 @@ async fn tcp_probes_see_listeners_and_closed_ports_as_up_and_silence_as_down() {
             kind: ProbeKind::Tcp(22),
         },
         ProbeTarget::icmp(host.v4),
+        ProbeTarget {
+            addr: lo,
+            kind: ProbeKind::TcpOpen(open),
+        },
+        ProbeTarget {
+            addr: lo,
+            kind: ProbeKind::TcpOpen(closed),
+        },
     ];
     let p = NetProber::new(ProbeConfig::default());
     let r = p
@@ -167,6 +175,11 @@ async fn tcp_probes_see_listeners_and_closed_ports_as_up_and_silence_as_down() {
     );
     assert!(!r[2].reachable, "nobody there");
     assert!(r[3].reachable, "mixed batch keeps its order");
+    assert!(r[4].reachable, "an open-port check of a listener");
+    assert!(
+        !r[5].reachable,
+        "an open-port check of a closed port is down"
+    );
     drop(listener);
 }
 

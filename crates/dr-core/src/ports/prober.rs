@@ -10,8 +10,12 @@ pub enum ProbeKind {
     /// ICMP echo.
     #[default]
     Icmp,
-    /// A TCP connect to this port (for targets that drop ICMP).
+    /// A TCP connect to this port (for targets that drop ICMP): accepted
+    /// or refused, the host answered, so it is up.
     Tcp(u16),
+    /// A TCP connect to this port that must be accepted: a listener there
+    /// (a service check; refused counts as down).
+    TcpOpen(u16),
 }
 
 /// One address to probe.
