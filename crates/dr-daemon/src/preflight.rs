@@ -70,16 +70,15 @@ fn replication(r: &crate::replication::ReplicationConfig) -> Result<(), String> 
             std::fs::metadata(disk)
                 .map_err(|e| format!("replication.vm {:?}: disk {}: {e}", p.vm, disk.display()))?;
         }
+        // The restore images' directories are made when a failover writes
+        // them; a path that exists must not be a directory.
         if let Some((_, images)) = &p.restore {
-            for image in images {
-                let dir = image.parent().filter(|d| !d.as_os_str().is_empty());
-                if dir.is_some_and(|d| !d.is_dir()) {
-                    return Err(format!(
-                        "replication.vm {:?}: restore_disks {}: its directory does not exist",
-                        p.vm,
-                        image.display()
-                    ));
-                }
+            if let Some(image) = images.iter().find(|i| i.is_dir()) {
+                return Err(format!(
+                    "replication.vm {:?}: restore_disks {}: is a directory, not an image",
+                    p.vm,
+                    image.display()
+                ));
             }
         }
     }
