@@ -4,7 +4,14 @@
 //! setting) on the same targets. Prints wall time, targets per second, CPU
 //! seconds and targets wrongly reported down for each.
 //!
-//! Needs root, iproute2 and fping. Run:
+//! Then the whole commands, as an operator runs them, in the same run:
+//! `drctl probe --count 1 --timeout 500 --file F` (and `--json`) against
+//! `fping -q -i 0 -r 0 -t 500 -f F`, on the same targets and with three
+//! silent ones added (addresses the namespace drops). Process wall time
+//! from spawn to exit, median of seven runs.
+//!
+//! Needs root, iproute2, fping and a release drctl beside this binary
+//! (`cargo build --release -p drctl`). Run:
 //! `cargo run --release -p dr-benches --bin probe-sweep [N...]`
 //! (default: 1000 10000). Sends only to the namespace it creates.
 
@@ -16,6 +23,8 @@ use std::time::{Duration, Instant};
 
 const NS: &str = "vmdr-sweep";
 const RANGE: &str = "198.19.0.0/16";
+/// Routed into the namespace, which drops it: targets that never answer.
+const SILENT: &str = "198.20.0.0/24";
 
 fn sh(args: &[&str]) -> Result<(), String> {
     let out = Command::new(args[0])
@@ -34,6 +43,7 @@ fn sh(args: &[&str]) -> Result<(), String> {
 
 fn teardown() {
     let _ = Command::new("ip").args(["route", "del", RANGE]).output();
+    let _ = Command::new("ip").args(["route", "del", SILENT]).output();
     let _ = Command::new("ip").args(["netns", "del", NS]).output();
     let _ = Command::new("ip")
         .args(["link", "del", "vmdr-sw0"])
@@ -62,7 +72,79 @@ fn setup() -> Result<(), String> {
     sh(&["ip", "-n", NS, "link", "set", "vmdr-sw1", "up"])?;
     sh(&["ip", "-n", NS, "link", "set", "lo", "up"])?;
     sh(&["ip", "-n", NS, "route", "add", "local", RANGE, "dev", "lo"])?;
-    sh(&["ip", "route", "add", RANGE, "via", "198.18.255.2"])
+    sh(&["ip", "-n", NS, "route", "add", "blackhole", SILENT])?;
+    sh(&["ip", "route", "add", RANGE, "via", "198.18.255.2"])?;
+    sh(&["ip", "route", "add", SILENT, "via", "198.18.255.2"])
+}
+
+/// One whole command over a target file: its wall time, spawn to exit.
+fn command(
+    tool: &'static str,
+    program: &std::path::Path,
+    args: &[&str],
+) -> (&'static str, Duration) {
+    let start = Instant::now();
+    let out = Command::new(program)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap_or_else(|e| panic!("{}: {e}", program.display()));
+    // Exit 1 is "some target down" for both.
+    assert!(out.code().is_some_and(|c| c <= 1), "{tool}: {out:?}");
+    (tool, start.elapsed())
+}
+
+/// `drctl probe` against `fping` as whole processes, on `n` answering
+/// targets plus `silent` that never answer.
+fn commands(
+    n: usize,
+    silent: usize,
+    drctl: &std::path::Path,
+    dir: &std::path::Path,
+) -> Vec<(String, Duration)> {
+    let mut list: String = targets(n).iter().map(|a| format!("{a}\n")).collect();
+    for i in 0..silent {
+        list.push_str(&format!("198.20.0.{}\n", i + 1));
+    }
+    let file = dir.join(format!("targets-{n}-{silent}"));
+    std::fs::write(&file, list).expect("target file");
+    let f = file.to_str().expect("utf-8");
+    let fping = std::path::Path::new("fping");
+    let mut out = Vec::new();
+    // Seven runs each, alternating: a process's wall time is noisy.
+    for _ in 0..7 {
+        for (tool, program, args) in [
+            (
+                "drctl probe",
+                drctl,
+                vec!["probe", "--count", "1", "--timeout", "500", "--file", f],
+            ),
+            (
+                "drctl probe --json",
+                drctl,
+                vec![
+                    "probe",
+                    "--count",
+                    "1",
+                    "--timeout",
+                    "500",
+                    "--json",
+                    "--file",
+                    f,
+                ],
+            ),
+            (
+                "fping -q -i 0",
+                fping,
+                vec!["-q", "-i", "0", "-r", "0", "-t", "500", "-f", f],
+            ),
+        ] {
+            let (tool, wall) = command(tool, program, &args);
+            out.push((format!("{tool} ({n} + {silent} silent)"), wall));
+        }
+    }
+    out
 }
 
 fn targets(n: usize) -> Vec<IpAddr> {
@@ -176,6 +258,24 @@ fn main() {
             rows.push(fping(&addrs, timeout));
         }
     }
+    let drctl = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join("drctl")))
+        .filter(|p| p.exists());
+    let mut whole = Vec::new();
+    match &drctl {
+        Some(drctl) => {
+            let dir = std::env::temp_dir().join(format!("vmdr-probe-sweep-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).expect("dir");
+            for &n in &sizes {
+                for silent in [0, 3] {
+                    whole.extend(commands(n.min(250 * 256), silent, drctl, &dir));
+                }
+            }
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        None => eprintln!("probe-sweep: no release drctl beside this binary (cargo build --release -p drctl): whole commands skipped"),
+    }
     teardown();
     println!(
         "{:<11} {:>7} {:>10} {:>14} {:>9} {:>13}",
@@ -191,5 +291,25 @@ fn main() {
             r.cpu,
             r.down
         );
+    }
+    if !whole.is_empty() {
+        println!("\nwhole commands (spawn to exit; median of seven):");
+        let mut seen = std::collections::BTreeSet::new();
+        for name in whole.iter().map(|(n, _)| n) {
+            if !seen.insert(name) {
+                continue;
+            }
+            let mut walls: Vec<Duration> = whole
+                .iter()
+                .filter(|(n, _)| n == name)
+                .map(|(_, w)| *w)
+                .collect();
+            walls.sort();
+            println!(
+                "{:<48} {:>8.1} ms",
+                name,
+                walls[walls.len() / 2].as_secs_f64() * 1e3
+            );
+        }
     }
 }

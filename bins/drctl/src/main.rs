@@ -232,8 +232,10 @@ fn inventory(args: &inventory::InventoryArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn probe(args: &probe::ProbeArgs) -> anyhow::Result<ExitCode> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread: a sweep is a send loop and a receive loop on one socket,
+    // and handing wake-ups between worker threads cost more than it gave
+    // (1,000 targets: 16 ms with two workers, against fping's 7).
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let all_up = rt.block_on(probe::run(args))?;

@@ -84,6 +84,12 @@ impl NetProber {
         self.counters.snapshot()
     }
 
+    /// Opens the socket of `family` now and says which kind it got (`Err`
+    /// when the family cannot be probed here).
+    pub async fn socket_kind(&self, family: Family) -> Result<socket::SocketKind, ProbeError> {
+        self.icmp.socket_kind(family).await
+    }
+
     /// Opens the sockets now and says which kind each family got (`Err` for
     /// a family that cannot be probed here).
     pub async fn socket_kinds(&self) -> [(Family, Result<socket::SocketKind, ProbeError>); 2] {
@@ -93,48 +99,71 @@ impl NetProber {
         ]
     }
 
-    /// Continuous mode: probes `targets` every `interval` (the first round
-    /// at once) until `rounds` rounds are done or the receiver is dropped.
-    /// Each round starts after a random delay of up to `jitter` and spreads
-    /// its requests over half the interval, so many probers, or many rounds,
-    /// do not send in bursts. Each round's results go to `out`.
+    /// Continuous mode: probes `targets` every `cfg.interval` (the first
+    /// round at once) until `cfg.rounds` rounds are done or the receiver is
+    /// dropped. Each later round starts after a random delay of up to
+    /// `cfg.jitter`, and each round spreads its requests over `cfg.spread`,
+    /// so that many probers, or many rounds, do not send in bursts. Each
+    /// round's results go to `out`; the last one is sent as soon as it is
+    /// complete (every target answered or past its deadline).
     pub async fn rounds(
         &self,
         targets: &[ProbeTarget],
-        interval: Duration,
-        jitter: Duration,
-        timeout: Duration,
-        rounds: Option<u32>,
+        cfg: RoundConfig,
         out: mpsc::Sender<Result<Vec<ProbeResult>, ProbeError>>,
     ) {
-        let spread = NetProber {
+        // Its own engine only for a spread of its own: the sockets this
+        // prober opened (and checked) are reused otherwise.
+        let own = (cfg.spread != self.cfg.icmp.spread).then(|| NetProber {
             icmp: icmp::IcmpEngine::new(
                 IcmpConfig {
-                    spread: interval / 2,
+                    spread: cfg.spread,
                     ..self.cfg.icmp
                 },
                 self.counters.clone(),
             ),
             cfg: self.cfg,
             counters: self.counters.clone(),
-        };
+        });
+        let spread = own.as_ref().unwrap_or(self);
         let mut next = tokio::time::Instant::now();
         let mut seed = u64::from(std::process::id()) ^ 0x9E37_79B9_7F4A_7C15;
         let mut done = 0u32;
-        while rounds.is_none_or(|n| done < n) {
+        while cfg.rounds.is_none_or(|n| done < n) {
             seed ^= seed << 13;
             seed ^= seed >> 7;
             seed ^= seed << 17;
-            let delay = jitter.mul_f64((seed % 1_000) as f64 / 1_000.0);
-            tokio::time::sleep_until(next + delay).await;
-            let r = spread.probe(targets, timeout).await;
+            // The first round goes at once (not even a timer tick, which
+            // rounds up to the next millisecond): a one-off sweep waits for
+            // nothing but its answers.
+            if done > 0 {
+                let delay = cfg.jitter.mul_f64((seed % 1_000) as f64 / 1_000.0);
+                tokio::time::sleep_until(next + delay).await;
+            }
+            let r = spread.probe(targets, cfg.timeout).await;
             if out.send(r).await.is_err() {
                 return;
             }
             done += 1;
-            next += interval;
+            next += cfg.interval;
         }
     }
+}
+
+/// How [`NetProber::rounds`] goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RoundConfig {
+    /// From one round's start to the next's.
+    pub interval: Duration,
+    /// A random delay of up to this before each round but the first.
+    pub jitter: Duration,
+    /// Each round's first requests spread over this long (zero: all at
+    /// once, as `fping -i 0`).
+    pub spread: Duration,
+    /// Each target's timeout.
+    pub timeout: Duration,
+    /// How many rounds (`None`: until the receiver goes).
+    pub rounds: Option<u32>,
 }
 
 #[async_trait]

@@ -359,10 +359,13 @@ async fn continuous_rounds_keep_their_interval_and_spread_their_sends() {
     let interval = Duration::from_millis(200);
     let run = p.rounds(
         &targets,
-        interval,
-        Duration::from_millis(20),
-        Duration::from_millis(150),
-        Some(4),
+        dr_probe::RoundConfig {
+            interval,
+            jitter: Duration::from_millis(20),
+            spread: interval / 2,
+            timeout: Duration::from_millis(150),
+            rounds: Some(4),
+        },
         tx,
     );
     let collect = async {
