@@ -73,6 +73,30 @@ fn a_vcenter_with_a_password_from_the_environment() {
 }
 
 #[test]
+fn a_vcenter_with_a_weak_key_is_refused_saying_why() {
+    if !vcsim::available("a_vcenter_with_a_weak_key_is_refused_saying_why") {
+        return;
+    }
+    // The case: the right thumbprint pinned, the key 1024-bit.
+    let sim = vcsim::Vcsim::start(&["-tls", "-cert-kind", "weak"]);
+    let thumb = sim.sha256.clone().expect("thumbprint");
+    let cfg = temp_config(
+        "weak.toml",
+        &format!("backend = \"vsphere\"\n[vsphere]\nurl = \"{}\"\nuser = \"vmdr\"\npassword_env = \"DRCTL_TEST_VC_PW\"\nthumbprint = \"{thumb}\"\n", sim.url),
+    );
+    let (code, _, err) = drctl(
+        &["inventory", "--config", cfg.to_str().expect("utf-8")],
+        &[("DRCTL_TEST_VC_PW", "s3cret")],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("too weak") && err.contains("replace the vCenter's certificate"),
+        "{err}"
+    );
+    assert!(!err.contains("BadSignature"), "{err}");
+}
+
+#[test]
 fn bad_configurations_exit_2_naming_the_problem() {
     for (text, needle) in [
         ("backend = \"xen\"\n", "expected \"sim\", \"vsphere\" or \"libvirt\""),

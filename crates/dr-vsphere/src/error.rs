@@ -19,6 +19,14 @@ pub enum VsphereError {
         #[source]
         source: reqwest::Error,
     },
+    /// The vCenter's certificate was refused; says why and what to do.
+    #[error("vCenter request {method}: TLS: {problem}")]
+    Tls {
+        /// The SOAP method.
+        method: String,
+        /// What is wrong with the certificate, and what to do.
+        problem: String,
+    },
     /// The answer is not a SOAP response (a proxy's HTML page, an empty or
     /// truncated body, an unexpected status).
     #[error("vCenter answered {method} with something that is not SOAP: {detail}")]
@@ -89,6 +97,21 @@ pub enum VsphereError {
 }
 
 impl VsphereError {
+    /// The error of an HTTP exchange for `method`: [`VsphereError::Tls`],
+    /// said plainly, when the vCenter's certificate was refused.
+    pub fn http(method: &str, source: reqwest::Error) -> VsphereError {
+        match crate::tls::explain(&source) {
+            Some(problem) => VsphereError::Tls {
+                method: method.to_owned(),
+                problem,
+            },
+            None => VsphereError::Http {
+                method: method.to_owned(),
+                source,
+            },
+        }
+    }
+
     /// The fault type, for SOAP faults.
     pub fn fault(&self) -> Option<&str> {
         match self {
@@ -140,6 +163,12 @@ impl From<VsphereError> for HypervisorError {
             },
             VsphereError::Http { .. } => HypervisorError::HostUnreachable {
                 host: "vCenter".into(),
+            },
+            // Not unreachable: it answered, and retrying cannot help until
+            // the certificate or the configuration changes.
+            VsphereError::Tls { problem, .. } => HypervisorError::Failed {
+                op: "vsphere tls",
+                detail: problem.clone(),
             },
             VsphereError::Unsupported { op } => HypervisorError::Unsupported { op },
             VsphereError::InvalidState { name, detail } => HypervisorError::InvalidState {

@@ -104,10 +104,7 @@ impl Soap {
             .header("SOAPAction", "urn:vim25/6.5")
             .body(envelope);
         let req = self.with_session(req);
-        let http_err = |source| VsphereError::Http {
-            method: method.to_owned(),
-            source,
-        };
+        let http_err = |source| VsphereError::http(method, source);
         let mut resp = req.send().await.map_err(http_err)?;
         for v in resp.headers().get_all("set-cookie") {
             if let Some(c) = v.to_str().ok().and_then(session_cookie) {
@@ -214,7 +211,7 @@ impl Soap {
         let resp = req
             .send()
             .await
-            .map_err(|source| VsphereError::Http { method, source })?;
+            .map_err(|source| VsphereError::http(&method, source))?;
         Ok(resp.status())
     }
 }

@@ -40,6 +40,97 @@ pub fn parse_thumbprint(text: &str) -> Result<[u8; 32], VsphereError> {
     Ok(out)
 }
 
+/// The server presented another certificate than the pinned one.
+#[derive(Debug)]
+struct PinMismatch {
+    presented: [u8; 32],
+}
+
+impl std::fmt::Display for PinMismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hex: Vec<String> = self.presented.iter().map(|b| format!("{b:02X}")).collect();
+        write!(
+            f,
+            "the vCenter's certificate is not the pinned one (it presented SHA-256 {}): if \
+             its certificate was replaced on purpose, pin the new thumbprint (vsphere.thumbprint); \
+             otherwise this may not be your vCenter",
+            hex.join(":")
+        )
+    }
+}
+
+impl std::error::Error for PinMismatch {}
+
+/// The TLS failure inside an HTTP error, if it is one.
+fn rustls_error(e: &reqwest::Error) -> Option<&rustls::Error> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(r) = err.downcast_ref::<rustls::Error>() {
+            return Some(r);
+        }
+        // An `io::Error`'s `source` skips the error it wraps (hyper wraps
+        // rustls' in two of them): go into it instead.
+        cur = match err
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+        {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => err.source(),
+        };
+    }
+    None
+}
+
+/// What an operator should read when the vCenter's certificate is refused:
+/// what is wrong with it and what to do, instead of rustls' variant name
+/// (`invalid peer certificate: BadSignature`). `None` when `e` is not a
+/// certificate failure.
+pub fn explain(e: &reqwest::Error) -> Option<String> {
+    use rustls::CertificateError as C;
+    let rustls::Error::InvalidCertificate(c) = rustls_error(e)? else {
+        return None;
+    };
+    Some(match c {
+        // webpki refuses RSA keys under 2048 bits, and the signature made
+        // with one then does not verify.
+        C::BadSignature => {
+            "the server's signature does not verify with its certificate's key: most \
+             often that key is too weak for a current TLS stack (an RSA key under 2048 bits, as in \
+             govmomi's simulator's built-in certificate); replace the vCenter's certificate with \
+             one of a 2048-bit (or larger) RSA key or an ECDSA key"
+                .into()
+        }
+        C::Expired | C::ExpiredContext { .. } => "the vCenter's certificate has expired: renew it \
+             (vCenter: Certificate Management), or check this machine's clock"
+            .into(),
+        C::NotValidYet | C::NotValidYetContext { .. } => "the vCenter's certificate is not valid \
+             yet: check this machine's clock and the vCenter's"
+            .into(),
+        C::NotValidForName | C::NotValidForNameContext { .. } => {
+            let url = e.url().and_then(|u| u.host_str().map(str::to_owned));
+            format!(
+                "the vCenter's certificate is not for the address connected to ({}): use \
+                 a name the certificate holds in vsphere.url, or reissue the certificate for \
+                 this name",
+                url.as_deref().unwrap_or("vsphere.url")
+            )
+        }
+        C::UnknownIssuer => "the vCenter's certificate is signed by a CA this machine does not \
+             trust (a self-signed vCenter): give its CA in vsphere.ca_file (PEM), or pin its \
+             certificate with vsphere.thumbprint"
+            .into(),
+        C::Revoked => "the vCenter's certificate has been revoked: replace it".into(),
+        C::InvalidPurpose | C::InvalidPurposeContext { .. } => "the vCenter's certificate is not \
+             for TLS servers (its extended key usage): reissue it for server authentication"
+            .into(),
+        C::Other(other) => match other.0.downcast_ref::<PinMismatch>() {
+            Some(pin) => pin.to_string(),
+            None => format!("the vCenter's certificate was refused: {other}"),
+        },
+        other => format!("the vCenter's certificate was refused: {other}"),
+    })
+}
+
 /// Accepts exactly the certificate with the pinned thumbprint; signatures
 /// are still verified with the certificate's key.
 #[derive(Debug)]
@@ -61,8 +152,10 @@ impl ServerCertVerifier for Pinned {
         if got == self.sha256 {
             Ok(ServerCertVerified::assertion())
         } else {
-            Err(rustls::Error::General(
-                "server certificate does not match the pinned SHA-256 thumbprint".into(),
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::Other(rustls::OtherError(Arc::new(PinMismatch {
+                    presented: got,
+                }))),
             ))
         }
     }

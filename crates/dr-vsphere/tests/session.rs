@@ -106,7 +106,7 @@ async fn tls_pinning_ca_and_insecure() {
     let e = Session::connect(&config(&sim.url, "DRV_PW_TLS", TlsMode::Verify))
         .await
         .expect_err("self-signed is not trusted by default");
-    assert!(matches!(e, VsphereError::Http { .. }), "{e}");
+    assert!(matches!(e, VsphereError::Tls { .. }), "{e}");
     Session::connect(&config(
         &sim.url,
         "DRV_PW_TLS",
@@ -118,7 +118,7 @@ async fn tls_pinning_ca_and_insecure() {
     let e = Session::connect(&config(&sim.url, "DRV_PW_TLS", TlsMode::Pinned(wrong)))
         .await
         .expect_err("wrong pin");
-    assert!(matches!(e, VsphereError::Http { .. }), "{e}");
+    assert!(matches!(e, VsphereError::Tls { .. }), "{e}");
     Session::connect(&config(&sim.url, "DRV_PW_TLS", TlsMode::CaFile(ca.clone())))
         .await
         .expect("CA file");
@@ -139,6 +139,88 @@ async fn tls_pinning_ca_and_insecure() {
     .await
     .expect_err("bad pin");
     assert!(matches!(e, VsphereError::Config(_)), "{e}");
+}
+
+/// Connects with `tls` to a simulator serving a certificate of `kind`: the
+/// error's text.
+async fn refused(kind: &str, tls: impl FnOnce(&Vcsim, &std::path::Path) -> TlsMode) -> String {
+    let dir = std::env::temp_dir().join(format!("drv-cert-{kind}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let ca = dir.join("ca.pem");
+    let sim = Vcsim::start(&[
+        "-tls",
+        "-cert-kind",
+        kind,
+        "-cert-out",
+        ca.to_str().expect("utf-8"),
+    ]);
+    set_password("DRV_PW_CERTS", "s3cret");
+    let mode = tls(&sim, &ca);
+    let e = Session::connect(&config(&sim.url, "DRV_PW_CERTS", mode))
+        .await
+        .expect_err("refused");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(matches!(e, VsphereError::Tls { .. }), "{kind}: {e:?}");
+    let text = e.to_string();
+    // Never rustls' variant names alone.
+    assert!(
+        !text.contains("BadSignature") && !text.contains("UnknownIssuer"),
+        "{text}"
+    );
+    text
+}
+
+#[tokio::test]
+async fn certificate_failures_say_what_is_wrong_and_what_to_do() {
+    if !available("certificate_failures_say_what_is_wrong_and_what_to_do") {
+        return;
+    }
+    // A 1024-bit key (as the simulator's built-in certificate), pinned
+    // right or trusted through its CA: before, "invalid peer certificate:
+    // BadSignature".
+    let pinned =
+        |s: &Vcsim, _: &std::path::Path| TlsMode::Pinned(s.sha256.clone().expect("sha256"));
+    let ca_file = |_: &Vcsim, ca: &std::path::Path| TlsMode::CaFile(ca.to_owned());
+    for text in [
+        refused("weak", pinned).await,
+        refused("weak", ca_file).await,
+    ] {
+        assert!(
+            text.contains("too weak") && text.contains("2048-bit"),
+            "{text}"
+        );
+    }
+    let text = refused("expired", ca_file).await;
+    assert!(
+        text.contains("has expired") && text.contains("renew"),
+        "{text}"
+    );
+    let text = refused("wrong-name", ca_file).await;
+    assert!(
+        text.contains("not for the address connected to (127.0.0.1)"),
+        "{text}"
+    );
+    let text = refused("good", |_, _| TlsMode::Verify).await;
+    assert!(
+        text.contains("CA this machine does not trust")
+            && text.contains("vsphere.ca_file")
+            && text.contains("vsphere.thumbprint"),
+        "{text}"
+    );
+    let mut presented = String::new();
+    let text = refused("good", |s, _| {
+        presented = s.sha256.clone().expect("sha256");
+        let wrong = presented.replace(
+            &presented[..2],
+            if &presented[..2] == "00" { "11" } else { "00" },
+        );
+        TlsMode::Pinned(wrong)
+    })
+    .await;
+    assert!(
+        text.contains("not the pinned one") && text.contains(&presented),
+        "{text}"
+    );
 }
 
 /// A one-shot HTTP server on loopback answering every request with `reply`.

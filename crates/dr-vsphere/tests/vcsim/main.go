@@ -39,6 +39,7 @@ func main() {
 	vms := flag.Int("vms", 4, "VMs per host or cluster resource pool")
 	useTLS := flag.Bool("tls", false, "serve https with a self-signed certificate")
 	certOut := flag.String("cert-out", "", "with -tls: write the certificate (PEM) here")
+	certKind := flag.String("cert-kind", "good", "with -tls: good, weak (1024-bit RSA key), expired, wrong-name")
 	user := flag.String("user", "vmdr", "user name")
 	pass := flag.String("pass", "s3cret", "password")
 	idle := flag.Duration("session-idle", 0, "expire sessions idle this long (0: never)")
@@ -79,7 +80,7 @@ func main() {
 		model.Service.Listen.User = nil
 	}
 	if *useTLS {
-		cert, pemBytes := selfSigned()
+		cert, pemBytes := selfSigned(*certKind)
 		model.Service.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
 		if *certOut != "" {
 			if err := os.WriteFile(*certOut, pemBytes, 0o644); err != nil {
@@ -283,8 +284,10 @@ func setIPs(w http.ResponseWriter, r *http.Request) {
 // selfSigned makes a CA and a 2048-bit RSA server certificate for
 // 127.0.0.1 signed by it (the simulator's built-in test certificate has a
 // 1024-bit key, which modern TLS stacks rightly refuse). Returns the server
-// certificate and the CA's PEM.
-func selfSigned() (tls.Certificate, []byte) {
+// certificate and the CA's PEM. `kind` spoils it on purpose, for the
+// client's error messages: "weak" (a 1024-bit key, as the built-in one),
+// "expired", "wrong-name" (for another host only).
+func selfSigned(kind string) (tls.Certificate, []byte) {
 	caKey, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
 		panic(err)
@@ -302,7 +305,11 @@ func selfSigned() (tls.Certificate, []byte) {
 	if err != nil {
 		panic(err)
 	}
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	bits := 2048
+	if kind == "weak" {
+		bits = 1024
+	}
+	key, err := rsa.GenerateKey(rand.Reader, bits)
 	if err != nil {
 		panic(err)
 	}
@@ -315,6 +322,14 @@ func selfSigned() (tls.Certificate, []byte) {
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
 		DNSNames:     []string{"localhost"},
+	}
+	switch kind {
+	case "expired":
+		tmpl.NotBefore = time.Now().Add(-48 * time.Hour)
+		tmpl.NotAfter = time.Now().Add(-24 * time.Hour)
+	case "wrong-name":
+		tmpl.IPAddresses = nil
+		tmpl.DNSNames = []string{"other-vcenter.vmdr.test"}
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, caTmpl, &key.PublicKey, caKey)
 	if err != nil {
