@@ -352,7 +352,7 @@ where
         if !self.synced || now >= self.next_inventory {
             self.sync(&inv, now);
         }
-        self.registry.refresh(&inv, now, &*self.sink);
+        self.registry.refresh(&inv, &policy, now, &*self.sink);
         // VMs without an address to probe: the hypervisor's fresh view
         // stands in for the probe (on, and the guest not known silent).
         for i in 0..self.registry.vms.len() {
@@ -477,6 +477,11 @@ where
         if !action.is_host_recovery() {
             ledger::recovery_started(&mut reg.vms[i]);
         }
+        if let Action::Restore { vm, target: to, .. }
+        | Action::AddHostThenRestore { vm, spare: to, .. } = &action
+        {
+            reg.arriving(vm, Some(to));
+        }
         self.cluster_in_flight += 1;
         tracing::info!(
             action = action.kind(),
@@ -577,6 +582,7 @@ where
                 ledger::recovery_finished(&self.cfg.policy, now, &mut reg.vms[i], c.ok);
             }
         }
+        reg.arriving(c.action.vm(), None);
     }
 
     /// Applies events read from `since` on; the next read starts just after

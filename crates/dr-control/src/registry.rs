@@ -81,9 +81,25 @@ pub struct Registry {
     remembered: HashMap<String, IpAddr>,
     /// No recovery of these VMs before these times (see [`Registry::hold`]).
     held: HashMap<String, Timestamp>,
+    /// VMs being restored, by name, and the host each is coming up on:
+    /// until one runs there, its memory and CPU are still counted as taken
+    /// on that host (see [`Registry::arriving`]).
+    arriving: HashMap<String, String>,
 }
 
 impl Registry {
+    /// `vm` is being restored onto `host` (`None`: that ended): its
+    /// memory and CPU count as taken there from now on, not only once it
+    /// runs. Before, a restore still under way at the next pass had taken
+    /// nothing, and that pass admitted more onto the same host than it
+    /// could hold.
+    pub fn arriving(&mut self, vm: &str, host: Option<&str>) {
+        match host {
+            Some(h) => self.arriving.insert(vm.to_owned(), h.to_owned()),
+            None => self.arriving.remove(vm),
+        };
+    }
+
     /// Index of a host by name.
     pub fn host_idx(&self, name: &str) -> Option<usize> {
         self.host_index.get(name).copied()
@@ -228,14 +244,32 @@ impl Registry {
 
     /// Applies the hypervisor's current view to the monitored objects:
     /// power, heartbeat, placement, capacity, protection. Reports changes.
-    pub fn refresh(&mut self, inv: &Inventory, now: Timestamp, sink: &dyn EventSink) {
+    ///
+    /// CPU is counted as restores admit it (`policy.cpu_demand`: the
+    /// reservation, or nominal CPU over the overcommit), on the VMs running
+    /// on a host and for each VM alike; memory as configured.
+    pub fn refresh(
+        &mut self,
+        inv: &Inventory,
+        policy: &Policy,
+        now: Timestamp,
+        sink: &dyn EventSink,
+    ) {
         let mut used_mem = vec![0u64; self.hosts.len()];
         let mut used_cpu = vec![0u64; self.hosts.len()];
         for v in &inv.vms {
-            if v.power == PowerState::On {
-                if let Some(h) = self.host_idx(&v.host) {
+            let running = (v.power == PowerState::On).then_some(v.host.as_str());
+            // A VM on its way to a host takes its room there already (once
+            // it runs there, it is counted as running, once).
+            let coming = self
+                .arriving
+                .get(&v.name)
+                .map(String::as_str)
+                .filter(|&t| running != Some(t));
+            for host in [running, coming].into_iter().flatten() {
+                if let Some(h) = self.host_idx(host) {
                     used_mem[h] += v.memory_mb;
-                    used_cpu[h] += u64::from(v.cpu_mhz);
+                    used_cpu[h] += u64::from(policy.cpu_demand(v.cpu_mhz, v.cpu_reservation_mhz));
                 }
             }
         }
@@ -298,7 +332,7 @@ impl Registry {
             }
             ledger::observe_vm_state(f, v.power, v.heartbeat);
             f.memory_mb = u32::try_from(v.memory_mb).unwrap_or(u32::MAX);
-            f.cpu_mhz = v.cpu_mhz;
+            f.cpu_mhz = policy.cpu_demand(v.cpu_mhz, v.cpu_reservation_mhz);
             f.has_snapshot = v.snapshot_count > 0;
             f.shared_disks = v.shared_disks;
             f.has_replica = v.replica_available;

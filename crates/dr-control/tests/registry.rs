@@ -26,6 +26,7 @@ fn vm(name: &str, host: &str, ip: Option<&str>, power: PowerState) -> VmInfo {
         power,
         heartbeat: Heartbeat::Ok,
         cpu_mhz: 1_000,
+        cpu_reservation_mhz: 0,
         memory_mb: 2_048,
         snapshot_count: 1,
         replica_available: false,
@@ -148,6 +149,7 @@ fn shared_disks_are_a_restore_source_not_a_snapshot() {
     reg.sync(&inv);
     reg.refresh(
         &inv,
+        &dr_core::Policy::default(),
         dr_core::Timestamp(0),
         &dr_control::events::TracingSink,
     );
@@ -157,4 +159,88 @@ fn shared_disks_are_a_restore_source_not_a_snapshot() {
         !reg.vms[i].has_snapshot,
         "shared disks counted as a snapshot"
     );
+}
+
+#[test]
+fn cpu_counts_by_reservation_or_nominal_over_the_overcommit() {
+    // 48 VMs of 2 GHz on one host of 40 GHz: nominally 96 GHz, more than
+    // the host; overcommitted 4:1 as restores count it, 24 GHz.
+    let mut reg = Registry::default();
+    let mut vms: Vec<VmInfo> = (0..48)
+        .map(|i| {
+            let mut v = vm(&format!("vm-{i}"), "h1", Some("10.1.0.1"), PowerState::On);
+            v.cpu_mhz = 2_000;
+            v
+        })
+        .collect();
+    // One with a reservation: it costs that, whatever its nominal size.
+    vms[0].cpu_reservation_mhz = 1_500;
+    let mut h1 = host("h1");
+    h1.cpu_mhz = 40_000;
+    let inv = Inventory {
+        hosts: vec![h1],
+        vms,
+    };
+    reg.sync(&inv);
+    let policy = dr_core::Policy::default();
+    assert_eq!(policy.cpu_overcommit, 4);
+    reg.refresh(
+        &inv,
+        &policy,
+        dr_core::Timestamp(0),
+        &dr_control::events::TracingSink,
+    );
+    let cost = |name: &str| reg.vms[reg.vm_idx(name).expect("vm")].cpu_mhz;
+    assert_eq!(cost("vm-0"), 1_500);
+    assert_eq!(cost("vm-1"), 500);
+    let h = reg.host_idx("h1").expect("h1");
+    assert_eq!(reg.hosts[h].free_cpu_mhz, 40_000 - 1_500 - 47 * 500);
+    // No overcommit: nominal CPU is a hard reservation again.
+    let strict = dr_core::Policy {
+        cpu_overcommit: 1,
+        ..dr_core::Policy::default()
+    };
+    reg.refresh(
+        &inv,
+        &strict,
+        dr_core::Timestamp(0),
+        &dr_control::events::TracingSink,
+    );
+    assert_eq!(reg.vms[reg.vm_idx("vm-1").expect("vm")].cpu_mhz, 2_000);
+    assert_eq!(reg.hosts[h].free_cpu_mhz, 0);
+}
+
+#[test]
+fn a_vm_being_restored_takes_its_room_on_its_target_once() {
+    let mut reg = Registry::default();
+    let mut h1 = host("h1");
+    h1.memory_mb = 16_384;
+    let mut h2 = host("h2");
+    h2.memory_mb = 16_384;
+    let lost = vm("lost", "h1", Some("10.1.0.1"), PowerState::Off);
+    let mut inv = Inventory {
+        hosts: vec![h1, h2],
+        vms: vec![lost],
+    };
+    reg.sync(&inv);
+    let policy = dr_core::Policy::default();
+    let free = |reg: &Registry| reg.hosts[reg.host_idx("h2").expect("h2")].free_memory_mb;
+    let sink = dr_control::events::TracingSink;
+    reg.refresh(&inv, &policy, dr_core::Timestamp(0), &sink);
+    assert_eq!(free(&reg), 16_384);
+    // Restore under way: its 2 GiB are taken on h2 before it runs there.
+    reg.arriving("lost", Some("h2"));
+    reg.refresh(&inv, &policy, dr_core::Timestamp(1), &sink);
+    assert_eq!(free(&reg), 16_384 - 2_048);
+    // Running there: counted once, not twice.
+    inv.vms[0].host = "h2".into();
+    inv.vms[0].power = PowerState::On;
+    reg.refresh(&inv, &policy, dr_core::Timestamp(2), &sink);
+    assert_eq!(free(&reg), 16_384 - 2_048);
+    // A restore that ended without it running there gives the room back.
+    inv.vms[0].host = "h1".into();
+    inv.vms[0].power = PowerState::Off;
+    reg.arriving("lost", None);
+    reg.refresh(&inv, &policy, dr_core::Timestamp(3), &sink);
+    assert_eq!(free(&reg), 16_384);
 }

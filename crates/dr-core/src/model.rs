@@ -165,8 +165,14 @@ pub struct VmInfo {
     pub power: PowerState,
     /// Guest heartbeat.
     pub heartbeat: Heartbeat,
-    /// Configured CPU, MHz (its reservation on a restore target).
+    /// Configured CPU, MHz (its virtual CPUs at their nominal speed).
     pub cpu_mhz: u32,
+    /// CPU reserved for it, MHz (vSphere's `cpuAllocation.reservation`); 0:
+    /// none. A restore target must have this much free; without a
+    /// reservation the VM costs its nominal CPU over the policy's
+    /// `cpu_overcommit`, as every hypervisor overcommits CPU.
+    #[serde(default)]
+    pub cpu_reservation_mhz: u32,
     /// Configured memory, MiB (its reservation on a restore target).
     pub memory_mb: u64,
     /// Snapshots of this VM that a revert or a restore may use.

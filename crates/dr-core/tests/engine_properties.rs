@@ -51,6 +51,8 @@ fn policy() -> impl Strategy<Value = Policy> {
                 reset_hung_guests: reset,
                 require_fencing: fence,
                 prefer_replica: prefer,
+                // The engine sees CPU as the registry counted it already.
+                cpu_overcommit: 4,
             },
         )
 }

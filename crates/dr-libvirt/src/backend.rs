@@ -499,6 +499,7 @@ impl Libvirt {
             // libvirt reserves no CPU for a guest (shares are not a
             // reservation): a restore target needs only its memory.
             cpu_mhz: 0,
+            cpu_reservation_mhz: 0,
             memory_mb: x.memory_mb,
             snapshot_count: r.snapshots,
             replica_available: false,
@@ -823,6 +824,7 @@ impl Hypervisor for Libvirt {
                 power: PowerState::Unknown,
                 heartbeat: Heartbeat::Unknown,
                 cpu_mhz: 0,
+                cpu_reservation_mhz: 0,
                 memory_mb: x.memory_mb,
                 snapshot_count: 0,
                 replica_available: false,

@@ -173,6 +173,8 @@ pub fn scenario(seed: u64) -> Scenario {
             ip: IpAddr::V4(Ipv4Addr::new(10, 1, 0, i + 1)),
             host: format!("esx-p{}", 1 + on),
             cpu_mhz: rng.range(1, 4) as u32 * 1000,
+            // No draw for it: every seed's datacenter stays as it was.
+            cpu_reservation_mhz: 0,
             memory_mb,
             snapshot: rng.chance(0.6),
             replica: true,

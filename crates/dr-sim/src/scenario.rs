@@ -133,6 +133,7 @@ struct RawVm {
     ip: Spanned<String>,
     host: Spanned<String>,
     cpu_mhz: Option<u32>,
+    cpu_reservation_mhz: Option<u32>,
     memory_mb: Option<u64>,
     #[serde(default)]
     snapshot: bool,
@@ -395,6 +396,7 @@ impl RawScenario {
                 ip,
                 host: v.host.get_ref().clone(),
                 cpu_mhz: v.cpu_mhz.unwrap_or(2_000),
+                cpu_reservation_mhz: v.cpu_reservation_mhz.unwrap_or(0),
                 memory_mb: v.memory_mb.unwrap_or(4_096),
                 snapshot: v.snapshot,
                 replica: v.replica,

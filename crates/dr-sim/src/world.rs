@@ -60,6 +60,8 @@ pub struct VmSpec {
     pub host: String,
     /// CPU, MHz.
     pub cpu_mhz: u32,
+    /// CPU reserved for it, MHz (0: none).
+    pub cpu_reservation_mhz: u32,
     /// Memory, MiB.
     pub memory_mb: u64,
     /// Starts with a snapshot.
@@ -944,6 +946,7 @@ impl World {
                     },
                     heartbeat,
                     cpu_mhz: vm.spec.cpu_mhz,
+                    cpu_reservation_mhz: vm.spec.cpu_reservation_mhz,
                     memory_mb: vm.spec.memory_mb,
                     snapshot_count: vm.snapshots.len() as u32,
                     replica_available: vm.spec.replica,

@@ -27,6 +27,7 @@ fn world() -> World {
         ip: ip(addr),
         host: host.into(),
         cpu_mhz: 2_000,
+        cpu_reservation_mhz: 0,
         memory_mb: 4_096,
         snapshot: false,
         replica: true,

@@ -25,6 +25,7 @@ fn world() -> Arc<Mutex<World>> {
         ip: "10.1.0.1".parse().expect("ip"),
         host: "h1".into(),
         cpu_mhz: 1_000,
+        cpu_reservation_mhz: 0,
         memory_mb: 1_024,
         snapshot: false,
         replica: false,

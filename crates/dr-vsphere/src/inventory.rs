@@ -35,6 +35,7 @@ const VM_PATHS: &[&str] = &[
     "guestHeartbeatStatus",
     "summary.config.memorySizeMB",
     "summary.config.numCpu",
+    "summary.config.cpuReservation",
     "summary.config.template",
     "summary.quickStats.overallCpuUsage",
     "summary.quickStats.guestMemoryUsage",
@@ -371,6 +372,8 @@ pub fn to_model(objects: &[ObjectContent]) -> Inventory {
             power,
             heartbeat,
             cpu_mhz: u32::try_from(o.num("summary.config.numCpu") * 1000).unwrap_or(u32::MAX),
+            cpu_reservation_mhz: u32::try_from(o.num("summary.config.cpuReservation"))
+                .unwrap_or(u32::MAX),
             memory_mb: o.num("summary.config.memorySizeMB"),
             snapshot_count: o.props.get("snapshot").map_or(0, count_snapshots),
             replica_available: false,

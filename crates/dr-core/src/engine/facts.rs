@@ -31,7 +31,8 @@ pub struct VmFacts {
     pub stable_at: Timestamp,
     /// Configured memory, MiB: what a restore target must have free.
     pub memory_mb: u32,
-    /// Configured CPU, MHz: what a restore target must have free.
+    /// CPU a restore target must have free, MHz: its reservation, or its
+    /// nominal CPU over the policy's overcommit ([`crate::Policy::cpu_demand`]).
     pub cpu_mhz: u32,
     /// The host it is registered on.
     pub host: HostIdx,
@@ -104,7 +105,8 @@ pub struct HostFacts {
     pub unreachable_since: Option<Timestamp>,
     /// Memory not committed to VMs, MiB.
     pub free_memory_mb: u64,
-    /// CPU not committed to VMs, MHz.
+    /// CPU not committed to VMs, MHz, counted as restores count it (each
+    /// running VM's [`crate::Policy::cpu_demand`]).
     pub free_cpu_mhz: u32,
     /// Consecutive failed probes of the host's management address.
     pub probe_failures: u16,

@@ -42,6 +42,12 @@ pub struct Policy {
     /// When a VM has both, restore from its replica (newer data) rather than
     /// from its snapshot (same site, faster).
     pub prefer_replica: bool,
+    /// CPU overcommit for restores: a VM without a CPU reservation costs a
+    /// restore target its nominal CPU divided by this (memory is never
+    /// overcommitted). 1 makes nominal CPU a hard reservation, which left
+    /// VMs down for CPU that every hypervisor would have shared: down is
+    /// worse than slow.
+    pub cpu_overcommit: u16,
 }
 
 impl Default for Policy {
@@ -59,6 +65,7 @@ impl Default for Policy {
             reset_hung_guests: true,
             require_fencing: false,
             prefer_replica: true,
+            cpu_overcommit: 4,
         }
     }
 }
@@ -95,7 +102,16 @@ impl Policy {
         if self.backoff_base > self.backoff_max {
             return bad("backoff_base", "must not exceed backoff_max");
         }
+        if self.cpu_overcommit == 0 {
+            return bad("cpu_overcommit", "must be at least 1 (1: no overcommit)");
+        }
         Ok(())
+    }
+
+    /// What a VM costs a restore target in CPU, MHz: its reservation, or
+    /// its nominal CPU over `cpu_overcommit`, whichever is more.
+    pub fn cpu_demand(&self, nominal_mhz: u32, reservation_mhz: u32) -> u32 {
+        reservation_mhz.max(nominal_mhz.div_ceil(u32::from(self.cpu_overcommit.max(1))))
     }
 
     /// The back-off after `failures` consecutive failures (1 → base).
