@@ -3,8 +3,8 @@
 //! names the rule of `docs/decision-table.md` it checks.
 
 use dr_core::engine::{
-    host_confirmed_down, ledger, ClusterFacts, HostFacts, HostRecovery, OffCause, PlanScratch,
-    VmFacts,
+    host_confirmed_down, ledger, AlertReason, ClusterFacts, HostFacts, HostRecovery, OffCause,
+    PlanScratch, VmFacts,
 };
 use dr_core::model::{Heartbeat, HostLink, PowerState, RestoreSource};
 use dr_core::{Decision, Engine, Policy, Timestamp};
@@ -320,6 +320,30 @@ proptest! {
         for (h, mem) in &reserved_mem {
             prop_assert!(*mem <= c.hosts[*h].free_memory_mb, "host {} over-committed: {} MiB > {}", h, mem, c.hosts[*h].free_memory_mb);
             prop_assert!(reserved_cpu[h] <= u64::from(c.hosts[*h].free_cpu_mhz), "host {} CPU over-committed", h);
+        }
+        // R5: out of capacity only when no host could take it: none with
+        // its room (after this pass's reservations, which only grow), a
+        // source it can use, and not held back by a limit (a limit is a
+        // wait, not a missing host).
+        for (vm, d) in c.vms.iter().zip(&decisions) {
+            if !matches!(d, Decision::Alert { why: AlertReason::NoCapacity }) {
+                continue;
+            }
+            let home = c.hosts[vm.host as usize];
+            for (h, t) in c.hosts.iter().enumerate() {
+                let usable = match t.link {
+                    HostLink::Connected => true,
+                    HostLink::Standby => t.in_flight == 0 && !spare_adds.contains_key(&h),
+                    _ => false,
+                };
+                let source = vm.has_replica || ((vm.has_snapshot || vm.shared_disks) && t.site == home.site);
+                let room = t.free_memory_mb.saturating_sub(reserved_mem.get(&h).copied().unwrap_or(0)) >= u64::from(vm.memory_mb)
+                    && u64::from(t.free_cpu_mhz).saturating_sub(reserved_cpu.get(&h).copied().unwrap_or(0)) >= u64::from(vm.cpu_mhz);
+                prop_assert!(
+                    !(usable && h != vm.host as usize && source && room),
+                    "NoCapacity although host {} could take it: {:?} {:?}", h, vm, t
+                );
+            }
         }
         // V17: one recovery per host, one addition per spare.
         prop_assert!(host_recoveries.values().all(|&n| n == 1), "a host recovered twice in one pass");

@@ -16,6 +16,7 @@
 //! property tests in `tests/engine_properties.rs`.
 
 mod assess;
+pub mod budget;
 mod decision;
 mod facts;
 pub mod ledger;
@@ -23,6 +24,7 @@ mod plan;
 mod policy;
 
 pub use assess::{assess, host_confirmed_down, Need};
+pub use budget::Fate;
 pub use decision::{AlertReason, Decision, Quiet, WaitReason};
 pub use facts::{ClusterFacts, HostFacts, HostIdx, HostRecovery, OffCause, VmFacts};
 pub use plan::{Engine, PlanScratch};

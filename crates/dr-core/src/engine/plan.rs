@@ -175,6 +175,13 @@ impl Pass<'_> {
                 },
             );
         }
+        // The targets skipped as out of budget may have the room: then the
+        // VM waits for them (a pass later), it is not out of capacity.
+        host_limited = host_limited
+            || self.s.targets[..self.s.targets_from].iter().any(|&t| {
+                let h = t as usize;
+                h != from && self.fits(h, vm) && source_for(self.hosts[h].site).is_some()
+            });
         if host_limited {
             return Decision::Wait {
                 why: WaitReason::HostLimit,
