@@ -1,5 +1,7 @@
 //! Decisions per second of the engine over mixed clusters of 1k, 100k and
-//! 1M VMs, one core. Figures and the command: docs/BENCHMARKS.md.
+//! 1M VMs, one core; and the whole failure budget (every host and every
+//! site lost, one at a time) of 10,000 VMs on 200 hosts. Figures and the
+//! command: docs/BENCHMARKS.md.
 // criterion_group! generates an undocumented public function.
 #![allow(missing_docs)]
 
@@ -89,5 +91,50 @@ fn bench_plan(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_plan);
+/// The failure budget: for every host, then every site, what losing it
+/// would cost (`Engine::what_if_lost`), as drd recomputes it when its
+/// inventory changes.
+fn bench_budget(c: &mut Criterion) {
+    let (vms, hosts) = cluster(10_000);
+    let engine = Engine::new(Policy::default()).expect("valid");
+    let mut sites: Vec<u16> = hosts.iter().map(|h| h.site).collect();
+    sites.sort_unstable();
+    sites.dedup();
+    let budget = || {
+        let mut at_risk = 0usize;
+        for h in 0..hosts.len() as u32 {
+            at_risk += engine
+                .what_if_lost(NOW, &vms, &hosts, &[h])
+                .iter()
+                .filter(|(_, f)| f.at_risk())
+                .count();
+        }
+        for &site in &sites {
+            let lost: Vec<u32> = (0..hosts.len() as u32)
+                .filter(|&h| hosts[h as usize].site == site)
+                .collect();
+            at_risk += engine
+                .what_if_lost(NOW, &vms, &hosts, &lost)
+                .iter()
+                .filter(|(_, f)| f.at_risk())
+                .count();
+        }
+        at_risk
+    };
+    println!(
+        "failure budget of {} VMs on {} hosts, {} sites: {} VM-failures at risk",
+        vms.len(),
+        hosts.len(),
+        sites.len(),
+        budget()
+    );
+    let mut group = c.benchmark_group("failure_budget");
+    group
+        .sample_size(20)
+        .measurement_time(Duration::from_secs(8));
+    group.bench_function("10000_vms_200_hosts", |b| b.iter(|| black_box(budget())));
+    group.finish();
+}
+
+criterion_group!(benches, bench_plan, bench_budget);
 criterion_main!(benches);

@@ -350,6 +350,60 @@ pub async fn status(args: &StatusArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Prints the failure budget: a line per host and site.
+pub async fn budget(args: &StatusArgs) -> anyhow::Result<()> {
+    let b = get_json(&args.api.base(), "/api/v1/failure-budget").await?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        writeln!(out, "{b}")?;
+        return Ok(());
+    }
+    if b["computed_at_ms"].is_null() {
+        writeln!(
+            out,
+            "not computed yet (after the daemon's first look at the inventory)"
+        )?;
+        return Ok(());
+    }
+    let mut rows = vec![["IF LOST", "RESTORED", "WORST RTO", "STAY DOWN"]
+        .map(str::to_owned)
+        .to_vec()];
+    for f in b["failures"].as_array().into_iter().flatten() {
+        let down: Vec<String> = f["down"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|d| {
+                let why = d["decision"]["why"]
+                    .as_str()
+                    .or(d["decision"]["decision"].as_str())
+                    .unwrap_or("?");
+                format!("{} ({why})", s(&d["vm"]))
+            })
+            .collect();
+        rows.push(vec![
+            format!("{} {}", s(&f["kind"]), s(&f["name"])),
+            f["restored"].as_array().map_or(0, Vec::len).to_string(),
+            f["worst_rto_ms"]
+                .as_f64()
+                .map_or("-".to_owned(), |ms| format!("{:.1} s", ms / 1000.0)),
+            if down.is_empty() {
+                "none".to_owned()
+            } else {
+                down.join(", ")
+            },
+        ]);
+    }
+    table(&mut out, &rows)?;
+    if b["single_host_at_risk"] == true {
+        writeln!(
+            out,
+            "\nlosing a single host would leave VMs down (see STAY DOWN)"
+        )?;
+    }
+    Ok(())
+}
+
 /// Prints events as JSON lines; with `--follow`, then prints new ones as
 /// the daemon pushes them (its server-sent event stream), catching up
 /// through the event list whenever the stream starts, lags or drops, and

@@ -46,6 +46,9 @@ enum Command {
     Repl(repl::ReplCommand),
     /// The running daemon's hosts and VMs: health, decision, pause.
     Status(daemon_api::StatusArgs),
+    /// The failure budget: for every host and site, what losing it now
+    /// would cost (which VMs come back where and when, which stay down).
+    Budget(daemon_api::StatusArgs),
     /// The running daemon's events, as JSON lines (--follow for new ones).
     Events(daemon_api::EventsArgs),
     /// Stop automation for a VM (it stays monitored).
@@ -167,6 +170,7 @@ fn main() -> ExitCode {
             .map_err(anyhow::Error::from)
             .and_then(|rt| rt.block_on(repl::run(cmd))),
         Command::Status(args) => on_daemon(daemon_api::status(&args)),
+        Command::Budget(args) => on_daemon(daemon_api::budget(&args)),
         Command::Events(args) => on_daemon(daemon_api::events(&args)),
         Command::Pause(args) => on_daemon(daemon_api::pause(&args, true)),
         Command::Resume(args) => on_daemon(daemon_api::pause(&args, false)),

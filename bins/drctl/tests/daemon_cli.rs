@@ -314,3 +314,86 @@ fn status_columns_never_run_together_and_say_why_nothing_is_done() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+#[test]
+fn the_failure_budget_says_what_each_loss_would_cost() {
+    let d = start("budget");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let budget = loop {
+        let (code, out, err) = drctl(&["budget", "--json"], &d.addr);
+        assert_eq!(code, 0, "{err}");
+        let b: serde_json::Value = serde_json::from_str(&out).expect("json");
+        if !b["computed_at_ms"].is_null() {
+            break b;
+        }
+        assert!(Instant::now() < deadline, "never computed: {b}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let failure = |kind: &str, name: &str| {
+        budget["failures"]
+            .as_array()
+            .expect("failures")
+            .iter()
+            .find(|f| f["kind"] == kind && f["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {kind} {name}: {budget}"))
+    };
+    // The primary site lost: only app-1 has a replica, on the DR site; the
+    // others' snapshots are on the lost site's storage.
+    let primary = failure("site", "primary");
+    let restored: Vec<(&str, &str)> = primary["restored"]
+        .as_array()
+        .expect("restored")
+        .iter()
+        .map(|r| {
+            (
+                r["vm"].as_str().expect("vm"),
+                r["target"].as_str().expect("target"),
+            )
+        })
+        .collect();
+    assert_eq!(restored, [("app-1", "dr-1")], "{primary}");
+    let down: Vec<&str> = primary["down"]
+        .as_array()
+        .expect("down")
+        .iter()
+        .map(|v| v["vm"].as_str().expect("vm"))
+        .collect();
+    assert!(
+        down.contains(&"db-1") && down.contains(&"erp-1"),
+        "{primary}"
+    );
+    // The DR host runs nothing: losing it costs nothing.
+    let dr = failure("host", "dr-1");
+    assert!(dr["down"].as_array().is_some_and(Vec::is_empty), "{dr}");
+    // The table, and the metrics.
+    let (code, out, err) = drctl(&["budget"], &d.addr);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("IF LOST") && out.contains("site primary"),
+        "{out}"
+    );
+    assert!(out.contains("db-1 ("), "{out}");
+    let metrics = reqwest_free_get(&d.addr, "/metrics");
+    assert!(
+        metrics.contains("vmdr_budget_vms_at_risk{failure=\"site:primary\"}"),
+        "{metrics}"
+    );
+}
+
+/// GET over plain TCP (the tests carry no HTTP client).
+fn reqwest_free_get(base: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let addr = base.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("request");
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).expect("response");
+    raw.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default()
+}

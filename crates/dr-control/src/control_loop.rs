@@ -152,7 +152,12 @@ where
         &self.cfg
     }
 
-    /// The monitored inventory and its facts.
+    /// The decision engine, with the policy in force.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The monitored hosts and VMs and their facts.
     pub fn registry(&self) -> &Registry {
         &self.registry
     }

@@ -100,6 +100,14 @@ impl Registry {
         };
     }
 
+    /// The name of site number `site`.
+    pub fn site_name(&self, site: u16) -> Option<&str> {
+        self.sites
+            .iter()
+            .find(|(_, &n)| n == site)
+            .map(|(name, _)| name.as_str())
+    }
+
     /// Index of a host by name.
     pub fn host_idx(&self, name: &str) -> Option<usize> {
         self.host_index.get(name).copied()

@@ -79,6 +79,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/events/stream", get(event_stream))
         .route("/api/v1/journal", get(journal))
         .route("/api/v1/replication", get(replication))
+        .route("/api/v1/failure-budget", get(failure_budget))
         .route("/api/v1/vms/{vm}/pause", post(pause))
         .route("/api/v1/vms/{vm}/resume", post(resume))
         .route("/api/v1/vms/{vm}/failover", post(failover))
@@ -97,10 +98,14 @@ async fn readyz(State(s): State<ApiState>) -> Response {
     }
 }
 
+async fn failure_budget(State(s): State<ApiState>) -> Response {
+    Json(s.shared.budget()).into_response()
+}
+
 async fn metrics(State(s): State<ApiState>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        s.shared.metrics.render() + &s.shared.replication.render(),
+        s.shared.metrics.render() + &s.shared.replication.render() + &s.shared.budget().render(),
     )
         .into_response()
 }

@@ -207,6 +207,7 @@ pub async fn run(
     let clock = ports.clock.clone();
     let mut next = clock.now();
     let mut ticks = 0u64;
+    let mut budget_of: Option<u64> = None;
     loop {
         if *shutdown.borrow() {
             break;
@@ -321,6 +322,7 @@ pub async fn run(
                     control.in_flight(),
                     view,
                 ));
+                refresh_budget(&control, &shared, &mut budget_of, now);
                 next = next.saturating_add(control.config().probe_interval).max(now);
             }
         }
@@ -397,6 +399,47 @@ async fn with_replica_receivers(
     Ok(Arc::new(crate::replica_restore::ReplicaRestore::new(
         hv, plans,
     )))
+}
+
+/// Recomputes the failure budget when what it rests on changed since the
+/// last time (`seen`: that picture's fingerprint), off the async threads;
+/// the shared state gets it when it is ready.
+fn refresh_budget<H, P, C>(
+    control: &ControlLoop<H, P, C>,
+    shared: &Arc<Shared>,
+    seen: &mut Option<u64>,
+    now: dr_core::Timestamp,
+) where
+    H: Hypervisor + ?Sized + 'static,
+    P: Prober + ?Sized + 'static,
+    C: Clock + ?Sized + 'static,
+{
+    let fp = crate::budget::fingerprint(control.registry());
+    if *seen == Some(fp) || control.health().failing.is_some() {
+        // Unchanged, or resting on a view that failed to refresh.
+        return;
+    }
+    *seen = Some(fp);
+    let input = crate::budget::Input::of(control.registry());
+    let engine = control.engine().clone();
+    let policy = engine.policy();
+    let durations = crate::budget::Durations {
+        restore_ms: shared.metrics.median_ms("restore"),
+        add_host_ms: shared.metrics.median_ms("add_host_then_restore"),
+        detect: policy.host_down_after
+            + control.config().probe_interval * u32::from(policy.failure_threshold),
+    };
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        let computed = tokio::task::spawn_blocking(move || {
+            crate::budget::compute(&engine, &input, now, durations)
+        })
+        .await;
+        match computed {
+            Ok(b) => shared.set_budget(b),
+            Err(e) => tracing::error!(error = %e, "failure budget computation failed"),
+        }
+    });
 }
 
 /// What an operation an operator asked for (a planned failover, a drill)

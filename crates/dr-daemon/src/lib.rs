@@ -34,6 +34,7 @@
 
 pub mod api;
 pub mod backend;
+pub mod budget;
 pub mod config;
 pub mod daemon;
 pub mod drill;

@@ -65,6 +65,9 @@ impl Histogram {
 #[derive(Debug, Default)]
 struct Inner {
     ticks: u64,
+    /// The last successful recoveries' durations (ms), by action kind, for
+    /// the failure budget's predicted RTOs.
+    durations: BTreeMap<&'static str, std::collections::VecDeque<u64>>,
     /// The view's age (ms), whether it is stale, the step failing.
     view: (Option<u64>, bool, Option<&'static str>),
     hosts: usize,
@@ -93,6 +96,9 @@ struct Inner {
     /// round that took any.
     snapshots: BTreeMap<&'static str, (u64, u64, u64, Option<Timestamp>)>,
 }
+
+/// Successful recoveries kept per kind for their median duration.
+const DURATIONS_KEPT: usize = 64;
 
 /// The daemon's metrics.
 #[derive(Debug, Default)]
@@ -169,6 +175,15 @@ impl Metrics {
         m.in_flight = s.in_flight;
     }
 
+    /// The median duration of the last successful recoveries of `kind`
+    /// ("restore", "add_host_then_restore", …), ms; `None` before one.
+    pub fn median_ms(&self, kind: &str) -> Option<u64> {
+        let m = self.inner();
+        let mut d: Vec<u64> = m.durations.get(kind)?.iter().copied().collect();
+        d.sort_unstable();
+        d.get(d.len() / 2).copied()
+    }
+
     pub(crate) fn set_paused_count(&self, n: usize) {
         self.inner().vms_paused = n;
     }
@@ -222,6 +237,13 @@ impl Metrics {
                     .entry((action.kind().to_owned(), *ok))
                     .or_default() += 1;
                 m.recovery.observe(*duration_ms as f64 / 1000.0);
+                if *ok {
+                    let kept = m.durations.entry(action.kind()).or_default();
+                    if kept.len() == DURATIONS_KEPT {
+                        kept.pop_front();
+                    }
+                    kept.push_back(*duration_ms);
+                }
                 if *ok {
                     let vm = action.vm().to_owned();
                     m.down_at.remove(&vm);

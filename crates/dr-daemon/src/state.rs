@@ -199,6 +199,7 @@ pub struct Shared {
     pub metrics: Metrics,
     /// The replication manager's reports.
     pub replication: std::sync::Arc<crate::replication::ReplicationState>,
+    budget: RwLock<crate::budget::Budget>,
 }
 
 impl Default for Shared {
@@ -211,6 +212,7 @@ impl Default for Shared {
             ready: AtomicBool::new(false),
             metrics: Metrics::default(),
             replication: Default::default(),
+            budget: RwLock::default(),
         }
     }
 }
@@ -233,6 +235,37 @@ impl Shared {
         let count = st.vms.iter().filter(|v| v.paused).count();
         drop(st);
         self.metrics.set_paused_count(count);
+    }
+
+    /// The failure budget last computed.
+    pub fn budget(&self) -> crate::budget::Budget {
+        self.budget
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Publishes a newly computed budget (an older one than what is shown
+    /// is dropped), and says when losing a single host starts or stops
+    /// leaving a VM down.
+    pub fn set_budget(&self, b: crate::budget::Budget) {
+        let mut cur = self.budget.write().unwrap_or_else(PoisonError::into_inner);
+        if cur.computed_at_ms > b.computed_at_ms {
+            return;
+        }
+        if b.single_host_at_risk && !cur.single_host_at_risk {
+            for f in b
+                .failures
+                .iter()
+                .filter(|f| f.kind == "host" && !f.down.is_empty())
+            {
+                let vms: Vec<&str> = f.down.iter().map(|d| d.vm.as_str()).collect();
+                tracing::warn!(host = %f.name, vms = ?vms, "failure budget: losing this host would leave VMs down");
+            }
+        } else if !b.single_host_at_risk && cur.single_host_at_risk {
+            tracing::info!("failure budget: losing any single host leaves no VM down again");
+        }
+        *cur = b;
     }
 
     /// The status after the last tick.

@@ -67,15 +67,14 @@ impl Engine {
         lost: &[HostIdx],
     ) -> Vec<(usize, Fate)> {
         let policy = self.policy();
-        let confirmed_at = Timestamp(
-            now.0
-                .saturating_sub(crate::time::millis(policy.host_down_after)),
-        );
+        // Lost now, confirmed down `host_down_after` later: the waves are
+        // planned from then.
+        let at = now.saturating_add(policy.host_down_after);
         let mut world: Vec<HostFacts> = hosts.to_vec();
         for &h in lost {
             if let Some(f) = world.get_mut(h as usize) {
                 f.link = HostLink::NotResponding;
-                f.unreachable_since = Some(confirmed_at);
+                f.unreachable_since = Some(now);
                 f.probe_failures = policy.failure_threshold;
                 f.recovery = HostRecovery::Failed;
             }
@@ -107,7 +106,7 @@ impl Engine {
             facts.clear();
             facts.extend(pending.iter().map(|(_, f)| *f));
             self.plan_into(
-                now,
+                at,
                 &facts,
                 &world,
                 ClusterFacts { in_flight: 0 },
