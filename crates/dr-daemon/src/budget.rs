@@ -114,6 +114,9 @@ pub struct Durations {
     pub restore_ms: Option<u64>,
     /// Median add-a-spare-then-restore, ms.
     pub add_host_ms: Option<u64>,
+    /// Median host recovery from its snapshot, ms: a lost host that has
+    /// one is tried first, and its VMs move only once that failed.
+    pub recover_host_ms: Option<u64>,
     /// From a host's loss to its VMs' restores being decided: the
     /// confirmation time plus the probes that notice it.
     pub detect: Duration,
@@ -246,8 +249,16 @@ fn cost(
                 ..
             } => {
                 let each = if spare { d.add_host_ms } else { d.restore_ms };
-                let predicted_rto_ms =
-                    each.map(|ms| detect.saturating_add(ms.saturating_mul(u64::from(wave) + 1)));
+                let home = reg.vms.get(i).map(|v| v.host as usize);
+                let host_try = match home.and_then(|h| reg.hosts.get(h)) {
+                    Some(h) if h.has_snapshot => d.recover_host_ms,
+                    _ => Some(0),
+                };
+                let predicted_rto_ms = each.zip(host_try).map(|(ms, first)| {
+                    detect
+                        .saturating_add(first)
+                        .saturating_add(ms.saturating_mul(u64::from(wave) + 1))
+                });
                 out.worst_rto_ms = out.worst_rto_ms.max(predicted_rto_ms);
                 out.restored.push(Restored {
                     vm,

@@ -426,6 +426,7 @@ fn refresh_budget<H, P, C>(
     let durations = crate::budget::Durations {
         restore_ms: shared.metrics.median_ms("restore"),
         add_host_ms: shared.metrics.median_ms("add_host_then_restore"),
+        recover_host_ms: shared.metrics.median_ms("recover_host"),
         detect: policy.host_down_after
             + control.config().probe_interval * u32::from(policy.failure_threshold),
     };
