@@ -64,6 +64,10 @@ pub async fn serve(
                             {
                                 tracing::debug!(%peer, "the shipper closed the connection");
                             }
+                            // Logged where it was refused.
+                            Err(e) if e.is_refusal() => {
+                                tracing::debug!(%peer, error = %e, "replication connection refused");
+                            }
                             Err(e) => tracing::warn!(%peer, error = %e, "replication connection ended"),
                         }
                     });
@@ -148,10 +152,19 @@ const AUTH_REFUSED: &str = "the shipper's hello failed authentication";
 /// Tells the shipper why it is refused, and gives back the reason. Best
 /// effort: the refusal is what the shipper reports; this end fails with the
 /// cause either way.
-async fn refuse(w: &mut OwnedWriteHalf, outbound: &mut Auth, why: String) -> String {
-    let mut text = why.clone().into_bytes();
+async fn refuse(
+    w: &mut OwnedWriteHalf,
+    outbound: &mut Auth,
+    err: NetError,
+    tell: &str,
+) -> NetError {
+    // Logged before the shipper is told: it may give up at once, and a
+    // receiver stopped right then still has the refusal in its log.
+    let peer = w.peer_addr().ok();
+    tracing::warn!(peer = ?peer, error = %err, "replication refused");
+    let mut text = tell.as_bytes().to_vec();
     let _ = wire::send(w, outbound, Kind::Refused, &mut text).await;
-    why
+    err
 }
 
 /// The receiver's side of the handshake: checks the shipper's hello (its
@@ -171,12 +184,12 @@ pub async fn accept(
     let (kind, hello) = match wire::recv(&mut r, &mut inbound).await {
         Ok(frame) => frame,
         Err(WireError::BadMac { .. }) => {
-            refuse(&mut w, &mut outbound, AUTH_REFUSED.into()).await;
-            return Err(NetError::Authentication(
+            let err = NetError::Authentication(
                 "the shipper's hello does not carry this receiver's key: the two ends have \
                  different replication keys (or the hello was tampered with)"
                     .into(),
-            ));
+            );
+            return Err(refuse(&mut w, &mut outbound, err, AUTH_REFUSED).await);
         }
         Err(e) => return Err(e.into()),
     };
@@ -189,8 +202,8 @@ pub async fn accept(
             ),
             _ => format!("expected a hello of version {}", wire::VERSION),
         };
-        let why = refuse(&mut w, &mut outbound, why).await;
-        return Err(WireError::Protocol(why).into());
+        let err = NetError::Refused(why.clone());
+        return Err(refuse(&mut w, &mut outbound, err, &why).await);
     }
     let mut client = [0u8; 16];
     client.copy_from_slice(&hello[2..18]);
@@ -199,7 +212,10 @@ pub async fn accept(
     let id = StreamId(id);
     let acked = match admit(id) {
         Ok(acked) => acked,
-        Err(why) => return Err(NetError::Refused(refuse(&mut w, &mut outbound, why).await)),
+        Err(why) => {
+            let err = NetError::Refused(why.clone());
+            return Err(refuse(&mut w, &mut outbound, err, &why).await);
+        }
     };
     let server = wire::nonce()?;
     let mut welcome = server.to_vec();
