@@ -1,6 +1,8 @@
 //! `drctl status | events | pause | resume` against a daemon running the
 //! test datacenter of `bins/drd` (in this process, through `dr-daemon`).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -243,19 +245,7 @@ fn status_says_the_view_is_stale_when_the_backend_is_gone() {
     wait("a fresh view", &|st| {
         st["view"]["stale"] == false && st["view"]["fresh_at_ms"].is_u64()
     });
-    let ready = |path: &str| -> Option<(u16, String)> {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(&api).ok()?;
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: {api}\r\nConnection: close\r\n\r\n"
-        )
-        .ok()?;
-        let mut raw = String::new();
-        s.read_to_string(&mut raw).ok()?;
-        let code = raw.split(' ').nth(1)?.parse().ok()?;
-        Some((code, raw.split_once("\r\n\r\n")?.1.to_owned()))
-    };
+    let ready = |path: &str| common::http_get(&api, path);
     assert_eq!(ready("/readyz").expect("readyz").0, 200);
     // The backend goes. Before, status went on showing every host
     // connected and every VM on, as current.
@@ -374,26 +364,9 @@ fn the_failure_budget_says_what_each_loss_would_cost() {
         "{out}"
     );
     assert!(out.contains("db-1 ("), "{out}");
-    let metrics = reqwest_free_get(&d.addr, "/metrics");
+    let (_, metrics) = common::http_get(&d.addr, "/metrics").expect("metrics");
     assert!(
         metrics.contains("vmdr_budget_vms_at_risk{failure=\"site:primary\"}"),
         "{metrics}"
     );
-}
-
-/// GET over plain TCP (the tests carry no HTTP client).
-fn reqwest_free_get(base: &str, path: &str) -> String {
-    use std::io::{Read, Write};
-    let addr = base.trim_start_matches("http://");
-    let mut s = std::net::TcpStream::connect(addr).expect("connect");
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .expect("request");
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).expect("response");
-    raw.split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default()
 }

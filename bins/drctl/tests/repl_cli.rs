@@ -75,6 +75,22 @@ fn drctl(args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// `drctl repl restore --dir DIR --checkpoint CP --out OUT [EXTRA…]`.
+fn restore(dir: &str, checkpoint: &str, out: &str, extra: &[&str]) -> (i32, String, String) {
+    let mut args = vec![
+        "repl",
+        "restore",
+        "--dir",
+        dir,
+        "--checkpoint",
+        checkpoint,
+        "--out",
+        out,
+    ];
+    args.extend_from_slice(extra);
+    drctl(&args)
+}
+
 fn pattern(len: usize, salt: u8) -> Vec<u8> {
     (0..len)
         .map(|i| ((i / 4096) as u8).wrapping_mul(31) ^ salt ^ (i as u8))
@@ -137,32 +153,19 @@ fn ship_status_and_restore_two_checkpoints() {
     drop(server);
     for (cp, want) in [(1, &v1), (2, &v2)] {
         let out = d.0.join(format!("restored-{cp}.img"));
-        let (code, _, err) = drctl(&[
-            "repl",
-            "restore",
-            "--dir",
+        let (code, _, err) = restore(
             r.0.to_str().expect("utf-8"),
-            "--checkpoint",
             &cp.to_string(),
-            "--out",
             out.to_str().expect("utf-8"),
-        ]);
+            &[],
+        );
         assert_eq!(code, 0, "{err}");
         assert!(
             std::fs::read(&out).expect("read") == *want,
             "checkpoint {cp} differs"
         );
     }
-    let (code, _, err) = drctl(&[
-        "repl",
-        "restore",
-        "--dir",
-        r.0.to_str().expect("utf-8"),
-        "--checkpoint",
-        "9",
-        "--out",
-        "/dev/null",
-    ]);
+    let (code, _, err) = restore(r.0.to_str().expect("utf-8"), "9", "/dev/null", &[]);
     assert_eq!(code, 2);
     assert!(err.contains("checkpoint 9"), "{err}");
 }
@@ -219,16 +222,12 @@ fn a_receiver_killed_mid_ship_comes_back_whole() {
     );
     drop(server);
     let out = d.0.join("restored.img");
-    let (code, _, err) = drctl(&[
-        "repl",
-        "restore",
-        "--dir",
+    let (code, _, err) = restore(
         r.0.to_str().expect("utf-8"),
-        "--checkpoint",
         "1",
-        "--out",
         out.to_str().expect("utf-8"),
-    ]);
+        &[],
+    );
     assert_eq!(code, 0, "{err}");
     assert!(
         std::fs::read(&out).expect("read") == v1,
@@ -309,16 +308,12 @@ fn newest_image(replica: &Path, out: &Path) -> Option<(u64, Vec<u8>)> {
     assert_eq!(code, 0, "{err}");
     let st: serde_json::Value = serde_json::from_str(&st).expect("json");
     let id = st["newest"].as_u64()?;
-    let (code, _, err) = drctl(&[
-        "repl",
-        "restore",
-        "--dir",
+    let (code, _, err) = restore(
         replica.to_str().expect("utf-8"),
-        "--checkpoint",
         &id.to_string(),
-        "--out",
         out.to_str().expect("utf-8"),
-    ]);
+        &[],
+    );
     assert_eq!(code, 0, "{err}");
     Some((id, std::fs::read(out).expect("read restored")))
 }
@@ -411,16 +406,12 @@ fn restore_refuses_a_replica_a_receiver_has_open() {
     let (d, r) = (Dir::new("disk-u"), Dir::new("replica-u"));
     let _server = serve(&r.0, "127.0.0.1:0");
     let out = d.0.join("restored.img");
-    let (code, _, err) = drctl(&[
-        "repl",
-        "restore",
-        "--dir",
+    let (code, _, err) = restore(
         r.0.to_str().expect("utf-8"),
-        "--checkpoint",
         "1",
-        "--out",
         out.to_str().expect("utf-8"),
-    ]);
+        &[],
+    );
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("in use by another process"), "{err}");
 }
@@ -585,34 +576,14 @@ fn restore_names_the_disks_it_has_and_never_writes_an_empty_image() {
     drop(server);
     let out = d.0.join("r7.img");
     let dir = r.0.to_str().expect("utf-8");
-    let (code, _, err) = drctl(&[
-        "repl",
-        "restore",
-        "--dir",
-        dir,
-        "--checkpoint",
-        "1",
-        "--disk",
-        "7",
-        "--out",
-        out.to_str().expect("utf-8"),
-    ]);
+    let (code, _, err) = restore(dir, "1", out.to_str().expect("utf-8"), &["--disk", "7"]);
     assert_eq!(code, 2, "{err}");
     assert!(
         err.contains("no disk 7") && err.contains("disk 0 only"),
         "{err}"
     );
     assert!(!out.exists(), "no empty image left to pass for the disk");
-    let (code, said, err) = drctl(&[
-        "repl",
-        "restore",
-        "--dir",
-        dir,
-        "--checkpoint",
-        "1",
-        "--out",
-        out.to_str().expect("utf-8"),
-    ]);
+    let (code, said, err) = restore(dir, "1", out.to_str().expect("utf-8"), &[]);
     assert_eq!(code, 0, "{err}");
     assert!(
         said.contains("wrote disk 0 at checkpoint 1") && said.contains("65536 bytes"),
@@ -620,16 +591,12 @@ fn restore_names_the_disks_it_has_and_never_writes_an_empty_image() {
     );
     // A directory that is not there is not created by looking for it.
     let missing = d.0.join("no-such-replica");
-    let (code, _, err) = drctl(&[
-        "repl",
-        "restore",
-        "--dir",
+    let (code, _, err) = restore(
         missing.to_str().expect("utf-8"),
-        "--checkpoint",
         "1",
-        "--out",
         out.to_str().expect("utf-8"),
-    ]);
+        &[],
+    );
     assert_eq!(code, 2);
     assert!(err.contains("no replica at"), "{err}");
     assert!(!missing.exists(), "restore created {}", missing.display());

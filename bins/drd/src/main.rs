@@ -71,9 +71,7 @@ fn main() -> std::process::ExitCode {
         eprintln!("drd: give --config FILE (or check-config FILE)");
         return std::process::ExitCode::from(2);
     };
-    let loaded = dr_daemon::DaemonConfig::load(&config)
-        .and_then(|c| dr_daemon::preflight::check(&c).map(|()| c));
-    let cfg = match loaded {
+    let cfg = match dr_daemon::DaemonConfig::load(&config) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("drd: {e}");
@@ -82,10 +80,19 @@ fn main() -> std::process::ExitCode {
     };
     match run(cfg) {
         Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("drd: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
+        Err(e) => match e.downcast_ref::<dr_daemon::DaemonError>() {
+            // The daemon's own checks before it starts (the files the
+            // configuration names): an invalid configuration, said as
+            // check-config says it.
+            Some(dr_daemon::DaemonError::Config(c)) => {
+                eprintln!("drd: {c}");
+                std::process::ExitCode::from(2)
+            }
+            _ => {
+                eprintln!("drd: {e:#}");
+                std::process::ExitCode::FAILURE
+            }
+        },
     }
 }
 

@@ -139,14 +139,3 @@ pub async fn execute(
         production_untouched,
     })
 }
-
-/// Runs a drill of `vm` (on `to`, or a host [`plan`] picks): [`prepare`],
-/// then [`execute`].
-pub async fn run(
-    hv: &dyn Hypervisor,
-    clock: &dyn Clock,
-    vm: &str,
-    to: Option<&str>,
-) -> Result<DrillReport, DrillError> {
-    execute(hv, clock, prepare(hv, vm, to).await?).await
-}

@@ -118,14 +118,3 @@ pub async fn execute(
             .unwrap_or(u64::MAX),
     })
 }
-
-/// Runs a planned failover of `vm` (to `to`, or a host chosen by [`plan`]):
-/// [`prepare`], then [`execute`].
-pub async fn run(
-    hv: &dyn Hypervisor,
-    clock: &dyn Clock,
-    vm: &str,
-    to: Option<&str>,
-) -> Result<FailoverReport, FailoverError> {
-    execute(hv, clock, prepare(hv, vm, to).await?).await
-}
