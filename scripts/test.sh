@@ -112,3 +112,11 @@ cargo run --locked --release -q -p drd -- check-config examples/sim.toml
 
 say "the paper's scenarios on virtual time"
 cargo run --locked --release -q -p drctl -- simulate examples/seed-scenarios.toml --human | tail -n 1
+
+say "10,000 random seeds (full isolation, agent crashes, storage loss among the faults), two sweeps at once"
+cargo run --locked --release -q -p drctl -- simulate --random --seeds 5000 --first-seed 1 | tail -n 1 &
+first=$!
+cargo run --locked --release -q -p drctl -- simulate --random --seeds 5000 --first-seed 5001 | tail -n 1 &
+second=$!
+wait "$first"
+wait "$second"

@@ -44,7 +44,7 @@ async fn read(path: &Path) -> anyhow::Result<Inventory> {
                 .with_context(|| format!("invalid scenario {}", scenario.display()))?;
             let world = dr_sim::World::new(s.hosts, s.vms, s.seed)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", scenario.display()))?;
-            Ok(world.inventory())
+            Ok(world.inventory(dr_core::Timestamp::ZERO))
         }
         dr_daemon::config::Backend::SimServer { url } => {
             use dr_core::ports::Hypervisor;

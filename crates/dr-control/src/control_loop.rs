@@ -77,6 +77,8 @@ pub struct ControlLoop<H: ?Sized, P: ?Sized, C: ?Sized> {
     synced: bool,
     journal: Option<Arc<dyn RecoveryJournal>>,
     paused: BTreeSet<String>,
+    /// Sites the policy names that no host is on, already warned of.
+    unknown_sites: BTreeSet<String>,
     last_probes: Vec<dr_core::ports::ProbeResult>,
     health: crate::health::ViewHealth,
 }
@@ -115,6 +117,7 @@ where
             synced: false,
             journal: None,
             paused: BTreeSet::new(),
+            unknown_sites: BTreeSet::new(),
             last_probes: Vec::new(),
             health: crate::health::ViewHealth::default(),
         })
@@ -369,6 +372,7 @@ where
             }
         }
         self.apply_power_events(&events, since);
+        self.registry.observe_evidence(&policy, now, &*self.sink);
         self.decide_and_act(now);
         self.health.fresh(now);
     }
@@ -389,6 +393,15 @@ where
     fn sync(&mut self, inv: &dr_core::model::Inventory, now: Timestamp) {
         let diff = self.registry.sync(inv);
         self.synced = true;
+        // A misspelt site in the policy silently trusts nothing: say so,
+        // once.
+        for site in self.engine.policy().sites.keys() {
+            if self.registry.has_site(site) || self.unknown_sites.contains(site) {
+                continue;
+            }
+            tracing::warn!(site = %site, "policy.sites names a site no host is on");
+            self.unknown_sites.insert(site.clone());
+        }
         self.next_inventory = now.saturating_add(self.cfg.inventory_interval);
         if !diff.is_empty() {
             // Logged as an event by the sink (`events::log`).
@@ -459,17 +472,27 @@ where
                 vm,
                 host: reg.host_name(h).to_owned(),
             },
-            Decision::Restore { target, source } => Action::Restore {
+            Decision::Restore {
+                target,
+                source,
+                evidence,
+            } => Action::Restore {
                 vm,
                 from: host,
                 target: reg.host_name(target).to_owned(),
                 source,
+                evidence,
             },
-            Decision::AddHostThenRestore { spare, source } => Action::AddHostThenRestore {
+            Decision::AddHostThenRestore {
+                spare,
+                source,
+                evidence,
+            } => Action::AddHostThenRestore {
                 vm,
                 from: host,
                 spare: reg.host_name(spare).to_owned(),
                 source,
+                evidence,
             },
             Decision::None { .. } | Decision::Wait { .. } | Decision::Alert { .. } => return,
         };

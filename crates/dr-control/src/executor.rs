@@ -2,6 +2,7 @@
 //! [`Hypervisor`] port with a timeout per attempt and retries of transient
 //! errors.
 
+use dr_core::engine::DownEvidence;
 use dr_core::model::RestoreSource;
 use dr_core::ports::{Clock, Hypervisor, HypervisorError};
 use serde::Serialize;
@@ -50,6 +51,8 @@ pub enum Action {
         target: String,
         /// Its data's source.
         source: RestoreSource,
+        /// What proves its copy on its failed host is not running.
+        evidence: DownEvidence,
     },
     /// Add a standby host, then bring the VM up on it.
     AddHostThenRestore {
@@ -61,6 +64,8 @@ pub enum Action {
         spare: String,
         /// Its data's source.
         source: RestoreSource,
+        /// What proves its copy on its failed host is not running.
+        evidence: DownEvidence,
     },
 }
 

@@ -5,7 +5,7 @@
 //! planning pass (in-flight actions, events) uses names.
 
 use crate::events::{ControlEvent, EventSink, Subject};
-use dr_core::engine::{ledger, HostFacts, HostIdx, OffCause, VmFacts};
+use dr_core::engine::{ledger, HostFacts, HostIdx, HostVerdict, OffCause, VmFacts};
 use dr_core::model::{HostLink, Inventory, PowerState};
 use dr_core::{Decision, Policy, Timestamp};
 use std::collections::HashMap;
@@ -20,6 +20,10 @@ pub struct HostEntry {
     pub ip: Option<IpAddr>,
     /// Last probe outcome (`None` before the first probe).
     pub reachable: Option<bool>,
+    /// What is known of whether its VMs can be running, as last reported
+    /// (`evidence` observation: its kind, and what is missing when it is
+    /// unproven): `None` before the first report.
+    pub evidence: Option<(&'static str, &'static str)>,
 }
 
 /// One monitored VM.
@@ -108,6 +112,11 @@ impl Registry {
             .map(|(name, _)| name.as_str())
     }
 
+    /// Some host of the inventory is on site `name`.
+    pub fn has_site(&self, name: &str) -> bool {
+        self.sites.contains_key(name)
+    }
+
     /// Index of a host by name.
     pub fn host_idx(&self, name: &str) -> Option<usize> {
         self.host_index.get(name).copied()
@@ -170,6 +179,7 @@ impl Registry {
                             name: h.name.clone(),
                             ip: h.ip,
                             reachable: None,
+                            evidence: None,
                         },
                     )
                 }
@@ -290,6 +300,9 @@ impl Registry {
             f.free_cpu_mhz =
                 u32::try_from(u64::from(h.cpu_mhz).saturating_sub(used_cpu[i])).unwrap_or(u32::MAX);
             f.has_snapshot = h.snapshot_count > 0;
+            f.agent = h.signals.agent;
+            f.storage = h.signals.storage;
+            f.trust_unreachable = policy.trusts_unreachable(&h.site);
             if h.ip.is_some() {
                 self.host_entries[i].ip = h.ip;
             }
@@ -376,6 +389,44 @@ impl Registry {
         let f = &mut self.vms[i];
         if ledger::observe_vm_probe(policy, now, f, reachable) && f.off_cause != OffCause::User {
             emit_change(sink, now, Subject::Vm(e.name.clone()), "down", "no", "yes");
+        }
+    }
+
+    /// Reports each host's verdict (`dr_core::engine::host_verdict`) when
+    /// it changes: `evidence` goes from `not_down` to `awaiting_deadline`,
+    /// to the evidence a relocation rests on (`fenced`, `self_fenced`,
+    /// `deadline`, `trusted`), or to `unproven: ` and what is missing.
+    pub fn observe_evidence(&mut self, policy: &Policy, now: Timestamp, sink: &dyn EventSink) {
+        let text = |(kind, missing): (&str, &str)| {
+            if missing.is_empty() {
+                kind.to_owned()
+            } else {
+                format!("{kind}: {missing}")
+            }
+        };
+        for (f, e) in self.hosts.iter().zip(&mut self.host_entries) {
+            let now_is = match dr_core::engine::host_verdict(policy, now, f) {
+                HostVerdict::NotDown => ("not_down", ""),
+                HostVerdict::AwaitingDeadline { .. } => ("awaiting_deadline", ""),
+                HostVerdict::Down { evidence } => (evidence.as_str(), ""),
+                HostVerdict::Unproven { missing } => ("unproven", missing.explain()),
+            };
+            if e.evidence == Some(now_is) {
+                continue;
+            }
+            // The first report of a host nothing is wrong with says nothing.
+            if e.evidence.is_some() || now_is.0 != "not_down" {
+                let from = e.evidence.map_or_else(|| "unknown".to_owned(), text);
+                emit_change(
+                    sink,
+                    now,
+                    Subject::Host(e.name.clone()),
+                    "evidence",
+                    from,
+                    text(now_is),
+                );
+            }
+            e.evidence = Some(now_is);
         }
     }
 

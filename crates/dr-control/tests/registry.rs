@@ -15,6 +15,7 @@ fn host(name: &str) -> HostInfo {
         memory_mb: 16_384,
         snapshot_count: 0,
         vitals: Vitals::default(),
+        signals: Default::default(),
     }
 }
 

@@ -26,5 +26,5 @@ pub mod model;
 pub mod ports;
 pub mod time;
 
-pub use engine::{Decision, Engine, HostFacts, Policy, PolicyError, VmFacts};
+pub use engine::{Decision, Engine, HostFacts, Policy, PolicyError, SitePolicy, VmFacts};
 pub use time::Timestamp;

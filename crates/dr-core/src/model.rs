@@ -149,6 +149,78 @@ pub struct HostInfo {
     pub snapshot_count: u32,
     /// Current usage.
     pub vitals: Vitals,
+    /// What the host says of itself beyond the manager's view: its vmdr
+    /// agent and its storage heartbeat. Backends leave it empty; the
+    /// daemon's agent registry (or the simulation) fills it.
+    #[serde(default)]
+    pub signals: HostSignals,
+}
+
+/// A host's own signs of life and of self-fencing, beside ping and the
+/// manager: the evidence that lets vmdr tell a dead host from one that is
+/// only cut off (see `docs/decision-table.md`, "Evidence").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostSignals {
+    /// The host runs vmdr's host agent and it has been heard at least once.
+    #[serde(default)]
+    pub agent: Option<AgentSignal>,
+    /// The host's agent writes a heartbeat file on storage the hosts share.
+    #[serde(default)]
+    pub storage: Option<StorageSignal>,
+}
+
+/// What keeps an isolated agent from destroying its guests: while one of
+/// these holds, a host cut off from vmdr keeps its VMs running.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Reassurance {
+    /// Nothing: without vmdr's acknowledgement for the isolation timeout,
+    /// the agent destroys its guests (a pure lease).
+    #[default]
+    None,
+    /// Its isolation addresses (the gateway) answering: a host that still
+    /// reaches them keeps its guests even without vmdr. vmdr cannot see
+    /// that, so such an agent's promise proves nothing by itself.
+    Gateway,
+    /// Its isolation addresses answering **and** its storage heartbeat
+    /// being written. A host that keeps its guests therefore keeps its
+    /// storage heartbeat moving, which vmdr reads.
+    GatewayAndStorage,
+}
+
+/// The host agent as vmdr last heard it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentSignal {
+    /// When its last heartbeat reached vmdr (on the control loop's clock).
+    pub last_heard: Timestamp,
+    /// How often it heartbeats, ms: silent for three of these, it is no
+    /// longer heard (0: unknown, `host_down_after` then).
+    pub interval_ms: u32,
+    /// Its promise: after this long without vmdr's acknowledgement (and
+    /// without its [`Reassurance`]), it destroys its guests, ms.
+    pub isolation_timeout_ms: u32,
+    /// What keeps it from destroying them.
+    pub reassurance: Reassurance,
+    /// It armed a watchdog that resets the host if the agent itself hangs
+    /// or dies, within the isolation timeout: its promise survives its
+    /// own crash.
+    pub watchdog: bool,
+}
+
+/// The host's heartbeat file on shared storage, as vmdr reads it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StorageSignal {
+    /// vmdr can read the heartbeat storage now: a stale file then means
+    /// the host is not writing, not that vmdr cannot see.
+    pub readable: bool,
+    /// When vmdr last saw the file change (on the control loop's clock).
+    pub last_moved: Timestamp,
+    /// How often the agent rewrites it, ms: unchanged for three of these,
+    /// it no longer moves (0: unknown, `host_down_after` then).
+    pub interval_ms: u32,
+    /// The file's last word is that the agent destroyed its guests
+    /// (isolation) and stopped.
+    pub fenced: bool,
 }
 
 /// A VM as the hypervisor reports it.

@@ -3,10 +3,12 @@
 //! names the rule of `docs/decision-table.md` it checks.
 
 use dr_core::engine::{
-    host_confirmed_down, ledger, AlertReason, ClusterFacts, HostFacts, HostRecovery, OffCause,
+    ledger, AlertReason, ClusterFacts, DownEvidence, HostFacts, HostRecovery, OffCause,
     PlanScratch, VmFacts,
 };
-use dr_core::model::{Heartbeat, HostLink, PowerState, RestoreSource};
+use dr_core::model::{
+    AgentSignal, Heartbeat, HostLink, PowerState, Reassurance, RestoreSource, StorageSignal,
+};
 use dr_core::{Decision, Engine, Policy, Timestamp};
 use proptest::prelude::*;
 use std::collections::HashMap;
@@ -32,12 +34,14 @@ fn policy() -> impl Strategy<Value = Policy> {
             any::<bool>(),
             any::<bool>(),
         ),
+        (0u64..5_000, any::<bool>()),
     )
         .prop_map(
             |(
                 (threshold, down_ms, per_host, total),
                 (base, extra, attempts),
                 (stable, grace, reset, fence, prefer),
+                (margin, watchdog),
             )| Policy {
                 failure_threshold: threshold,
                 host_down_after: Duration::from_millis(down_ms),
@@ -53,6 +57,10 @@ fn policy() -> impl Strategy<Value = Policy> {
                 prefer_replica: prefer,
                 // The engine sees CPU as the registry counted it already.
                 cpu_overcommit: 4,
+                self_fence_margin: Duration::from_millis(margin),
+                agent_needs_watchdog: watchdog,
+                // The engine sees the site's trust as a host fact.
+                sites: Default::default(),
             },
         )
 }
@@ -87,9 +95,18 @@ fn host() -> impl Strategy<Value = HostFacts> {
                 Just(HostRecovery::Failed)
             ],
         ),
+        (
+            proptest::option::of(agent()),
+            proptest::option::of(storage()),
+            prop::bool::weighted(0.2),
+        ),
     )
         .prop_map(
-            |((link, probe_failures, since, mem, cpu), (in_flight, site, snap, recovery))| {
+            |(
+                (link, probe_failures, since, mem, cpu),
+                (in_flight, site, snap, recovery),
+                (agent, storage, trust_unreachable),
+            )| {
                 HostFacts {
                     unreachable_since: since.map(Timestamp),
                     free_memory_mb: mem,
@@ -100,9 +117,101 @@ fn host() -> impl Strategy<Value = HostFacts> {
                     link,
                     has_snapshot: snap,
                     recovery,
+                    trust_unreachable,
+                    agent,
+                    storage,
                 }
             },
         )
+}
+
+fn agent() -> impl Strategy<Value = AgentSignal> {
+    (
+        0u64..250_000,
+        prop_oneof![1 => Just(0u32), 6 => 1u32..60_000],
+        prop_oneof![
+            Just(Reassurance::None),
+            Just(Reassurance::Gateway),
+            Just(Reassurance::GatewayAndStorage)
+        ],
+        any::<bool>(),
+        prop_oneof![Just(0u32), 100u32..5_000],
+    )
+        .prop_map(
+            |(heard, timeout, reassurance, watchdog, interval_ms)| AgentSignal {
+                last_heard: Timestamp(heard),
+                interval_ms,
+                isolation_timeout_ms: timeout,
+                reassurance,
+                watchdog,
+            },
+        )
+}
+
+fn storage() -> impl Strategy<Value = StorageSignal> {
+    (
+        prop::bool::weighted(0.8),
+        0u64..250_000,
+        any::<bool>(),
+        prop_oneof![Just(0u32), 100u32..5_000],
+    )
+        .prop_map(|(readable, moved, fenced, interval_ms)| StorageSignal {
+            readable,
+            last_moved: Timestamp(moved),
+            interval_ms,
+            fenced,
+        })
+}
+
+/// The evidence rules restated, apart from the engine's code: `evidence`
+/// proves `host`'s VMs cannot be running at `now`.
+fn evidence_holds(p: &Policy, now: Timestamp, host: &HostFacts, evidence: DownEvidence) -> bool {
+    let within = |t: Timestamp, interval: u32| {
+        let window = if interval == 0 {
+            p.host_down_after
+        } else {
+            Duration::from_millis(3 * u64::from(interval))
+        };
+        now.since(t) < window || t > now
+    };
+    let storage_live = host
+        .storage
+        .is_some_and(|s| s.readable && !s.fenced && within(s.last_moved, s.interval_ms));
+    let agent_live = host
+        .agent
+        .is_some_and(|a| within(a.last_heard, a.interval_ms));
+    if storage_live || agent_live {
+        return false;
+    }
+    let lost_both = host.link.is_lost()
+        && host.probe_failures >= p.failure_threshold
+        && host
+            .unreachable_since
+            .is_some_and(|s| now >= s && now.since(s) >= p.host_down_after);
+    match evidence {
+        DownEvidence::Fenced => host.link.is_fenced() && host.probe_failures > 0,
+        _ if p.require_fencing => false,
+        DownEvidence::SelfFenced => {
+            lost_both && host.storage.is_some_and(|s| s.readable && s.fenced)
+        }
+        DownEvidence::Trusted => lost_both && host.trust_unreachable,
+        DownEvidence::Deadline => {
+            let Some(a) = host.agent else { return false };
+            let from = match a.reassurance {
+                Reassurance::None => a.last_heard,
+                Reassurance::Gateway => return false,
+                Reassurance::GatewayAndStorage => match host.storage {
+                    Some(s) if s.readable => a.last_heard.max(s.last_moved),
+                    _ => return false,
+                },
+            };
+            let t = u64::from(a.isolation_timeout_ms);
+            lost_both
+                && t > 0
+                && (a.watchdog || !p.agent_needs_watchdog)
+                && now.0 >= from.0 + t + t / 500 + p.self_fence_margin.as_millis() as u64
+        }
+    }
 }
 
 fn power() -> impl Strategy<Value = PowerState> {
@@ -261,12 +370,15 @@ proptest! {
             if matches!(d, Decision::RestartInPlace { reset: true }) {
                 prop_assert!(vm.heartbeat == Heartbeat::Missing && p.reset_hung_guests, "reset without a missing heartbeat: {:?}", vm);
             }
-            // V13: no split brain: moving off a host, or recovering it,
-            // needs the host confirmed down (or fenced).
+            // V13: no split brain: moving a VM off its host needs evidence
+            // its copy there cannot run, and says which; recovering the
+            // host needs the same.
+            if let Decision::Restore { evidence, .. } | Decision::AddHostThenRestore { evidence, .. } = *d {
+                prop_assert!(evidence_holds(p, c.now, host, evidence), "moved off a host on {:?} that does not hold: {:?} {:?}", evidence, host, d);
+            }
             if d.moves_vm() || matches!(d, Decision::RecoverHost { .. }) {
-                prop_assert!(host_confirmed_down(p, c.now, host), "moved/recovered off a host not confirmed down: {:?} {:?}", host, d);
-                prop_assert!((host.link.is_fenced() && host.probe_failures > 0) || (host.link.is_lost() && host.probe_failures >= p.failure_threshold
-                    && host.unreachable_since.is_some_and(|s| c.now.since(s) >= p.host_down_after)), "confirmation is not both views for long enough");
+                prop_assert!([DownEvidence::Fenced, DownEvidence::SelfFenced, DownEvidence::Deadline, DownEvidence::Trusted]
+                    .into_iter().any(|e| evidence_holds(p, c.now, host, e)), "moved/recovered off a host with no evidence: {:?} {:?}", host, d);
                 prop_assert!(!p.require_fencing || host.link.is_fenced(), "require_fencing but host not fenced: {:?}", d);
             }
             match *d {
@@ -283,7 +395,7 @@ proptest! {
                 }
                 // R-T: a restore target is connected, has room, and is not
                 // the failed host; the source exists and is reachable from it.
-                Decision::Restore { target, source } => {
+                Decision::Restore { target, source, .. } => {
                     let t = target as usize;
                     prop_assert_ne!(target, vm.host, "restored onto its failed host");
                     prop_assert_eq!(c.hosts[t].link, HostLink::Connected, "restore target not connected");
@@ -298,7 +410,7 @@ proptest! {
                     prop_assert!(host.recovery != HostRecovery::InFlight);
                     prop_assert!(!(host.has_snapshot && host.recovery == HostRecovery::NotTried), "moved before trying the host snapshot");
                 }
-                Decision::AddHostThenRestore { spare, source } => {
+                Decision::AddHostThenRestore { spare, source, .. } => {
                     let s = spare as usize;
                     prop_assert_ne!(spare, vm.host);
                     prop_assert_eq!(c.hosts[s].link, HostLink::Standby, "added host is not a standby host");
@@ -453,10 +565,14 @@ proptest! {
     fn a_vm_moves_only_off_a_confirmed_down_host(
         p in policy(),
         obs in prop::collection::vec((any::<bool>(), link(), 0u64..10_000), 1..150),
+        trust in any::<bool>(),
     ) {
         let engine = Engine::new(p.clone()).expect("valid");
         let mut hosts = [HostFacts::connected(0, 0, 0), HostFacts::connected(0, 1 << 20, 1 << 20)];
         hosts[0].has_snapshot = false;
+        // Without an agent, only a trusting site moves VMs off a host
+        // lost to both views; any site, off a fenced one.
+        hosts[0].trust_unreachable = trust;
         let vm = VmFacts { probe_failures: u16::MAX, has_replica: true, power: PowerState::Unknown, heartbeat: Heartbeat::Unknown, ..VmFacts::running_on(0) };
         let mut now = Timestamp(0);
         // Since when both views have been bad: at least `threshold`
@@ -474,9 +590,45 @@ proptest! {
             }
             let d = engine.plan(now, &[vm], &hosts, ClusterFacts::default())[0];
             if d.moves_vm() {
-                let confirmed = (link.is_fenced() && !reachable) || bad_since.is_some_and(|s| now.since(s) >= p.host_down_after);
+                let confirmed = (link.is_fenced() && !reachable)
+                    || (trust && !p.require_fencing && bad_since.is_some_and(|s| now.since(s) >= p.host_down_after));
                 prop_assert!(confirmed, "moved at {} with host facts {:?}", now, hosts[0]);
                 prop_assert!(!reachable);
+            }
+        }
+    }
+
+    /// Evidence, both ways: a VM that must move (down, with a replica, a
+    /// target with room, no host snapshot) moves exactly when one kind of
+    /// evidence holds for its host, and says which.
+    #[test]
+    fn a_vm_moves_exactly_when_evidence_holds(
+        p in policy(),
+        mut host in host(),
+        now in 0u64..300_000,
+        lost in any::<bool>(),
+    ) {
+        let engine = Engine::new(Policy { max_in_flight_per_host: 5, max_in_flight_total: 20, ..p.clone() }).expect("valid");
+        let p = engine.policy().clone();
+        let now = Timestamp(now);
+        if lost {
+            // Half the cases lost to both views, for a random while.
+            host.link = HostLink::NotResponding;
+            host.probe_failures = host.probe_failures.max(p.failure_threshold);
+        }
+        host.has_snapshot = false;
+        host.recovery = HostRecovery::Failed;
+        host.in_flight = 0;
+        let hosts = [host, HostFacts::connected(host.site, 1 << 20, 1 << 20)];
+        let vm = VmFacts { probe_failures: u16::MAX, has_replica: true, power: PowerState::Unknown, heartbeat: Heartbeat::Unknown, ..VmFacts::running_on(0) };
+        let d = engine.plan(now, &[vm], &hosts, ClusterFacts::default())[0];
+        let holds: Vec<DownEvidence> = [DownEvidence::Fenced, DownEvidence::SelfFenced, DownEvidence::Deadline, DownEvidence::Trusted]
+            .into_iter().filter(|&e| evidence_holds(&p, now, &host, e)).collect();
+        match d {
+            Decision::Restore { evidence, .. } => prop_assert!(holds.contains(&evidence), "moved on {:?}, holds {:?}: {:?}", evidence, holds, host),
+            _ => {
+                let relevant = matches!(host.link, HostLink::NotResponding | HostLink::Disconnected | HostLink::PoweredOff);
+                prop_assert!(!relevant || holds.is_empty(), "evidence {:?} holds but got {:?}: {:?}", holds, d, host);
             }
         }
     }

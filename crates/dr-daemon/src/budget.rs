@@ -5,7 +5,7 @@
 //! the picture it rests on changes, not every tick.
 
 use dr_control::registry::Registry;
-use dr_core::engine::{Fate, HostFacts, VmFacts};
+use dr_core::engine::{proof_after_silence, Fate, HostFacts, VmFacts};
 use dr_core::{Engine, Timestamp};
 use serde::Serialize;
 use std::hash::{Hash, Hasher};
@@ -117,8 +117,10 @@ pub struct Durations {
     /// Median host recovery from its snapshot, ms: a lost host that has
     /// one is tried first, and its VMs move only once that failed.
     pub recover_host_ms: Option<u64>,
-    /// From a host's loss to its VMs' restores being decided: the
-    /// confirmation time plus the probes that notice it.
+    /// From a host's loss to its VMs' restores being decided, on
+    /// unreachability alone: the probes that notice it plus
+    /// `host_down_after`. A host whose agent's deadline comes later waits
+    /// for that (`dr_core::engine::proof_after_silence`).
     pub detect: Duration,
 }
 
@@ -133,6 +135,11 @@ pub fn fingerprint(reg: &Registry) -> u64 {
             f.free_cpu_mhz,
             f.site,
             f.has_snapshot,
+            // What would prove it down, not when it was last heard.
+            f.trust_unreachable,
+            f.agent
+                .map(|a| (a.isolation_timeout_ms, a.reassurance, a.watchdog)),
+            f.storage.map(|s| s.readable),
         )
             .hash(&mut h);
     }
@@ -230,7 +237,6 @@ fn cost(
     name: String,
     lost: &[u32],
 ) -> FailureCost {
-    let detect = u64::try_from(d.detect.as_millis()).unwrap_or(u64::MAX);
     let mut out = FailureCost {
         kind,
         name,
@@ -254,6 +260,11 @@ fn cost(
                     Some(h) if h.has_snapshot => d.recover_host_ms,
                     _ => Some(0),
                 };
+                let proof = home
+                    .and_then(|h| reg.hosts.get(h))
+                    .and_then(|h| proof_after_silence(engine.policy(), h))
+                    .unwrap_or_default();
+                let detect = dr_core::time::millis(d.detect.max(proof));
                 let predicted_rto_ms = each.zip(host_try).map(|(ms, first)| {
                     detect
                         .saturating_add(first)

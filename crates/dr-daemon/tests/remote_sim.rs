@@ -33,18 +33,22 @@ snapshot = "5ms"
 
 [[host]]
 name = "h1"
+agent = {{ isolation_timeout = "2s" }}
 ip = "10.0.0.1"
 snapshot = true
 [[host]]
 name = "h2"
+agent = {{ isolation_timeout = "2s" }}
 ip = "10.0.0.2"
 snapshot = true
 [[host]]
 name = "h3"
+agent = {{ isolation_timeout = "2s" }}
 ip = "10.0.0.3"
 snapshot = true
 [[host]]
 name = "spare"
+agent = {{ isolation_timeout = "2s" }}
 ip = "10.0.0.9"
 snapshot = true
 standby = true

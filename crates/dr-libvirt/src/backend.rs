@@ -433,6 +433,7 @@ impl Libvirt {
                 memory_mb: read.map_or(0, |r| memory_mb.saturating_sub(r.free >> 20)),
                 ..Vitals::default()
             },
+            signals: Default::default(),
         }
     }
 

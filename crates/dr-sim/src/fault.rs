@@ -36,8 +36,20 @@ pub enum FaultKind {
     /// The hypervisor manager loses the host; it and its VMs keep running
     /// and answering probes.
     HostMgmtLoss,
-    /// Partition and management loss of the host end.
+    /// The host's whole network is gone: vmdr, the manager and its
+    /// isolation addresses (gateway) are all cut off; its VMs run on
+    /// until its agent (if any) destroys them.
+    HostIsolation,
+    /// Partition, management loss and isolation of the host end.
     HostHeal,
+    /// The host can no longer write its storage heartbeat.
+    StorageLoss,
+    /// It can again.
+    StorageHeal,
+    /// The host's agent dies (with a watchdog, the host resets soon after).
+    AgentCrash,
+    /// The host's agent is started again.
+    AgentRestart,
     /// Probes of the VM or host are lost at this rate (0 ends it).
     PacketLoss {
         /// Loss rate, 0–1.
@@ -85,6 +97,7 @@ impl Fault {
     /// Applies the fault to the world at `now`. Targets were validated when
     /// the scenario was built; an unknown one is ignored.
     pub fn apply(&self, w: &mut World, now: Timestamp) {
+        w.advance(now);
         match &self.target {
             FaultTarget::Vm(name) if self.kind == FaultKind::VmCreated => {
                 w.create_pending_vm(name, now)
@@ -126,12 +139,22 @@ impl Fault {
                         }
                         w.host_recovers(h, now);
                     }
-                    FaultKind::HostPartition => w.hosts[h].partitioned = true,
-                    FaultKind::HostMgmtLoss => w.hosts[h].mgmt_lost = true,
-                    FaultKind::HostHeal => {
-                        w.hosts[h].partitioned = false;
-                        w.hosts[h].mgmt_lost = false;
-                    }
+                    FaultKind::HostPartition => w.set_channels(h, now, |h| h.partitioned = true),
+                    FaultKind::HostMgmtLoss => w.set_channels(h, now, |h| h.mgmt_lost = true),
+                    FaultKind::HostIsolation => w.set_channels(h, now, |h| {
+                        h.partitioned = true;
+                        h.mgmt_lost = true;
+                        h.gateway_lost = true;
+                    }),
+                    FaultKind::HostHeal => w.set_channels(h, now, |h| {
+                        h.partitioned = false;
+                        h.mgmt_lost = false;
+                        h.gateway_lost = false;
+                    }),
+                    FaultKind::StorageLoss => w.set_channels(h, now, |h| h.storage_lost = true),
+                    FaultKind::StorageHeal => w.set_channels(h, now, |h| h.storage_lost = false),
+                    FaultKind::AgentCrash => w.set_agent_crashed(h, now, true),
+                    FaultKind::AgentRestart => w.set_agent_crashed(h, now, false),
                     FaultKind::PacketLoss { loss } => w.hosts[h].loss = loss,
                     FaultKind::HostRecoveryFails { count } => {
                         let f = &mut w.hosts[h].recover_failures;

@@ -112,6 +112,13 @@ impl SimHypervisor {
         SimHypervisor { world, clock, lat }
     }
 
+    /// The world, brought up to now (agents' deadlines, watchdogs).
+    fn world_now(&self) -> MutexGuard<'_, World> {
+        let mut w = lock(&self.world);
+        w.advance(self.clock.now());
+        w
+    }
+
     async fn run(&self, op: Op, latency: Duration) -> Result<(), HypervisorError> {
         lock(&self.world).op(&op, self.clock.now(), false)?;
         self.clock.sleep(latency).await;
@@ -133,12 +140,12 @@ impl Hypervisor for SimHypervisor {
 
     async fn inventory(&self) -> Result<Inventory, HypervisorError> {
         self.clock.sleep(self.lat.read).await;
-        Ok(lock(&self.world).inventory())
+        Ok(self.world_now().inventory(self.clock.now()))
     }
 
     async fn power_events(&self, since: Timestamp) -> Result<Vec<PowerEvent>, HypervisorError> {
         self.clock.sleep(self.lat.read).await;
-        let w = lock(&self.world);
+        let w = self.world_now();
         let start = w.events.partition_point(|e| e.at < since);
         Ok(w.events[start..].to_vec())
     }
@@ -153,7 +160,7 @@ impl Hypervisor for SimHypervisor {
             self.lat.snapshot,
         )
         .await?;
-        let snaps = lock(&self.world).snapshots(target)?;
+        let snaps = self.world_now().snapshots(target)?;
         snaps
             .last()
             .cloned()
@@ -168,7 +175,7 @@ impl Hypervisor for SimHypervisor {
         target: &SnapshotTarget,
     ) -> Result<Vec<SnapshotInfo>, HypervisorError> {
         self.clock.sleep(self.lat.read).await;
-        lock(&self.world).snapshots(target)
+        self.world_now().snapshots(target)
     }
 
     async fn remove_snapshot(

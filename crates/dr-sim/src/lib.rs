@@ -2,7 +2,8 @@
 //!
 //! Owns a deterministic, seeded model of a virtualized datacenter (hosts on
 //! sites, VMs with snapshots and replicas, where each VM's copies really
-//! run) and implements the `dr-core` ports over it: [`SimHypervisor`] and
+//! run, and vmdr's host agents, which destroy their guests when cut off:
+//! [`agent`]) and implements the `dr-core` ports over it: [`SimHypervisor`] and
 //! [`SimProber`], on the virtual clock of a paused tokio runtime.
 //!
 //! On top of that it owns the *simulation*: scenario files ([`Scenario`]),
@@ -19,6 +20,7 @@
 //! packet and touches no file: addresses in scenarios are labels.
 #![forbid(unsafe_code)]
 
+pub mod agent;
 pub mod fault;
 mod hypervisor;
 mod prober;

@@ -34,6 +34,7 @@ impl Prober for SimProber {
         }
         let answered: Vec<bool> = {
             let mut w = lock(&self.world);
+            w.advance(self.clock.now());
             targets.iter().map(|t| w.answers(t.addr)).collect()
         };
         // Like a real batch: done when the last answer is in, or at the

@@ -3,17 +3,23 @@
 //! The generator keeps to faults after which every VM is recoverable once
 //! the faults stop, so that the run's final check ("every recoverable VM is
 //! running again") is a real test of the engine, not of luck:
-//! at most one host is lost for good; a host is never partitioned from
-//! the orchestrator *and* lost to the hypervisor at once (that is
-//! indistinguishable from a crash without fencing: see
-//! `docs/decision-table.md`); every lasting fault ends inside the window.
+//! at most one host is lost for good, and that one can be proved down (by
+//! its power-off, or by an agent whose promise counts); every lasting fault
+//! ends inside the window.
+//!
+//! The hosts' agents and the faults that test them (full isolation, a host
+//! cut off from vmdr and its manager at once, storage loss, agent crashes)
+//! come from a second random stream of the same seed, so the rest of each
+//! seed's datacenter and timeline is what it was before they existed.
 
+use crate::agent::AgentSpec;
 use crate::fault::{Fault, FaultKind, FaultTarget};
 use crate::hypervisor::Latencies;
 use crate::rng::Rng;
 use crate::scenario::Scenario;
 use crate::world::{HostSpec, VmSpec};
 use dr_control::ControlConfig;
+use dr_core::model::Reassurance;
 use dr_core::{Policy, Timestamp};
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
@@ -119,6 +125,97 @@ pub fn faults(
     out
 }
 
+/// Gives every host an agent: most the standard one (reassured by gateway
+/// and storage, with a watchdog), some a pure lease, some whose promise
+/// proves nothing (reassured by the gateway alone, or without a watchdog),
+/// with isolation timeouts of 20–40 s. A host lost for good gets one that
+/// counts, so its VMs can come back.
+fn give_agents(rng: &mut Rng, hosts: &mut [HostSpec], faults: &[Fault]) {
+    let lost_for_good = |name: &str| {
+        faults.iter().any(|f| {
+            f.kind == FaultKind::HostCrash { recoverable: false }
+                && f.target == FaultTarget::Host(name.to_owned())
+        })
+    };
+    for h in hosts.iter_mut() {
+        let mut agent = AgentSpec {
+            isolation_timeout: Duration::from_secs(rng.range(20, 40)),
+            ..AgentSpec::standard()
+        };
+        match rng.range(0, 9) {
+            0..=5 => {}
+            6 | 7 => agent.reassurance = Reassurance::None,
+            8 => {
+                agent.reassurance = Reassurance::Gateway;
+                agent.storage_heartbeat = false;
+            }
+            _ => agent.watchdog = false,
+        }
+        if lost_for_good(&h.name) && (agent.reassurance == Reassurance::Gateway || !agent.watchdog)
+        {
+            agent = AgentSpec {
+                isolation_timeout: agent.isolation_timeout,
+                ..AgentSpec::standard()
+            };
+        }
+        h.agent = Some(agent);
+    }
+}
+
+/// 0–3 faults of isolation per run, each ending inside the window: a host
+/// fully isolated, one cut off from vmdr and from its manager at once (its
+/// gateway still answering), one losing its heartbeat storage, or one
+/// whose agent dies.
+fn isolation_faults(
+    rng: &mut Rng,
+    hosts: &[HostSpec],
+    start: Duration,
+    window: Duration,
+) -> Vec<Fault> {
+    let live: Vec<&HostSpec> = hosts.iter().filter(|h| !h.standby).collect();
+    let mut out = Vec::new();
+    if live.is_empty() {
+        return out;
+    }
+    let t0 = Timestamp::ZERO.saturating_add(start);
+    let t_end = t0.saturating_add(window);
+    let span = dr_core::time::millis(window).max(1);
+    for _ in 0..rng.range(0, 3) {
+        let at = Timestamp(t0.0 + rng.next_u64() % span);
+        let host = FaultTarget::Host(live[rng.index(live.len())].name.clone());
+        let end = at
+            .saturating_add(Duration::from_secs(rng.range(20, 180)))
+            .min(t_end);
+        let mut push = |at, kind| {
+            out.push(Fault {
+                at,
+                kind,
+                target: host.clone(),
+            })
+        };
+        match rng.range(0, 3) {
+            0 => {
+                push(at, FaultKind::HostIsolation);
+                push(end, FaultKind::HostHeal);
+            }
+            1 => {
+                push(at, FaultKind::HostPartition);
+                push(at, FaultKind::HostMgmtLoss);
+                push(end, FaultKind::HostHeal);
+            }
+            2 => {
+                push(at, FaultKind::StorageLoss);
+                push(end, FaultKind::StorageHeal);
+            }
+            _ => {
+                push(at, FaultKind::AgentCrash);
+                push(end, FaultKind::AgentRestart);
+            }
+        }
+    }
+    out
+}
+
 /// Probe loss on `target` from `at` for 30–180 s (ending by `t_end`): pushes
 /// the end, returns the start.
 fn packet_loss(
@@ -160,6 +257,8 @@ pub fn scenario(seed: u64) -> Scenario {
             memory_mb,
             snapshot,
             standby,
+            // Drawn by `give_agents`, from its own stream.
+            agent: None,
         };
     let primary = rng.range(3, 5) as u8;
     let mut vms = Vec::new();
@@ -224,6 +323,9 @@ pub fn scenario(seed: u64) -> Scenario {
     let window = Duration::from_secs(600);
     let count = rng.range(5, 25) as u32;
     let mut faults = faults(&mut rng, &hosts, &vms, start, window, count);
+    let mut isolation_rng = Rng::new(seed ^ 0x0015_01a7_ed0f_3bc3);
+    give_agents(&mut isolation_rng, &mut hosts, &faults);
+    faults.extend(isolation_faults(&mut isolation_rng, &hosts, start, window));
     faults.sort_by_key(|f| f.at);
     Scenario {
         name: format!("random seed {seed}"),

@@ -1,12 +1,14 @@
 //! Scenario files: a datacenter, a policy and a timeline of faults, in TOML.
 //! The format is documented in `docs/scenarios.md`.
 
+use crate::agent::AgentSpec;
 use crate::fault::{Fault, FaultKind, FaultTarget};
 use crate::hypervisor::Latencies;
 use crate::random;
 use crate::rng::Rng;
 use crate::world::{HostSpec, VmSpec};
 use dr_control::ControlConfig;
+use dr_core::model::Reassurance;
 use dr_core::time::parse_duration;
 use dr_core::{Policy, Timestamp};
 use serde::Deserialize;
@@ -124,6 +126,16 @@ struct RawHost {
     snapshot: bool,
     #[serde(default)]
     standby: bool,
+    agent: Option<Spanned<RawAgent>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAgent {
+    isolation_timeout: Option<Spanned<String>>,
+    reassurance: Option<Spanned<String>>,
+    storage_heartbeat: Option<bool>,
+    watchdog: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -353,6 +365,10 @@ impl RawScenario {
                 }
                 None => None,
             };
+            let agent = match &h.agent {
+                Some(a) => Some(agent_spec(src, name, a)?),
+                None => None,
+            };
             hosts.push(HostSpec {
                 name: name.clone(),
                 site,
@@ -361,6 +377,7 @@ impl RawScenario {
                 memory_mb: h.memory_mb.unwrap_or(65_536),
                 snapshot: h.snapshot,
                 standby: h.standby,
+                agent,
             });
         }
         let mut vms: Vec<VmSpec> = Vec::new();
@@ -444,8 +461,9 @@ impl RawScenario {
                 });
             }
         }
+        let agents: Vec<bool> = hosts.iter().map(|h| h.agent.is_some()).collect();
         for f in &self.fault {
-            parse_fault(src, f, &host_spans, &vm_names, end, &mut faults)?;
+            parse_fault(src, f, (&host_spans, &agents), &vm_names, end, &mut faults)?;
         }
         let seed = self.seed.unwrap_or(1);
         if let Some(r) = &self.random {
@@ -476,6 +494,55 @@ impl RawScenario {
     }
 }
 
+/// A host's `agent = { ... }`: every field optional, the standard agent
+/// (`AgentSpec::standard`) otherwise.
+fn agent_spec(
+    src: &Src<'_>,
+    host: &str,
+    raw: &Spanned<RawAgent>,
+) -> Result<AgentSpec, ScenarioError> {
+    let a = raw.get_ref();
+    let mut spec = AgentSpec::standard();
+    if let Some(t) = &a.isolation_timeout {
+        spec.isolation_timeout = src.duration("isolation_timeout", t)?;
+        if spec.isolation_timeout.is_zero() {
+            return src.err(
+                t.span(),
+                format!("host {host:?}: isolation_timeout must be more than zero"),
+            );
+        }
+    }
+    if let Some(r) = &a.reassurance {
+        spec.reassurance = match r.get_ref().as_str() {
+            "none" => Reassurance::None,
+            "gateway" => Reassurance::Gateway,
+            "gateway_and_storage" => Reassurance::GatewayAndStorage,
+            other => {
+                return src.err(
+                    r.span(),
+                    format!(
+                        "host {host:?}: unknown reassurance {other:?}; known: none, gateway, \
+                         gateway_and_storage"
+                    ),
+                )
+            }
+        };
+    }
+    spec.storage_heartbeat = a
+        .storage_heartbeat
+        .unwrap_or(spec.reassurance == Reassurance::GatewayAndStorage);
+    if spec.reassurance == Reassurance::GatewayAndStorage && !spec.storage_heartbeat {
+        return src.err(
+            raw.span(),
+            format!(
+                "host {host:?}: reassurance \"gateway_and_storage\" needs storage_heartbeat = true"
+            ),
+        );
+    }
+    spec.watchdog = a.watchdog.unwrap_or(spec.watchdog);
+    Ok(spec)
+}
+
 const VM_FAULTS: &[&str] = &[
     "vm_crash",
     "vm_hang",
@@ -491,13 +558,18 @@ const HOST_FAULTS: &[&str] = &[
     "host_partition",
     "host_mgmt_loss",
     "host_heal",
+    "host_isolation",
     "host_recovery_fails",
+    "storage_loss",
+    "storage_heal",
+    "agent_crash",
+    "agent_restart",
 ];
 
 fn parse_fault(
     src: &Src<'_>,
     f: &RawFault,
-    hosts: &HashMap<String, usize>,
+    (hosts, agents): (&HashMap<String, usize>, &[bool]),
     vms: &HashSet<String>,
     end: Timestamp,
     out: &mut Vec<Fault>,
@@ -597,6 +669,36 @@ fn parse_fault(
         "host_mgmt_loss" => {
             lasting(FaultKind::HostHeal, out)?;
             FaultKind::HostMgmtLoss
+        }
+        "host_isolation" => {
+            lasting(FaultKind::HostHeal, out)?;
+            FaultKind::HostIsolation
+        }
+        "storage_loss" => {
+            lasting(FaultKind::StorageHeal, out)?;
+            FaultKind::StorageLoss
+        }
+        "storage_heal" => FaultKind::StorageHeal,
+        "agent_crash" | "agent_restart" => {
+            let h = match &target {
+                FaultTarget::Host(h) => hosts.get(h).copied(),
+                FaultTarget::Vm(_) => None,
+            };
+            if h.is_some_and(|h| !agents[h]) {
+                return src.err(
+                    f.kind.span(),
+                    format!(
+                        "{kind}: host {:?} runs no agent (give it agent = {{}})",
+                        f.host.as_ref().map_or("", |h| h.get_ref().as_str())
+                    ),
+                );
+            }
+            if kind == "agent_restart" {
+                FaultKind::AgentRestart
+            } else {
+                lasting(FaultKind::AgentRestart, out)?;
+                FaultKind::AgentCrash
+            }
         }
         "packet_loss" => {
             let Some(loss) = &f.loss else {

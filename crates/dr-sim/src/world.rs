@@ -7,10 +7,11 @@
 //! [`crate::SimProber`], with the faults applied: a partitioned host is alive
 //! here but silent to probes.
 
+use crate::agent::{AgentSpec, AgentState, SimAgent};
 use crate::rng::Rng;
 use dr_core::model::{
-    Actor, Heartbeat, HostInfo, HostLink, Inventory, PowerEvent, PowerEventKind, PowerState,
-    RestoreSource, SnapshotInfo, SnapshotTarget, Vitals, VmInfo,
+    Actor, Heartbeat, HostInfo, HostLink, HostSignals, Inventory, PowerEvent, PowerEventKind,
+    PowerState, RestoreSource, SnapshotInfo, SnapshotTarget, Vitals, VmInfo,
 };
 use dr_core::ports::HypervisorError;
 use dr_core::Timestamp;
@@ -47,6 +48,8 @@ pub struct HostSpec {
     pub snapshot: bool,
     /// A spare: in the inventory but not added.
     pub standby: bool,
+    /// It runs vmdr's host agent, set up so.
+    pub agent: Option<AgentSpec>,
 }
 
 /// A VM to build the world with.
@@ -88,6 +91,18 @@ pub struct SimHost {
     pub partitioned: bool,
     /// The hypervisor manager cannot reach it (its VMs still run).
     pub mgmt_lost: bool,
+    /// It cannot reach its isolation addresses (its gateway) either: its
+    /// whole network is gone.
+    pub gateway_lost: bool,
+    /// It cannot write the shared storage its heartbeat file is on.
+    pub storage_lost: bool,
+    /// Since when vmdr, its gateway and its storage have been cut off
+    /// from it (its agent's deadline runs from these).
+    pub cut_since: Cuts,
+    /// Its agent, if it runs one.
+    pub agent: Option<SimAgent>,
+    /// When a host its watchdog reset boots again.
+    pub reboot_at: Option<Timestamp>,
     /// Probe loss rate for its address.
     pub loss: f64,
     /// Injected failures left for `recover_host` (`u32::MAX`: dead hardware).
@@ -113,6 +128,20 @@ impl SimHost {
         }
     }
 }
+
+/// Since when each of a host's channels has been cut (`None`: it is not).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Cuts {
+    /// From vmdr (its probes and its agent's heartbeats).
+    pub drd: Option<Timestamp>,
+    /// From its isolation addresses.
+    pub gateway: Option<Timestamp>,
+    /// From its heartbeat storage.
+    pub storage: Option<Timestamp>,
+}
+
+/// How long a host its watchdog reset takes to boot again.
+pub const REBOOT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// One period during which a VM was meant to run and did not serve.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -332,9 +361,14 @@ impl World {
                 } else {
                     HostState::Up
                 },
+                agent: spec.agent.map(SimAgent::new),
                 spec,
                 partitioned: false,
                 mgmt_lost: false,
+                gateway_lost: false,
+                storage_lost: false,
+                cut_since: Cuts::default(),
+                reboot_at: None,
                 loss: 0.0,
                 recover_failures: 0,
                 snapshots,
@@ -462,6 +496,7 @@ impl World {
     /// their simulated time, then commit, which re-checks: the world may
     /// have changed meanwhile.
     pub fn op(&mut self, op: &Op, now: Timestamp, commit: bool) -> R<()> {
+        self.advance(now);
         if let Some(name) = op.recovery_vm() {
             let v = self.vm_r(name)?;
             if !commit && self.vms[v].user_stopped {
@@ -771,12 +806,26 @@ impl World {
     }
 
     /// A host boots again: its VMs' copies there are gone (they died when it
-    /// went down) and its registered VMs are off.
+    /// went down, or, on a host reimaged while it still ran, in the
+    /// reimage) and its registered VMs are off.
     fn host_comes_back(&mut self, h: usize) {
+        self.drills.retain(|_, d| d.host != h);
+        for vm in &mut self.vms {
+            vm.instances.retain(|&i| i != h);
+        }
         let host = &mut self.hosts[h];
         host.state = HostState::Up;
         host.partitioned = false;
         host.mgmt_lost = false;
+        host.gateway_lost = false;
+        host.storage_lost = false;
+        host.cut_since = Cuts::default();
+        host.reboot_at = None;
+        if let Some(a) = &mut host.agent {
+            // It starts with the host and writes "alive" at once.
+            a.state = AgentState::Running;
+            a.file_says_fenced = false;
+        }
         for vm in &mut self.vms {
             if vm.host == h {
                 vm.power = PowerState::Off;
@@ -882,6 +931,151 @@ impl World {
         }
     }
 
+    /// Brings the hosts' agents up to `now`: an agent cut off for its
+    /// isolation timeout destroys its guests at the instant its rule says;
+    /// a dead agent's watchdog resets its host; a reset host boots again;
+    /// a fenced agent vmdr reaches again resumes. Called before anything
+    /// looks at or changes the world, so nothing sees a deadline missed.
+    pub fn advance(&mut self, now: Timestamp) {
+        for h in 0..self.hosts.len() {
+            if let Some(at) = self.hosts[h].reboot_at.filter(|&t| t <= now) {
+                if self.hosts[h].state == HostState::Down {
+                    self.host_comes_back(h);
+                    self.settle(at);
+                }
+                self.hosts[h].reboot_at = None;
+            }
+            let host = &self.hosts[h];
+            if host.state != HostState::Up {
+                continue;
+            }
+            let Some(agent) = &host.agent else { continue };
+            match agent.state {
+                AgentState::Running => {
+                    let c = host.cut_since;
+                    if let Some(t) = agent
+                        .fence_time(c.drd, c.gateway, c.storage)
+                        .filter(|&t| t <= now)
+                    {
+                        self.agent_fences(h, t);
+                    }
+                }
+                AgentState::Crashed { at } if agent.spec.watchdog => {
+                    let t = at.saturating_add(agent.spec.watchdog_timeout());
+                    if t <= now {
+                        self.host_goes_down(h, HostState::Down, t);
+                        self.hosts[h].reboot_at = Some(t.saturating_add(REBOOT));
+                    }
+                }
+                // vmdr reaches it again: it resumes.
+                AgentState::Fenced { .. } if !host.partitioned => {
+                    if let Some(a) = &mut self.hosts[h].agent {
+                        a.state = AgentState::Running;
+                    }
+                }
+                // Until then nothing runs here: a guest started on it
+                // (through its manager) is destroyed, so its "fenced" stays
+                // true.
+                AgentState::Fenced { .. } if self.vms.iter().any(|v| v.instances.contains(&h)) => {
+                    self.agent_fences(h, now);
+                }
+                _ => {}
+            }
+            let (heard, writing) = self.channels_open(h);
+            if let Some(a) = &mut self.hosts[h].agent {
+                if heard {
+                    a.heard_at = now;
+                }
+                if writing {
+                    a.written_at = now;
+                    a.file_says_fenced = false;
+                }
+            }
+        }
+    }
+
+    /// Whether host `h`'s agent is heard by vmdr, and writes its storage
+    /// heartbeat, at this instant.
+    fn channels_open(&self, h: usize) -> (bool, bool) {
+        let host = &self.hosts[h];
+        let running = host.state == HostState::Up
+            && host
+                .agent
+                .as_ref()
+                .is_some_and(|a| a.state == AgentState::Running);
+        (running && !host.partitioned, running && !host.storage_lost)
+    }
+
+    /// Host `h`'s agent destroys its guests at `at` (isolation), writes
+    /// "fenced" to its storage heartbeat if it can, and stops.
+    fn agent_fences(&mut self, h: usize, at: Timestamp) {
+        self.drills.retain(|_, d| d.host != h);
+        let mut stopped = Vec::new();
+        for (i, vm) in self.vms.iter_mut().enumerate() {
+            vm.instances.retain(|&x| x != h);
+            if vm.host == h && vm.power == PowerState::On {
+                vm.power = PowerState::Off;
+                vm.hung = false;
+                stopped.push(i);
+            }
+        }
+        for v in stopped {
+            self.log(v, at, PowerEventKind::PoweredOff, Actor::System);
+        }
+        let storage_ok = !self.hosts[h].storage_lost;
+        if let Some(a) = &mut self.hosts[h].agent {
+            if a.state == AgentState::Running {
+                a.fences += 1;
+            }
+            a.state = AgentState::Fenced { at };
+            if storage_ok && a.spec.storage_heartbeat {
+                a.written_at = at;
+                a.file_says_fenced = true;
+            }
+        }
+        self.settle(at);
+    }
+
+    /// Changes host `h`'s network and storage at `now` (after bringing the
+    /// world up to `now`), keeping since when each channel is cut.
+    pub fn set_channels(&mut self, h: usize, now: Timestamp, change: impl FnOnce(&mut SimHost)) {
+        self.advance(now);
+        let host = &mut self.hosts[h];
+        change(host);
+        let since = |cut: bool, was: Option<Timestamp>| cut.then(|| was.unwrap_or(now));
+        host.cut_since = Cuts {
+            drd: since(host.partitioned, host.cut_since.drd),
+            gateway: since(host.gateway_lost, host.cut_since.gateway),
+            storage: since(host.storage_lost, host.cut_since.storage),
+        };
+        self.advance(now);
+    }
+
+    /// Host `h`'s agent dies (`true`) or is started again (`false`).
+    pub fn set_agent_crashed(&mut self, h: usize, now: Timestamp, crashed: bool) {
+        self.advance(now);
+        if let Some(a) = &mut self.hosts[h].agent {
+            match (crashed, a.state) {
+                (true, AgentState::Running | AgentState::Fenced { .. }) => {
+                    a.state = AgentState::Crashed { at: now }
+                }
+                (false, AgentState::Crashed { .. }) => a.state = AgentState::Running,
+                _ => {}
+            }
+        }
+        self.advance(now);
+    }
+
+    /// What vmdr receives from host `h`'s agent and storage heartbeat now.
+    fn signals(&self, h: usize, now: Timestamp) -> HostSignals {
+        let Some(agent) = &self.hosts[h].agent else {
+            return HostSignals::default();
+        };
+        let (heard, writing) = self.channels_open(h);
+        let (agent, storage) = agent.signals(now, heard, writing);
+        HostSignals { agent, storage }
+    }
+
     /// Whether a probe of `ip` is answered now (draws from the RNG for loss).
     pub fn answers(&mut self, ip: IpAddr) -> bool {
         let (alive, loss) = match self.ip_owner.get(&ip) {
@@ -899,8 +1093,9 @@ impl World {
         alive && !(loss > 0.0 && self.rng.chance(loss))
     }
 
-    /// The manager's view of everything.
-    pub fn inventory(&self) -> Inventory {
+    /// The manager's view of everything, and each host's own signals
+    /// (its agent, its storage heartbeat) as vmdr receives them at `now`.
+    pub fn inventory(&self, now: Timestamp) -> Inventory {
         let hosts = self
             .hosts
             .iter()
@@ -919,6 +1114,7 @@ impl World {
                         memory_mb: used_mem,
                         ..Vitals::default()
                     },
+                    signals: self.signals(i, now),
                 }
             })
             .collect();

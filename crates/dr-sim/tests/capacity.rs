@@ -5,7 +5,7 @@
 use dr_sim::Scenario;
 
 /// 48 VMs of 2 GHz / 2 GiB on one host, two more hosts of 40 GHz /
-/// 256 GiB, the first host dies for good: `overcommit` as the policy says,
+/// 256 GiB (each with vmdr's agent), the first host dies for good: `overcommit` as the policy says,
 /// and a reservation on `reserved` of the VMs.
 fn scenario(overcommit: u16, reserved: u32) -> String {
     let mut s = format!(
@@ -16,7 +16,7 @@ fn scenario(overcommit: u16, reserved: u32) -> String {
     );
     for (i, name) in ["esx-1", "esx-2", "esx-3"].iter().enumerate() {
         s.push_str(&format!(
-            "[[host]]\nname = \"{name}\"\nsite = \"a\"\nip = \"10.0.1.{}\"\ncpu_mhz = 40000\nmemory_mb = 262144\n",
+            "[[host]]\nname = \"{name}\"\nsite = \"a\"\nip = \"10.0.1.{}\"\ncpu_mhz = 40000\nmemory_mb = 262144\nagent = {{}}\n",
             i + 1
         ));
     }

@@ -21,6 +21,7 @@ fn world() -> World {
         memory_mb: 65_536,
         snapshot: true,
         standby,
+        agent: None,
     };
     let vm = |name: &str, addr: &str, host: &str| VmSpec {
         name: name.into(),

@@ -54,6 +54,7 @@ fn world() -> Arc<Mutex<World>> {
         memory_mb: 16_384,
         snapshot: false,
         standby: false,
+        agent: None,
     };
     let vm = VmSpec {
         name: "a".into(),

@@ -19,6 +19,7 @@ fn world() -> Arc<Mutex<World>> {
         memory_mb: 16_384,
         snapshot: false,
         standby: false,
+        agent: None,
     };
     let v = VmSpec {
         name: "a".into(),

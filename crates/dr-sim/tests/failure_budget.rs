@@ -22,7 +22,7 @@ fn the_vms_a_host_loss_leaves_down_are_the_ones_the_budget_named() {
         let mut s = random::scenario(seed);
         s.faults.clear();
         let world = World::new(s.hosts.clone(), s.vms.clone(), s.seed).expect("world");
-        let inv = world.inventory();
+        let inv = world.inventory(dr_core::Timestamp::ZERO);
         let mut reg = Registry::default();
         reg.sync(&inv);
         let policy = s.control.policy.clone();
@@ -84,12 +84,14 @@ fn the_vms_a_host_loss_leaves_down_are_the_ones_the_budget_named() {
             } else {
                 std::time::Duration::ZERO
             };
-            let predicted_ms = dr_core::time::millis(
-                policy.host_down_after
-                    + s.control.probe_interval * u32::from(policy.failure_threshold)
-                    + host_try
-                    + restore * (wave + 1),
-            );
+            // Detection: the probes and `host_down_after`, or the lost
+            // host's agent's deadline when that comes later.
+            let unreachable = policy.host_down_after
+                + s.control.probe_interval * u32::from(policy.failure_threshold);
+            let proof =
+                dr_core::engine::proof_after_silence(&policy, &reg.hosts[lost]).unwrap_or_default();
+            let predicted_ms =
+                dr_core::time::millis(unreachable.max(proof) + host_try + restore * (wave + 1));
             let vm = &reg.vm_entries[*i].name;
             if let Some(actual_ms) = report
                 .summaries

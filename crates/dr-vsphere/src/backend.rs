@@ -322,6 +322,7 @@ impl Vsphere {
                     memory_mb: spare.memory_mb,
                     snapshot_count: 0,
                     vitals: dr_core::model::Vitals::default(),
+                    signals: Default::default(),
                 });
             }
         }

@@ -333,6 +333,7 @@ pub fn to_model(objects: &[ObjectContent]) -> Inventory {
                 memory_mb: o.num("summary.quickStats.overallMemoryUsage"),
                 ..Vitals::default()
             },
+            signals: Default::default(),
             name,
         });
     }

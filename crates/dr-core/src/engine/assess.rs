@@ -1,4 +1,5 @@
-use super::decision::{AlertReason, Decision, Quiet, WaitReason};
+use super::decision::{AlertReason, Decision, DownEvidence, Quiet, WaitReason};
+use super::evidence::{host_verdict, HostVerdict, Missing};
 use super::facts::{HostFacts, HostRecovery, OffCause, VmFacts};
 use super::policy::Policy;
 use crate::model::{Heartbeat, HostLink, PowerState};
@@ -13,26 +14,9 @@ pub enum Need {
     InPlace(Decision),
     /// Its host must be recovered from the host snapshot first.
     RecoverHost,
-    /// It must come up on another host.
-    Relocate,
-}
-
-/// The host is down for certain: fenced (the hypervisor reports it powered
-/// off, and it does not answer probes), or unreachable by probe for at least
-/// `failure_threshold` probes **and** lost to the hypervisor, continuously
-/// for `host_down_after`.
-#[inline]
-pub fn host_confirmed_down(policy: &Policy, now: Timestamp, host: &HostFacts) -> bool {
-    if host.link.is_fenced() {
-        // "Powered off" while it still answers is a contradiction (a wrong
-        // report, a reused address): not trusted.
-        return host.probe_failures > 0;
-    }
-    host.link.is_lost()
-        && host.probe_failures >= policy.failure_threshold
-        && host
-            .unreachable_since
-            .is_some_and(|since| now >= since.saturating_add(policy.host_down_after))
+    /// It must come up on another host; its own copy cannot be running,
+    /// by this evidence.
+    Relocate(DownEvidence),
 }
 
 /// The paper's key workflow for one VM. Rules in order; the first that
@@ -108,6 +92,13 @@ pub fn assess(policy: &Policy, now: Timestamp, vm: &VmFacts, host: &HostFacts) -
                 }),
             },
             // V12: down by failure: power on; after a failure, the snapshot.
+            // Not while its host's agent says it fenced itself (cut off
+            // from vmdr, it destroys whatever starts there).
+            PowerState::Off if host.storage.is_some_and(|s| s.readable && s.fenced) => {
+                Settled(Decision::Wait {
+                    why: WaitReason::HostSelfFenced,
+                })
+            }
             PowerState::Off => {
                 if vm.failed_attempts > 0 && vm.has_snapshot {
                     InPlace(Decision::RevertToSnapshot)
@@ -127,24 +118,35 @@ pub fn assess(policy: &Policy, now: Timestamp, vm: &VmFacts, host: &HostFacts) -
         | HostLink::Disconnected
         | HostLink::PoweredOff
         | HostLink::Standby => {
-            // V13: no split brain.
-            if !host_confirmed_down(policy, now, host) {
-                return Settled(Decision::Wait {
-                    why: WaitReason::HostNotConfirmedDown,
-                });
-            }
-            if policy.require_fencing && !host.link.is_fenced() {
-                return Settled(Decision::Alert {
-                    why: AlertReason::NeedsFencing,
-                });
-            }
+            // V13–V14: no split brain: its VMs move only on evidence that
+            // they cannot be running.
+            let evidence = match host_verdict(policy, now, host) {
+                HostVerdict::Down { evidence } => evidence,
+                HostVerdict::NotDown | HostVerdict::AwaitingDeadline { .. } => {
+                    return Settled(Decision::Wait {
+                        why: WaitReason::HostNotConfirmedDown,
+                    })
+                }
+                HostVerdict::Unproven {
+                    missing: Missing::NotFenced,
+                } => {
+                    return Settled(Decision::Alert {
+                        why: AlertReason::NeedsFencing,
+                    })
+                }
+                HostVerdict::Unproven { .. } => {
+                    return Settled(Decision::Alert {
+                        why: AlertReason::HostDownUnproven,
+                    })
+                }
+            };
             // V14–V16: the host from its snapshot first, then elsewhere.
             match host.recovery {
                 HostRecovery::NotTried if host.has_snapshot => Need::RecoverHost,
                 HostRecovery::InFlight => Settled(Decision::Wait {
                     why: WaitReason::HostRecoveryInFlight,
                 }),
-                _ => Need::Relocate,
+                _ => Need::Relocate(evidence),
             }
         }
     }

@@ -12,6 +12,7 @@
 //! prediction comes).
 
 use super::decision::{Decision, Quiet};
+use super::evidence::proof_after_silence;
 use super::facts::{ClusterFacts, HostFacts, HostIdx, HostRecovery, VmFacts};
 use super::plan::{Engine, PlanScratch};
 use crate::model::{Heartbeat, HostLink, PowerState, RestoreSource};
@@ -67,9 +68,11 @@ impl Engine {
         lost: &[HostIdx],
     ) -> Vec<(usize, Fate)> {
         let policy = self.policy();
-        // Lost now, confirmed down `host_down_after` later: the waves are
-        // planned from then.
-        let at = now.saturating_add(policy.host_down_after);
+        // Lost now, every channel silent from now (its agent dies with it),
+        // confirmed down `host_down_after` later or at its agent's
+        // deadline: the waves are planned from the last of those. A host
+        // nothing can prove down keeps its VMs down, as it would.
+        let mut at = now.saturating_add(policy.host_down_after);
         let mut world: Vec<HostFacts> = hosts.to_vec();
         for &h in lost {
             if let Some(f) = world.get_mut(h as usize) {
@@ -77,6 +80,16 @@ impl Engine {
                 f.unreachable_since = Some(now);
                 f.probe_failures = policy.failure_threshold;
                 f.recovery = HostRecovery::Failed;
+                if let Some(proof) = proof_after_silence(policy, f) {
+                    at = at.max(now.saturating_add(proof));
+                }
+                if let Some(a) = &mut f.agent {
+                    a.last_heard = now;
+                }
+                if let Some(s) = &mut f.storage {
+                    s.last_moved = now;
+                    s.fenced = false;
+                }
             }
         }
         for f in &mut world {
@@ -117,8 +130,8 @@ impl Engine {
             let mut next = Vec::new();
             for (&(i, f), &d) in pending.iter().zip(&decisions) {
                 let (target, source, spare) = match d {
-                    Decision::Restore { target, source } => (target, source, false),
-                    Decision::AddHostThenRestore { spare, source } => (spare, source, true),
+                    Decision::Restore { target, source, .. } => (target, source, false),
+                    Decision::AddHostThenRestore { spare, source, .. } => (spare, source, true),
                     Decision::None { why } => {
                         fates.push((i, Fate::LeftAlone { why }));
                         continue;
@@ -180,11 +193,24 @@ mod tests {
         .expect("policy")
     }
 
+    /// A host whose agent (with a watchdog, heard long ago) promises to
+    /// fence itself after 30 s.
+    fn with_agent(mut h: HostFacts) -> HostFacts {
+        h.agent = Some(crate::model::AgentSignal {
+            last_heard: Timestamp(0),
+            interval_ms: 1_000,
+            isolation_timeout_ms: 30_000,
+            reassurance: crate::model::Reassurance::None,
+            watchdog: true,
+        });
+        h
+    }
+
     #[test]
     fn the_lost_hosts_vms_go_where_there_is_room_in_waves_and_the_rest_stay_down() {
         // h0 runs five VMs of 4 GiB; h1 has room for three, h2 for none.
         let hosts = [
-            HostFacts::connected(0, 0, 0),
+            with_agent(HostFacts::connected(0, 0, 0)),
             HostFacts::connected(0, 12_288, 100_000),
             HostFacts::connected(0, 1_024, 100_000),
         ];
@@ -226,7 +252,7 @@ mod tests {
     fn a_spare_is_added_when_no_connected_host_has_room() {
         let mut spare = HostFacts::connected(0, 65_536, 100_000);
         spare.link = HostLink::Standby;
-        let hosts = [HostFacts::connected(0, 0, 0), spare];
+        let hosts = [with_agent(HostFacts::connected(0, 0, 0)), spare];
         let mut v = VmFacts::running_on(0);
         v.has_replica = true;
         let fates = engine(4).what_if_lost(Timestamp(1_000_000), &[v, v], &hosts, &[0]);
@@ -237,5 +263,29 @@ mod tests {
             "{fates:?}"
         );
         assert!(matches!(fates[0].1, Fate::Restored { spare: true, .. }));
+    }
+
+    #[test]
+    fn a_host_nothing_can_prove_down_keeps_its_vms_down() {
+        let hosts = [
+            HostFacts::connected(0, 0, 0),
+            HostFacts::connected(0, 65_536, 100_000),
+        ];
+        let mut v = VmFacts::running_on(0);
+        v.has_replica = true;
+        let fates = engine(4).what_if_lost(Timestamp(1_000_000), &[v], &hosts, &[0]);
+        assert_eq!(
+            fates[0].1,
+            Fate::Down {
+                decision: Decision::Alert {
+                    why: crate::engine::decision::AlertReason::HostDownUnproven
+                }
+            }
+        );
+        // Its site trusting unreachability, it comes back.
+        let mut trusting = hosts;
+        trusting[0].trust_unreachable = true;
+        let fates = engine(4).what_if_lost(Timestamp(1_000_000), &[v], &trusting, &[0]);
+        assert!(matches!(fates[0].1, Fate::Restored { target: 1, .. }));
     }
 }

@@ -39,6 +39,10 @@ pub enum WaitReason {
     StateUnknown,
     /// A spare host is being added; the VM will be placed once it is in.
     AwaitingHost,
+    /// Its host's agent, cut off from vmdr, destroyed its guests and
+    /// destroys any that starts there until vmdr reaches it again: a
+    /// power-on in place would not hold.
+    HostSelfFenced,
 }
 
 /// Something a person should know, where no automatic action is safe.
@@ -61,6 +65,40 @@ pub enum AlertReason {
     GaveUp,
     /// Its host is unreachable and the policy requires it fenced first.
     NeedsFencing,
+    /// Its host has been lost to probes and to the manager for
+    /// `host_down_after`, but nothing proves its VMs stopped: no fence, no
+    /// agent's deadline, no report of it powered off. Starting them
+    /// elsewhere could run them twice; the host's `evidence` observation
+    /// names what is missing.
+    HostDownUnproven,
+}
+
+/// What proves a host's VMs cannot be running, so they may start elsewhere.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DownEvidence {
+    /// The manager (out-of-band power control) reports it powered off.
+    Fenced,
+    /// Its agent's storage heartbeat says it destroyed its guests.
+    SelfFenced,
+    /// Its agent promised to destroy its guests after its isolation
+    /// timeout without vmdr, and every channel has been silent for that
+    /// long and a margin.
+    Deadline,
+    /// Its site trusts unreachability alone (`trust_unreachable`).
+    Trusted,
+}
+
+impl DownEvidence {
+    /// As events and the API spell it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            DownEvidence::Fenced => "fenced",
+            DownEvidence::SelfFenced => "self_fenced",
+            DownEvidence::Deadline => "deadline",
+            DownEvidence::Trusted => "trusted",
+        }
+    }
 }
 
 /// The one thing to do about one VM now.
@@ -101,6 +139,8 @@ pub enum Decision {
         target: HostIdx,
         /// Where its data comes from.
         source: RestoreSource,
+        /// What proves its own copy is not running.
+        evidence: DownEvidence,
     },
     /// Add a standby host, then bring the VM up on it.
     AddHostThenRestore {
@@ -108,6 +148,8 @@ pub enum Decision {
         spare: HostIdx,
         /// Where its data comes from.
         source: RestoreSource,
+        /// What proves its own copy is not running.
+        evidence: DownEvidence,
     },
 }
 

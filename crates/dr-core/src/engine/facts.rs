@@ -1,4 +1,4 @@
-use crate::model::{Heartbeat, HostLink, PowerState};
+use crate::model::{AgentSignal, Heartbeat, HostLink, PowerState, StorageSignal};
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
 
@@ -121,6 +121,14 @@ pub struct HostFacts {
     pub has_snapshot: bool,
     /// Its own recovery.
     pub recovery: HostRecovery,
+    /// Its site takes unreachability alone as proof it is down (the policy's
+    /// `sites.<site>.trust_unreachable`): the behaviour before evidence was
+    /// required, for those who accept its risk.
+    pub trust_unreachable: bool,
+    /// Its vmdr agent, as last heard (`None`: never heard).
+    pub agent: Option<AgentSignal>,
+    /// Its storage heartbeat, as last read (`None`: it has none).
+    pub storage: Option<StorageSignal>,
 }
 
 impl HostFacts {
@@ -136,6 +144,9 @@ impl HostFacts {
             link: HostLink::Connected,
             has_snapshot: false,
             recovery: HostRecovery::NotTried,
+            trust_unreachable: false,
+            agent: None,
+            storage: None,
         }
     }
 }

@@ -18,14 +18,16 @@
 mod assess;
 pub mod budget;
 mod decision;
+pub mod evidence;
 mod facts;
 pub mod ledger;
 mod plan;
 mod policy;
 
-pub use assess::{assess, host_confirmed_down, Need};
+pub use assess::{assess, Need};
 pub use budget::Fate;
-pub use decision::{AlertReason, Decision, Quiet, WaitReason};
+pub use decision::{AlertReason, Decision, DownEvidence, Quiet, WaitReason};
+pub use evidence::{host_verdict, proof_after_silence, HostVerdict, Missing};
 pub use facts::{ClusterFacts, HostFacts, HostIdx, HostRecovery, OffCause, VmFacts};
 pub use plan::{Engine, PlanScratch};
-pub use policy::{Policy, PolicyError};
+pub use policy::{Policy, PolicyError, SitePolicy};

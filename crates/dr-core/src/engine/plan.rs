@@ -1,5 +1,5 @@
 use super::assess::{assess, Need};
-use super::decision::{AlertReason, Decision, WaitReason};
+use super::decision::{AlertReason, Decision, DownEvidence, WaitReason};
 use super::facts::{ClusterFacts, HostFacts, HostIdx, VmFacts};
 use super::policy::{Policy, PolicyError};
 use crate::model::{HostLink, RestoreSource};
@@ -115,7 +115,7 @@ impl Pass<'_> {
     }
 
     /// Picks where `vm` (whose host `from` is confirmed down) comes up.
-    fn relocate(&mut self, vm: &VmFacts) -> Decision {
+    fn relocate(&mut self, vm: &VmFacts, evidence: DownEvidence) -> Decision {
         if !vm.has_snapshot && !vm.shared_disks && !vm.has_replica {
             return Decision::Alert {
                 why: AlertReason::NoRecoverySource,
@@ -172,6 +172,7 @@ impl Pass<'_> {
                 Decision::Restore {
                     target: h as HostIdx,
                     source,
+                    evidence,
                 },
             );
         }
@@ -208,6 +209,7 @@ impl Pass<'_> {
                 Decision::AddHostThenRestore {
                     spare: h as HostIdx,
                     source,
+                    evidence,
                 },
             );
         }
@@ -303,7 +305,7 @@ impl Engine {
                         d
                     }
                 }
-                Need::Relocate => pass.relocate(vm),
+                Need::Relocate(evidence) => pass.relocate(vm, evidence),
             };
             out.push(d);
         }

@@ -1,4 +1,5 @@
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// The knobs of the decision engine. Defaults are what a cautious operator
@@ -36,9 +37,25 @@ pub struct Policy {
     /// Reset (power-cycle in place) a running VM whose guest heartbeat is
     /// missing and which does not answer probes. Off: only alert.
     pub reset_hung_guests: bool,
-    /// Move VMs off an unreachable host only once the hypervisor reports it
-    /// powered off (fenced), never on unreachability alone.
+    /// Move VMs off an unreachable host only once it is fenced (the
+    /// hypervisor reports it powered off), never on its agent's promise to
+    /// fence itself nor on unreachability alone.
     pub require_fencing: bool,
+    /// Added to a host agent's isolation timeout (beyond 0.2 % of it for
+    /// the rate error of the two clocks) before its silence proves it
+    /// destroyed its guests: the period of the agent's own check (100 ms
+    /// for `vmdr-agent`), with room. (The
+    /// agent counts from when it *sent* its last acknowledged heartbeat,
+    /// so the heartbeat's travel needs no margin.)
+    #[serde(with = "duration_ms")]
+    pub self_fence_margin: Duration,
+    /// An agent's promise to fence itself counts only if it armed a
+    /// watchdog, which resets its host should the agent itself hang or die
+    /// (otherwise an agent that crashed just before an isolation would
+    /// leave its guests running while vmdr starts them elsewhere).
+    pub agent_needs_watchdog: bool,
+    /// Per-site overrides, by site name.
+    pub sites: BTreeMap<String, SitePolicy>,
     /// When a VM has both, restore from its replica (newer data) rather than
     /// from its snapshot (same site, faster).
     pub prefer_replica: bool,
@@ -64,10 +81,25 @@ impl Default for Policy {
             boot_grace: Duration::from_secs(20),
             reset_hung_guests: true,
             require_fencing: false,
+            self_fence_margin: Duration::from_millis(500),
+            agent_needs_watchdog: true,
+            sites: BTreeMap::new(),
             prefer_replica: true,
             cpu_overcommit: 4,
         }
     }
+}
+
+/// What one site changes of the policy.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SitePolicy {
+    /// A host of this site lost to probes and to the manager for
+    /// `host_down_after` counts as down without further evidence (no fence,
+    /// no agent). A host that is only cut off then gets its VMs started a
+    /// second time: only for sites where that cannot happen (a single
+    /// network for everything) or where disk locks refuse a second copy.
+    pub trust_unreachable: bool,
 }
 
 /// A policy that cannot work.
@@ -106,6 +138,11 @@ impl Policy {
             return bad("cpu_overcommit", "must be at least 1 (1: no overcommit)");
         }
         Ok(())
+    }
+
+    /// Whether hosts of `site` are trusted down on unreachability alone.
+    pub fn trusts_unreachable(&self, site: &str) -> bool {
+        self.sites.get(site).is_some_and(|s| s.trust_unreachable)
     }
 
     /// What a VM costs a restore target in CPU, MHz: its reservation, or

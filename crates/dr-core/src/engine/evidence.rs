@@ -1,0 +1,408 @@
+//! Whether a lost host's VMs can still be running: the evidence a
+//! relocation rests on (`docs/decision-table.md`, "Evidence").
+//!
+//! A host cut off from vmdr **and** from its manager while it keeps running
+//! its VMs looks exactly like a dead one to ping and to the manager. So
+//! losing both views proves nothing by itself; what does:
+//!
+//! 1. **fenced**: the manager reports the host powered off;
+//! 2. **self-fenced**: its agent's storage heartbeat says it destroyed its
+//!    guests; or **by deadline**: its agent promised to destroy them after
+//!    its isolation timeout without vmdr (and without its reassurance), and
+//!    every channel that could carry that reassurance to vmdr has been
+//!    silent longer than the timeout plus margins for clock-rate error and
+//!    for the agent's last check;
+//! 3. a storage heartbeat still moving, or an agent still heard, means the
+//!    host lives, whatever ping and the manager say: never down.
+//!
+//! Without any of these the VMs wait and an alert names what is missing,
+//! unless the host's site trusts unreachability (`trust_unreachable`).
+
+use super::decision::DownEvidence;
+use super::facts::HostFacts;
+use super::policy::Policy;
+use crate::model::Reassurance;
+use crate::time::Timestamp;
+use serde::Serialize;
+use std::time::Duration;
+
+/// What is known of whether a host's VMs can still be running.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case", tag = "verdict")]
+pub enum HostVerdict {
+    /// Some channel still reaches it, or it has not been lost long enough.
+    NotDown,
+    /// Lost, and its VMs cannot be running, by this evidence.
+    Down {
+        /// The evidence.
+        evidence: DownEvidence,
+    },
+    /// Its agent's deadline is coming: down at `at` unless it is heard.
+    AwaitingDeadline {
+        /// When it counts as self-fenced.
+        at: Timestamp,
+    },
+    /// Lost to every view for `host_down_after`, and nothing proves its VMs
+    /// stopped.
+    Unproven {
+        /// What would have proved it.
+        missing: Missing,
+    },
+}
+
+/// Why a lost host cannot be proved down: what would have proved it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Missing {
+    /// No agent ever heard from it, and no fence report.
+    NoAgent,
+    /// Its agent has no watchdog, and the policy requires one.
+    NoWatchdog,
+    /// Its agent keeps its guests while it reaches its isolation addresses,
+    /// and it has no storage heartbeat to show whether it does.
+    NoStorageHeartbeat,
+    /// Its storage heartbeat cannot be read from here.
+    StorageUnreadable,
+    /// The policy requires fencing, and it is not fenced.
+    NotFenced,
+}
+
+impl Missing {
+    /// For an operator: what would have let vmdr act.
+    pub const fn explain(self) -> &'static str {
+        match self {
+            Missing::NoAgent => {
+                "no vmdr agent was heard from it, the manager does not report it powered off, \
+                 and its site does not trust unreachability"
+            }
+            Missing::NoWatchdog => {
+                "its agent armed no watchdog (policy agent_needs_watchdog), so its promise to \
+                 fence itself does not survive its own crash"
+            }
+            Missing::NoStorageHeartbeat => {
+                "its agent keeps its guests while it reaches its isolation addresses, and it \
+                 writes no storage heartbeat to show whether it does"
+            }
+            Missing::StorageUnreadable => "its storage heartbeat cannot be read from here",
+            Missing::NotFenced => "the policy requires it fenced (require_fencing)",
+        }
+    }
+}
+
+/// Seen at `at`, a channel beating every `interval_ms` still reaches the
+/// host at `now`: within three beats (within `host_down_after` when the
+/// interval is not known). Only ever makes a host *less* down: no
+/// evidence of death rests on this window.
+fn recent(policy: &Policy, now: Timestamp, at: Timestamp, interval_ms: u32) -> bool {
+    now < at.saturating_add(beat_window(policy, interval_ms))
+}
+
+/// Three beats of `interval_ms` (`host_down_after` when it is not known).
+fn beat_window(policy: &Policy, interval_ms: u32) -> Duration {
+    if interval_ms == 0 {
+        policy.host_down_after
+    } else {
+        Duration::from_millis(u64::from(interval_ms) * 3)
+    }
+}
+
+/// When its agent's promise makes a silent host self-fenced, or why it
+/// cannot.
+pub fn self_fence_deadline(policy: &Policy, host: &HostFacts) -> Result<Timestamp, Missing> {
+    let agent = host.agent.ok_or(Missing::NoAgent)?;
+    if agent.isolation_timeout_ms == 0 {
+        return Err(Missing::NoAgent);
+    }
+    if policy.agent_needs_watchdog && !agent.watchdog {
+        return Err(Missing::NoWatchdog);
+    }
+    // The agent counts its timeout from its last acknowledged heartbeat,
+    // sent no later than vmdr heard it; a reassured agent also from its
+    // last storage write, which vmdr sees as the file moving.
+    let from = match agent.reassurance {
+        Reassurance::None => agent.last_heard,
+        Reassurance::Gateway => return Err(Missing::NoStorageHeartbeat),
+        Reassurance::GatewayAndStorage => {
+            let storage = host.storage.ok_or(Missing::NoStorageHeartbeat)?;
+            if !storage.readable {
+                return Err(Missing::StorageUnreadable);
+            }
+            agent.last_heard.max(storage.last_moved)
+        }
+    };
+    // Two clocks that each run up to 0.1 % off (a crystal's 100 ppm and
+    // NTP's 500 ppm slew, with room to spare) disagree by at most 0.2 %.
+    let timeout = Duration::from_millis(u64::from(agent.isolation_timeout_ms));
+    Ok(from
+        .saturating_add(timeout)
+        .saturating_add(timeout / 500)
+        .saturating_add(policy.self_fence_margin))
+}
+
+/// How long after `host` falls silent on every channel (its agent and
+/// storage heartbeat included: a crash) its VMs will be proved stopped,
+/// counted from that moment: its agent's deadline when its promise counts,
+/// zero when its site trusts silence (then only the loss of both views for
+/// `host_down_after` is waited for), `None` when nothing will prove it (a
+/// crash is not a power-off).
+pub fn proof_after_silence(policy: &Policy, host: &HostFacts) -> Option<Duration> {
+    let mut silent = *host;
+    if let Some(a) = &mut silent.agent {
+        a.last_heard = Timestamp::ZERO;
+    }
+    if let Some(s) = &mut silent.storage {
+        s.last_moved = Timestamp::ZERO;
+        s.fenced = false;
+    }
+    // Until its beats have been missed for their window, it is still heard.
+    let heard = silent
+        .agent
+        .map(|a| beat_window(policy, a.interval_ms))
+        .into_iter()
+        .chain(silent.storage.map(|s| beat_window(policy, s.interval_ms)))
+        .max()
+        .unwrap_or_default();
+    match self_fence_deadline(policy, &silent) {
+        Ok(at) => Some(at.since(Timestamp::ZERO).max(heard)),
+        Err(_) if host.trust_unreachable && !policy.require_fencing => Some(heard),
+        Err(_) => None,
+    }
+}
+
+/// The verdict on `host` at `now`.
+pub fn host_verdict(policy: &Policy, now: Timestamp, host: &HostFacts) -> HostVerdict {
+    use HostVerdict::{Down, NotDown};
+    let storage = host.storage.filter(|s| s.readable);
+    if storage.is_some_and(|s| !s.fenced && recent(policy, now, s.last_moved, s.interval_ms)) {
+        return NotDown;
+    }
+    if host
+        .agent
+        .is_some_and(|a| recent(policy, now, a.last_heard, a.interval_ms))
+    {
+        return NotDown;
+    }
+    if host.link.is_fenced() {
+        // "Powered off" while it still answers is a contradiction (a wrong
+        // report, a reused address): not trusted.
+        return if host.probe_failures > 0 {
+            Down {
+                evidence: DownEvidence::Fenced,
+            }
+        } else {
+            NotDown
+        };
+    }
+    let lost = host.link.is_lost()
+        && host.probe_failures >= policy.failure_threshold
+        && host
+            .unreachable_since
+            .is_some_and(|since| now >= since.saturating_add(policy.host_down_after));
+    if !lost {
+        return NotDown;
+    }
+    if policy.require_fencing {
+        return HostVerdict::Unproven {
+            missing: Missing::NotFenced,
+        };
+    }
+    if storage.is_some_and(|s| s.fenced) {
+        return Down {
+            evidence: DownEvidence::SelfFenced,
+        };
+    }
+    let deadline = self_fence_deadline(policy, host);
+    if deadline.is_ok_and(|at| now >= at) {
+        return Down {
+            evidence: DownEvidence::Deadline,
+        };
+    }
+    if host.trust_unreachable {
+        return Down {
+            evidence: DownEvidence::Trusted,
+        };
+    }
+    match deadline {
+        Ok(at) => HostVerdict::AwaitingDeadline { at },
+        Err(missing) => HostVerdict::Unproven { missing },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{AgentSignal, HostLink, StorageSignal};
+
+    const S: u64 = 1000;
+
+    fn lost_at(t: u64) -> HostFacts {
+        let mut h = HostFacts::connected(0, 0, 0);
+        h.link = HostLink::NotResponding;
+        h.probe_failures = 3;
+        h.unreachable_since = Some(Timestamp(t));
+        h
+    }
+
+    fn agent(last_heard: u64, reassurance: Reassurance) -> AgentSignal {
+        AgentSignal {
+            last_heard: Timestamp(last_heard),
+            interval_ms: 0,
+            isolation_timeout_ms: 30_000,
+            reassurance,
+            watchdog: true,
+        }
+    }
+
+    #[test]
+    fn a_lost_host_without_evidence_is_unproven_and_a_trusting_site_takes_it_down() {
+        let p = Policy::default();
+        let mut h = lost_at(0);
+        assert_eq!(
+            host_verdict(&p, Timestamp(14 * S), &h),
+            HostVerdict::NotDown
+        );
+        assert_eq!(
+            host_verdict(&p, Timestamp(15 * S), &h),
+            HostVerdict::Unproven {
+                missing: Missing::NoAgent
+            }
+        );
+        h.trust_unreachable = true;
+        assert_eq!(
+            host_verdict(&p, Timestamp(15 * S), &h),
+            HostVerdict::Down {
+                evidence: DownEvidence::Trusted
+            }
+        );
+    }
+
+    #[test]
+    fn a_lease_agent_is_self_fenced_after_its_timeout_and_margin() {
+        let p = Policy::default();
+        let mut h = lost_at(2 * S);
+        h.agent = Some(agent(0, Reassurance::None));
+        // 30 s + 0.2 % + 0.5 s after it was last heard.
+        let at = Timestamp(30_560);
+        assert_eq!(
+            host_verdict(&p, Timestamp(20 * S), &h),
+            HostVerdict::AwaitingDeadline { at }
+        );
+        assert_eq!(
+            host_verdict(&p, Timestamp(at.0 - 1), &h),
+            HostVerdict::AwaitingDeadline { at }
+        );
+        assert_eq!(
+            host_verdict(&p, at, &h),
+            HostVerdict::Down {
+                evidence: DownEvidence::Deadline
+            }
+        );
+    }
+
+    #[test]
+    fn a_moving_storage_heartbeat_keeps_a_host_up_whatever_else_says() {
+        let p = Policy::default();
+        let mut h = lost_at(0);
+        h.link = HostLink::PoweredOff;
+        h.agent = Some(agent(0, Reassurance::GatewayAndStorage));
+        h.storage = Some(StorageSignal {
+            readable: true,
+            last_moved: Timestamp(99 * S),
+            interval_ms: 0,
+            fenced: false,
+        });
+        assert_eq!(
+            host_verdict(&p, Timestamp(100 * S), &h),
+            HostVerdict::NotDown
+        );
+        // Stale: the deadline runs from the last move.
+        h.link = HostLink::NotResponding;
+        let at = Timestamp(99 * S + 30_560);
+        assert_eq!(
+            host_verdict(&p, Timestamp(120 * S), &h),
+            HostVerdict::AwaitingDeadline { at }
+        );
+        // Unreadable: nothing proves the agent is not writing it.
+        h.storage = Some(StorageSignal {
+            readable: false,
+            last_moved: Timestamp(0),
+            interval_ms: 0,
+            fenced: false,
+        });
+        assert_eq!(
+            host_verdict(&p, Timestamp(200 * S), &h),
+            HostVerdict::Unproven {
+                missing: Missing::StorageUnreadable
+            }
+        );
+        // The file's last word is "fenced".
+        h.storage = Some(StorageSignal {
+            readable: true,
+            last_moved: Timestamp(10 * S),
+            interval_ms: 0,
+            fenced: true,
+        });
+        assert_eq!(
+            host_verdict(&p, Timestamp(16 * S), &h),
+            HostVerdict::Down {
+                evidence: DownEvidence::SelfFenced
+            }
+        );
+    }
+
+    #[test]
+    fn an_agent_that_cannot_keep_its_promise_proves_nothing() {
+        let p = Policy::default();
+        let mut h = lost_at(0);
+        h.agent = Some(AgentSignal {
+            watchdog: false,
+            ..agent(0, Reassurance::None)
+        });
+        let late = Timestamp(1000 * S);
+        assert_eq!(
+            host_verdict(&p, late, &h),
+            HostVerdict::Unproven {
+                missing: Missing::NoWatchdog
+            }
+        );
+        let lax = Policy {
+            agent_needs_watchdog: false,
+            ..Policy::default()
+        };
+        assert!(matches!(
+            host_verdict(&lax, late, &h),
+            HostVerdict::Down { .. }
+        ));
+        h.agent = Some(agent(0, Reassurance::Gateway));
+        assert_eq!(
+            host_verdict(&p, late, &h),
+            HostVerdict::Unproven {
+                missing: Missing::NoStorageHeartbeat
+            }
+        );
+        // Heard just now: alive, even lost to both views.
+        h.agent = Some(agent(late.0, Reassurance::None));
+        assert_eq!(host_verdict(&p, late, &h), HostVerdict::NotDown);
+    }
+
+    #[test]
+    fn proof_after_silence_is_when_the_verdict_turns_down() {
+        let p = Policy::default();
+        let mut h = HostFacts::connected(0, 0, 0);
+        assert_eq!(proof_after_silence(&p, &h), None);
+        h.trust_unreachable = true;
+        assert_eq!(proof_after_silence(&p, &h), Some(Duration::ZERO));
+        h.agent = Some(agent(500, Reassurance::None));
+        assert_eq!(
+            proof_after_silence(&p, &h),
+            Some(Duration::from_millis(30_560))
+        );
+        // A short promise waits for its beats to be missed (three of 2 s).
+        h.agent = Some(AgentSignal {
+            isolation_timeout_ms: 1_000,
+            interval_ms: 2_000,
+            ..agent(500, Reassurance::None)
+        });
+        assert_eq!(proof_after_silence(&p, &h), Some(Duration::from_secs(6)));
+    }
+}
