@@ -26,6 +26,22 @@ pub struct HostEntry {
     pub evidence: Option<(&'static str, &'static str)>,
 }
 
+impl HostEntry {
+    /// Its `evidence` as events and the API spell it.
+    pub fn evidence_text(&self) -> Option<String> {
+        self.evidence.map(evidence_text)
+    }
+}
+
+/// `kind`, or `kind: missing` when something is missing.
+fn evidence_text((kind, missing): (&str, &str)) -> String {
+    if missing.is_empty() {
+        kind.to_owned()
+    } else {
+        format!("{kind}: {missing}")
+    }
+}
+
 /// One monitored VM.
 #[derive(Clone, Debug)]
 pub struct VmEntry {
@@ -397,13 +413,6 @@ impl Registry {
     /// to the evidence a relocation rests on (`fenced`, `self_fenced`,
     /// `deadline`, `trusted`), or to `unproven: ` and what is missing.
     pub fn observe_evidence(&mut self, policy: &Policy, now: Timestamp, sink: &dyn EventSink) {
-        let text = |(kind, missing): (&str, &str)| {
-            if missing.is_empty() {
-                kind.to_owned()
-            } else {
-                format!("{kind}: {missing}")
-            }
-        };
         for (f, e) in self.hosts.iter().zip(&mut self.host_entries) {
             let now_is = match dr_core::engine::host_verdict(policy, now, f) {
                 HostVerdict::NotDown => ("not_down", ""),
@@ -416,14 +425,16 @@ impl Registry {
             }
             // The first report of a host nothing is wrong with says nothing.
             if e.evidence.is_some() || now_is.0 != "not_down" {
-                let from = e.evidence.map_or_else(|| "unknown".to_owned(), text);
+                let from = e
+                    .evidence
+                    .map_or_else(|| "unknown".to_owned(), evidence_text);
                 emit_change(
                     sink,
                     now,
                     Subject::Host(e.name.clone()),
                     "evidence",
                     from,
-                    text(now_is),
+                    evidence_text(now_is),
                 );
             }
             e.evidence = Some(now_is);

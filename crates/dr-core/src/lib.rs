@@ -7,6 +7,8 @@
 //! * the **ports** ([`ports`]): the async traits every backend implements
 //!   ([`ports::Hypervisor`], [`ports::Prober`], [`ports::Clock`]) with typed
 //!   errors;
+//! * the host agent's promise ([`isolation`]): when an agent cut off from
+//!   vmdr destroys its host's guests, the rule the engine's deadline rests on;
 //! * the **decision engine** ([`engine`]): a pure, allocation-free per VM,
 //!   deterministic function from what was observed about a VM, its host and the
 //!   cluster to exactly one [`engine::Decision`].
@@ -22,6 +24,7 @@
 #![forbid(unsafe_code)]
 
 pub mod engine;
+pub mod isolation;
 pub mod model;
 pub mod ports;
 pub mod time;

@@ -85,6 +85,31 @@ pub struct DaemonConfig {
     pub snapshots: crate::snapshots::SnapshotConfig,
     /// The replication manager (takes effect at start); `None`: off.
     pub replication: Option<crate::replication::ReplicationConfig>,
+    /// Where the hosts' vmdr agents report (takes effect at start); `None`:
+    /// no agents.
+    pub agents: Option<AgentsConfig>,
+}
+
+/// The hosts' agents: the listener they heartbeat to, their token, and
+/// where they write their storage heartbeats.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AgentsConfig {
+    /// Where agents post their heartbeats.
+    pub listen: SocketAddr,
+    /// Their bearer token (never logged).
+    pub token: String,
+    /// The directory on the hosts' shared storage their records are in.
+    pub storage_dir: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for AgentsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentsConfig")
+            .field("listen", &self.listen)
+            .field("token", &"<redacted>")
+            .field("storage_dir", &self.storage_dir)
+            .finish()
+    }
 }
 
 #[derive(Deserialize)]
@@ -105,6 +130,15 @@ struct Raw {
     #[serde(default)]
     snapshots: RawSnapshots,
     replication: Option<RawReplication>,
+    agents: Option<RawAgents>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAgents {
+    listen: Spanned<String>,
+    token_file: String,
+    storage_dir: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -180,6 +214,39 @@ struct RawApi {
 #[serde(deny_unknown_fields)]
 struct RawJournal {
     path: Option<String>,
+}
+
+/// The `[agents]` section, or the line and message of what is wrong.
+fn agents_config(
+    a: RawAgents,
+    base: &Path,
+    text: &str,
+) -> Result<AgentsConfig, (Option<usize>, String)> {
+    let listen = a.listen.get_ref().parse().map_err(|e| {
+        (
+            Some(line_of(text, a.listen.span().start)),
+            format!(
+                "agents.listen = {:?}: {e} (expected ADDRESS:PORT)",
+                a.listen.get_ref()
+            ),
+        )
+    })?;
+    let p = base.join(&a.token_file);
+    let token = std::fs::read_to_string(&p)
+        .map_err(|e| (None, format!("agents.token_file {}: {e}", p.display())))?
+        .trim()
+        .to_owned();
+    if token.len() < 16 {
+        return Err((
+            None,
+            "agents: the token must be at least 16 characters".into(),
+        ));
+    }
+    Ok(AgentsConfig {
+        listen,
+        token,
+        storage_dir: a.storage_dir.map(|d| base.join(d)),
+    })
 }
 
 /// The key (`section.key`) on the line of `offset`, for an error the TOML
@@ -575,6 +642,10 @@ impl DaemonConfig {
                 })
             }
         };
+        let agents = match raw.agents {
+            None => None,
+            Some(a) => Some(agents_config(a, base, text).map_err(|(line, m)| err(line, m))?),
+        };
         Ok(DaemonConfig {
             path: path.to_owned(),
             backend,
@@ -583,6 +654,7 @@ impl DaemonConfig {
             journal,
             snapshots,
             replication,
+            agents,
         })
     }
 }
@@ -634,6 +706,20 @@ mod tests {
         assert!(
             e.message.starts_with("policy.failure_threshold") && !e.message.contains("policy: "),
             "said once: {e}"
+        );
+        let e = parse(
+            "backend = \"sim\"\n[sim]\nscenario = \"x\"\n[agents]\nlisten = \"gw:7171\"\ntoken_file = \"t\"\n",
+        )
+        .expect_err("bad agents.listen");
+        assert_eq!(e.line, Some(5), "{e}");
+        assert!(e.message.starts_with("agents.listen = \"gw:7171\""), "{e}");
+        let e = parse(
+            "backend = \"sim\"\n[sim]\nscenario = \"x\"\n[agents]\nlisten = \"127.0.0.1:7171\"\ntoken_file = \"/nonexistent/t\"\n",
+        )
+        .expect_err("no token file");
+        assert!(
+            e.message.starts_with("agents.token_file /nonexistent/t"),
+            "{e}"
         );
         let e = parse("backend = \"xen\"\n").expect_err("unknown backend");
         assert_eq!(e.line, Some(1));

@@ -76,6 +76,10 @@ pub async fn run(
     let ports = backend::start(&cfg.backend, &state_dir).await?;
     let (stop_tasks, tasks_stopped) = watch::channel(false);
     let hv = with_replica_receivers(&cfg, ports.hv.clone(), tasks_stopped.clone()).await?;
+    let hv = match &cfg.agents {
+        Some(a) => crate::agents::start(a, hv, ports.clock.clone(), tasks_stopped.clone()).await?,
+        None => hv,
+    };
     let interrupted = {
         let (j, now) = (journal.clone(), ports.clock.now().0);
         let closed = tokio::task::spawn_blocking(move || resolve_open(&j, now))

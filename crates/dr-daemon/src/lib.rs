@@ -23,6 +23,8 @@
 //!   complete checkpoint first;
 //! * [`snapshots`]: the snapshot schedulers for VMs and hosts (take new,
 //!   prune old), on reloadable intervals;
+//! * [`agents`]: the hosts' vmdr agents (`dr-agent`): their listener, and
+//!   the inventory amended with their heartbeats and storage records;
 //! * [`api`], [`state`], [`metrics`]: the HTTP API (axum), the status and
 //!   events it serves, and Prometheus metrics.
 //!
@@ -32,6 +34,7 @@
 //! backend speaks to its hypervisor (`dr-sim`, `dr-vsphere`, `dr-probe`).
 #![forbid(unsafe_code)]
 
+pub mod agents;
 pub mod api;
 pub mod backend;
 pub mod budget;

@@ -22,6 +22,16 @@ pub fn check(cfg: &DaemonConfig) -> Result<(), ConfigError> {
     if let Some(r) = &cfg.replication {
         replication(r).map_err(err)?;
     }
+    if let Some(dir) = cfg.agents.as_ref().and_then(|a| a.storage_dir.as_ref()) {
+        // Unreadable later is a fact the engine weighs (no storage
+        // evidence); missing at the start is a mistake in the file.
+        if !dir.is_dir() {
+            return Err(err(format!(
+                "agents.storage_dir {}: is not a directory",
+                dir.display()
+            )));
+        }
+    }
     Ok(())
 }
 

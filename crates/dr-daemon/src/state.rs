@@ -30,6 +30,14 @@ pub struct HostStatus {
     pub unreachable_since_ms: Option<u64>,
     /// Recoveries charged to it now.
     pub in_flight: u16,
+    /// Whether its VMs can be running, as the engine judges it
+    /// (`not_down`, `awaiting_deadline`, the evidence it is down on, or
+    /// `unproven: ` and what is missing).
+    pub evidence: Option<String>,
+    /// Its vmdr agent as last heard (times: ms on the daemon's clock).
+    pub agent: Option<dr_core::model::AgentSignal>,
+    /// Its storage heartbeat as last read.
+    pub storage: Option<dr_core::model::StorageSignal>,
 }
 
 /// One VM as the daemon sees it.
@@ -144,6 +152,9 @@ impl Status {
                 link: format!("{:?}", f.link),
                 unreachable_since_ms: f.unreachable_since.map(|t| t.0),
                 in_flight: f.in_flight,
+                evidence: e.evidence_text(),
+                agent: f.agent,
+                storage: f.storage,
             })
             .collect();
         let vms = reg

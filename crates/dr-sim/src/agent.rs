@@ -13,6 +13,7 @@
 //! follows from those, so an agent fences at exactly the instant the rule
 //! says, whenever the world next looks.
 
+use dr_core::isolation::{LastContact, Promise};
 use dr_core::model::{AgentSignal, Reassurance, StorageSignal};
 use dr_core::Timestamp;
 use std::time::Duration;
@@ -103,32 +104,33 @@ impl SimAgent {
 
     /// When a running agent with these channels cut (since the given
     /// times; `None`: not cut) destroys its guests, if ever while they
-    /// stay so.
+    /// stay so: the rule of [`dr_core::isolation`], a channel that is not
+    /// cut working at every instant.
     pub fn fence_time(
         &self,
         drd_cut: Option<Timestamp>,
         gateway_cut: Option<Timestamp>,
         storage_cut: Option<Timestamp>,
     ) -> Option<Timestamp> {
-        let t = self.spec.isolation_timeout;
-        let alone = drd_cut?.saturating_add(t);
-        let unreassured = match self.spec.reassurance {
-            Reassurance::None => Timestamp::ZERO,
-            Reassurance::Gateway => gateway_cut?.saturating_add(t),
-            Reassurance::GatewayAndStorage => {
-                let storage = storage_cut.filter(|_| self.spec.storage_heartbeat);
-                match (gateway_cut, storage) {
-                    (None, None) => return None,
-                    (g, s) => g
-                        .into_iter()
-                        .chain(s)
-                        .map(|c| c.saturating_add(t))
-                        .min()
-                        .unwrap_or(Timestamp::ZERO),
-                }
-            }
+        let drd_cut = drd_cut?;
+        let promise = Promise {
+            timeout: self.spec.isolation_timeout,
+            reassurance: self.spec.reassurance,
         };
-        Some(alone.max(unreassured))
+        let storage_cut = storage_cut.filter(|_| self.spec.storage_heartbeat);
+        // Uncut channels work right up to the end of time.
+        let working = |cut: Option<Timestamp>| Some(cut.unwrap_or(Timestamp(u64::MAX / 2)));
+        promise
+            .fences_at(&LastContact {
+                ack: Some(drd_cut),
+                gateway: working(gateway_cut),
+                storage: if self.spec.storage_heartbeat {
+                    working(storage_cut)
+                } else {
+                    None
+                },
+            })
+            .filter(|&t| t < Timestamp(u64::MAX / 4))
     }
 
     /// What vmdr sees of it now: `heard` and `writing` say whether its

@@ -181,9 +181,9 @@ fn every_example_parses_and_passes() {
         let text = std::fs::read_to_string(&path).expect("readable");
         if text
             .lines()
-            .any(|l| l.trim_start().starts_with("backend ="))
+            .any(|l| l.trim_start().starts_with("backend =") || l.starts_with("drd ="))
         {
-            continue; // a daemon configuration, not a scenario
+            continue; // a daemon's or an agent's configuration, not a scenario
         }
         let scenario = Scenario::parse(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let report = dr_sim::run(&scenario).expect("runs");

@@ -3,12 +3,15 @@
 //! One small trait per concern, in the style of `object_store`: the required
 //! methods are the primitive operations a backend must provide; conveniences
 //! built from them live on extension traits (see [`HypervisorExt`]) so every
-//! backend gets them for free and they behave the same everywhere.
+//! backend gets them for free and they behave the same everywhere; a
+//! decorator backend ([`Amended`]) adds to any backend's inventory.
 
+mod amended;
 mod clock;
 mod hypervisor;
 mod prober;
 
+pub use amended::{AmendInventory, Amended};
 pub use clock::Clock;
 pub use hypervisor::{Capabilities, Hypervisor, HypervisorError, HypervisorExt};
 pub use prober::{ProbeError, ProbeKind, ProbeResult, ProbeTarget, Prober};

@@ -164,12 +164,32 @@ impl Lab {
         self.dir.join("shared")
     }
 
-    /// `virsh` on a host (through its unix socket), its output.
-    pub fn virsh(&self, host: &str, args: &[&str]) -> String {
-        let uri = format!(
+    /// A host's own libvirt, through its unix socket (which a cut link
+    /// does not cut): what its agent, or a test watching it, uses.
+    pub fn unix_uri(&self, host: &str) -> String {
+        format!(
             "qemu+unix:///system?socket={}",
             self.dir.join(host).join("libvirt-sock").display()
-        );
+        )
+    }
+
+    /// The lab's end of every host's link: the hosts' gateway.
+    pub fn gateway(&self) -> IpAddr {
+        format!("198.19.{}.1", self.net).parse().expect("address")
+    }
+
+    /// `program` to run inside `host`'s network namespace (killed with the
+    /// host by `kill`).
+    pub fn in_host(&self, host: &str, program: &Path) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &format!("{}-{host}", self.name)])
+            .arg(program);
+        c
+    }
+
+    /// `virsh` on a host (through its unix socket), its output.
+    pub fn virsh(&self, host: &str, args: &[&str]) -> String {
+        let uri = self.unix_uri(host);
         let out = Command::new("virsh")
             .arg("-q")
             .arg("-c")
