@@ -18,6 +18,12 @@
 #   kvm-lab.sh cut HOST            the host is cut off (guests keep running)
 #   kvm-lab.sh heal HOST           undoes cut
 #   kvm-lab.sh revive HOST         after kill: link up, daemon started again
+#   kvm-lab.sh agents [BIN [TIMEOUT [INTERVAL]]]
+#                                  start vmdr-agent (BIN: target/release/vmdr-agent)
+#                                  in every host's namespace: it heartbeats to drd's
+#                                  agent listener at the lab's .1, port 7171, token
+#                                  $DIR/agent-token, records in $DIR/shared/heartbeats;
+#                                  cut off for TIMEOUT (10s) it destroys its guests
 #   kvm-lab.sh uri HOST            the host's libvirt URI (TCP, through its link)
 #   kvm-lab.sh status              hosts, addresses and guests
 #
@@ -263,6 +269,32 @@ EOF
     echo "lab up at $DIR: ${hosts[*]} on $PREFIX.0/24 (guests: $(accel))"
 }
 
+# vmdr-agent in each host's namespace (killed with the host by kill_host,
+# and by down). No watchdog: the lab's hosts share this machine's kernel.
+agents() {
+    local bin=${1:-target/release/vmdr-agent} timeout=${2:-10s} interval=${3:-1s} h
+    [ -x "$bin" ] || die "no vmdr-agent at $bin (cargo build --release first)"
+    bin=$(realpath "$bin")
+    [ -s "$DIR/agent-token" ] || head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$DIR/agent-token"
+    mkdir -p "$DIR/shared/heartbeats"
+    while read -r h _; do
+        cat >"$DIR/$h/agent.toml" <<EOF
+host = "$h"
+drd = ["$PREFIX.1:7171"]
+token_file = "$DIR/agent-token"
+libvirt = "$(unix_uri "$h")"
+isolation_timeout = "$timeout"
+interval = "$interval"
+isolation_addresses = ["$PREFIX.1"]
+storage_dir = "$DIR/shared/heartbeats"
+state_file = "$DIR/$h/agent.state"
+EOF
+        ip netns exec "$(host_ns "$h")" setsid "$bin" --config "$DIR/$h/agent.toml" \
+            >"$DIR/$h/agent.log" 2>&1 </dev/null &
+    done <"$DIR/hosts"
+    echo "agents started (logs: $DIR/HOST/agent.log); drd's [agents] listens on $PREFIX.1:7171"
+}
+
 down() {
     if [ -e "$DIR/hosts" ]; then
         local h
@@ -363,6 +395,11 @@ demo)
     guest kvm-a1 web-1 "$PREFIX.101"
     guest kvm-a1 db-1 "$PREFIX.102"
     guest kvm-a2 app-1 "$PREFIX.103"
+    if [ -x target/release/vmdr-agent ]; then
+        agents target/release/vmdr-agent
+    else
+        echo "no target/release/vmdr-agent: the hosts run no agent (cargo build --release, then kvm-lab.sh agents)"
+    fi
     ;;
 down) down ;;
 guest) guest "${1:-}" "${2:-}" "${3:-}" ;;
@@ -370,6 +407,7 @@ kill) kill_host "${1:?host}" ;;
 cut) ip link set "$(host_link "${1:?host}")" down ;;
 heal) ip link set "$(host_link "${1:?host}")" up ;;
 revive) ip link set "$(host_link "${1:?host}")" up && start_daemon "$1" ;;
+agents) agents "$@" ;;
 uri) tcp_uri "${1:?host}" ;;
 status) status ;;
 *) sed -n '2,/^set -euo/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'; [ -z "$cmd" ] || exit 2 ;;

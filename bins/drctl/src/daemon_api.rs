@@ -304,9 +304,19 @@ pub async fn status(args: &StatusArgs) -> anyhow::Result<()> {
     if st["view"]["stale"] == true {
         writeln!(out, "{view}\n")?;
     }
-    let mut hosts = vec![["HOST", "IP", "REACHABLE", "LINK", "IN FLIGHT"]
-        .map(str::to_owned)
-        .to_vec()];
+    let mut hosts = vec![[
+        "HOST",
+        "IP",
+        "REACHABLE",
+        "LINK",
+        "IN FLIGHT",
+        "AGENT",
+        "STORAGE",
+        "EVIDENCE",
+    ]
+    .map(str::to_owned)
+    .to_vec()];
+    let at = st["at_ms"].as_u64().unwrap_or(0);
     for h in st["hosts"].as_array().into_iter().flatten() {
         hosts.push(vec![
             s(&h["name"]),
@@ -314,6 +324,9 @@ pub async fn status(args: &StatusArgs) -> anyhow::Result<()> {
             s(&h["reachable"]),
             s(&h["link"]),
             s(&h["in_flight"]),
+            agent_text(&h["agent"], at),
+            storage_text(&h["storage"], at),
+            s(&h["evidence"]),
         ]);
     }
     table(&mut out, &hosts)?;
@@ -348,6 +361,43 @@ pub async fn status(args: &StatusArgs) -> anyhow::Result<()> {
         s(&st["in_flight"])
     )?;
     Ok(())
+}
+
+/// How long ago `ms` was, at `at` (both on the daemon's clock).
+fn ago(ms: &serde_json::Value, at: u64) -> String {
+    ms.as_u64().map_or("-".into(), |t| {
+        format!("{:.1}s ago", at.saturating_sub(t) as f64 / 1000.0)
+    })
+}
+
+/// A host's agent: when it was last heard, and its promise.
+fn agent_text(a: &serde_json::Value, at: u64) -> String {
+    if a.is_null() {
+        return "-".into();
+    }
+    let timeout = a["isolation_timeout_ms"].as_u64().unwrap_or(0) as f64 / 1000.0;
+    let watchdog = if a["watchdog"] == true {
+        ", watchdog"
+    } else {
+        ""
+    };
+    format!(
+        "heard {}, fences in {timeout}s{watchdog}",
+        ago(&a["last_heard"], at)
+    )
+}
+
+/// A host's storage heartbeat: when it last moved, or what it says.
+fn storage_text(st: &serde_json::Value, at: u64) -> String {
+    if st.is_null() {
+        "-".into()
+    } else if st["readable"] != true {
+        "unreadable".into()
+    } else if st["fenced"] == true {
+        "fenced".into()
+    } else {
+        format!("moved {}", ago(&st["last_moved"], at))
+    }
 }
 
 /// Prints the failure budget: a line per host and site.

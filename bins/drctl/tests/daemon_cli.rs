@@ -93,8 +93,20 @@ fn status_events_pause_and_resume() {
     loop {
         let (code, out, err) = drctl(&["status"], &d.addr);
         assert_eq!(code, 0, "{err}");
-        if out.contains("db-1") && out.contains("esx-2") {
+        if out.contains("db-1") && out.contains("esx-2") && out.contains("heard ") {
             assert!(out.contains("VM") && out.contains("DECISION"), "{out}");
+            // Each host's agent (the fixture gives every host one with a
+            // 2 s isolation timeout), its storage heartbeat, its evidence.
+            let esx2 = out
+                .lines()
+                .find(|l| l.starts_with("esx-2 "))
+                .unwrap_or_default();
+            assert!(
+                esx2.contains("fences in 2s, watchdog")
+                    && esx2.contains("moved ")
+                    && esx2.contains("not_down"),
+                "{out}"
+            );
             break;
         }
         assert!(Instant::now() < deadline, "status never listed db-1: {out}");
