@@ -235,7 +235,11 @@ impl AmendInventory for Agents {
         self.read_storage(inv.hosts.iter().map(|h| h.name.clone()).collect())
             .await;
         for h in &mut inv.hosts {
-            h.signals = self.signals(&h.name);
+            // Adds to what the backend knows (the simulation's own agents),
+            // never takes it away.
+            let s = self.signals(&h.name);
+            h.signals.agent = s.agent.or(h.signals.agent);
+            h.signals.storage = s.storage.or(h.signals.storage);
         }
     }
 }

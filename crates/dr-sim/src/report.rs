@@ -276,10 +276,18 @@ fn decision_text(d: &Decision, host: Option<&str>) -> String {
         Decision::RestartInPlace { reset: true } => "reset in place".to_owned(),
         Decision::RevertToSnapshot => "revert to snapshot in place".to_owned(),
         Decision::RecoverHost { .. } => format!("recover host {on} from its snapshot"),
-        Decision::Restore { source, .. } => format!("restore on {on} from {source:?}"),
-        Decision::AddHostThenRestore { source, .. } => {
-            format!("add host {on}, restore there from {source:?}")
-        }
+        Decision::Restore {
+            source, evidence, ..
+        } => format!(
+            "restore on {on} from {source:?} (its host: {})",
+            evidence.as_str()
+        ),
+        Decision::AddHostThenRestore {
+            source, evidence, ..
+        } => format!(
+            "add host {on}, restore there from {source:?} (its host: {})",
+            evidence.as_str()
+        ),
     }
 }
 
