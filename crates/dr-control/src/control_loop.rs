@@ -4,7 +4,7 @@ use crate::journal::RecoveryJournal;
 use crate::registry::Registry;
 use dr_core::engine::{ledger, ClusterFacts, PlanScratch};
 use dr_core::model::{Heartbeat, HostLink, PowerEvent, PowerState};
-use dr_core::ports::{Clock, Hypervisor, ProbeTarget, Prober};
+use dr_core::ports::{Clock, Fencer, Hypervisor, NoFencer, ProbeTarget, Prober};
 use dr_core::{Decision, Engine, Policy, PolicyError, Timestamp};
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -24,7 +24,11 @@ pub struct ControlConfig {
     pub inventory_interval: Duration,
     /// Each attempt of each step of an action is abandoned after this.
     pub action_timeout: Duration,
-    /// Retries of an action after a transient error.
+    /// Each attempt of a fence (its device's off, then its status read) is
+    /// abandoned after this.
+    pub fence_timeout: Duration,
+    /// Retries of an action after a transient error (of a fence, after any
+    /// failure).
     pub action_retries: u32,
     /// Pause between those retries.
     pub retry_delay: Duration,
@@ -44,6 +48,7 @@ impl Default for ControlConfig {
             probe_timeout: Duration::from_millis(800),
             inventory_interval: Duration::from_secs(60),
             action_timeout: Duration::from_secs(300),
+            fence_timeout: Duration::from_secs(60),
             action_retries: 2,
             retry_delay: Duration::from_secs(5),
             event_lookback: Duration::from_secs(24 * 3600),
@@ -70,6 +75,10 @@ pub struct ControlLoop<H: ?Sized, P: ?Sized, C: ?Sized> {
     scratch: PlanScratch,
     decisions: Vec<Decision>,
     cluster_in_flight: u32,
+    /// Hosts' fence devices, and the fences running now (not recoveries:
+    /// outside the recovery limits).
+    fencer: Arc<dyn Fencer>,
+    fences_in_flight: u32,
     done_tx: mpsc::UnboundedSender<Completion>,
     done_rx: mpsc::UnboundedReceiver<Completion>,
     events_since: Option<Timestamp>,
@@ -110,6 +119,8 @@ where
             scratch: PlanScratch::default(),
             decisions: Vec::new(),
             cluster_in_flight: 0,
+            fencer: Arc::new(NoFencer),
+            fences_in_flight: 0,
             done_tx,
             done_rx,
             events_since: None,
@@ -126,6 +137,13 @@ where
     /// Records every action in `journal` before it starts and when it ends.
     pub fn with_journal(mut self, journal: Arc<dyn RecoveryJournal>) -> Self {
         self.journal = Some(journal);
+        self
+    }
+
+    /// Fences lost hosts that have a device through `fencer` (without one,
+    /// no host has a fence device).
+    pub fn with_fencer(mut self, fencer: Arc<dyn Fencer>) -> Self {
+        self.fencer = fencer;
         self
     }
 
@@ -250,7 +268,7 @@ where
 
     /// Waits for every running action to report back.
     pub async fn drain(&mut self) {
-        while self.cluster_in_flight > 0 {
+        while self.cluster_in_flight + self.fences_in_flight > 0 {
             match self.done_rx.recv().await {
                 Some(c) => self.complete(c),
                 None => break,
@@ -361,6 +379,7 @@ where
             self.sync(&inv, now);
         }
         self.registry.refresh(&inv, &policy, now, &*self.sink);
+        self.registry.set_fence_devices(&self.fencer.devices());
         // VMs without an address to probe: the hypervisor's fresh view
         // stands in for the probe (on, and the guest not known silent).
         for i in 0..self.registry.vms.len() {
@@ -438,7 +457,7 @@ where
             let entry = &self.registry.vm_entries[i];
             if entry.last_decision != Some(d) {
                 let host = match d {
-                    Decision::RecoverHost { host } => Some(host),
+                    Decision::FenceHost { host } | Decision::RecoverHost { host } => Some(host),
                     Decision::Restore { target, .. } => Some(target),
                     Decision::AddHostThenRestore { spare, .. } => Some(spare),
                     _ => None,
@@ -468,6 +487,10 @@ where
             Decision::RestartInPlace { reset: false } => Action::PowerOn { vm, host },
             Decision::RestartInPlace { reset: true } => Action::Reset { vm, host },
             Decision::RevertToSnapshot => Action::RevertToSnapshot { vm, host },
+            Decision::FenceHost { host: h } => Action::FenceHost {
+                vm,
+                host: reg.host_name(h).to_owned(),
+            },
             Decision::RecoverHost { host: h } => Action::RecoverHost {
                 vm,
                 host: reg.host_name(h).to_owned(),
@@ -496,21 +519,28 @@ where
             },
             Decision::None { .. } | Decision::Wait { .. } | Decision::Alert { .. } => return,
         };
-        if let Some(h) = reg.host_idx(action.charged_host()) {
-            reg.hosts[h].in_flight += 1;
-            if action.is_host_recovery() {
-                ledger::host_recovery_started(&mut reg.hosts[h]);
+        if action.is_fence() {
+            if let Some(h) = reg.host_idx(action.charged_host()) {
+                ledger::fence_started(&mut reg.hosts[h]);
             }
+            self.fences_in_flight += 1;
+        } else {
+            if let Some(h) = reg.host_idx(action.charged_host()) {
+                reg.hosts[h].in_flight += 1;
+                if action.is_host_recovery() {
+                    ledger::host_recovery_started(&mut reg.hosts[h]);
+                }
+            }
+            if !action.is_host_recovery() {
+                ledger::recovery_started(&mut reg.vms[i]);
+            }
+            if let Action::Restore { vm, target: to, .. }
+            | Action::AddHostThenRestore { vm, spare: to, .. } = &action
+            {
+                reg.arriving(vm, Some(to));
+            }
+            self.cluster_in_flight += 1;
         }
-        if !action.is_host_recovery() {
-            ledger::recovery_started(&mut reg.vms[i]);
-        }
-        if let Action::Restore { vm, target: to, .. }
-        | Action::AddHostThenRestore { vm, spare: to, .. } = &action
-        {
-            reg.arriving(vm, Some(to));
-        }
-        self.cluster_in_flight += 1;
         tracing::info!(
             action = action.kind(),
             vm = action.vm(),
@@ -524,15 +554,20 @@ where
             },
         );
 
-        let (hv, clock, sink, tx, journal) = (
+        let (hv, fencer, clock, sink, tx, journal) = (
             self.hv.clone(),
+            self.fencer.clone(),
             self.clock.clone(),
             self.sink.clone(),
             self.done_tx.clone(),
             self.journal.clone(),
         );
         let retry = RetryPolicy {
-            timeout: self.cfg.action_timeout,
+            timeout: if action.is_fence() {
+                self.cfg.fence_timeout
+            } else {
+                self.cfg.action_timeout
+            },
             retries: self.cfg.action_retries,
             delay: self.cfg.retry_delay,
         };
@@ -549,20 +584,24 @@ where
                 }
                 None => Ok(None),
             };
-            let (attempts, result) = match &entry {
-                Ok(_) => executor::execute(&*hv, &*clock, retry, &action).await,
-                Err(e) => (
+            let (attempts, result): (u32, Result<(), String>) = match (&entry, &action) {
+                (Ok(_), Action::FenceHost { host, .. }) => {
+                    let (n, r) = executor::fence(&*fencer, &*clock, retry, host).await;
+                    (n, r.map_err(|e| e.to_string()))
+                }
+                (Ok(_), _) => {
+                    let (n, r) = executor::execute(&*hv, &*clock, retry, &action).await;
+                    (n, r.map_err(|e| e.to_string()))
+                }
+                (Err(e), _) => (
                     0,
-                    Err(dr_core::ports::HypervisorError::Failed {
-                        op: "journal",
-                        detail: format!("not started: the recovery journal failed: {e}"),
-                    }),
+                    Err(format!("not started: the recovery journal failed: {e}")),
                 ),
             };
             let end = clock.now();
             if let (Some(j), Ok(Some(id))) = (&journal, &entry) {
                 let (j, id) = (j.clone(), *id);
-                let error = result.as_ref().err().map(ToString::to_string);
+                let error = result.as_ref().err().cloned();
                 let ended = tokio::task::spawn_blocking(move || j.end(id, error.as_deref(), end))
                     .await
                     .unwrap_or_else(|e| Err(e.to_string()));
@@ -584,7 +623,7 @@ where
                         .as_millis()
                         .try_into()
                         .unwrap_or(u64::MAX),
-                    error: result.as_ref().err().map(ToString::to_string),
+                    error: result.as_ref().err().cloned(),
                 },
             );
             // The loop may be gone (shutdown without drain): nothing to tell.
@@ -596,9 +635,16 @@ where
     }
 
     fn complete(&mut self, c: Completion) {
-        self.cluster_in_flight = self.cluster_in_flight.saturating_sub(1);
         let now = self.clock.now();
         let reg = &mut self.registry;
+        if c.action.is_fence() {
+            self.fences_in_flight = self.fences_in_flight.saturating_sub(1);
+            if let Some(h) = reg.host_idx(c.action.charged_host()) {
+                ledger::fence_finished(&self.cfg.policy, now, &mut reg.hosts[h], c.ok);
+            }
+            return;
+        }
+        self.cluster_in_flight = self.cluster_in_flight.saturating_sub(1);
         if let Some(h) = reg.host_idx(c.action.charged_host()) {
             reg.hosts[h].in_flight = reg.hosts[h].in_flight.saturating_sub(1);
             if c.action.is_host_recovery() {

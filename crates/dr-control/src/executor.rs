@@ -1,10 +1,11 @@
 //! Recovery execution: one decided action, carried out through the
 //! [`Hypervisor`] port with a timeout per attempt and retries of transient
-//! errors.
+//! errors; a fence through the [`Fencer`] port, where every failure is
+//! retried and only a status that reads "off" is success.
 
 use dr_core::engine::DownEvidence;
 use dr_core::model::RestoreSource;
-use dr_core::ports::{Clock, Hypervisor, HypervisorError};
+use dr_core::ports::{Clock, FenceError, FencePower, Fencer, Hypervisor, HypervisorError};
 use serde::Serialize;
 use std::time::Duration;
 
@@ -32,6 +33,14 @@ pub enum Action {
         /// The VM.
         vm: String,
         /// Its host.
+        host: String,
+    },
+    /// Fence a lost host through its fence device: power off, then a
+    /// status that must read off.
+    FenceHost {
+        /// The VM whose decision asked for it.
+        vm: String,
+        /// The host.
         host: String,
     },
     /// Recover a host from its host snapshot.
@@ -76,6 +85,7 @@ impl Action {
             Action::PowerOn { vm, .. }
             | Action::Reset { vm, .. }
             | Action::RevertToSnapshot { vm, .. }
+            | Action::FenceHost { vm, .. }
             | Action::RecoverHost { vm, .. }
             | Action::Restore { vm, .. }
             | Action::AddHostThenRestore { vm, .. } => vm,
@@ -88,6 +98,7 @@ impl Action {
             Action::PowerOn { host, .. }
             | Action::Reset { host, .. }
             | Action::RevertToSnapshot { host, .. }
+            | Action::FenceHost { host, .. }
             | Action::RecoverHost { host, .. } => host,
             Action::Restore { target, .. } => target,
             Action::AddHostThenRestore { spare, .. } => spare,
@@ -102,6 +113,7 @@ impl Action {
             Action::PowerOn { host, .. }
             | Action::Reset { host, .. }
             | Action::RevertToSnapshot { host, .. }
+            | Action::FenceHost { host, .. }
             | Action::RecoverHost { host, .. } => (host, host),
             Action::Restore { from, target, .. } => (from, target),
             Action::AddHostThenRestore { from, spare, .. } => (from, spare),
@@ -111,6 +123,12 @@ impl Action {
     /// A host-level action: its outcome is the host's, not the VM's.
     pub fn is_host_recovery(&self) -> bool {
         matches!(self, Action::RecoverHost { .. })
+    }
+
+    /// A fence: carried out by the [`Fencer`], not charged to the recovery
+    /// limits, its outcome the host's.
+    pub fn is_fence(&self) -> bool {
+        matches!(self, Action::FenceHost { .. })
     }
 
     /// The restore source, for actions that restore.
@@ -129,6 +147,7 @@ impl Action {
             Action::PowerOn { .. } => "power_on",
             Action::Reset { .. } => "reset",
             Action::RevertToSnapshot { .. } => "revert_to_snapshot",
+            Action::FenceHost { .. } => "fence_host",
             Action::RecoverHost { .. } => "recover_host",
             Action::Restore { .. } => "restore",
             Action::AddHostThenRestore { .. } => "add_host_then_restore",
@@ -169,6 +188,64 @@ where
             }
             other => return (attempts, other),
         }
+    }
+}
+
+/// Fences `host` through `fencer`: an off, then a status that must read
+/// off, each bounded by `retry.timeout`. Every failure (the device refusing,
+/// not answering, reading on after the off) is retried `retry.retries`
+/// times; none is ever success. Returns the attempts made and the outcome.
+pub async fn fence<F, C>(
+    fencer: &F,
+    clock: &C,
+    retry: RetryPolicy,
+    host: &str,
+) -> (u32, Result<(), FenceError>)
+where
+    F: Fencer + ?Sized,
+    C: Clock + ?Sized,
+{
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let result = fence_once(fencer, clock, retry.timeout, host).await;
+        match result {
+            Err(e) if !matches!(e, FenceError::NoDevice { .. }) && attempts <= retry.retries => {
+                tracing::warn!(host, error = %e, attempts, "fence failed; retrying");
+                clock.sleep(retry.delay).await;
+            }
+            other => return (attempts, other),
+        }
+    }
+}
+
+async fn fence_once<F, C>(fencer: &F, clock: &C, t: Duration, host: &str) -> Result<(), FenceError>
+where
+    F: Fencer + ?Sized,
+    C: Clock + ?Sized,
+{
+    let timeout = |op| FenceError::Timeout {
+        host: host.to_owned(),
+        op,
+        after: t,
+    };
+    tokio::select! {
+        biased;
+        r = fencer.power_off(host) => r?,
+        () = clock.sleep(t) => return Err(timeout("off")),
+    }
+    let power = tokio::select! {
+        biased;
+        r = fencer.power_status(host) => r?,
+        () = clock.sleep(t) => return Err(timeout("status")),
+    };
+    match power {
+        FencePower::Off => Ok(()),
+        FencePower::On => Err(FenceError::Failed {
+            host: host.to_owned(),
+            op: "status",
+            detail: "reads on after the off".into(),
+        }),
     }
 }
 
@@ -218,6 +295,9 @@ where
         Action::RecoverHost { host, .. } => {
             bounded(clock, t, "recover_host", hv.recover_host(host)).await
         }
+        Action::FenceHost { .. } => Err(HypervisorError::Unsupported {
+            op: "fence_host (a fence is the fencer's, see executor::fence)",
+        }),
         Action::Restore {
             vm, target, source, ..
         } => bounded(clock, t, "restore_vm", hv.restore_vm(vm, target, *source)).await,

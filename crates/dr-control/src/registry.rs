@@ -5,7 +5,7 @@
 //! planning pass (in-flight actions, events) uses names.
 
 use crate::events::{ControlEvent, EventSink, Subject};
-use dr_core::engine::{ledger, HostFacts, HostIdx, HostVerdict, OffCause, VmFacts};
+use dr_core::engine::{ledger, Fencing, HostFacts, HostIdx, HostVerdict, OffCause, VmFacts};
 use dr_core::model::{HostLink, Inventory, PowerState};
 use dr_core::{Decision, Policy, Timestamp};
 use std::collections::HashMap;
@@ -408,8 +408,22 @@ impl Registry {
         }
     }
 
+    /// Which hosts have a fence device (`dr_core::ports::Fencer::devices`):
+    /// a host that gained one is ready to be fenced, one that lost it has
+    /// none (a fence running for it reports back to nothing).
+    pub fn set_fence_devices(&mut self, devices: &std::collections::BTreeSet<String>) {
+        for (f, e) in self.hosts.iter_mut().zip(&self.host_entries) {
+            match (devices.contains(&e.name), f.fence) {
+                (false, _) => f.fence = Fencing::NoDevice,
+                (true, Fencing::NoDevice) => f.fence = Fencing::Ready,
+                (true, _) => {}
+            }
+        }
+    }
+
     /// Reports each host's verdict (`dr_core::engine::host_verdict`) when
-    /// it changes: `evidence` goes from `not_down` to `awaiting_deadline`,
+    /// it changes: `evidence` goes from `not_down` to `awaiting_deadline`
+    /// or `fencing`,
     /// to the evidence a relocation rests on (`fenced`, `self_fenced`,
     /// `deadline`, `trusted`), or to `unproven: ` and what is missing.
     pub fn observe_evidence(&mut self, policy: &Policy, now: Timestamp, sink: &dyn EventSink) {
@@ -417,6 +431,7 @@ impl Registry {
             let now_is = match dr_core::engine::host_verdict(policy, now, f) {
                 HostVerdict::NotDown => ("not_down", ""),
                 HostVerdict::AwaitingDeadline { .. } => ("awaiting_deadline", ""),
+                HostVerdict::Fence | HostVerdict::Fencing => ("fencing", ""),
                 HostVerdict::Down { evidence } => (evidence.as_str(), ""),
                 HostVerdict::Unproven { missing } => ("unproven", missing.explain()),
             };

@@ -3,8 +3,8 @@
 //! names the rule of `docs/decision-table.md` it checks.
 
 use dr_core::engine::{
-    ledger, AlertReason, ClusterFacts, DownEvidence, HostFacts, HostRecovery, OffCause,
-    PlanScratch, VmFacts,
+    ledger, AlertReason, ClusterFacts, DownEvidence, Fencing, HostFacts, HostRecovery, OffCause,
+    PlanScratch, VmFacts, WaitReason,
 };
 use dr_core::model::{
     AgentSignal, Heartbeat, HostLink, PowerState, Reassurance, RestoreSource, StorageSignal,
@@ -34,14 +34,14 @@ fn policy() -> impl Strategy<Value = Policy> {
             any::<bool>(),
             any::<bool>(),
         ),
-        (0u64..5_000, any::<bool>()),
+        (0u64..5_000, any::<bool>(), 0u64..60_000),
     )
         .prop_map(
             |(
                 (threshold, down_ms, per_host, total),
                 (base, extra, attempts),
                 (stable, grace, reset, fence, prefer),
-                (margin, watchdog),
+                (margin, watchdog, fence_retry),
             )| Policy {
                 failure_threshold: threshold,
                 host_down_after: Duration::from_millis(down_ms),
@@ -58,6 +58,7 @@ fn policy() -> impl Strategy<Value = Policy> {
                 // The engine sees CPU as the registry counted it already.
                 cpu_overcommit: 4,
                 self_fence_margin: Duration::from_millis(margin),
+                fence_retry: Duration::from_millis(fence_retry),
                 agent_needs_watchdog: watchdog,
                 // The engine sees the site's trust as a host fact.
                 sites: Default::default(),
@@ -99,13 +100,14 @@ fn host() -> impl Strategy<Value = HostFacts> {
             proptest::option::of(agent()),
             proptest::option::of(storage()),
             prop::bool::weighted(0.2),
+            fencing(),
         ),
     )
         .prop_map(
             |(
                 (link, probe_failures, since, mem, cpu),
                 (in_flight, site, snap, recovery),
-                (agent, storage, trust_unreachable),
+                (agent, storage, trust_unreachable, fence),
             )| {
                 HostFacts {
                     unreachable_since: since.map(Timestamp),
@@ -120,9 +122,20 @@ fn host() -> impl Strategy<Value = HostFacts> {
                     trust_unreachable,
                     agent,
                     storage,
+                    fence,
                 }
             },
         )
+}
+
+fn fencing() -> impl Strategy<Value = Fencing> {
+    prop_oneof![
+        4 => Just(Fencing::NoDevice),
+        2 => Just(Fencing::Ready),
+        1 => Just(Fencing::InFlight),
+        1 => Just(Fencing::Off),
+        1 => (0u64..250_000).prop_map(|t| Fencing::Failed { retry_at: Timestamp(t) }),
+    ]
 }
 
 fn agent() -> impl Strategy<Value = AgentSignal> {
@@ -189,7 +202,9 @@ fn evidence_holds(p: &Policy, now: Timestamp, host: &HostFacts, evidence: DownEv
             .unreachable_since
             .is_some_and(|s| now >= s && now.since(s) >= p.host_down_after);
     match evidence {
-        DownEvidence::Fenced => host.link.is_fenced() && host.probe_failures > 0,
+        DownEvidence::Fenced => {
+            (host.link.is_fenced() || host.fence == Fencing::Off) && host.probe_failures > 0
+        }
         _ if p.require_fencing => false,
         DownEvidence::SelfFenced => {
             lost_both && host.storage.is_some_and(|s| s.readable && s.fenced)
@@ -338,6 +353,7 @@ proptest! {
         let mut reserved_cpu: HashMap<usize, u64> = HashMap::new();
         let mut host_recoveries: HashMap<usize, u32> = HashMap::new();
         let mut spare_adds: HashMap<usize, u32> = HashMap::new();
+        let mut fences: HashMap<usize, u32> = HashMap::new();
         let mut actions = 0u32;
 
         for (vm, d) in c.vms.iter().zip(&decisions) {
@@ -347,7 +363,7 @@ proptest! {
                 continue;
             };
             if d.is_action() {
-                actions += 1;
+                actions += u32::from(!matches!(d, Decision::FenceHost { .. }));
                 // V1/V2/V3: people's decisions.
                 prop_assert!(!vm.paused, "paused vm got {:?}", d);
                 prop_assert!(vm.off_cause != OffCause::User, "user-stopped vm got {:?}", d);
@@ -359,8 +375,11 @@ proptest! {
                 // V7/V8: back-off and give-up.
                 prop_assert!(c.now >= vm.retry_at, "vm in back-off got {:?}", d);
                 prop_assert!(vm.failed_attempts < p.max_attempts, "vm past max attempts got {:?}", d);
-                let h = charged_host(vm, d).expect("actions are charged");
-                *charged.entry(h).or_default() += 1;
+                // A fence moves nothing and is not charged to the limits.
+                if !matches!(d, Decision::FenceHost { .. }) {
+                    let h = charged_host(vm, d).expect("actions are charged");
+                    *charged.entry(h).or_default() += 1;
+                }
             }
             // V9: a VM the hypervisor says runs on a connected host is never
             // started anywhere else, and at most reset in place.
@@ -379,7 +398,7 @@ proptest! {
             if d.moves_vm() || matches!(d, Decision::RecoverHost { .. }) {
                 prop_assert!([DownEvidence::Fenced, DownEvidence::SelfFenced, DownEvidence::Deadline, DownEvidence::Trusted]
                     .into_iter().any(|e| evidence_holds(p, c.now, host, e)), "moved/recovered off a host with no evidence: {:?} {:?}", host, d);
-                prop_assert!(!p.require_fencing || host.link.is_fenced(), "require_fencing but host not fenced: {:?}", d);
+                prop_assert!(!p.require_fencing || host.link.is_fenced() || host.fence == Fencing::Off, "require_fencing but host not fenced: {:?}", d);
             }
             match *d {
                 Decision::RestartInPlace { .. } | Decision::RevertToSnapshot => {
@@ -387,6 +406,24 @@ proptest! {
                     if matches!(d, Decision::RevertToSnapshot) {
                         prop_assert!(vm.has_snapshot);
                     }
+                }
+                // F: a host is fenced when it is lost to every view, has a
+                // device that is not running or failed recently, and nothing
+                // quicker proves it down already; once per pass.
+                Decision::FenceHost { host: h } => {
+                    prop_assert_eq!(h, vm.host);
+                    let due = match host.fence {
+                        Fencing::Ready => true,
+                        Fencing::Failed { retry_at } => c.now >= retry_at,
+                        _ => false,
+                    };
+                    prop_assert!(due, "fenced a host whose device is not due: {:?}", host);
+                    let lost = host.link.is_lost() && host.probe_failures >= p.failure_threshold
+                        && host.unreachable_since.is_some_and(|s| c.now >= s && c.now.since(s) >= p.host_down_after);
+                    prop_assert!(lost, "fenced a host not lost to both views: {:?}", host);
+                    prop_assert!(!evidence_holds(p, c.now, host, DownEvidence::SelfFenced) && !evidence_holds(p, c.now, host, DownEvidence::Deadline),
+                        "fenced a host its agent already proved down: {:?}", host);
+                    *fences.entry(h as usize).or_default() += 1;
                 }
                 Decision::RecoverHost { host: h } => {
                     prop_assert_eq!(h, vm.host);
@@ -459,6 +496,7 @@ proptest! {
         }
         // V17: one recovery per host, one addition per spare.
         prop_assert!(host_recoveries.values().all(|&n| n == 1), "a host recovered twice in one pass");
+        prop_assert!(fences.values().all(|&n| n == 1), "a host fenced twice in one pass");
         prop_assert!(spare_adds.values().all(|&n| n == 1), "a spare added twice in one pass");
         // L1/L2: concurrency limits.
         for (h, n) in &charged {
@@ -626,6 +664,8 @@ proptest! {
             .into_iter().filter(|&e| evidence_holds(&p, now, &host, e)).collect();
         match d {
             Decision::Restore { evidence, .. } => prop_assert!(holds.contains(&evidence), "moved on {:?}, holds {:?}: {:?}", evidence, holds, host),
+            // A device is run before silence is trusted.
+            Decision::FenceHost { .. } | Decision::Wait { why: WaitReason::HostFencing } => prop_assert!(holds.iter().all(|&e| e == DownEvidence::Trusted), "fenced though {:?} holds: {:?}", holds, host),
             _ => {
                 let relevant = matches!(host.link, HostLink::NotResponding | HostLink::Disconnected | HostLink::PoweredOff);
                 prop_assert!(!relevant || holds.is_empty(), "evidence {:?} holds but got {:?}: {:?}", holds, d, host);

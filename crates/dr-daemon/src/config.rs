@@ -197,6 +197,7 @@ struct RawControl {
     probe_timeout: Option<Spanned<String>>,
     inventory_interval: Option<Spanned<String>>,
     action_timeout: Option<Spanned<String>>,
+    fence_timeout: Option<Spanned<String>>,
     action_retries: Option<u32>,
     retry_delay: Option<Spanned<String>>,
     event_lookback: Option<Spanned<String>>,
@@ -335,6 +336,7 @@ impl DaemonConfig {
                 &raw.control.action_timeout,
                 d.action_timeout,
             )?,
+            fence_timeout: duration("fence_timeout", &raw.control.fence_timeout, d.fence_timeout)?,
             action_retries: raw.control.action_retries.unwrap_or(d.action_retries),
             retry_delay: duration("retry_delay", &raw.control.retry_delay, d.retry_delay)?,
             event_lookback: duration(

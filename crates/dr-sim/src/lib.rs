@@ -3,8 +3,9 @@
 //! Owns a deterministic, seeded model of a virtualized datacenter (hosts on
 //! sites, VMs with snapshots and replicas, where each VM's copies really
 //! run, and vmdr's host agents, which destroy their guests when cut off:
-//! [`agent`]) and implements the `dr-core` ports over it: [`SimHypervisor`] and
-//! [`SimProber`], on the virtual clock of a paused tokio runtime.
+//! [`agent`]; fence devices that work, fail or hang) and implements the
+//! `dr-core` ports over it: [`SimHypervisor`], [`SimProber`] and
+//! [`SimFencer`], on the virtual clock of a paused tokio runtime.
 //!
 //! On top of that it owns the *simulation*: scenario files ([`Scenario`]),
 //! fault injection ([`fault`]), seeded random faults and datacenters
@@ -22,6 +23,7 @@
 
 pub mod agent;
 pub mod fault;
+mod fencer;
 mod hypervisor;
 mod prober;
 pub mod random;
@@ -31,6 +33,7 @@ mod runner;
 pub mod scenario;
 pub mod world;
 
+pub use fencer::SimFencer;
 pub use hypervisor::{check_restore_images, Latencies, SimHypervisor};
 pub use prober::SimProber;
 pub use report::Report;

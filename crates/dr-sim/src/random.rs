@@ -17,6 +17,7 @@ use crate::fault::{Fault, FaultKind, FaultTarget};
 use crate::hypervisor::Latencies;
 use crate::rng::Rng;
 use crate::scenario::Scenario;
+use crate::world::FenceSpec;
 use crate::world::{HostSpec, VmSpec};
 use dr_control::ControlConfig;
 use dr_core::model::Reassurance;
@@ -162,6 +163,29 @@ fn give_agents(rng: &mut Rng, hosts: &mut [HostSpec], faults: &[Fault]) {
     }
 }
 
+/// Gives two hosts in three a fence device: most work (an off in 1–5 s),
+/// some fail or hang once to three times first, and some never work (their
+/// VMs then move on their agents' evidence).
+fn give_fences(rng: &mut Rng, hosts: &mut [HostSpec]) {
+    for h in hosts.iter_mut() {
+        let mut spec = FenceSpec {
+            delay: Duration::from_millis(rng.range(1_000, 5_000)),
+            ..FenceSpec::working()
+        };
+        match rng.range(0, 11) {
+            0..=3 => continue,
+            4..=7 => {}
+            8 => spec.failures = rng.range(1, 3) as u32,
+            9 => {
+                spec.failures = rng.range(1, 3) as u32;
+                spec.hangs = true;
+            }
+            _ => spec.failures = u32::MAX,
+        }
+        h.fence = Some(spec);
+    }
+}
+
 /// 0–3 faults of isolation per run, each ending inside the window: a host
 /// fully isolated, one cut off from vmdr and from its manager at once (its
 /// gateway still answering), one losing its heartbeat storage, or one
@@ -257,8 +281,10 @@ pub fn scenario(seed: u64) -> Scenario {
             memory_mb,
             snapshot,
             standby,
-            // Drawn by `give_agents`, from its own stream.
+            // Drawn by `give_agents` and `give_fences`, from streams of
+            // their own.
             agent: None,
+            fence: None,
         };
     let primary = rng.range(3, 5) as u8;
     let mut vms = Vec::new();
@@ -326,6 +352,7 @@ pub fn scenario(seed: u64) -> Scenario {
     let mut isolation_rng = Rng::new(seed ^ 0x0015_01a7_ed0f_3bc3);
     give_agents(&mut isolation_rng, &mut hosts, &faults);
     faults.extend(isolation_faults(&mut isolation_rng, &hosts, start, window));
+    give_fences(&mut Rng::new(seed ^ 0x0f3c_e0de_71ce_5eed), &mut hosts);
     faults.sort_by_key(|f| f.at);
     Scenario {
         name: format!("random seed {seed}"),

@@ -275,6 +275,7 @@ fn decision_text(d: &Decision, host: Option<&str>) -> String {
         Decision::RestartInPlace { reset: false } => "power on in place".to_owned(),
         Decision::RestartInPlace { reset: true } => "reset in place".to_owned(),
         Decision::RevertToSnapshot => "revert to snapshot in place".to_owned(),
+        Decision::FenceHost { .. } => format!("fence host {on} through its fence device"),
         Decision::RecoverHost { .. } => format!("recover host {on} from its snapshot"),
         Decision::Restore {
             source, evidence, ..

@@ -2,6 +2,7 @@
 //! (`dr-core`) against the simulated datacenter, on virtual time.
 
 use crate::fault::Fault;
+use crate::fencer::SimFencer;
 use crate::hypervisor::{lock, SimHypervisor};
 use crate::prober::SimProber;
 use crate::report::{Record, Report};
@@ -74,13 +75,15 @@ pub fn run(scenario: &Scenario) -> Result<Report, RunError> {
             clock.clone(),
             Duration::from_millis(1),
         ));
+        let fencer = Arc::new(SimFencer::new(world.clone(), clock.clone()));
         let mut control = ControlLoop::new(
             hv,
             prober,
             clock.clone(),
             collector.clone(),
             scenario.control.clone(),
-        )?;
+        )?
+        .with_fencer(fencer);
         let (stop, stopped) = watch::channel(false);
         let inject = async {
             for fault in &scenario.faults {

@@ -6,7 +6,7 @@ use crate::fault::{Fault, FaultKind, FaultTarget};
 use crate::hypervisor::Latencies;
 use crate::random;
 use crate::rng::Rng;
-use crate::world::{HostSpec, VmSpec};
+use crate::world::{FenceSpec, HostSpec, VmSpec};
 use dr_control::ControlConfig;
 use dr_core::model::Reassurance;
 use dr_core::time::parse_duration;
@@ -90,6 +90,7 @@ struct RawControl {
     probe_timeout: Option<Spanned<String>>,
     inventory_interval: Option<Spanned<String>>,
     action_timeout: Option<Spanned<String>>,
+    fence_timeout: Option<Spanned<String>>,
     action_retries: Option<u32>,
     retry_delay: Option<Spanned<String>>,
 }
@@ -127,6 +128,24 @@ struct RawHost {
     #[serde(default)]
     standby: bool,
     agent: Option<Spanned<RawAgent>>,
+    fence: Option<Spanned<RawFence>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFence {
+    delay: Option<Spanned<String>>,
+    failures: Option<Spanned<RawCount>>,
+    #[serde(default)]
+    hangs: bool,
+}
+
+/// A count, or a word for "unbounded".
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawCount {
+    Count(u32),
+    Word(String),
 }
 
 #[derive(Deserialize)]
@@ -269,6 +288,7 @@ impl RawScenario {
                 &c.action_timeout,
                 Duration::from_secs(120),
             )?,
+            fence_timeout: src.opt_duration("fence_timeout", &c.fence_timeout, d.fence_timeout)?,
             action_retries: c.action_retries.unwrap_or(d.action_retries),
             retry_delay: src.opt_duration("retry_delay", &c.retry_delay, d.retry_delay)?,
             event_lookback: d.event_lookback,
@@ -369,6 +389,10 @@ impl RawScenario {
                 Some(a) => Some(agent_spec(src, name, a)?),
                 None => None,
             };
+            let fence = match &h.fence {
+                Some(f) => Some(fence_spec(src, name, f.get_ref())?),
+                None => None,
+            };
             hosts.push(HostSpec {
                 name: name.clone(),
                 site,
@@ -378,6 +402,7 @@ impl RawScenario {
                 snapshot: h.snapshot,
                 standby: h.standby,
                 agent,
+                fence,
             });
         }
         let mut vms: Vec<VmSpec> = Vec::new();
@@ -540,6 +565,37 @@ fn agent_spec(
         );
     }
     spec.watchdog = a.watchdog.unwrap_or(spec.watchdog);
+    Ok(spec)
+}
+
+/// A host's `fence = { ... }`: a device that works (`FenceSpec::working`)
+/// unless it says otherwise; `failures` is a count or `"always"`.
+fn fence_spec(src: &Src<'_>, host: &str, f: &RawFence) -> Result<FenceSpec, ScenarioError> {
+    let mut spec = FenceSpec::working();
+    if let Some(d) = &f.delay {
+        spec.delay = src.duration("delay", d)?;
+    }
+    if let Some(n) = &f.failures {
+        spec.failures = match n.get_ref() {
+            RawCount::Count(c) if *c < u32::MAX => *c,
+            RawCount::Word(w) if w == "always" => u32::MAX,
+            RawCount::Count(c) => {
+                return src.err(
+                    n.span(),
+                    format!("host {host:?}: fence failures {c} is too many"),
+                )
+            }
+            RawCount::Word(w) => {
+                return src.err(
+                    n.span(),
+                    format!(
+                        "host {host:?}: fence failures must be a count or \"always\", not {w:?}"
+                    ),
+                )
+            }
+        };
+    }
+    spec.hangs = f.hangs;
     Ok(spec)
 }
 

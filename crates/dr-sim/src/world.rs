@@ -25,8 +25,12 @@ pub enum HostState {
     Up,
     /// Crashed; its VMs died with it.
     Down,
-    /// Powered off through out-of-band management (fenced).
+    /// Powered off through the manager's out-of-band management: the
+    /// manager reports it powered off.
     Off,
+    /// Powered off by its fence device (vmdr fenced it): the manager only
+    /// sees it not responding.
+    DeviceOff,
     /// A spare in the inventory, not yet added.
     Standby,
 }
@@ -50,6 +54,34 @@ pub struct HostSpec {
     pub standby: bool,
     /// It runs vmdr's host agent, set up so.
     pub agent: Option<AgentSpec>,
+    /// It has a fence device vmdr can run, that behaves so.
+    pub fence: Option<FenceSpec>,
+}
+
+/// How a host's fence device (its BMC, as `fence_ipmilan` drives it)
+/// behaves. It acts out of band: whatever the host's network, manager or
+/// agent are doing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FenceSpec {
+    /// How long an off (or a status read) takes.
+    pub delay: std::time::Duration,
+    /// This many offs fail (a refused login, a busy BMC) before they work;
+    /// `u32::MAX`: it never works.
+    pub failures: u32,
+    /// Its failures never answer (the BMC is unreachable) rather than
+    /// report an error.
+    pub hangs: bool,
+}
+
+impl FenceSpec {
+    /// A device that works: an off takes 3 s.
+    pub const fn working() -> Self {
+        FenceSpec {
+            delay: std::time::Duration::from_secs(3),
+            failures: 0,
+            hangs: false,
+        }
+    }
 }
 
 /// A VM to build the world with.
@@ -109,6 +141,8 @@ pub struct SimHost {
     pub recover_failures: u32,
     /// Host snapshots.
     pub snapshots: Vec<SnapshotInfo>,
+    /// Offs its fence device will still fail.
+    pub fence_failures_left: u32,
 }
 
 impl SimHost {
@@ -122,7 +156,7 @@ impl SimHost {
         match self.state {
             HostState::Standby => HostLink::Standby,
             HostState::Off => HostLink::PoweredOff,
-            HostState::Down => HostLink::NotResponding,
+            HostState::Down | HostState::DeviceOff => HostLink::NotResponding,
             HostState::Up if self.mgmt_lost => HostLink::NotResponding,
             HostState::Up => HostLink::Connected,
         }
@@ -355,6 +389,7 @@ impl World {
             } else {
                 Vec::new()
             };
+            let spec_fence_failures = spec.fence.map_or(0, |f| f.failures);
             w.hosts.push(SimHost {
                 state: if spec.standby {
                     HostState::Standby
@@ -372,6 +407,7 @@ impl World {
                 loss: 0.0,
                 recover_failures: 0,
                 snapshots,
+                fence_failures_left: spec_fence_failures,
             });
         }
         for spec in vms {
@@ -848,9 +884,22 @@ impl World {
         self.settle(now);
     }
 
+    /// Its fence device powers a host off: a running or crashed host goes
+    /// dark (the manager sees it not responding), its VMs and its agent die
+    /// with it; it stays off until it is recovered.
+    pub fn device_power_off(&mut self, h: usize, now: Timestamp) {
+        if matches!(self.hosts[h].state, HostState::Up | HostState::Down) {
+            self.hosts[h].reboot_at = None;
+            self.host_goes_down(h, HostState::DeviceOff, now);
+        }
+    }
+
     /// A host comes back by itself (repaired, rebooted).
     pub fn host_recovers(&mut self, h: usize, now: Timestamp) {
-        if matches!(self.hosts[h].state, HostState::Down | HostState::Off) {
+        if matches!(
+            self.hosts[h].state,
+            HostState::Down | HostState::Off | HostState::DeviceOff
+        ) {
             self.host_comes_back(h);
         }
         self.settle(now);

@@ -22,6 +22,7 @@ fn world() -> World {
         snapshot: true,
         standby,
         agent: None,
+        fence: None,
     };
     let vm = |name: &str, addr: &str, host: &str| VmSpec {
         name: name.into(),

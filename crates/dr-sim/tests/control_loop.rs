@@ -55,6 +55,7 @@ fn world() -> Arc<Mutex<World>> {
         snapshot: false,
         standby: false,
         agent: None,
+        fence: None,
     };
     let vm = VmSpec {
         name: "a".into(),

@@ -20,6 +20,7 @@ fn world() -> Arc<Mutex<World>> {
         snapshot: false,
         standby: false,
         agent: None,
+        fence: None,
     };
     let v = VmSpec {
         name: "a".into(),

@@ -10,9 +10,27 @@ use dr_core::{Engine, Timestamp};
 use dr_sim::fault::{Fault, FaultKind, FaultTarget};
 use dr_sim::{random, World};
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 const SEEDS: u64 = 200;
 const LOSS_AT: Timestamp = Timestamp(60_000);
+
+/// How long the loop takes to fence a host through the simulated device
+/// `f`: its failures first (each attempt cut off by the fence timeout when
+/// it hangs; a fence whose every attempt failed is run again after
+/// `fence_retry`, at the next tick), then an off and a status read, and the
+/// tick after.
+fn fence_time(c: &dr_control::ControlConfig, f: dr_sim::world::FenceSpec) -> Duration {
+    let attempts = c.action_retries + 1;
+    let failed = if f.hangs { c.fence_timeout } else { f.delay };
+    let (rounds, last) = (f.failures / attempts, f.failures % attempts);
+    let round = failed * attempts + c.retry_delay * (attempts - 1) + c.policy.fence_retry;
+    (round + c.probe_interval) * rounds
+        + (failed + c.retry_delay) * last
+        + f.delay
+        + Duration::from_millis(200)
+        + c.probe_interval
+}
 
 #[test]
 fn the_vms_a_host_loss_leaves_down_are_the_ones_the_budget_named() {
@@ -31,6 +49,16 @@ fn the_vms_a_host_loss_leaves_down_are_the_ones_the_budget_named() {
             &policy,
             Timestamp::ZERO,
             &dr_control::events::TracingSink,
+        );
+        // The budget trusts a configured fence device to work (a broken one
+        // shows only when it is run): a device that never works is not
+        // one it can count on, so it is not given to it.
+        reg.set_fence_devices(
+            &s.hosts
+                .iter()
+                .filter(|h| h.fence.is_some_and(|f| f.failures != u32::MAX))
+                .map(|h| h.name.clone())
+                .collect(),
         );
         // The host running the most VMs.
         let lost = (0..reg.hosts.len())
@@ -82,7 +110,7 @@ fn the_vms_a_host_loss_leaves_down_are_the_ones_the_budget_named() {
             let host_try = if reg.hosts[lost].has_snapshot {
                 s.latencies.recover_host
             } else {
-                std::time::Duration::ZERO
+                Duration::ZERO
             };
             // Detection: the probes and `host_down_after`, or the lost
             // host's agent's deadline when that comes later.
@@ -90,8 +118,17 @@ fn the_vms_a_host_loss_leaves_down_are_the_ones_the_budget_named() {
                 + s.control.probe_interval * u32::from(policy.failure_threshold);
             let proof =
                 dr_core::engine::proof_after_silence(&policy, &reg.hosts[lost]).unwrap_or_default();
-            let predicted_ms =
-                dr_core::time::millis(unreachable.max(proof) + host_try + restore * (wave + 1));
+            let mut detect = unreachable.max(proof);
+            // A fence starts once the host is lost and takes its time; the
+            // agent's deadline, if it comes first, proves it meanwhile.
+            if let Some(f) = s.hosts[lost].fence.filter(|f| f.failures != u32::MAX) {
+                let mut deviceless = reg.hosts[lost];
+                deviceless.fence = dr_core::engine::Fencing::NoDevice;
+                let fenced = detect + fence_time(&s.control, f);
+                detect = dr_core::engine::proof_after_silence(&policy, &deviceless)
+                    .map_or(fenced, |other| fenced.min(unreachable.max(other)));
+            }
+            let predicted_ms = dr_core::time::millis(detect + host_try + restore * (wave + 1));
             let vm = &reg.vm_entries[*i].name;
             if let Some(actual_ms) = report
                 .summaries

@@ -261,3 +261,116 @@ recoverable = false
     assert!(moves(&r).is_empty());
     assert_eq!(r.verdict.unrecovered.len(), 3, "{:?}", r.verdict);
 }
+
+fn fences(r: &Report) -> Vec<(u64, bool, u32)> {
+    r.records
+        .iter()
+        .filter_map(|(t, rec)| match rec {
+            Record::Control(ControlEvent::ActionFinished {
+                action: Action::FenceHost { .. },
+                ok,
+                attempts,
+                ..
+            }) => Some((t.as_millis(), *ok, *attempts)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_cut_off_host_with_a_fence_device_is_fenced_and_only_then_its_vms_move() {
+    // No agent: only the device can prove anything. Cut off at 60 s, lost
+    // for 15 s more, an off of 3 s and a status read: the VMs move after it.
+    let r = run(&scenario("fence = {}", CUT_OFF));
+    assert!(r.verdict.ok, "{:?}", r.verdict);
+    let f = fences(&r);
+    assert_eq!(f.len(), 1, "{f:?}");
+    let (fenced_at, ok, _) = f[0];
+    assert!(ok);
+    assert!(
+        (75_000..82_000).contains(&fenced_at),
+        "fenced at {fenced_at}"
+    );
+    let m = moves(&r);
+    assert_eq!(m.len(), 3, "{m:?}");
+    for (at, vm, evidence) in &m {
+        assert_eq!(*evidence, DownEvidence::Fenced, "{vm}");
+        assert!(
+            *at >= fenced_at,
+            "{vm} moved at {at}, before the fence finished"
+        );
+    }
+    assert!(host_evidence(&r, "esx-1").contains(&"fenced".to_owned()));
+}
+
+#[test]
+fn a_failing_fence_is_retried_and_never_taken_as_success() {
+    // Its first two offs fail; the loop retries (two retries per action, 5 s
+    // apart), so the third attempt of the first fence works.
+    let r = run(&scenario("fence = { failures = 2 }", CUT_OFF));
+    assert!(r.verdict.ok, "{:?}", r.verdict);
+    let f = fences(&r);
+    assert_eq!(
+        f.iter().map(|x| (x.1, x.2)).collect::<Vec<_>>(),
+        [(true, 3)],
+        "{f:?}"
+    );
+    assert!(moves(&r)
+        .iter()
+        .all(|(at, _, e)| *e == DownEvidence::Fenced && *at >= f[0].0));
+    // A device that never works: no move without other evidence, an alert
+    // that says the fence failed, and more tries.
+    let r = run(&scenario("fence = { failures = \"always\" }", CUT_OFF));
+    assert!(r.verdict.ok, "{:?}", r.verdict);
+    assert!(moves(&r).is_empty(), "moved: {:?}", moves(&r));
+    let f = fences(&r);
+    assert!(f.len() >= 2 && f.iter().all(|x| !x.1), "{f:?}");
+    assert!(decided(
+        &r,
+        Decision::Alert {
+            why: AlertReason::HostDownUnproven
+        }
+    ));
+    assert!(
+        host_evidence(&r, "esx-1")
+            .iter()
+            .any(|e| e.starts_with("unproven: its fence device failed")),
+        "{:?}",
+        host_evidence(&r, "esx-1")
+    );
+    // One that hangs: each attempt is cut off by fence_timeout (60 s).
+    let r = run(&scenario(
+        "fence = { failures = \"always\", hangs = true }",
+        CUT_OFF,
+    ));
+    assert!(r.verdict.ok, "{:?}", r.verdict);
+    assert!(moves(&r).is_empty(), "moved: {:?}", moves(&r));
+    let f = fences(&r);
+    assert!(!f.is_empty() && f.iter().all(|x| !x.1 && x.2 == 3), "{f:?}");
+    assert!(f[0].0 >= 75_000 + 3 * 60_000, "{f:?}");
+}
+
+#[test]
+fn a_fence_that_never_works_leaves_the_agent_s_evidence_to_count() {
+    // A lease agent (no storage heartbeat to keep the host up): lost at
+    // 75 s, the device is tried and fails; the agent's deadline (90.56 s)
+    // still moves the VMs.
+    let r = run(&scenario(
+        "agent = { reassurance = \"none\" }\nfence = { failures = \"always\" }",
+        ISOLATED,
+    ));
+    assert!(r.verdict.ok, "{:?}", r.verdict);
+    let m = moves(&r);
+    assert_eq!(m.len(), 3, "{m:?}");
+    assert!(
+        m.iter().all(|(_, _, e)| *e == DownEvidence::Deadline),
+        "{m:?}"
+    );
+    assert!(!fences(&r).is_empty());
+    assert!(decided(
+        &r,
+        Decision::Wait {
+            why: WaitReason::HostFencing
+        }
+    ));
+}

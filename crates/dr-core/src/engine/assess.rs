@@ -12,6 +12,8 @@ pub enum Need {
     Settled(Decision),
     /// An action on its own host, charged to that host.
     InPlace(Decision),
+    /// Its host must be fenced through its fence device first.
+    FenceHost,
     /// Its host must be recovered from the host snapshot first.
     RecoverHost,
     /// It must come up on another host; its own copy cannot be running,
@@ -125,6 +127,12 @@ pub fn assess(policy: &Policy, now: Timestamp, vm: &VmFacts, host: &HostFacts) -
                 HostVerdict::NotDown | HostVerdict::AwaitingDeadline { .. } => {
                     return Settled(Decision::Wait {
                         why: WaitReason::HostNotConfirmedDown,
+                    })
+                }
+                HostVerdict::Fence => return Need::FenceHost,
+                HostVerdict::Fencing => {
+                    return Settled(Decision::Wait {
+                        why: WaitReason::HostFencing,
                     })
                 }
                 HostVerdict::Unproven {

@@ -13,7 +13,7 @@
 
 use super::decision::{Decision, Quiet};
 use super::evidence::proof_after_silence;
-use super::facts::{ClusterFacts, HostFacts, HostIdx, HostRecovery, VmFacts};
+use super::facts::{ClusterFacts, Fencing, HostFacts, HostIdx, HostRecovery, VmFacts};
 use super::plan::{Engine, PlanScratch};
 use crate::model::{Heartbeat, HostLink, PowerState, RestoreSource};
 use crate::time::Timestamp;
@@ -69,8 +69,8 @@ impl Engine {
     ) -> Vec<(usize, Fate)> {
         let policy = self.policy();
         // Lost now, every channel silent from now (its agent dies with it),
-        // confirmed down `host_down_after` later or at its agent's
-        // deadline: the waves are planned from the last of those. A host
+        // confirmed down `host_down_after` later (fenced then, if it has a
+        // fence device) or at its agent's deadline: the waves are planned from the last of those. A host
         // nothing can prove down keeps its VMs down, as it would.
         let mut at = now.saturating_add(policy.host_down_after);
         let mut world: Vec<HostFacts> = hosts.to_vec();
@@ -89,6 +89,11 @@ impl Engine {
                 if let Some(s) = &mut f.storage {
                     s.last_moved = now;
                     s.fenced = false;
+                }
+                // Its fence device, if it has one, is taken to work (a
+                // broken one shows only when it is run).
+                if f.fence != Fencing::NoDevice {
+                    f.fence = Fencing::Off;
                 }
             }
         }

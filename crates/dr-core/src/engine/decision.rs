@@ -43,6 +43,9 @@ pub enum WaitReason {
     /// destroys any that starts there until vmdr reaches it again: a
     /// power-on in place would not hold.
     HostSelfFenced,
+    /// Its host is being fenced through its fence device (by this VM's
+    /// decision or another's); it moves once the device reads it off.
+    HostFencing,
 }
 
 /// Something a person should know, where no automatic action is safe.
@@ -77,7 +80,8 @@ pub enum AlertReason {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DownEvidence {
-    /// The manager (out-of-band power control) reports it powered off.
+    /// Its fence device powered it off and read it back off, or the
+    /// manager reports it powered off.
     Fenced,
     /// Its agent's storage heartbeat says it destroyed its guests.
     SelfFenced,
@@ -128,6 +132,13 @@ pub enum Decision {
     },
     /// Revert to its newest snapshot and power on, on its own host.
     RevertToSnapshot,
+    /// Fence its lost host through the host's fence device (power off,
+    /// then a status that must read off): the proof its VMs need to move.
+    /// Changes nothing of the VM itself.
+    FenceHost {
+        /// The host.
+        host: HostIdx,
+    },
     /// Recover its (confirmed down) host from the host snapshot.
     RecoverHost {
         /// The host.
@@ -179,6 +190,7 @@ impl Decision {
             Decision::RestartInPlace { reset: false } => "power_on",
             Decision::RestartInPlace { reset: true } => "reset",
             Decision::RevertToSnapshot => "revert_to_snapshot",
+            Decision::FenceHost { .. } => "fence_host",
             Decision::RecoverHost { .. } => "recover_host",
             Decision::Restore { .. } => "restore",
             Decision::AddHostThenRestore { .. } => "add_host_then_restore",

@@ -5,7 +5,8 @@
 //! its VMs looks exactly like a dead one to ping and to the manager. So
 //! losing both views proves nothing by itself; what does:
 //!
-//! 1. **fenced**: the manager reports the host powered off;
+//! 1. **fenced**: vmdr ran the host's fence device (power off, then a
+//!    status that read off), or the manager reports the host powered off;
 //! 2. **self-fenced**: its agent's storage heartbeat says it destroyed its
 //!    guests; or **by deadline**: its agent promised to destroy them after
 //!    its isolation timeout without vmdr (and without its reassurance), and
@@ -15,11 +16,15 @@
 //! 3. a storage heartbeat still moving, or an agent still heard, means the
 //!    host lives, whatever ping and the manager say: never down.
 //!
-//! Without any of these the VMs wait and an alert names what is missing,
-//! unless the host's site trusts unreachability (`trust_unreachable`).
+//! A lost host with a fence device is fenced as soon as it is lost (unless
+//! its agent has already proved it stopped): fencing is the quickest proof.
+//! A fence that fails is tried again after `fence_retry`, and meanwhile
+//! any other evidence still counts. Without any of these the VMs wait and
+//! an alert names what is missing, unless the host's site trusts
+//! unreachability (`trust_unreachable`).
 
 use super::decision::DownEvidence;
-use super::facts::HostFacts;
+use super::facts::{Fencing, HostFacts};
 use super::policy::Policy;
 use crate::model::Reassurance;
 use crate::time::Timestamp;
@@ -37,6 +42,11 @@ pub enum HostVerdict {
         /// The evidence.
         evidence: DownEvidence,
     },
+    /// Lost, and its fence device is to be run now: it will be down once
+    /// the device reads it off.
+    Fence,
+    /// Lost, and its fence device is running.
+    Fencing,
     /// Its agent's deadline is coming: down at `at` unless it is heard.
     AwaitingDeadline {
         /// When it counts as self-fenced.
@@ -65,6 +75,9 @@ pub enum Missing {
     StorageUnreadable,
     /// The policy requires fencing, and it is not fenced.
     NotFenced,
+    /// Its fence device failed or timed out (tried again after
+    /// `fence_retry`).
+    FenceFailed,
 }
 
 impl Missing {
@@ -84,7 +97,13 @@ impl Missing {
                  writes no storage heartbeat to show whether it does"
             }
             Missing::StorageUnreadable => "its storage heartbeat cannot be read from here",
-            Missing::NotFenced => "the policy requires it fenced (require_fencing)",
+            Missing::NotFenced => {
+                "the policy requires it fenced (require_fencing), and it has no fence device"
+            }
+            Missing::FenceFailed => {
+                "its fence device failed or timed out: it is tried again, and a failed fence is \
+                 never taken as success"
+            }
         }
     }
 }
@@ -142,9 +161,10 @@ pub fn self_fence_deadline(policy: &Policy, host: &HostFacts) -> Result<Timestam
 /// How long after `host` falls silent on every channel (its agent and
 /// storage heartbeat included: a crash) its VMs will be proved stopped,
 /// counted from that moment: its agent's deadline when its promise counts,
-/// zero when its site trusts silence (then only the loss of both views for
-/// `host_down_after` is waited for), `None` when nothing will prove it (a
-/// crash is not a power-off).
+/// zero when its site trusts silence or it has a fence device (then only
+/// the loss of both views for `host_down_after` is waited for, and the
+/// fence itself), `None` when nothing will prove it (a crash is not a
+/// power-off).
 pub fn proof_after_silence(policy: &Policy, host: &HostFacts) -> Option<Duration> {
     let mut silent = *host;
     if let Some(a) = &mut silent.agent {
@@ -162,11 +182,13 @@ pub fn proof_after_silence(policy: &Policy, host: &HostFacts) -> Option<Duration
         .chain(silent.storage.map(|s| beat_window(policy, s.interval_ms)))
         .max()
         .unwrap_or_default();
-    match self_fence_deadline(policy, &silent) {
-        Ok(at) => Some(at.since(Timestamp::ZERO).max(heard)),
-        Err(_) if host.trust_unreachable && !policy.require_fencing => Some(heard),
-        Err(_) => None,
-    }
+    let deadline = self_fence_deadline(policy, &silent)
+        .ok()
+        .filter(|_| !policy.require_fencing)
+        .map(|at| at.since(Timestamp::ZERO).max(heard));
+    let fenced = (host.fence != Fencing::NoDevice).then_some(heard);
+    let trusted = (host.trust_unreachable && !policy.require_fencing).then_some(heard);
+    [deadline, fenced, trusted].into_iter().flatten().min()
 }
 
 /// The verdict on `host` at `now`.
@@ -182,9 +204,10 @@ pub fn host_verdict(policy: &Policy, now: Timestamp, host: &HostFacts) -> HostVe
     {
         return NotDown;
     }
-    if host.link.is_fenced() {
+    if host.link.is_fenced() || host.fence == Fencing::Off {
         // "Powered off" while it still answers is a contradiction (a wrong
-        // report, a reused address): not trusted.
+        // report, a device wired to another host, a reused address): not
+        // trusted.
         return if host.probe_failures > 0 {
             Down {
                 evidence: DownEvidence::Fenced,
@@ -201,20 +224,33 @@ pub fn host_verdict(policy: &Policy, now: Timestamp, host: &HostFacts) -> HostVe
     if !lost {
         return NotDown;
     }
+    let deadline = self_fence_deadline(policy, host);
+    if !policy.require_fencing {
+        if storage.is_some_and(|s| s.fenced) {
+            return Down {
+                evidence: DownEvidence::SelfFenced,
+            };
+        }
+        if deadline.is_ok_and(|at| now >= at) {
+            return Down {
+                evidence: DownEvidence::Deadline,
+            };
+        }
+    }
+    match host.fence {
+        Fencing::Ready => return HostVerdict::Fence,
+        Fencing::Failed { retry_at } if now >= retry_at => return HostVerdict::Fence,
+        Fencing::InFlight => return HostVerdict::Fencing,
+        Fencing::NoDevice | Fencing::Off | Fencing::Failed { .. } => {}
+    }
+    let fence_failed = matches!(host.fence, Fencing::Failed { .. });
     if policy.require_fencing {
         return HostVerdict::Unproven {
-            missing: Missing::NotFenced,
-        };
-    }
-    if storage.is_some_and(|s| s.fenced) {
-        return Down {
-            evidence: DownEvidence::SelfFenced,
-        };
-    }
-    let deadline = self_fence_deadline(policy, host);
-    if deadline.is_ok_and(|at| now >= at) {
-        return Down {
-            evidence: DownEvidence::Deadline,
+            missing: if fence_failed {
+                Missing::FenceFailed
+            } else {
+                Missing::NotFenced
+            },
         };
     }
     if host.trust_unreachable {
@@ -224,6 +260,9 @@ pub fn host_verdict(policy: &Policy, now: Timestamp, host: &HostFacts) -> HostVe
     }
     match deadline {
         Ok(at) => HostVerdict::AwaitingDeadline { at },
+        Err(_) if fence_failed => HostVerdict::Unproven {
+            missing: Missing::FenceFailed,
+        },
         Err(missing) => HostVerdict::Unproven { missing },
     }
 }
@@ -392,11 +431,21 @@ mod tests {
         assert_eq!(proof_after_silence(&p, &h), None);
         h.trust_unreachable = true;
         assert_eq!(proof_after_silence(&p, &h), Some(Duration::ZERO));
+        h.trust_unreachable = false;
         h.agent = Some(agent(500, Reassurance::None));
         assert_eq!(
             proof_after_silence(&p, &h),
             Some(Duration::from_millis(30_560))
         );
+        // Whichever comes first: trusted silence once the agent is missed
+        // (three beats; `host_down_after` as its interval is unknown), or a
+        // fence.
+        h.trust_unreachable = true;
+        assert_eq!(proof_after_silence(&p, &h), Some(Duration::from_secs(15)));
+        h.trust_unreachable = false;
+        h.fence = Fencing::Ready;
+        assert_eq!(proof_after_silence(&p, &h), Some(Duration::from_secs(15)));
+        h.fence = Fencing::NoDevice;
         // A short promise waits for its beats to be missed (three of 2 s).
         h.agent = Some(AgentSignal {
             isolation_timeout_ms: 1_000,
@@ -404,5 +453,100 @@ mod tests {
             ..agent(500, Reassurance::None)
         });
         assert_eq!(proof_after_silence(&p, &h), Some(Duration::from_secs(6)));
+    }
+
+    #[test]
+    fn a_lost_host_with_a_fence_device_is_fenced_and_down_only_once_it_reads_off() {
+        let p = Policy::default();
+        let mut h = lost_at(0);
+        let t = Timestamp(15 * S);
+        h.fence = Fencing::Ready;
+        assert_eq!(
+            host_verdict(&p, Timestamp(14 * S), &h),
+            HostVerdict::NotDown
+        );
+        assert_eq!(host_verdict(&p, t, &h), HostVerdict::Fence);
+        h.fence = Fencing::InFlight;
+        assert_eq!(host_verdict(&p, t, &h), HostVerdict::Fencing);
+        h.fence = Fencing::Off;
+        assert_eq!(
+            host_verdict(&p, t, &h),
+            HostVerdict::Down {
+                evidence: DownEvidence::Fenced
+            }
+        );
+        // Read off, yet it answers: the device is not this host's.
+        h.probe_failures = 0;
+        assert_eq!(host_verdict(&p, t, &h), HostVerdict::NotDown);
+        h.probe_failures = 3;
+        // A failed fence proves nothing until it is tried again...
+        h.fence = Fencing::Failed {
+            retry_at: Timestamp(40 * S),
+        };
+        assert_eq!(
+            host_verdict(&p, t, &h),
+            HostVerdict::Unproven {
+                missing: Missing::FenceFailed
+            }
+        );
+        assert_eq!(host_verdict(&p, Timestamp(40 * S), &h), HostVerdict::Fence);
+        // ...while other evidence still counts.
+        h.trust_unreachable = true;
+        assert_eq!(
+            host_verdict(&p, t, &h),
+            HostVerdict::Down {
+                evidence: DownEvidence::Trusted
+            }
+        );
+        // A device is used before trusting silence.
+        h.fence = Fencing::Ready;
+        assert_eq!(host_verdict(&p, t, &h), HostVerdict::Fence);
+        // An agent that already said it fenced itself needs no fence.
+        h.storage = Some(StorageSignal {
+            readable: true,
+            last_moved: Timestamp(0),
+            interval_ms: 0,
+            fenced: true,
+        });
+        assert_eq!(
+            host_verdict(&p, t, &h),
+            HostVerdict::Down {
+                evidence: DownEvidence::SelfFenced
+            }
+        );
+    }
+
+    #[test]
+    fn require_fencing_takes_only_a_fence() {
+        let p = Policy {
+            require_fencing: true,
+            ..Policy::default()
+        };
+        let mut h = lost_at(0);
+        let t = Timestamp(1000 * S);
+        h.agent = Some(agent(0, Reassurance::None));
+        h.trust_unreachable = true;
+        assert_eq!(
+            host_verdict(&p, t, &h),
+            HostVerdict::Unproven {
+                missing: Missing::NotFenced
+            }
+        );
+        h.fence = Fencing::Ready;
+        assert_eq!(host_verdict(&p, t, &h), HostVerdict::Fence);
+        h.fence = Fencing::Failed {
+            retry_at: Timestamp(2000 * S),
+        };
+        assert_eq!(
+            host_verdict(&p, t, &h),
+            HostVerdict::Unproven {
+                missing: Missing::FenceFailed
+            }
+        );
+        h.fence = Fencing::Off;
+        assert!(matches!(host_verdict(&p, t, &h), HostVerdict::Down { .. }));
+        assert_eq!(proof_after_silence(&p, &h), Some(Duration::from_secs(15)));
+        h.agent = None;
+        assert_eq!(proof_after_silence(&p, &h), Some(Duration::ZERO));
     }
 }

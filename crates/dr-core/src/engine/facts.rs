@@ -97,6 +97,28 @@ pub enum HostRecovery {
     Failed,
 }
 
+/// Where fencing a host through its own fence device (its BMC, its PDU,
+/// run by vmdr) stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case", tag = "state")]
+pub enum Fencing {
+    /// It has no fence device.
+    #[default]
+    NoDevice,
+    /// It has one, not run since the host was last seen.
+    Ready,
+    /// Its fence (power off, then a status read) is running now.
+    InFlight,
+    /// Its device powered it off, and a status read back "off".
+    Off,
+    /// The last fence failed or timed out: never taken as success; tried
+    /// again from `retry_at`.
+    Failed {
+        /// When it may be tried again.
+        retry_at: Timestamp,
+    },
+}
+
 /// What is known about one host.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostFacts {
@@ -129,6 +151,8 @@ pub struct HostFacts {
     pub agent: Option<AgentSignal>,
     /// Its storage heartbeat, as last read (`None`: it has none).
     pub storage: Option<StorageSignal>,
+    /// Its fence device, if it has one, and where fencing it stands.
+    pub fence: Fencing,
 }
 
 impl HostFacts {
@@ -147,6 +171,7 @@ impl HostFacts {
             trust_unreachable: false,
             agent: None,
             storage: None,
+            fence: Fencing::NoDevice,
         }
     }
 }

@@ -5,7 +5,7 @@
 //! whole observation histories through exactly the code the control loop
 //! runs.
 
-use super::facts::{HostFacts, HostRecovery, OffCause, VmFacts};
+use super::facts::{Fencing, HostFacts, HostRecovery, OffCause, VmFacts};
 use super::policy::Policy;
 use crate::model::{Actor, Heartbeat, HostLink, PowerEventKind, PowerState};
 use crate::time::Timestamp;
@@ -116,11 +116,39 @@ pub fn observe_host(
     } else if !lost {
         host.unreachable_since = None;
     }
+    if (reachable || link == HostLink::Connected)
+        && matches!(host.fence, Fencing::Off | Fencing::Failed { .. })
+    {
+        // Back (powered on again by a person, or a wrong report): the next
+        // loss is fenced afresh.
+        host.fence = Fencing::Ready;
+    }
     if link == HostLink::Connected && host.recovery == HostRecovery::Failed {
         // Back (repaired by hand, or by itself): a later failure may try
         // the host snapshot again.
         host.recovery = HostRecovery::NotTried;
     }
+}
+
+/// The host's fence (through its fence device) starts.
+pub fn fence_started(host: &mut HostFacts) {
+    host.fence = Fencing::InFlight;
+}
+
+/// The host's fence finished: `off` when its device powered it off and a
+/// status read it back off; anything else is a failure, never success.
+pub fn fence_finished(policy: &Policy, now: Timestamp, host: &mut HostFacts, off: bool) {
+    if host.fence == Fencing::NoDevice {
+        // Its device was removed from the configuration meanwhile.
+        return;
+    }
+    host.fence = if off {
+        Fencing::Off
+    } else {
+        Fencing::Failed {
+            retry_at: now.saturating_add(policy.fence_retry),
+        }
+    };
 }
 
 /// The host's recovery from its snapshot starts.

@@ -28,6 +28,6 @@ pub use assess::{assess, Need};
 pub use budget::Fate;
 pub use decision::{AlertReason, Decision, DownEvidence, Quiet, WaitReason};
 pub use evidence::{host_verdict, proof_after_silence, HostVerdict, Missing};
-pub use facts::{ClusterFacts, HostFacts, HostIdx, HostRecovery, OffCause, VmFacts};
+pub use facts::{ClusterFacts, Fencing, HostFacts, HostIdx, HostRecovery, OffCause, VmFacts};
 pub use plan::{Engine, PlanScratch};
 pub use policy::{Policy, PolicyError, SitePolicy};

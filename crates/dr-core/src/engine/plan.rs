@@ -23,6 +23,8 @@ pub struct PlanScratch {
     reserved_cpu: Vec<u32>,
     /// Host recovery or spare addition already claimed in this pass.
     claimed: Vec<bool>,
+    /// Host fence already decided in this pass.
+    fencing: Vec<bool>,
     /// Connected hosts, most free memory first; built on first use per pass.
     targets: Vec<HostIdx>,
     targets_built: bool,
@@ -41,6 +43,8 @@ impl PlanScratch {
         self.reserved_cpu.resize(hosts, 0);
         self.claimed.clear();
         self.claimed.resize(hosts, false);
+        self.fencing.clear();
+        self.fencing.resize(hosts, false);
         self.targets.clear();
         self.targets_built = false;
         self.targets_from = 0;
@@ -292,6 +296,16 @@ impl Engine {
             let d = match assess(&self.policy, now, vm, host) {
                 Need::Settled(d) => d,
                 Need::InPlace(d) => pass.admit(h, d),
+                // One fence per host; not charged to the recovery limits:
+                // it moves nothing and it is what every other recovery of
+                // the host's VMs waits for.
+                Need::FenceHost if pass.s.fencing[h] => Decision::Wait {
+                    why: WaitReason::HostFencing,
+                },
+                Need::FenceHost => {
+                    pass.s.fencing[h] = true;
+                    Decision::FenceHost { host: vm.host }
+                }
                 Need::RecoverHost => {
                     if pass.s.claimed[h] {
                         Decision::Wait {

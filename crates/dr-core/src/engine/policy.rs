@@ -37,10 +37,14 @@ pub struct Policy {
     /// Reset (power-cycle in place) a running VM whose guest heartbeat is
     /// missing and which does not answer probes. Off: only alert.
     pub reset_hung_guests: bool,
-    /// Move VMs off an unreachable host only once it is fenced (the
-    /// hypervisor reports it powered off), never on its agent's promise to
-    /// fence itself nor on unreachability alone.
+    /// Move VMs off an unreachable host only once it is fenced (its fence
+    /// device read it off, or the hypervisor reports it powered off), never
+    /// on its agent's promise to fence itself nor on unreachability alone.
     pub require_fencing: bool,
+    /// After a fence that failed or timed out, try the host's fence device
+    /// again this much later.
+    #[serde(with = "duration_ms")]
+    pub fence_retry: Duration,
     /// Added to a host agent's isolation timeout (beyond 0.2 % of it for
     /// the rate error of the two clocks) before its silence proves it
     /// destroyed its guests: the period of the agent's own check (100 ms
@@ -81,6 +85,7 @@ impl Default for Policy {
             boot_grace: Duration::from_secs(20),
             reset_hung_guests: true,
             require_fencing: false,
+            fence_retry: Duration::from_secs(30),
             self_fence_margin: Duration::from_millis(500),
             agent_needs_watchdog: true,
             sites: BTreeMap::new(),
