@@ -9,7 +9,8 @@
 #
 #   kvm-lab.sh up [HOST...]        build the lab (hosts: kvm-a1 kvm-a2 kvm-b1)
 #   kvm-lab.sh demo                up, then guests web-1 and db-1 on kvm-a1 and
-#                                  app-1 on kvm-a2 (examples/kvm.toml drives it)
+#                                  app-1 on kvm-a2, agents and BMCs
+#                                  (examples/kvm.toml drives it)
 #   kvm-lab.sh down                remove it: guests, daemons, namespaces, links
 #   kvm-lab.sh guest HOST NAME IP  define and start a guest on HOST (IP: its
 #                                  address, host part of the lab's /24)
@@ -24,6 +25,16 @@
 #                                  agent listener at the lab's .1, port 7171, token
 #                                  $DIR/agent-token, records in $DIR/shared/heartbeats;
 #                                  cut off for TIMEOUT (10s) it destroys its guests
+#   kvm-lab.sh bmcs                a BMC for every host: OpenIPMI's ipmi_sim on
+#                                  127.0.0.1 (out of band: a cut link leaves it
+#                                  alone), user admin, password in
+#                                  $DIR/bmc-password, port in $DIR/HOST/bmc/port;
+#                                  its chassis power is the host's: off kills
+#                                  the host as `kill` does, on revives it
+#                                  (fence_ipmilan drives it, as drd's
+#                                  [[fence.device]] does)
+#   kvm-lab.sh power HOST get|set power [0|1]
+#                                  the chassis control ipmi_sim runs
 #   kvm-lab.sh uri HOST            the host's libvirt URI (TCP, through its link)
 #   kvm-lab.sh status              hosts, addresses and guests
 #
@@ -295,10 +306,84 @@ EOF
     echo "agents started (logs: $DIR/HOST/agent.log); drd's [agents] listens on $PREFIX.1:7171"
 }
 
+# A BMC per host (see the usage above). ipmi_sim calls `power HOST get
+# power` and `power HOST set power "0"`.
+bmcs() {
+    command -v ipmi_sim >/dev/null || die "ipmi_sim is missing (apt-get install openipmi)"
+    [ -s "$DIR/bmc-password" ] || head -c 8 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$DIR/bmc-password"
+    local self h i port
+    self=$(realpath "$0")
+    while read -r h i; do
+        local b=$DIR/$h/bmc
+        mkdir -p "$b/state"
+        port=$((20000 + NET * 16 + i))
+        echo "$port" >"$b/port"
+        cat >"$b/lan.conf" <<EOF
+name "$h"
+set_working_mc 0x20
+  startlan 1
+    addr 127.0.0.1 $port
+    priv_limit admin
+    allowed_auths_callback none md2 md5 straight
+    allowed_auths_user none md2 md5 straight
+    allowed_auths_operator none md2 md5 straight
+    allowed_auths_admin none md2 md5 straight
+    guid a123456789abcdefa123456789abcd$(printf %02x "$i")
+  endlan
+  chassis_control "env VMDR_LAB_DIR=$DIR VMDR_LAB_NAME=$NAME VMDR_LAB_NET=$NET $self power $h"
+  user 2 true "admin" "$(cat "$DIR/bmc-password")" admin 10 none md2 md5 straight
+EOF
+        printf 'mc_setbmc 0x20\nmc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02\nmc_enable 0x20\n' >"$b/bmc.emu"
+        setsid ipmi_sim -c "$b/lan.conf" -f "$b/bmc.emu" -s "$b/state" -n \
+            >"$b/ipmi_sim.log" 2>&1 </dev/null &
+        echo $! >"$b/pid"
+    done <"$DIR/hosts"
+    # Up once each answers.
+    while read -r h _; do
+        local k
+        for k in $(seq 1 50); do
+            if ipmitool -I lanplus -C 3 -H 127.0.0.1 -p "$(cat "$DIR/$h/bmc/port")" -U admin \
+                -f "$DIR/bmc-password" chassis power status >/dev/null 2>&1; then
+                break
+            fi
+            [ "$k" -lt 50 ] || die "the BMC of $h does not answer (log: $DIR/$h/bmc/ipmi_sim.log)"
+            sleep 0.2
+        done
+    done <"$DIR/hosts"
+    echo "BMCs up on 127.0.0.1 (ports in $DIR/HOST/bmc/port), user admin, password in $DIR/bmc-password"
+}
+
+# A host's chassis power, as its BMC sees it: off is a host killed
+# (`kill`), marked so; on revives it.
+power() {
+    local h=$1 op=${2:-} what=${3:-} value=${4:-}
+    host_index "$h" >/dev/null
+    [ "$what" = power ] || exit 0
+    case $op in
+    get)
+        if [ -e "$DIR/$h/powered-off" ]; then echo "power:0"; else echo "power:1"; fi
+        ;;
+    set)
+        value=${value//\"/}
+        echo "$(date +%s.%N) set power $value" >>"$DIR/$h/bmc/calls"
+        if [ "$value" = 0 ] && [ ! -e "$DIR/$h/powered-off" ]; then
+            : >"$DIR/$h/powered-off"
+            kill_host "$h"
+        elif [ "$value" = 1 ] && [ -e "$DIR/$h/powered-off" ]; then
+            rm -f "$DIR/$h/powered-off"
+            ip link set "$(host_link "$h")" up
+            start_daemon "$h" >/dev/null
+        fi
+        ;;
+    *) die "usage: kvm-lab.sh power HOST get|set power [0|1]" ;;
+    esac
+}
+
 down() {
     if [ -e "$DIR/hosts" ]; then
         local h
         while read -r h _; do
+            [ -s "$DIR/$h/bmc/pid" ] && kill "$(cat "$DIR/$h/bmc/pid")" 2>/dev/null || true
             local ns
             ns=$(host_ns "$h")
             if ip netns list | grep -qw "$ns"; then
@@ -400,6 +485,11 @@ demo)
     else
         echo "no target/release/vmdr-agent: the hosts run no agent (cargo build --release, then kvm-lab.sh agents)"
     fi
+    if command -v ipmi_sim >/dev/null && command -v ipmitool >/dev/null; then
+        bmcs
+    else
+        echo "no ipmi_sim or ipmitool: the hosts have no BMC (apt-get install openipmi ipmitool; drop [[fence.device]] from examples/kvm.toml)"
+    fi
     ;;
 down) down ;;
 guest) guest "${1:-}" "${2:-}" "${3:-}" ;;
@@ -408,6 +498,8 @@ cut) ip link set "$(host_link "${1:?host}")" down ;;
 heal) ip link set "$(host_link "${1:?host}")" up ;;
 revive) ip link set "$(host_link "${1:?host}")" up && start_daemon "$1" ;;
 agents) agents "$@" ;;
+bmcs) bmcs ;;
+power) power "${1:?host}" "${2:-}" "${3:-}" "${4:-}" ;;
 uri) tcp_uri "${1:?host}" ;;
 status) status ;;
 *) sed -n '2,/^set -euo/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'; [ -z "$cmd" ] || exit 2 ;;

@@ -20,7 +20,8 @@ fi
 # nftables (packet loss inside a test host), fping (the prober benchmark's
 # reference), golang-go and golang-github-vmware-govmomi-dev (govmomi's
 # vCenter simulator, built by the dr-vsphere tests), rsync (the replication
-# benchmark's reference). Installed when missing
+# benchmark's reference), fence-agents, openipmi and ipmitool (a real fence
+# agent, fence_ipmilan, against OpenIPMI's BMC simulator). Installed when missing
 # and we are root; the tests that need them fail in CI without them and skip
 # with a reason elsewhere.
 need=()
@@ -32,6 +33,9 @@ command -v fping >/dev/null 2>&1 || need+=(fping)
 command -v rsync >/dev/null 2>&1 || need+=(rsync)
 command -v ping >/dev/null 2>&1 || need+=(iputils-ping)
 command -v busybox >/dev/null 2>&1 || need+=(busybox-static)
+[ -x /usr/sbin/fence_ipmilan ] || need+=(fence-agents)
+command -v ipmi_sim >/dev/null 2>&1 || need+=(openipmi)
+command -v ipmitool >/dev/null 2>&1 || need+=(ipmitool)
 
 # The KVM lab (scripts/kvm-lab.sh: libvirt daemons in namespaces, real
 # guests): libvirt and QEMU. On Debian 12 they come from bookworm-backports,

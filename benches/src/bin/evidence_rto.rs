@@ -8,6 +8,9 @@
 //!   behaviour before evidence, and a double run when a host is only cut
 //!   off);
 //! - `fenced`: the host is powered off out of band (the manager says so);
+//! - `fenced (device)`: the host is only cut off (from vmdr and its
+//!   manager, its VMs running); no agent, but a fence device (an off in
+//!   3 s) that vmdr runs once the host is lost;
 //! - `deadline`: the host dies; its agent's promise runs out;
 //! - `self_fenced`: the host is isolated; its agent destroys its VMs and
 //!   says so on storage;
@@ -101,9 +104,11 @@ fn main() {
     let crash = fault("host_crash");
     let isolated = fault("host_isolation");
     let isolated_no_storage = format!("{isolated}{}", fault("storage_loss"));
-    let cases: [(&str, &str, &str, &str); 5] = [
+    let cut = format!("{}{}", fault("host_partition"), fault("host_mgmt_loss"));
+    let cases: [(&str, &str, &str, &str); 6] = [
         ("trusted", "", trust, &crash),
         ("fenced", agent, "", &fault("host_poweroff")),
+        ("fenced (device)", "fence = { delay = \"3s\" }", "", &cut),
         ("deadline", agent, "", &crash),
         ("self_fenced", agent, "", &isolated),
         ("deadline (isolated)", agent, "", &isolated_no_storage),

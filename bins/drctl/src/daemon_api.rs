@@ -312,6 +312,7 @@ pub async fn status(args: &StatusArgs) -> anyhow::Result<()> {
         "IN FLIGHT",
         "AGENT",
         "STORAGE",
+        "FENCE",
         "EVIDENCE",
     ]
     .map(str::to_owned)
@@ -326,6 +327,7 @@ pub async fn status(args: &StatusArgs) -> anyhow::Result<()> {
             s(&h["in_flight"]),
             agent_text(&h["agent"], at),
             storage_text(&h["storage"], at),
+            fence_text(&h["fence"]),
             s(&h["evidence"]),
         ]);
     }
@@ -361,6 +363,14 @@ pub async fn status(args: &StatusArgs) -> anyhow::Result<()> {
         s(&st["in_flight"])
     )?;
     Ok(())
+}
+
+/// A host's fence device: where fencing it stands (`-`: it has none).
+fn fence_text(f: &serde_json::Value) -> String {
+    match f["state"].as_str() {
+        None | Some("no_device") => "-".into(),
+        Some(state) => state.replace('_', " "),
+    }
 }
 
 /// How long ago `ms` was, at `at` (both on the daemon's clock).

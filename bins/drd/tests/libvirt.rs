@@ -13,8 +13,9 @@ use std::time::Duration;
 
 const LIMIT: Duration = Duration::from_secs(90);
 
-/// A daemon configuration over the lab: 1 s probes, a host down after 3 s.
-fn config(lab: &lab::Lab, dir: &Dir) -> std::path::PathBuf {
+/// A daemon configuration over the lab: 1 s probes, a host down after 3 s;
+/// `proof` says what proves a lost host down (TOML after `[policy]`).
+fn config_with(lab: &lab::Lab, dir: &Dir, proof: &str) -> std::path::PathBuf {
     let path = dir.0.join("drd.toml");
     std::fs::write(dir.0.join("token"), TOKEN).expect("token");
     std::fs::write(
@@ -33,11 +34,7 @@ retry_delay = "1s"
 failure_threshold = 2
 host_down_after = "3s"
 boot_grace = "20s"
-# These hosts run no vmdr-agent: a killed host is proved down only by
-# trusting its silence. QEMU's lock on each disk is what refuses a second
-# copy of a cut-off host's guest here (checked below).
-[policy.sites.primary]
-trust_unreachable = true
+{proof}
 [api]
 listen = "127.0.0.1:0"
 token_file = "token"
@@ -49,6 +46,13 @@ path = "journal.redb"
     )
     .expect("config");
     path
+}
+
+/// These hosts run no vmdr-agent: a killed host is proved down only by
+/// trusting its silence. QEMU's lock on each disk is what refuses a second
+/// copy of a cut-off host's guest here (checked below).
+fn config(lab: &lab::Lab, dir: &Dir) -> std::path::PathBuf {
+    config_with(lab, dir, "[policy.sites.primary]\ntrust_unreachable = true")
 }
 
 fn vm(d: &Daemon, name: &str) -> serde_json::Value {
@@ -213,4 +217,147 @@ fn a_dead_hosts_guests_come_back_on_another_host_and_a_cut_off_host_gets_no_seco
         let v = vm(d, "on-cut-host");
         v["host"] == "kvm-a2" && v["reachable"] == true
     });
+}
+
+/// A daemon over the lab that trusts no silence, with a fence device for
+/// `fenced`: `fence_ipmilan` to its BMC (`kvm-lab.sh bmcs`). No agents.
+fn fence_config(lab: &lab::Lab, dir: &Dir, fenced: &str) -> std::path::PathBuf {
+    config_with(
+        lab,
+        dir,
+        &format!(
+            r#"[[fence.device]]
+host = "{fenced}"
+agent = "fence_ipmilan"
+password_file = "{}"
+timeout = "30s"
+# cipher 3: ipmi_sim lacks the cipher-suite query ipmitool makes first.
+options = {{ ip = "127.0.0.1", ipport = "{}", username = "admin", lanplus = "1", cipher = "3" }}"#,
+            lab.dir.join("bmc-password").display(),
+            lab.bmc_port(fenced),
+        ),
+    )
+}
+
+/// What the fence test needs beyond the lab: the BMC and the fence agent.
+fn fence_tools_missing() -> Option<String> {
+    [
+        ("ipmi_sim", "openipmi"),
+        ("ipmitool", "ipmitool"),
+        ("fence_ipmilan", "fence-agents"),
+    ]
+    .into_iter()
+    .find(|(tool, _)| {
+        !std::process::Command::new("sh")
+            .args([
+                "-c",
+                &format!("command -v {tool} || test -x /usr/sbin/{tool}"),
+            ])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    })
+    .map(|(tool, pkg)| format!("`{tool}` is not installed (Debian package {pkg})"))
+}
+
+#[test]
+fn a_cut_off_host_is_fenced_through_its_bmc_before_its_guest_runs_elsewhere() {
+    let test = "a_cut_off_host_is_fenced_through_its_bmc_before_its_guest_runs_elsewhere";
+    if !lab::can_run(test) {
+        return;
+    }
+    if let Some(why) = fence_tools_missing() {
+        assert!(
+            std::env::var("CI").map_or(true, |v| v != "true"),
+            "{test}: cannot run in CI: {why}"
+        );
+        eprintln!("SKIPPED {test}: {why}");
+        return;
+    }
+    let lab = lab::Lab::up(&["kvm-a1", "kvm-a2"]);
+    let guest = lab.guest("kvm-a2", "on-fenced-host", 1);
+    lab.run(&["bmcs"]);
+    let dir = Dir::new("libvirt-fence");
+    let daemon = Daemon::start(&fence_config(&lab, &dir, "kvm-a2"));
+    steady(&daemon, &["on-fenced-host"]);
+
+    // kvm-a2 is cut off while its guest runs: nothing but its BMC can
+    // prove the guest stopped. drd fences it (fence_ipmilan off, then a
+    // status that reads off), and only then starts the guest on kvm-a1.
+    let cut = std::time::Instant::now();
+    lab.run(&["cut", "kvm-a2"]);
+    let mut powered_off = None;
+    daemon.wait_for(LIMIT, "on-fenced-host running on kvm-a1", |d| {
+        let on_a2 = lab.dir.join("kvm-a2").join("powered-off").exists();
+        if on_a2 && powered_off.is_none() {
+            powered_off = Some(cut.elapsed());
+        }
+        // Until its BMC powered it off, kvm-a2 runs the guest, and nothing
+        // else does (its libvirt stops answering with the power-off).
+        if !on_a2 {
+            let on = std::process::Command::new("virsh")
+                .args([
+                    "-q",
+                    "-c",
+                    &lab.unix_uri("kvm-a2"),
+                    "domstate",
+                    "on-fenced-host",
+                ])
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+            let off_now = lab.dir.join("kvm-a2").join("powered-off").exists();
+            assert!(
+                off_now || on.as_deref() == Some("running"),
+                "on kvm-a2: {on:?}"
+            );
+            assert_ne!(state_on(&lab, "kvm-a1", "on-fenced-host"), "running");
+        }
+        let v = vm(d, "on-fenced-host");
+        v["host"] == "kvm-a1" && v["power"] == "On"
+    });
+    let moved = cut.elapsed();
+    let powered_off = powered_off.expect("kvm-a2 powered off by its BMC");
+    assert!(
+        lab.pids_in("kvm-a2").is_empty(),
+        "kvm-a2 still runs processes"
+    );
+    let events = daemon.events();
+    let fenced = events
+        .iter()
+        .position(|e| {
+            e["type"] == "action_finished" && e["action"]["kind"] == "fence_host" && e["ok"] == true
+        })
+        .expect("a fence that succeeded");
+    let restore = events
+        .iter()
+        .position(|e| e["type"] == "action_started" && e["action"]["kind"] == "restore")
+        .expect("a restore");
+    assert!(fenced < restore, "restored before the fence finished");
+    assert_eq!(
+        events[restore]["action"]["evidence"], "fenced",
+        "{}",
+        events[restore]
+    );
+    assert_eq!(events[fenced]["action"]["host"], "kvm-a2");
+    let calls = std::fs::read_to_string(lab.dir.join("kvm-a2").join("bmc").join("calls"))
+        .unwrap_or_default();
+    assert!(
+        calls.contains("set power 0"),
+        "the BMC was not told: {calls}"
+    );
+    let host = daemon
+        .json("/api/v1/hosts")
+        .as_array()
+        .and_then(|h| h.iter().find(|h| h["name"] == "kvm-a2").cloned())
+        .unwrap_or_default();
+    assert_eq!(host["fence"]["state"], "off", "{host}");
+    assert!(
+        lab::wait_for_ping(guest, LIMIT).is_some(),
+        "on-fenced-host restored on kvm-a1 but does not answer ping"
+    );
+    eprintln!(
+        "cut kvm-a2: powered off by its BMC after {powered_off:?}, its guest running on kvm-a1 after {moved:?} (fence took {} ms)",
+        events[fenced]["duration_ms"]
+    );
 }

@@ -4,7 +4,7 @@
 //! `integration` module: public async functions that take the backend as a
 //! trait object (plus a small fixture naming objects the suite may use) and
 //! panic with a message naming the broken rule. A backend's own test calls
-//! [`hypervisor::run_all`] / [`prober::run_all`] against a live instance of
+//! [`hypervisor::run_all`] / [`prober::run_all`] / [`fencer::run_all`] against a live instance of
 //! itself; the simulated datacenter (`dr-sim`) does today, the vSphere
 //! backend will against govmomi's vCenter simulator.
 //!
@@ -18,5 +18,6 @@
 //! the caller's test runs the futures.
 #![forbid(unsafe_code)]
 
+pub mod fencer;
 pub mod hypervisor;
 pub mod prober;

@@ -88,6 +88,8 @@ pub struct DaemonConfig {
     /// Where the hosts' vmdr agents report (takes effect at start); `None`:
     /// no agents.
     pub agents: Option<AgentsConfig>,
+    /// The hosts' fence devices (`[[fence.device]]`, reloadable).
+    pub fence: Vec<dr_fence::DeviceConfig>,
 }
 
 /// The hosts' agents: the listener they heartbeat to, their token, and
@@ -131,6 +133,15 @@ struct Raw {
     snapshots: RawSnapshots,
     replication: Option<RawReplication>,
     agents: Option<RawAgents>,
+    #[serde(default)]
+    fence: RawFence,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawFence {
+    #[serde(default)]
+    device: Vec<Spanned<dr_fence::device::DeviceSpec>>,
 }
 
 #[derive(Deserialize)]
@@ -648,6 +659,23 @@ impl DaemonConfig {
             None => None,
             Some(a) => Some(agents_config(a, base, text).map_err(|(line, m)| err(line, m))?),
         };
+        let mut fence = Vec::new();
+        for d in raw.fence.device {
+            let line = Some(line_of(text, d.span().start));
+            let mut spec = d.into_inner();
+            spec.password_file = spec.password_file.map(|f| base.join(f));
+            let device = spec.resolve().map_err(|e| err(line, e.to_string()))?;
+            if fence
+                .iter()
+                .any(|f: &dr_fence::DeviceConfig| f.host == device.host)
+            {
+                return Err(err(
+                    line,
+                    dr_fence::ConfigError::DuplicateHost(device.host).to_string(),
+                ));
+            }
+            fence.push(device);
+        }
         Ok(DaemonConfig {
             path: path.to_owned(),
             backend,
@@ -657,6 +685,7 @@ impl DaemonConfig {
             snapshots,
             replication,
             agents,
+            fence,
         })
     }
 }
@@ -734,5 +763,34 @@ mod tests {
             parse("backend = \"sim\"\n[sim]\nscenario = \"x\"\n[api]\nlisten = \"localhost\"\n")
                 .expect_err("bad listen");
         assert!(e.to_string().contains("api.listen"), "{e}");
+    }
+
+    #[test]
+    fn fence_devices_are_checked_and_name_their_line() {
+        let base = "backend = \"sim\"\n[sim]\nscenario = \"x\"\n";
+        let c = parse(&format!(
+            "{base}[[fence.device]]\nhost = \"h1\"\nagent = \"/bin/sh\"\noptions = {{ ip = \"127.0.0.1\" }}\npassword_env = \"BMC_PW\"\ntimeout = \"20s\"\n"
+        ))
+        .expect("valid");
+        assert_eq!(c.fence.len(), 1);
+        assert_eq!(c.fence[0].host, "h1");
+        assert_eq!(c.fence[0].run_timeout, std::time::Duration::from_secs(20));
+        let e = parse(&format!(
+            "{base}[[fence.device]]\nhost = \"h1\"\nagent = \"fence_nothing_like_it\"\n"
+        ))
+        .expect_err("no such agent");
+        assert_eq!(e.line, Some(4), "{e}");
+        assert!(e.to_string().contains("fence_nothing_like_it"), "{e}");
+        let e = parse(&format!(
+            "{base}[[fence.device]]\nhost = \"h1\"\nagent = \"/bin/sh\"\noptions = {{ password = \"hunter2\" }}\n"
+        ))
+        .expect_err("a password in the options");
+        assert!(e.to_string().contains("reserved"), "{e}");
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+        let e = parse(&format!(
+            "{base}[[fence.device]]\nhost = \"h1\"\nagent = \"/bin/sh\"\n[[fence.device]]\nhost = \"h1\"\nagent = \"/bin/sh\"\n"
+        ))
+        .expect_err("two devices for one host");
+        assert_eq!(e.line, Some(7), "{e}");
     }
 }

@@ -94,6 +94,13 @@ pub async fn run(
         closed
     };
     let shared = Arc::new(Shared::default());
+    let fence = Arc::new(
+        dr_fence::FenceAgents::new(cfg.fence.clone())
+            .map_err(|e| DaemonError::Internal(e.to_string()))?,
+    );
+    for d in &cfg.fence {
+        tracing::info!(host = %d.host, agent = %d.agent.display(), "fence device");
+    }
     let mut control: ControlLoop<dyn Hypervisor, dyn Prober, dyn Clock> = ControlLoop::new(
         hv.clone(),
         ports.prober.clone(),
@@ -101,7 +108,8 @@ pub async fn run(
         shared.clone(),
         cfg.control.clone(),
     )?
-    .with_journal(Arc::new(JournalPort(journal.clone())));
+    .with_journal(Arc::new(JournalPort(journal.clone())))
+    .with_fencer(fence.clone());
     // An interrupted recovery may still be finishing in the hypervisor (a
     // vCenter task outlives the client that started it): no new recovery
     // of that VM until it would have timed out. Its VM then shows running,
@@ -271,7 +279,7 @@ pub async fn run(
                 }
             },
             Some(()) = reload.recv() => {
-                reload_config(&mut running, &mut control, &shared, "SIGHUP");
+                reload_config(&mut running, &mut control, &fence, &shared, "SIGHUP");
                 snapshot_cfg.send_if_modified(|c| std::mem::replace(c, running.snapshots) != running.snapshots);
                 seen_mtime = mtime(&running.path);
             }
@@ -279,7 +287,7 @@ pub async fn run(
                 let now = mtime(&running.path);
                 if now != seen_mtime {
                     seen_mtime = now;
-                    reload_config(&mut running, &mut control, &shared, "file changed");
+                    reload_config(&mut running, &mut control, &fence, &shared, "file changed");
                     snapshot_cfg.send_if_modified(|c| std::mem::replace(c, running.snapshots) != running.snapshots);
                 }
             }
@@ -610,6 +618,7 @@ impl Operations {
 fn reload_config<H, P, C>(
     running: &mut DaemonConfig,
     control: &mut ControlLoop<H, P, C>,
+    fence: &dr_fence::FenceAgents,
     shared: &Shared,
     why: &str,
 ) where
@@ -623,6 +632,14 @@ fn reload_config<H, P, C>(
                 tracing::error!(error = %e, why, "configuration refused; the running one stays");
                 shared.metrics.reload(false);
                 return;
+            }
+            if new.fence != running.fence {
+                // Checked by the load: one device per host.
+                if let Err(e) = fence.set_devices(new.fence.clone()) {
+                    tracing::error!(error = %e, why, "fence devices refused; the running ones stay");
+                } else {
+                    tracing::info!(devices = new.fence.len(), "fence devices reloaded");
+                }
             }
             if new.api.listen != running.api.listen
                 || new.journal != running.journal

@@ -38,6 +38,9 @@ pub struct HostStatus {
     pub agent: Option<dr_core::model::AgentSignal>,
     /// Its storage heartbeat as last read.
     pub storage: Option<dr_core::model::StorageSignal>,
+    /// Its fence device and where fencing it stands (`no_device`, `ready`,
+    /// `in_flight`, `off`, `failed` with when it is tried again).
+    pub fence: dr_core::engine::Fencing,
 }
 
 /// One VM as the daemon sees it.
@@ -155,6 +158,7 @@ impl Status {
                 evidence: e.evidence_text(),
                 agent: f.agent,
                 storage: f.storage,
+                fence: f.fence,
             })
             .collect();
         let vms = reg

@@ -82,3 +82,22 @@ async fn sim_prober_passes_the_conformance_suite() {
     };
     dr_conformance::prober::run_all(&p, &fx).await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn sim_fencer_passes_the_conformance_suite() {
+    let clock: Arc<dyn Clock> = Arc::new(TokioClock::from_zero());
+    let mut w = world();
+    let h2 = w.host_idx("h2").expect("h2");
+    w.hosts[h2].spec.fence = Some(dr_sim::world::FenceSpec::working());
+    let w = Arc::new(Mutex::new(w));
+    let fencer = dr_sim::SimFencer::new(w.clone(), clock);
+    let fx = dr_conformance::fencer::FencerFixture {
+        host: "h2".into(),
+        no_device: "h1".into(),
+    };
+    dr_conformance::fencer::run_all(&fencer, &fx).await;
+    assert_eq!(
+        w.lock().expect("lock").hosts[h2].state,
+        dr_sim::world::HostState::DeviceOff
+    );
+}

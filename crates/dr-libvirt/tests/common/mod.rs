@@ -187,6 +187,23 @@ impl Lab {
         c
     }
 
+    /// The port of a host's BMC on 127.0.0.1 (after `kvm-lab.sh bmcs`).
+    pub fn bmc_port(&self, host: &str) -> u16 {
+        std::fs::read_to_string(self.dir.join(host).join("bmc").join("port"))
+            .ok()
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no BMC for {host} (kvm-lab.sh bmcs first)"))
+    }
+
+    /// The processes left in a host's network namespace.
+    pub fn pids_in(&self, host: &str) -> String {
+        let out = Command::new("ip")
+            .args(["netns", "pids", &format!("{}-{host}", self.name)])
+            .output()
+            .expect("ip netns pids");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
     /// `virsh` on a host (through its unix socket), its output.
     pub fn virsh(&self, host: &str, args: &[&str]) -> String {
         let uri = self.unix_uri(host);
