@@ -52,22 +52,20 @@ fn mtime(path: &std::path::Path) -> Option<SystemTime> {
     std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
+/// The control loop as the daemon runs it: over any backend.
+type Loop = ControlLoop<dyn Hypervisor, dyn Prober, dyn Clock>;
+
 /// Runs the daemon until `shutdown` turns true. `reload` asks for the
 /// configuration file to be re-read (SIGHUP); it is also re-read when it
 /// changes on disk. `listening` learns the API's address once it is bound.
 pub async fn run(
     cfg: DaemonConfig,
-    mut shutdown: watch::Receiver<bool>,
-    mut reload: mpsc::Receiver<()>,
+    shutdown: watch::Receiver<bool>,
+    reload: mpsc::Receiver<()>,
     listening: impl FnOnce(SocketAddr),
 ) -> Result<(), DaemonError> {
     crate::preflight::check(&cfg)?;
-    let path = cfg.journal.clone();
-    let journal = Arc::new(
-        tokio::task::spawn_blocking(move || dr_journal::Journal::open(&path))
-            .await
-            .map_err(|e| DaemonError::Internal(e.to_string()))??,
-    );
+    let journal = open_journal(&cfg.journal).await?;
     let state_dir = cfg
         .journal
         .parent()
@@ -80,28 +78,10 @@ pub async fn run(
         Some(a) => crate::agents::start(a, hv, ports.clock.clone(), tasks_stopped.clone()).await?,
         None => hv,
     };
-    let interrupted = {
-        let (j, now) = (journal.clone(), ports.clock.now().0);
-        let closed = tokio::task::spawn_blocking(move || resolve_open(&j, now))
-            .await
-            .map_err(|e| DaemonError::Internal(e.to_string()))??;
-        if !closed.is_empty() {
-            tracing::warn!(
-                count = closed.len(),
-                "closed recoveries left open by the previous run"
-            );
-        }
-        closed
-    };
+    let interrupted = close_interrupted(&journal, ports.clock.now()).await?;
     let shared = Arc::new(Shared::default());
-    let fence = Arc::new(
-        dr_fence::FenceAgents::new(cfg.fence.clone())
-            .map_err(|e| DaemonError::Internal(e.to_string()))?,
-    );
-    for d in &cfg.fence {
-        tracing::info!(host = %d.host, agent = %d.agent.display(), "fence device");
-    }
-    let mut control: ControlLoop<dyn Hypervisor, dyn Prober, dyn Clock> = ControlLoop::new(
+    let fence = fence_agents(&cfg)?;
+    let mut control: Loop = ControlLoop::new(
         hv.clone(),
         ports.prober.clone(),
         ports.clock.clone(),
@@ -110,36 +90,138 @@ pub async fn run(
     )?
     .with_journal(Arc::new(JournalPort(journal.clone())))
     .with_fencer(fence.clone());
-    // An interrupted recovery may still be finishing in the hypervisor (a
-    // vCenter task outlives the client that started it): no new recovery
-    // of that VM until it would have timed out. Its VM then shows running,
-    // or is decided afresh.
-    let now = ports.clock.now();
+    hold_interrupted(&mut control, interrupted, &cfg, ports.clock.now());
+    let saved_addresses = saved_addresses(&journal).await?;
+    control.remember_ips(saved_addresses.clone());
+    let snapshot_cfg = start_tasks(&cfg, &hv, &ports, &shared, &tasks_stopped);
+    let (commands, command_rx) = mpsc::channel::<Command>(64);
+    let server = start_api(
+        &cfg,
+        &shared,
+        &journal,
+        commands.clone(),
+        &tasks_stopped,
+        listening,
+    )
+    .await?;
+
+    let mut daemon = Running {
+        seen_mtime: mtime(&cfg.path),
+        operations: Operations {
+            hv: hv.clone(),
+            clock: ports.clock.clone(),
+            journal: journal.clone(),
+            events: shared.clone(),
+        },
+        clock: ports.clock.clone(),
+        cfg,
+        control,
+        shared,
+        fence,
+        journal,
+        loopback: commands,
+        failing_over: std::collections::BTreeSet::new(),
+        snapshot_cfg,
+        saved_addresses,
+        ticks: 0,
+        budget_of: None,
+    };
+    daemon.serve(shutdown, reload, command_rx).await;
+    daemon.drain().await;
+    let _ = stop_tasks.send(true);
+    let _ = server.await;
+    if let Some(v) = ports.vsphere {
+        v.close().await;
+    }
+    Ok(())
+}
+
+/// The hosts' fence devices, as the loop's `Fencer`.
+fn fence_agents(cfg: &DaemonConfig) -> Result<Arc<dr_fence::FenceAgents>, DaemonError> {
+    for d in &cfg.fence {
+        tracing::info!(host = %d.host, agent = %d.agent.display(), "fence device");
+    }
+    dr_fence::FenceAgents::new(cfg.fence.clone())
+        .map(Arc::new)
+        .map_err(|e| DaemonError::Internal(e.to_string()))
+}
+
+/// Opens the recovery journal, off the async threads.
+async fn open_journal(path: &std::path::Path) -> Result<Arc<dr_journal::Journal>, DaemonError> {
+    let path = path.to_path_buf();
+    Ok(Arc::new(
+        tokio::task::spawn_blocking(move || dr_journal::Journal::open(&path))
+            .await
+            .map_err(|e| DaemonError::Internal(e.to_string()))??,
+    ))
+}
+
+/// Closes the recoveries a previous run left open, and returns them.
+async fn close_interrupted(
+    journal: &Arc<dr_journal::Journal>,
+    now: dr_core::Timestamp,
+) -> Result<Vec<dr_journal::Entry>, DaemonError> {
+    let j = journal.clone();
+    let closed = tokio::task::spawn_blocking(move || resolve_open(&j, now.0))
+        .await
+        .map_err(|e| DaemonError::Internal(e.to_string()))??;
+    if !closed.is_empty() {
+        tracing::warn!(
+            count = closed.len(),
+            "closed recoveries left open by the previous run"
+        );
+    }
+    Ok(closed)
+}
+
+/// An interrupted recovery may still be finishing in the hypervisor (a
+/// vCenter task outlives the client that started it): no new recovery of
+/// that VM until it would have timed out. Its VM then shows running, or is
+/// decided afresh.
+fn hold_interrupted(
+    control: &mut Loop,
+    interrupted: Vec<dr_journal::Entry>,
+    cfg: &DaemonConfig,
+    now: dr_core::Timestamp,
+) {
     for entry in interrupted {
         if let Some(until) = crate::journal::hold_until(&entry, now, cfg.control.action_timeout) {
             tracing::warn!(vm = %entry.intent.vm, until = %until, "no recovery of this VM until its interrupted one would have timed out");
             control.hold(entry.intent.vm, until);
         }
     }
-    // The name → address map of the previous run: a VM seen without an IP
-    // (off, no guest tools yet) is still watched where it was.
-    let mut saved_addresses: std::collections::BTreeMap<String, std::net::IpAddr> = {
-        let j = journal.clone();
-        tokio::task::spawn_blocking(move || j.addresses())
-            .await
-            .map_err(|e| DaemonError::Internal(e.to_string()))??
-            .into_iter()
-            .filter_map(|(name, ip)| match ip.parse() {
-                Ok(ip) => Some((name, ip)),
-                Err(_) => {
-                    tracing::warn!(vm = %name, address = %ip, "ignoring an unreadable stored address");
-                    None
-                }
-            })
-            .collect()
-    };
-    control.remember_ips(saved_addresses.clone());
+}
 
+/// The name → address map of the previous run: a VM seen without an IP
+/// (off, no guest tools yet) is still watched where it was.
+async fn saved_addresses(
+    journal: &Arc<dr_journal::Journal>,
+) -> Result<std::collections::BTreeMap<String, std::net::IpAddr>, DaemonError> {
+    let j = journal.clone();
+    Ok(tokio::task::spawn_blocking(move || j.addresses())
+        .await
+        .map_err(|e| DaemonError::Internal(e.to_string()))??
+        .into_iter()
+        .filter_map(|(name, ip)| match ip.parse() {
+            Ok(ip) => Some((name, ip)),
+            Err(_) => {
+                tracing::warn!(vm = %name, address = %ip, "ignoring an unreadable stored address");
+                None
+            }
+        })
+        .collect())
+}
+
+/// The daemon's tasks beside the loop: replication of protected VMs, the
+/// snapshot schedulers (whose configuration the returned sender updates),
+/// and a simulated datacenter's fault schedule. All stop with the tasks.
+fn start_tasks(
+    cfg: &DaemonConfig,
+    hv: &Arc<dyn Hypervisor>,
+    ports: &backend::Ports,
+    shared: &Arc<Shared>,
+    tasks_stopped: &watch::Receiver<bool>,
+) -> watch::Sender<crate::snapshots::SnapshotConfig> {
     if let Some(r) = &cfg.replication {
         let r = Arc::new(r.clone());
         for p in &r.vms {
@@ -171,26 +253,27 @@ pub async fn run(
             tasks_stopped.clone(),
         ));
     }
+    snapshot_cfg
+}
 
-    let listener = tokio::net::TcpListener::bind(cfg.api.listen)
-        .await
-        .map_err(|cause| DaemonError::Listen {
-            addr: cfg.api.listen,
-            cause,
-        })?;
-    let addr = listener.local_addr().map_err(|cause| DaemonError::Listen {
+/// Binds the API, serves it until the tasks stop, and tells `listening`
+/// where.
+async fn start_api(
+    cfg: &DaemonConfig,
+    shared: &Arc<Shared>,
+    journal: &Arc<dr_journal::Journal>,
+    commands: mpsc::Sender<Command>,
+    tasks_stopped: &watch::Receiver<bool>,
+    listening: impl FnOnce(SocketAddr),
+) -> Result<tokio::task::JoinHandle<()>, DaemonError> {
+    let listen_error = |cause| DaemonError::Listen {
         addr: cfg.api.listen,
         cause,
-    })?;
-    let (commands, mut command_rx) = mpsc::channel::<Command>(64);
-    let loopback = commands.clone();
-    let mut failing_over = std::collections::BTreeSet::new();
-    let operations = Operations {
-        hv: hv.clone(),
-        clock: ports.clock.clone(),
-        journal: journal.clone(),
-        events: shared.clone(),
     };
+    let listener = tokio::net::TcpListener::bind(cfg.api.listen)
+        .await
+        .map_err(listen_error)?;
+    let addr = listener.local_addr().map_err(listen_error)?;
     let app = api::router(ApiState {
         shared: shared.clone(),
         commands,
@@ -212,146 +295,247 @@ pub async fn run(
     });
     tracing::info!(%addr, "API listening");
     listening(addr);
+    Ok(server)
+}
 
-    let mut running = cfg;
-    let mut seen_mtime = mtime(&running.path);
-    let mut file_check = tokio::time::interval(Duration::from_secs(1));
-    let clock = ports.clock.clone();
-    let mut next = clock.now();
-    let mut ticks = 0u64;
-    let mut budget_of: Option<u64> = None;
-    loop {
-        if *shutdown.borrow() {
-            break;
-        }
-        tokio::select! {
-            biased;
-            changed = shutdown.changed() => {
-                if changed.is_err() || *shutdown.borrow() {
-                    break;
-                }
+/// The running daemon: the loop and what it serves between ticks.
+struct Running {
+    /// The configuration in force (reloads replace what they may).
+    cfg: DaemonConfig,
+    control: Loop,
+    shared: Arc<Shared>,
+    fence: Arc<dr_fence::FenceAgents>,
+    journal: Arc<dr_journal::Journal>,
+    clock: Arc<dyn Clock>,
+    operations: Operations,
+    /// Commands the daemon's own operations send back (a failover done).
+    loopback: mpsc::Sender<Command>,
+    failing_over: std::collections::BTreeSet<String>,
+    snapshot_cfg: watch::Sender<crate::snapshots::SnapshotConfig>,
+    /// The addresses last stored in the journal.
+    saved_addresses: std::collections::BTreeMap<String, std::net::IpAddr>,
+    /// When the configuration file was last seen changed.
+    seen_mtime: Option<SystemTime>,
+    ticks: u64,
+    /// The fingerprint of what the failure budget was last computed on.
+    budget_of: Option<u64>,
+}
+
+impl Running {
+    /// Ticks every probe interval, and between ticks serves commands and
+    /// reloads, until `shutdown` turns true.
+    async fn serve(
+        &mut self,
+        mut shutdown: watch::Receiver<bool>,
+        mut reload: mpsc::Receiver<()>,
+        mut command_rx: mpsc::Receiver<Command>,
+    ) {
+        let mut file_check = tokio::time::interval(Duration::from_secs(1));
+        let mut next = self.clock.now();
+        loop {
+            if *shutdown.borrow() {
+                break;
             }
-            Some(cmd) = command_rx.recv() => match cmd {
-                Command::Pause { vm, paused, reply } => {
-                    let known = control.registry().vm_idx(&vm).is_some();
-                    let answer = if known {
-                        control.set_paused(&vm, paused);
-                        // Shown at once, not from the next tick on: an
-                        // operator checks right after pausing.
-                        shared.set_paused(&vm, paused);
-                        tracing::info!(%vm, paused, "automation {} by an operator", if paused { "paused" } else { "resumed" });
-                        Ok(())
-                    } else {
-                        Err(format!("no VM named {vm:?} is monitored"))
-                    };
-                    let _ = reply.send(answer);
-                }
-                Command::Failover { vm, to, reply } => {
-                    if control.registry().vm_idx(&vm).is_none() {
-                        let _ = reply.send(Err(format!("no VM named {vm:?} is monitored")));
-                    } else if !failing_over.insert(vm.clone()) {
-                        let _ = reply.send(Err(format!("a failover of {vm} is under way")));
-                    } else {
-                        // Automation stays off the VM while it moves.
-                        let was_paused = control.paused().contains(&vm);
-                        control.set_paused(&vm, true);
-                        tracing::info!(%vm, to = ?to, "planned failover requested");
-                        tokio::spawn(operations.clone().planned_failover(
-                            vm,
-                            to,
-                            was_paused,
-                            reply,
-                            loopback.clone(),
-                        ));
+            tokio::select! {
+                biased;
+                changed = shutdown.changed() => {
+                    if changed.is_err() || *shutdown.borrow() {
+                        break;
                     }
                 }
-                Command::Drill { vm, to, reply } => {
-                    if control.registry().vm_idx(&vm).is_none() {
-                        let _ = reply.send(Err(format!("no VM named {vm:?} is monitored")));
-                    } else {
-                        tracing::info!(%vm, to = ?to, "recovery drill requested");
-                        tokio::spawn(operations.clone().drill(vm, to, reply));
+                Some(cmd) = command_rx.recv() => self.command(cmd),
+                Some(()) = reload.recv() => {
+                    self.reload("SIGHUP");
+                    self.seen_mtime = mtime(&self.cfg.path);
+                }
+                _ = file_check.tick() => {
+                    let now = mtime(&self.cfg.path);
+                    if now != self.seen_mtime {
+                        self.seen_mtime = now;
+                        self.reload("file changed");
                     }
                 }
-                Command::FailoverDone { vm, was_paused } => {
-                    failing_over.remove(&vm);
-                    control.set_paused(&vm, was_paused);
+                () = self.clock.sleep_until(next) => {
+                    self.tick().await;
+                    next = next
+                        .saturating_add(self.control.config().probe_interval)
+                        .max(self.clock.now());
                 }
-            },
-            Some(()) = reload.recv() => {
-                reload_config(&mut running, &mut control, &fence, &shared, "SIGHUP");
-                snapshot_cfg.send_if_modified(|c| std::mem::replace(c, running.snapshots) != running.snapshots);
-                seen_mtime = mtime(&running.path);
-            }
-            _ = file_check.tick() => {
-                let now = mtime(&running.path);
-                if now != seen_mtime {
-                    seen_mtime = now;
-                    reload_config(&mut running, &mut control, &fence, &shared, "file changed");
-                    snapshot_cfg.send_if_modified(|c| std::mem::replace(c, running.snapshots) != running.snapshots);
-                }
-            }
-            () = clock.sleep_until(next) => {
-                control.tick().await;
-                shared.metrics.probes(control.last_probes());
-                // Compared in place every tick; built and stored only when
-                // a VM or its address changed (rare).
-                let entries = &control.registry().vm_entries;
-                let same = entries.iter().filter(|e| e.ip.is_some()).count() == saved_addresses.len()
-                    && entries
-                        .iter()
-                        .all(|e| e.ip.is_none_or(|ip| saved_addresses.get(&e.name) == Some(&ip)));
-                if !same {
-                    saved_addresses = entries
-                        .iter()
-                        .filter_map(|e| Some((e.name.clone(), e.ip?)))
-                        .collect();
-                    let list: Vec<(String, String)> = saved_addresses
-                        .iter()
-                        .map(|(n, ip)| (n.clone(), ip.to_string()))
-                        .collect();
-                    let j = journal.clone();
-                    tokio::spawn(async move {
-                        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || j.save_addresses(&list)).await {
-                            tracing::warn!(error = %e, "cannot store the VMs' addresses");
-                        }
-                    });
-                }
-                ticks += 1;
-                let now = clock.now();
-                // Stale past three intervals: a tick or two may fail on a
-                // blip without the daemon calling itself unready.
-                let view = crate::state::ViewStatus::new(
-                    control.health(),
-                    now,
-                    control.config().probe_interval * 3,
-                );
-                shared.publish(Status::from_registry(
-                    control.registry(),
-                    control.paused(),
-                    ticks,
-                    now,
-                    control.in_flight(),
-                    view,
-                ));
-                refresh_budget(&control, &shared, &mut budget_of, now);
-                next = next.saturating_add(control.config().probe_interval).max(now);
             }
         }
     }
-    tracing::info!(in_flight = control.in_flight(), "shutting down");
-    if tokio::time::timeout(DRAIN, control.drain()).await.is_err() {
-        tracing::warn!(
-            in_flight = control.in_flight(),
-            "recoveries still running at shutdown: left open in the journal, resolved at the next start"
+
+    /// An operator's command from the API.
+    fn command(&mut self, cmd: Command) {
+        let control = &mut self.control;
+        match cmd {
+            Command::Pause { vm, paused, reply } => {
+                let answer = if control.registry().vm_idx(&vm).is_some() {
+                    control.set_paused(&vm, paused);
+                    // Shown at once, not from the next tick on: an
+                    // operator checks right after pausing.
+                    self.shared.set_paused(&vm, paused);
+                    tracing::info!(%vm, paused, "automation {} by an operator", if paused { "paused" } else { "resumed" });
+                    Ok(())
+                } else {
+                    Err(format!("no VM named {vm:?} is monitored"))
+                };
+                let _ = reply.send(answer);
+            }
+            Command::Failover { vm, to, reply } => {
+                if control.registry().vm_idx(&vm).is_none() {
+                    let _ = reply.send(Err(format!("no VM named {vm:?} is monitored")));
+                } else if !self.failing_over.insert(vm.clone()) {
+                    let _ = reply.send(Err(format!("a failover of {vm} is under way")));
+                } else {
+                    // Automation stays off the VM while it moves.
+                    let was_paused = control.paused().contains(&vm);
+                    control.set_paused(&vm, true);
+                    tracing::info!(%vm, to = ?to, "planned failover requested");
+                    tokio::spawn(self.operations.clone().planned_failover(
+                        vm,
+                        to,
+                        was_paused,
+                        reply,
+                        self.loopback.clone(),
+                    ));
+                }
+            }
+            Command::Drill { vm, to, reply } => {
+                if control.registry().vm_idx(&vm).is_none() {
+                    let _ = reply.send(Err(format!("no VM named {vm:?} is monitored")));
+                } else {
+                    tracing::info!(%vm, to = ?to, "recovery drill requested");
+                    tokio::spawn(self.operations.clone().drill(vm, to, reply));
+                }
+            }
+            Command::FailoverDone { vm, was_paused } => {
+                self.failing_over.remove(&vm);
+                control.set_paused(&vm, was_paused);
+            }
+        }
+    }
+
+    /// One tick of the loop, then what it changed: the stored addresses,
+    /// the published status, the failure budget.
+    async fn tick(&mut self) {
+        self.control.tick().await;
+        self.shared.metrics.probes(self.control.last_probes());
+        self.store_addresses();
+        self.ticks += 1;
+        let now = self.clock.now();
+        // Stale past three intervals: a tick or two may fail on a blip
+        // without the daemon calling itself unready.
+        let view = crate::state::ViewStatus::new(
+            self.control.health(),
+            now,
+            self.control.config().probe_interval * 3,
         );
+        self.shared.publish(Status::from_registry(
+            self.control.registry(),
+            self.control.paused(),
+            self.ticks,
+            now,
+            self.control.in_flight(),
+            view,
+        ));
+        refresh_budget(&self.control, &self.shared, &mut self.budget_of, now);
     }
-    let _ = stop_tasks.send(true);
-    let _ = server.await;
-    if let Some(v) = ports.vsphere {
-        v.close().await;
+
+    /// Stores the VMs' addresses in the journal when a VM or its address
+    /// changed (compared in place every tick; built and stored only then,
+    /// which is rare), off the async threads.
+    fn store_addresses(&mut self) {
+        let entries = &self.control.registry().vm_entries;
+        let same = entries.iter().filter(|e| e.ip.is_some()).count() == self.saved_addresses.len()
+            && entries.iter().all(|e| {
+                e.ip.is_none_or(|ip| self.saved_addresses.get(&e.name) == Some(&ip))
+            });
+        if same {
+            return;
+        }
+        self.saved_addresses = entries
+            .iter()
+            .filter_map(|e| Some((e.name.clone(), e.ip?)))
+            .collect();
+        let list: Vec<(String, String)> = self
+            .saved_addresses
+            .iter()
+            .map(|(n, ip)| (n.clone(), ip.to_string()))
+            .collect();
+        let j = self.journal.clone();
+        tokio::spawn(async move {
+            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || j.save_addresses(&list)).await {
+                tracing::warn!(error = %e, "cannot store the VMs' addresses");
+            }
+        });
     }
-    Ok(())
+
+    /// Re-reads the configuration: a valid file applies from the next tick
+    /// (what needs a restart says so), an invalid one is refused and the
+    /// running configuration stays.
+    fn reload(&mut self, why: &str) {
+        let new = match DaemonConfig::load(&self.cfg.path) {
+            Ok(new) => new,
+            Err(e) => {
+                tracing::error!(error = %e, why, "configuration refused; the running one stays");
+                self.shared.metrics.reload(false);
+                return;
+            }
+        };
+        if let Err(e) = self.control.reconfigure(new.control.clone()) {
+            tracing::error!(error = %e, why, "configuration refused; the running one stays");
+            self.shared.metrics.reload(false);
+            return;
+        }
+        if new.fence != self.cfg.fence {
+            // Checked by the load: one device per host.
+            if let Err(e) = self.fence.set_devices(new.fence.clone()) {
+                tracing::error!(error = %e, why, "fence devices refused; the running ones stay");
+            } else {
+                tracing::info!(devices = new.fence.len(), "fence devices reloaded");
+            }
+        }
+        let running = &self.cfg;
+        if new.api.listen != running.api.listen
+            || new.journal != running.journal
+            || new.replication != running.replication
+        {
+            tracing::warn!("api, journal and replication settings take effect at the next start");
+        }
+        tracing::info!(
+            why,
+            probe_interval = ?new.control.probe_interval,
+            inventory_interval = ?new.control.inventory_interval,
+            "configuration reloaded"
+        );
+        self.shared.metrics.reload(true);
+        self.cfg = DaemonConfig {
+            api: running.api.clone(),
+            journal: running.journal.clone(),
+            backend: running.backend.clone(),
+            replication: running.replication.clone(),
+            ..new
+        };
+        let snapshots = self.cfg.snapshots;
+        self.snapshot_cfg
+            .send_if_modified(|c| std::mem::replace(c, snapshots) != snapshots);
+    }
+
+    /// Waits for running recoveries, for up to [`DRAIN`]; what is still
+    /// running is left open in the journal, for the next start.
+    async fn drain(&mut self) {
+        tracing::info!(in_flight = self.control.in_flight(), "shutting down");
+        if tokio::time::timeout(DRAIN, self.control.drain())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                in_flight = self.control.in_flight(),
+                "recoveries still running at shutdown: left open in the journal, resolved at the next start"
+            );
+        }
+    }
 }
 
 /// Starts the replicas this daemon receives (it is then a DR site's
@@ -609,64 +793,5 @@ impl Operations {
         let _ = loopback
             .send(Command::FailoverDone { vm, was_paused })
             .await;
-    }
-}
-
-/// Re-reads the configuration: a valid file applies from the next tick
-/// (what needs a restart says so), an invalid one is refused and the
-/// running configuration stays.
-fn reload_config<H, P, C>(
-    running: &mut DaemonConfig,
-    control: &mut ControlLoop<H, P, C>,
-    fence: &dr_fence::FenceAgents,
-    shared: &Shared,
-    why: &str,
-) where
-    H: Hypervisor + ?Sized + 'static,
-    P: Prober + ?Sized + 'static,
-    C: Clock + ?Sized + 'static,
-{
-    match DaemonConfig::load(&running.path) {
-        Ok(new) => {
-            if let Err(e) = control.reconfigure(new.control.clone()) {
-                tracing::error!(error = %e, why, "configuration refused; the running one stays");
-                shared.metrics.reload(false);
-                return;
-            }
-            if new.fence != running.fence {
-                // Checked by the load: one device per host.
-                if let Err(e) = fence.set_devices(new.fence.clone()) {
-                    tracing::error!(error = %e, why, "fence devices refused; the running ones stay");
-                } else {
-                    tracing::info!(devices = new.fence.len(), "fence devices reloaded");
-                }
-            }
-            if new.api.listen != running.api.listen
-                || new.journal != running.journal
-                || new.replication != running.replication
-            {
-                tracing::warn!(
-                    "api, journal and replication settings take effect at the next start"
-                );
-            }
-            tracing::info!(
-                why,
-                probe_interval = ?new.control.probe_interval,
-                inventory_interval = ?new.control.inventory_interval,
-                "configuration reloaded"
-            );
-            shared.metrics.reload(true);
-            *running = DaemonConfig {
-                api: running.api.clone(),
-                journal: running.journal.clone(),
-                backend: running.backend.clone(),
-                replication: running.replication.clone(),
-                ..new
-            };
-        }
-        Err(e) => {
-            tracing::error!(error = %e, why, "configuration refused; the running one stays");
-            shared.metrics.reload(false);
-        }
     }
 }
