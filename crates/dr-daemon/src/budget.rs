@@ -5,7 +5,7 @@
 //! the picture it rests on changes, not every tick.
 
 use dr_control::registry::Registry;
-use dr_core::engine::{proof_after_silence, Fate, HostFacts, VmFacts};
+use dr_core::engine::{proof_after_silence, Fate, Fencing, HostFacts, VmFacts};
 use dr_core::{Engine, Timestamp};
 use serde::Serialize;
 use std::hash::{Hash, Hasher};
@@ -117,11 +117,32 @@ pub struct Durations {
     /// Median host recovery from its snapshot, ms: a lost host that has
     /// one is tried first, and its VMs move only once that failed.
     pub recover_host_ms: Option<u64>,
+    /// Median fence of a host through its device, ms (none measured yet:
+    /// taken as instant).
+    pub fence_ms: Option<u64>,
     /// From a host's loss to its VMs' restores being decided, on
     /// unreachability alone: the probes that notice it plus
     /// `host_down_after`. A host whose agent's deadline comes later waits
     /// for that (`dr_core::engine::proof_after_silence`).
     pub detect: Duration,
+}
+
+/// From `host`'s loss to its VMs' restores being decided: the probes and
+/// `host_down_after`, or its agent's deadline when that comes later; with a
+/// fence device, the fence after that, unless the agent's deadline (or a
+/// trusting site) comes first.
+fn detection(policy: &dr_core::Policy, host: &HostFacts, d: &Durations) -> Duration {
+    let proof = proof_after_silence(policy, host).unwrap_or_default();
+    let lost = d.detect.max(proof);
+    if host.fence == Fencing::NoDevice {
+        return lost;
+    }
+    let fenced = lost + Duration::from_millis(d.fence_ms.unwrap_or(0));
+    let deviceless = HostFacts {
+        fence: Fencing::NoDevice,
+        ..*host
+    };
+    proof_after_silence(policy, &deviceless).map_or(fenced, |other| fenced.min(d.detect.max(other)))
 }
 
 /// A fingerprint of what the budget rests on: hosts' links and room, each
@@ -140,6 +161,7 @@ pub fn fingerprint(reg: &Registry) -> u64 {
             f.agent
                 .map(|a| (a.isolation_timeout_ms, a.reassurance, a.watchdog)),
             f.storage.map(|s| s.readable),
+            f.fence != Fencing::NoDevice,
         )
             .hash(&mut h);
     }
@@ -260,11 +282,10 @@ fn cost(
                     Some(h) if h.has_snapshot => d.recover_host_ms,
                     _ => Some(0),
                 };
-                let proof = home
-                    .and_then(|h| reg.hosts.get(h))
-                    .and_then(|h| proof_after_silence(engine.policy(), h))
-                    .unwrap_or_default();
-                let detect = dr_core::time::millis(d.detect.max(proof));
+                let detect = dr_core::time::millis(
+                    home.and_then(|h| reg.hosts.get(h))
+                        .map_or(d.detect, |h| detection(engine.policy(), h, &d)),
+                );
                 let predicted_rto_ms = each.zip(host_try).map(|(ms, first)| {
                     detect
                         .saturating_add(first)
@@ -287,4 +308,39 @@ fn cost(
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dr_core::model::{AgentSignal, Reassurance};
+
+    #[test]
+    fn detection_adds_the_fence_unless_the_agents_deadline_comes_first() {
+        let policy = dr_core::Policy::default();
+        let d = Durations {
+            fence_ms: Some(3_000),
+            detect: Duration::from_secs(18),
+            ..Durations::default()
+        };
+        let mut h = HostFacts::connected(0, 0, 0);
+        assert_eq!(detection(&policy, &h, &d), Duration::from_secs(18));
+        h.fence = Fencing::Ready;
+        assert_eq!(detection(&policy, &h, &d), Duration::from_secs(21));
+        // Its agent's deadline (30 s + 0.2 % + 0.5 s) comes later: the fence.
+        h.agent = Some(AgentSignal {
+            last_heard: Timestamp::ZERO,
+            interval_ms: 1_000,
+            isolation_timeout_ms: 30_000,
+            reassurance: Reassurance::None,
+            watchdog: true,
+        });
+        assert_eq!(detection(&policy, &h, &d), Duration::from_secs(21));
+        // A fence slower than the deadline: the deadline.
+        let slow = Durations {
+            fence_ms: Some(60_000),
+            ..d
+        };
+        assert_eq!(detection(&policy, &h, &slow), Duration::from_millis(30_560));
+    }
 }

@@ -623,6 +623,7 @@ fn refresh_budget<H, P, C>(
         restore_ms: shared.metrics.median_ms("restore"),
         add_host_ms: shared.metrics.median_ms("add_host_then_restore"),
         recover_host_ms: shared.metrics.median_ms("recover_host"),
+        fence_ms: shared.metrics.median_ms("fence_host"),
         detect: policy.host_down_after
             + control.config().probe_interval * u32::from(policy.failure_threshold),
     };
