@@ -635,3 +635,71 @@ fn events_stream_as_they_happen_and_do_not_hold_up_shutdown() {
         "an open event stream held up shutdown",
     );
 }
+
+#[test]
+fn on_the_simulation_a_cut_off_host_is_fenced_through_its_own_device_before_its_vm_moves() {
+    let d = Dir::new("sim-fence");
+    let scenario = d.0.join("dc.toml");
+    std::fs::write(
+        &scenario,
+        r#"name = "fence"
+seed = 1
+duration = "1h"
+[latency]
+read = "5ms"
+power = "300ms"
+restore_replica = "1s"
+[[site]]
+name = "primary"
+[[host]]
+name = "esx-f"               # no agent: only its fence device can prove it off
+ip = "10.0.1.1"
+fence = { delay = "500ms" }
+[[host]]
+name = "esx-2"
+ip = "10.0.1.2"
+[[vm]]
+name = "app"
+ip = "10.1.0.1"
+host = "esx-f"
+replica = true
+[[fault]]                    # cut off while app runs on
+at = "3s"
+kind = "host_partition"
+host = "esx-f"
+[[fault]]
+at = "3s"
+kind = "host_mgmt_loss"
+host = "esx-f"
+"#,
+    )
+    .expect("scenario");
+    let daemon = Daemon::start(&write_config_on(
+        &d.0,
+        &format!("scenario = \"{}\"", scenario.display()),
+        "200ms",
+    ));
+    daemon.wait_for(LIMIT, "app restored on esx-2", |d| {
+        actions_for(&d.events(), "action_finished", "app")
+            .iter()
+            .any(|e| e["action"]["kind"] == "restore" && e["ok"] == true)
+    });
+    let events = daemon.events();
+    let fence = events
+        .iter()
+        .position(|e| e["type"] == "action_finished" && e["action"]["kind"] == "fence_host")
+        .expect("a fence");
+    assert_eq!(events[fence]["ok"], true, "{}", events[fence]);
+    let restore = events
+        .iter()
+        .position(|e| e["type"] == "action_started" && e["action"]["kind"] == "restore")
+        .expect("a restore");
+    assert!(fence < restore, "moved before the fence finished");
+    assert_eq!(events[restore]["action"]["evidence"], "fenced");
+    let host = daemon
+        .json("/api/v1/hosts")
+        .as_array()
+        .and_then(|h| h.iter().find(|h| h["name"] == "esx-f").cloned())
+        .unwrap_or_default();
+    assert_eq!(host["fence"]["state"], "off", "{host}");
+}

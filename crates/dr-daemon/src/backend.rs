@@ -25,6 +25,9 @@ pub struct Ports {
     pub faults: Vec<dr_sim::fault::Fault>,
     /// The vCenter session, to log out at shutdown.
     pub vsphere: Option<Arc<dr_vsphere::Vsphere>>,
+    /// The backend's own fence devices (the simulated hosts'), if it has
+    /// them; a real datacenter's are `[[fence.device]]`.
+    pub fencer: Option<Arc<dyn dr_core::ports::Fencer>>,
 }
 
 /// Why the backend cannot start.
@@ -102,6 +105,7 @@ pub async fn start(backend: &Backend, state_dir: &std::path::Path) -> Result<Por
                 clock.clone(),
                 Duration::from_millis(1),
             ));
+            let fencer = Arc::new(dr_sim::SimFencer::new(world.clone(), clock.clone()));
             Ok(Ports {
                 hv,
                 prober,
@@ -109,6 +113,7 @@ pub async fn start(backend: &Backend, state_dir: &std::path::Path) -> Result<Por
                 world: Some(world),
                 faults: s.faults,
                 vsphere: None,
+                fencer: Some(fencer),
             })
         }
         Backend::SimServer { url } => {
@@ -127,6 +132,7 @@ pub async fn start(backend: &Backend, state_dir: &std::path::Path) -> Result<Por
                 world: None,
                 faults: Vec::new(),
                 vsphere: None,
+                fencer: None,
             })
         }
         Backend::Libvirt { config } => {
@@ -140,6 +146,7 @@ pub async fn start(backend: &Backend, state_dir: &std::path::Path) -> Result<Por
                 world: None,
                 faults: Vec::new(),
                 vsphere: None,
+                fencer: None,
             })
         }
         Backend::Vsphere {
@@ -180,6 +187,7 @@ pub async fn start(backend: &Backend, state_dir: &std::path::Path) -> Result<Por
                 world: None,
                 faults: Vec::new(),
                 vsphere: Some(v),
+                fencer: None,
             })
         }
     }

@@ -89,7 +89,7 @@ pub async fn run(
         cfg.control.clone(),
     )?
     .with_journal(Arc::new(JournalPort(journal.clone())))
-    .with_fencer(fence.clone());
+    .with_fencer(loop_fencer(&cfg, &ports, &fence));
     hold_interrupted(&mut control, interrupted, &cfg, ports.clock.now());
     let saved_addresses = saved_addresses(&journal).await?;
     control.remember_ips(saved_addresses.clone());
@@ -144,6 +144,24 @@ fn fence_agents(cfg: &DaemonConfig) -> Result<Arc<dr_fence::FenceAgents>, Daemon
     dr_fence::FenceAgents::new(cfg.fence.clone())
         .map(Arc::new)
         .map_err(|e| DaemonError::Internal(e.to_string()))
+}
+
+/// The loop's fencer: the backend's own devices when it has them (the
+/// simulated hosts'), else `[[fence.device]]`.
+fn loop_fencer(
+    cfg: &DaemonConfig,
+    ports: &backend::Ports,
+    fence: &Arc<dr_fence::FenceAgents>,
+) -> Arc<dyn dr_core::ports::Fencer> {
+    match &ports.fencer {
+        Some(own) => {
+            if !cfg.fence.is_empty() {
+                tracing::warn!("the simulated datacenter's own fence devices are used; [[fence.device]] is ignored");
+            }
+            own.clone()
+        }
+        None => fence.clone(),
+    }
 }
 
 /// Opens the recovery journal, off the async threads.
