@@ -2,7 +2,7 @@ use crate::events::{ControlEvent, EventSink};
 use crate::executor::{self, Action, RetryPolicy};
 use crate::journal::RecoveryJournal;
 use crate::registry::Registry;
-use dr_core::engine::{ledger, ClusterFacts, PlanScratch};
+use dr_core::engine::{ledger, ClusterFacts, Fencing, PlanScratch};
 use dr_core::model::{Heartbeat, HostLink, PowerEvent, PowerState};
 use dr_core::ports::{Clock, Fencer, Hypervisor, NoFencer, ProbeTarget, Prober};
 use dr_core::{Decision, Engine, Policy, PolicyError, Timestamp};
@@ -27,6 +27,9 @@ pub struct ControlConfig {
     /// Each attempt of a fence (its device's off, then its status read) is
     /// abandoned after this.
     pub fence_timeout: Duration,
+    /// Every fence device's status is read this often between incidents
+    /// (a device found failing is reported before it is needed); zero: never.
+    pub fence_monitor_interval: Duration,
     /// Retries of an action after a transient error (of a fence, after any
     /// failure).
     pub action_retries: u32,
@@ -49,11 +52,19 @@ impl Default for ControlConfig {
             inventory_interval: Duration::from_secs(60),
             action_timeout: Duration::from_secs(300),
             fence_timeout: Duration::from_secs(60),
+            fence_monitor_interval: Duration::from_secs(300),
             action_retries: 2,
             retry_delay: Duration::from_secs(5),
             event_lookback: Duration::from_secs(24 * 3600),
         }
     }
+}
+
+/// What the fence devices' monitor reports: one device's status read, or
+/// the end of a round.
+enum Monitored {
+    Read(String, Result<dr_core::ports::FencePower, String>),
+    Done,
 }
 
 /// An action's outcome, sent back from its task.
@@ -79,6 +90,12 @@ pub struct ControlLoop<H: ?Sized, P: ?Sized, C: ?Sized> {
     /// outside the recovery limits).
     fencer: Arc<dyn Fencer>,
     fences_in_flight: u32,
+    /// The fence devices' monitor: its results, whether one runs, and when
+    /// the next is due.
+    monitor_tx: mpsc::UnboundedSender<Monitored>,
+    monitor_rx: mpsc::UnboundedReceiver<Monitored>,
+    monitoring: bool,
+    next_monitor: Timestamp,
     done_tx: mpsc::UnboundedSender<Completion>,
     done_rx: mpsc::UnboundedReceiver<Completion>,
     events_since: Option<Timestamp>,
@@ -108,6 +125,7 @@ where
     ) -> Result<Self, PolicyError> {
         let engine = Engine::new(cfg.policy.clone())?;
         let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let (monitor_tx, monitor_rx) = mpsc::unbounded_channel();
         Ok(ControlLoop {
             hv,
             prober,
@@ -121,6 +139,10 @@ where
             cluster_in_flight: 0,
             fencer: Arc::new(NoFencer),
             fences_in_flight: 0,
+            monitor_tx,
+            monitor_rx,
+            monitoring: false,
+            next_monitor: Timestamp::ZERO,
             done_tx,
             done_rx,
             events_since: None,
@@ -380,6 +402,7 @@ where
         }
         self.registry.refresh(&inv, &policy, now, &*self.sink);
         self.registry.set_fence_devices(&self.fencer.devices());
+        self.fence_monitor(now);
         // VMs without an address to probe: the hypervisor's fresh view
         // stands in for the probe (on, and the guest not known silent).
         for i in 0..self.registry.vms.len() {
@@ -657,6 +680,56 @@ where
             }
         }
         reg.arriving(c.action.vm(), None);
+    }
+
+    /// Applies what the fence devices' monitor read, and starts its next
+    /// round when one is due: every device's status, one after another,
+    /// each bounded by the fence timeout, off the tick. A device being
+    /// fenced is not read.
+    fn fence_monitor(&mut self, now: Timestamp) {
+        while let Ok(m) = self.monitor_rx.try_recv() {
+            match m {
+                Monitored::Read(host, r) => {
+                    self.registry
+                        .observe_fence_monitor(now, &host, r, &*self.sink);
+                }
+                Monitored::Done => self.monitoring = false,
+            }
+        }
+        let every = self.cfg.fence_monitor_interval;
+        if every.is_zero() || self.monitoring || now < self.next_monitor {
+            return;
+        }
+        let hosts: Vec<String> = self
+            .registry
+            .hosts
+            .iter()
+            .zip(&self.registry.host_entries)
+            .filter(|(f, _)| !matches!(f.fence, Fencing::NoDevice | Fencing::InFlight))
+            .map(|(_, e)| e.name.clone())
+            .collect();
+        self.next_monitor = now.saturating_add(every);
+        if hosts.is_empty() {
+            return;
+        }
+        self.monitoring = true;
+        let (fencer, clock, tx, t) = (
+            self.fencer.clone(),
+            self.clock.clone(),
+            self.monitor_tx.clone(),
+            self.cfg.fence_timeout,
+        );
+        tokio::spawn(async move {
+            for host in hosts {
+                let r = tokio::select! {
+                    biased;
+                    r = fencer.power_status(&host) => r.map_err(|e| e.to_string()),
+                    () = clock.sleep(t) => Err(format!("no answer in {t:?}")),
+                };
+                let _ = tx.send(Monitored::Read(host, r));
+            }
+            let _ = tx.send(Monitored::Done);
+        });
     }
 
     /// Applies events read from `since` on; the next read starts just after

@@ -24,6 +24,10 @@ pub struct HostEntry {
     /// (`evidence` observation: its kind, and what is missing when it is
     /// unproven): `None` before the first report.
     pub evidence: Option<(&'static str, &'static str)>,
+    /// Its fence device's last monitor (a status read between incidents):
+    /// `Ok` with the power it read, or why it failed. `None`: not yet run,
+    /// or no device.
+    pub fence_device: Option<Result<dr_core::ports::FencePower, String>>,
 }
 
 impl HostEntry {
@@ -196,6 +200,7 @@ impl Registry {
                             ip: h.ip,
                             reachable: None,
                             evidence: None,
+                            fence_device: None,
                         },
                     )
                 }
@@ -412,13 +417,50 @@ impl Registry {
     /// a host that gained one is ready to be fenced, one that lost it has
     /// none (a fence running for it reports back to nothing).
     pub fn set_fence_devices(&mut self, devices: &std::collections::BTreeSet<String>) {
-        for (f, e) in self.hosts.iter_mut().zip(&self.host_entries) {
+        for (f, e) in self.hosts.iter_mut().zip(&mut self.host_entries) {
             match (devices.contains(&e.name), f.fence) {
-                (false, _) => f.fence = Fencing::NoDevice,
+                (false, _) => {
+                    f.fence = Fencing::NoDevice;
+                    e.fence_device = None;
+                }
                 (true, Fencing::NoDevice) => f.fence = Fencing::Ready,
                 (true, _) => {}
             }
         }
+    }
+
+    /// A fence device's monitor read `result` for `host`: reported (as the
+    /// host's `fence_device` observation) when it turns good or bad.
+    pub fn observe_fence_monitor(
+        &mut self,
+        now: Timestamp,
+        host: &str,
+        result: Result<dr_core::ports::FencePower, String>,
+        sink: &dyn EventSink,
+    ) {
+        let Some(i) = self.host_idx(host) else { return };
+        let e = &mut self.host_entries[i];
+        let text = |r: &Option<Result<dr_core::ports::FencePower, String>>| match r {
+            None => "unknown".to_owned(),
+            Some(Ok(_)) => "ok".to_owned(),
+            Some(Err(why)) => format!("failing: {why}"),
+        };
+        let was_ok = e.fence_device.as_ref().map(Result::is_ok);
+        let new = Some(result);
+        if was_ok != new.as_ref().map(Result::is_ok) {
+            if new.as_ref().is_some_and(Result::is_err) {
+                tracing::warn!(host, error = %text(&new), "fence device failing its monitor");
+            }
+            emit_change(
+                sink,
+                now,
+                Subject::Host(host.to_owned()),
+                "fence_device",
+                text(&e.fence_device),
+                text(&new),
+            );
+        }
+        e.fence_device = new;
     }
 
     /// Reports each host's verdict (`dr_core::engine::host_verdict`) when

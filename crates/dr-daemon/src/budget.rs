@@ -165,6 +165,9 @@ pub fn fingerprint(reg: &Registry) -> u64 {
         )
             .hash(&mut h);
     }
+    for e in &reg.host_entries {
+        e.fence_device.as_ref().map(Result::is_ok).hash(&mut h);
+    }
     for f in &reg.vms {
         (
             f.host,
@@ -198,7 +201,19 @@ impl Input {
     pub fn of(reg: &Registry) -> Input {
         Input {
             vms: reg.vms.clone(),
-            hosts: reg.hosts.clone(),
+            // A device failing its monitor is not one to count on.
+            hosts: reg
+                .hosts
+                .iter()
+                .zip(&reg.host_entries)
+                .map(|(f, e)| match e.fence_device {
+                    Some(Err(_)) => HostFacts {
+                        fence: Fencing::NoDevice,
+                        ..*f
+                    },
+                    _ => *f,
+                })
+                .collect(),
             vm_names: reg.vm_entries.iter().map(|e| e.name.clone()).collect(),
             host_names: reg.host_entries.iter().map(|e| e.name.clone()).collect(),
             site_names: reg

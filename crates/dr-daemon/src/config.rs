@@ -209,6 +209,7 @@ struct RawControl {
     inventory_interval: Option<Spanned<String>>,
     action_timeout: Option<Spanned<String>>,
     fence_timeout: Option<Spanned<String>>,
+    fence_monitor_interval: Option<Spanned<String>>,
     action_retries: Option<u32>,
     retry_delay: Option<Spanned<String>>,
     event_lookback: Option<Spanned<String>>,
@@ -348,6 +349,11 @@ impl DaemonConfig {
                 d.action_timeout,
             )?,
             fence_timeout: duration("fence_timeout", &raw.control.fence_timeout, d.fence_timeout)?,
+            fence_monitor_interval: duration(
+                "fence_monitor_interval",
+                &raw.control.fence_monitor_interval,
+                d.fence_monitor_interval,
+            )?,
             action_retries: raw.control.action_retries.unwrap_or(d.action_retries),
             retry_delay: duration("retry_delay", &raw.control.retry_delay, d.retry_delay)?,
             event_lookback: duration(

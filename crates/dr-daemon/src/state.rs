@@ -41,6 +41,9 @@ pub struct HostStatus {
     /// Its fence device and where fencing it stands (`no_device`, `ready`,
     /// `in_flight`, `off`, `failed` with when it is tried again).
     pub fence: dr_core::engine::Fencing,
+    /// Its fence device's last monitor: `ok`, or `failing: ` and why
+    /// (`None`: not read yet, or no device).
+    pub fence_device: Option<String>,
 }
 
 /// One VM as the daemon sees it.
@@ -159,6 +162,10 @@ impl Status {
                 agent: f.agent,
                 storage: f.storage,
                 fence: f.fence,
+                fence_device: e.fence_device.as_ref().map(|r| match r {
+                    Ok(_) => "ok".to_owned(),
+                    Err(why) => format!("failing: {why}"),
+                }),
             })
             .collect();
         let vms = reg

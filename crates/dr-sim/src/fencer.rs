@@ -81,7 +81,10 @@ impl Fencer for SimFencer {
 
     async fn power_status(&self, host: &str) -> Result<FencePower, FenceError> {
         let (h, spec, fails) = self.device(host, false)?;
-        if fails && spec.hangs {
+        // A device that hangs, or never works (a dead BMC, a wrong
+        // password), fails its status reads as well.
+        let broken = spec.failures == u32::MAX;
+        if fails && (spec.hangs || broken) {
             return Err(self.failing(host, "status", spec).await);
         }
         self.clock.sleep(STATUS).await;

@@ -91,6 +91,7 @@ struct RawControl {
     inventory_interval: Option<Spanned<String>>,
     action_timeout: Option<Spanned<String>>,
     fence_timeout: Option<Spanned<String>>,
+    fence_monitor_interval: Option<Spanned<String>>,
     action_retries: Option<u32>,
     retry_delay: Option<Spanned<String>>,
 }
@@ -289,6 +290,11 @@ impl RawScenario {
                 Duration::from_secs(120),
             )?,
             fence_timeout: src.opt_duration("fence_timeout", &c.fence_timeout, d.fence_timeout)?,
+            fence_monitor_interval: src.opt_duration(
+                "fence_monitor_interval",
+                &c.fence_monitor_interval,
+                d.fence_monitor_interval,
+            )?,
             action_retries: c.action_retries.unwrap_or(d.action_retries),
             retry_delay: src.opt_duration("retry_delay", &c.retry_delay, d.retry_delay)?,
             event_lookback: d.event_lookback,

@@ -374,3 +374,37 @@ fn a_fence_that_never_works_leaves_the_agent_s_evidence_to_count() {
         }
     ));
 }
+
+#[test]
+fn fence_devices_are_monitored_and_a_broken_one_is_reported_before_it_is_needed() {
+    // No fault at all: the monitor reads each device at the start and
+    // every 5 minutes; a device that never works is reported failing.
+    let r = run(&scenario("fence = { failures = \"always\" }", ""));
+    assert!(r.verdict.ok, "{:?}", r.verdict);
+    let seen: Vec<(u64, String)> = r
+        .records
+        .iter()
+        .filter_map(|(t, rec)| match rec {
+            Record::Control(ControlEvent::Observation {
+                subject: Subject::Host(h),
+                field: "fence_device",
+                to,
+                ..
+            }) if h == "esx-1" => Some((t.as_millis(), to.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert!(seen[0].0 < 10_000, "{seen:?}");
+    assert!(seen[0].1.starts_with("failing: "), "{seen:?}");
+    // A working one: reported ok, once.
+    let r = run(&scenario("fence = {}", ""));
+    let ok = r
+        .records
+        .iter()
+        .filter(|(_, rec)| {
+            matches!(rec, Record::Control(ControlEvent::Observation { field: "fence_device", to, .. }) if to == "ok")
+        })
+        .count();
+    assert_eq!(ok, 1);
+}
