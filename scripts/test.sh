@@ -21,7 +21,9 @@ fi
 # reference), golang-go and golang-github-vmware-govmomi-dev (govmomi's
 # vCenter simulator, built by the dr-vsphere tests), rsync (the replication
 # benchmark's reference), fence-agents, openipmi and ipmitool (a real fence
-# agent, fence_ipmilan, against OpenIPMI's BMC simulator). Installed when missing
+# agent, fence_ipmilan, against OpenIPMI's BMC simulator), etcd-server and
+# etcd-client (the cluster's three-member etcd on loopback, and etcdctl to
+# set it up). Installed when missing
 # and we are root; the tests that need them fail in CI without them and skip
 # with a reason elsewhere.
 need=()
@@ -36,6 +38,8 @@ command -v busybox >/dev/null 2>&1 || need+=(busybox-static)
 [ -x /usr/sbin/fence_ipmilan ] || need+=(fence-agents)
 command -v ipmi_sim >/dev/null 2>&1 || need+=(openipmi)
 command -v ipmitool >/dev/null 2>&1 || need+=(ipmitool)
+[ -x /usr/bin/etcd ] || need+=(etcd-server)
+[ -x /usr/bin/etcdctl ] || need+=(etcd-client)
 
 # The KVM lab (scripts/kvm-lab.sh: libvirt daemons in namespaces, real
 # guests): libvirt and QEMU. On Debian 12 they come from bookworm-backports,

@@ -102,6 +102,11 @@ pub struct ControlLoop<H: ?Sized, P: ?Sized, C: ?Sized> {
     next_inventory: Timestamp,
     synced: bool,
     journal: Option<Arc<dyn RecoveryJournal>>,
+    /// Whether this loop may act now (a cluster's leader); without one it
+    /// always may. While it may not, ticks observe and decide nothing.
+    authority: Option<Arc<dyn dr_core::ports::Authority>>,
+    /// Whether the last tick could act (to say so when that changes).
+    acting: bool,
     paused: BTreeSet<String>,
     /// Sites the policy names that no host is on, already warned of.
     unknown_sites: BTreeSet<String>,
@@ -149,6 +154,8 @@ where
             next_inventory: Timestamp::ZERO,
             synced: false,
             journal: None,
+            authority: None,
+            acting: true,
             paused: BTreeSet::new(),
             unknown_sites: BTreeSet::new(),
             last_probes: Vec::new(),
@@ -160,6 +167,38 @@ where
     pub fn with_journal(mut self, journal: Arc<dyn RecoveryJournal>) -> Self {
         self.journal = Some(journal);
         self
+    }
+
+    /// Acts only while `authority` allows (a cluster's leader whose lease
+    /// holds): otherwise each tick still probes, reads the hypervisor and
+    /// keeps every fact current (so a takeover starts from them), but
+    /// decides and starts nothing. The backends should be wrapped in
+    /// `dr_core::ports::Authorized` too, so that what runs already stops
+    /// at its next step.
+    pub fn with_authority(mut self, authority: Arc<dyn dr_core::ports::Authority>) -> Self {
+        self.authority = Some(authority);
+        self
+    }
+
+    /// Whether the last tick could decide and act.
+    pub fn acting(&self) -> bool {
+        self.acting
+    }
+
+    /// Asks the authority, and says when the answer changes.
+    fn may_act(&mut self) -> bool {
+        let answer = self.authority.as_ref().map_or(Ok(()), |a| a.may_act());
+        let now = answer.is_ok();
+        if now != self.acting {
+            match &answer {
+                Ok(()) => tracing::info!("this loop acts: it decides and recovers"),
+                Err(why) => {
+                    tracing::warn!(why = %why, "this loop stops acting: it observes, decides nothing")
+                }
+            }
+            self.acting = now;
+        }
+        now
     }
 
     /// Fences lost hosts that have a device through `fencer` (without one,
@@ -415,7 +454,9 @@ where
         }
         self.apply_power_events(&events, since);
         self.registry.observe_evidence(&policy, now, &*self.sink);
-        self.decide_and_act(now);
+        if self.may_act() {
+            self.decide_and_act(now);
+        }
         self.health.fresh(now);
     }
 

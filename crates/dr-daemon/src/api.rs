@@ -60,7 +60,7 @@ pub struct ApiState {
     /// The bearer token of mutating endpoints.
     pub token: Option<Arc<str>>,
     /// The recovery journal.
-    pub journal: Arc<dr_journal::Journal>,
+    pub journal: Arc<dyn dr_journal::Store>,
     /// Turns true when the daemon stops (ends event streams, so the
     /// server's graceful shutdown does not wait on them).
     pub stopping: tokio::sync::watch::Receiver<bool>,

@@ -90,7 +90,7 @@ pub async fn run(
     )?
     .with_journal(Arc::new(JournalPort(journal.clone())))
     .with_fencer(loop_fencer(&cfg, &ports, &fence));
-    hold_interrupted(&mut control, interrupted, &cfg, ports.clock.now());
+    hold_interrupted(&mut control, &shared, interrupted, &cfg, ports.clock.now());
     let saved_addresses = saved_addresses(&journal).await?;
     control.remember_ips(saved_addresses.clone());
     let snapshot_cfg = start_tasks(&cfg, &hv, &ports, &shared, &tasks_stopped);
@@ -165,47 +165,55 @@ fn loop_fencer(
 }
 
 /// Opens the recovery journal, off the async threads.
-async fn open_journal(path: &std::path::Path) -> Result<Arc<dr_journal::Journal>, DaemonError> {
+async fn open_journal(path: &std::path::Path) -> Result<Arc<dyn dr_journal::Store>, DaemonError> {
     let path = path.to_path_buf();
-    Ok(Arc::new(
-        tokio::task::spawn_blocking(move || dr_journal::Journal::open(&path))
-            .await
-            .map_err(|e| DaemonError::Internal(e.to_string()))??,
-    ))
+    let journal = tokio::task::spawn_blocking(move || dr_journal::Journal::open(&path))
+        .await
+        .map_err(|e| DaemonError::Internal(e.to_string()))??;
+    Ok(Arc::new(journal))
 }
 
 /// Closes the recoveries a previous run left open, and returns them.
 async fn close_interrupted(
-    journal: &Arc<dr_journal::Journal>,
+    journal: &Arc<dyn dr_journal::Store>,
     now: dr_core::Timestamp,
-) -> Result<Vec<dr_journal::Entry>, DaemonError> {
+) -> Result<crate::journal::Resolved, DaemonError> {
     let j = journal.clone();
-    let closed = tokio::task::spawn_blocking(move || resolve_open(&j, now.0))
+    let resolved = tokio::task::spawn_blocking(move || resolve_open(&*j, now.0))
         .await
         .map_err(|e| DaemonError::Internal(e.to_string()))??;
-    if !closed.is_empty() {
+    if !resolved.closed.is_empty() {
         tracing::warn!(
-            count = closed.len(),
+            count = resolved.closed.len(),
             "closed recoveries left open by the previous run"
         );
     }
-    Ok(closed)
+    Ok(resolved)
 }
 
 /// An interrupted recovery may still be finishing in the hypervisor (a
 /// vCenter task outlives the client that started it): no new recovery of
 /// that VM until it would have timed out. Its VM then shows running, or is
-/// decided afresh.
+/// decided afresh. The VM of an entry that cannot be read is paused: what
+/// was under way there is for a person to find out.
 fn hold_interrupted(
     control: &mut Loop,
-    interrupted: Vec<dr_journal::Entry>,
+    shared: &Shared,
+    interrupted: crate::journal::Resolved,
     cfg: &DaemonConfig,
     now: dr_core::Timestamp,
 ) {
-    for entry in interrupted {
+    for entry in interrupted.closed {
         if let Some(until) = crate::journal::hold_until(&entry, now, cfg.control.action_timeout) {
             tracing::warn!(vm = %entry.intent.vm, until = %until, "no recovery of this VM until its interrupted one would have timed out");
             control.hold(entry.intent.vm, until);
+        }
+    }
+    for d in interrupted.damaged {
+        if let Some(vm) = d.vm {
+            tracing::error!(%vm, key = %d.key, "automation paused for this VM: its interrupted recovery cannot be read");
+            control.set_paused(&vm, true);
+            shared.set_paused(&vm, true);
         }
     }
 }
@@ -213,7 +221,7 @@ fn hold_interrupted(
 /// The name → address map of the previous run: a VM seen without an IP
 /// (off, no guest tools yet) is still watched where it was.
 async fn saved_addresses(
-    journal: &Arc<dr_journal::Journal>,
+    journal: &Arc<dyn dr_journal::Store>,
 ) -> Result<std::collections::BTreeMap<String, std::net::IpAddr>, DaemonError> {
     let j = journal.clone();
     Ok(tokio::task::spawn_blocking(move || j.addresses())
@@ -279,7 +287,7 @@ fn start_tasks(
 async fn start_api(
     cfg: &DaemonConfig,
     shared: &Arc<Shared>,
-    journal: &Arc<dr_journal::Journal>,
+    journal: &Arc<dyn dr_journal::Store>,
     commands: mpsc::Sender<Command>,
     tasks_stopped: &watch::Receiver<bool>,
     listening: impl FnOnce(SocketAddr),
@@ -323,7 +331,7 @@ struct Running {
     control: Loop,
     shared: Arc<Shared>,
     fence: Arc<dr_fence::FenceAgents>,
-    journal: Arc<dr_journal::Journal>,
+    journal: Arc<dyn dr_journal::Store>,
     clock: Arc<dyn Clock>,
     operations: Operations,
     /// Commands the daemon's own operations send back (a failover done).
@@ -664,7 +672,7 @@ fn refresh_budget<H, P, C>(
 struct Operations {
     hv: Arc<dyn Hypervisor>,
     clock: Arc<dyn Clock>,
-    journal: Arc<dr_journal::Journal>,
+    journal: Arc<dyn dr_journal::Store>,
     events: Arc<Shared>,
 }
 

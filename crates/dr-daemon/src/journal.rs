@@ -4,11 +4,12 @@
 use dr_control::executor::Action;
 use dr_control::RecoveryJournal;
 use dr_core::Timestamp;
-use dr_journal::{Intent, Journal, Outcome};
+use dr_journal::{Intent, Outcome, Store};
 use std::sync::Arc;
 
-/// `dr_journal::Journal` as the control loop's [`RecoveryJournal`].
-pub struct JournalPort(pub Arc<Journal>);
+/// The daemon's journal (a `dr_journal::Store`) as the control loop's
+/// [`RecoveryJournal`].
+pub struct JournalPort(pub Arc<dyn Store>);
 
 impl RecoveryJournal for JournalPort {
     fn begin(&self, action: &Action, at: Timestamp) -> Result<u64, String> {
@@ -64,13 +65,19 @@ pub fn hold_until(
 /// [`hold_until`]), and then decided afresh from the hypervisor's view,
 /// where a VM that the interrupted operation did start shows as running
 /// and so is never started again.
-/// Returns the entries closed.
+/// An entry that cannot be read is not guessed at: it is reported, left
+/// open, and its VM (when its bytes still name one) is paused for a person.
+/// Returns the entries closed and the damaged ones.
 pub fn resolve_open(
-    journal: &Journal,
+    journal: &dyn Store,
     now_ms: u64,
-) -> Result<Vec<dr_journal::Entry>, dr_journal::JournalError> {
+) -> Result<Resolved, dr_journal::JournalError> {
     let mut closed = Vec::new();
-    for entry in journal.open_intents()? {
+    let open = journal.open_intents()?;
+    for d in &open.damaged {
+        tracing::error!(key = %d.key, vm = ?d.vm, reason = %d.reason, "an unreadable recovery in the journal: its VM is held for a person");
+    }
+    for entry in open.entries {
         tracing::warn!(
             entry = entry.id,
             vm = %entry.intent.vm,
@@ -85,7 +92,19 @@ pub fn resolve_open(
             now_ms,
         )?);
     }
-    Ok(closed)
+    Ok(Resolved {
+        closed,
+        damaged: open.damaged,
+    })
+}
+
+/// What [`resolve_open`] did.
+#[derive(Debug, Default)]
+pub struct Resolved {
+    /// The open entries it closed (abandoned).
+    pub closed: Vec<dr_journal::Entry>,
+    /// The open entries it could not read, left as they are.
+    pub damaged: Vec<dr_journal::Damaged>,
 }
 
 #[cfg(test)]

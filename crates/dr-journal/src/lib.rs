@@ -8,8 +8,13 @@
 //! against the hypervisor (finished, safe to retry, or to abandon) before it
 //! acts again, so a VM is never started twice because of a restart.
 //!
-//! Must not know: decision rules, hypervisors, the control loop. It stores
-//! what it is given, in an embedded ACID store (`redb`, one file).
+//! The daemon reaches it through [`Store`], which a cluster of daemons
+//! implements over etcd (`dr-cluster`, fenced by the leader's epoch); this
+//! crate's [`Journal`] is the single daemon's store: an embedded ACID store
+//! (`redb`, one file).
+//!
+//! Must not know: decision rules, hypervisors, the control loop, etcd. It
+//! stores what it is given.
 
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -103,6 +108,70 @@ pub enum JournalError {
     /// The entry has ended already.
     #[error("journal entry {0} has ended already")]
     AlreadyEnded(u64),
+    /// This writer may no longer write: another one took over (a cluster's
+    /// leader was deposed), so nothing it would start may be recorded.
+    #[error("journal {op} refused: {reason}")]
+    Fenced {
+        /// What was being done.
+        op: &'static str,
+        /// Why this writer is fenced off.
+        reason: String,
+    },
+}
+
+/// An entry that cannot be read, found among the open ones: reported with
+/// where it is stored and, when its bytes still say, the VM it was for (a
+/// reader holds that VM for a person rather than guess what it meant).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Damaged {
+    /// Where it is stored (a table and id, an etcd key).
+    pub key: String,
+    /// The VM it names, if that much is readable.
+    pub vm: Option<String>,
+    /// Why it cannot be read.
+    pub reason: String,
+}
+
+/// What [`Store::open_intents`] finds: the entries begun and not ended,
+/// oldest first, and those among them that cannot be read.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OpenIntents {
+    /// Readable open entries, oldest first.
+    pub entries: Vec<Entry>,
+    /// Unreadable ones: never dropped in silence.
+    pub damaged: Vec<Damaged>,
+}
+
+/// A recovery journal: where the daemon records every recovery before it
+/// starts. Every call may block on storage or the network: call it off the
+/// async threads. A write that returns `Ok` is durable.
+pub trait Store: Send + Sync + std::fmt::Debug {
+    /// Writes `intent` durably and returns its id (increasing). Call before
+    /// the action starts; an error means it must not start.
+    fn begin(&self, intent: &Intent) -> Result<u64, JournalError>;
+
+    /// Marks entry `id` ended with `outcome` at `ended_ms`, durably.
+    fn end(&self, id: u64, outcome: Outcome, ended_ms: u64) -> Result<Entry, JournalError>;
+
+    /// Entries begun and not ended: after a restart or a takeover, the
+    /// recoveries that may have been under way.
+    fn open_intents(&self) -> Result<OpenIntents, JournalError>;
+
+    /// The newest `limit` entries, newest first.
+    fn recent(&self, limit: usize) -> Result<Vec<Entry>, JournalError>;
+
+    /// Replaces the stored name → address map with `addresses`.
+    fn save_addresses(&self, addresses: &[(String, String)]) -> Result<(), JournalError>;
+
+    /// The stored name → address map.
+    fn addresses(&self) -> Result<Vec<(String, String)>, JournalError>;
+}
+
+/// The VM an unreadable entry names, if its bytes are still JSON with an
+/// `intent.vm` (a field of another type, a truncated record: not).
+pub fn vm_of_damaged(bytes: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    v.get("intent")?.get("vm")?.as_str().map(str::to_owned)
 }
 
 fn storage<E: std::fmt::Display>(op: &'static str) -> impl FnOnce(E) -> JournalError {
@@ -112,7 +181,8 @@ fn storage<E: std::fmt::Display>(op: &'static str) -> impl FnOnce(E) -> JournalE
     }
 }
 
-fn decode(id: u64, bytes: &[u8]) -> Result<Entry, JournalError> {
+/// An entry from its stored bytes, checked to be entry `id`.
+pub fn decode(id: u64, bytes: &[u8]) -> Result<Entry, JournalError> {
     let entry: Entry = serde_json::from_slice(bytes).map_err(|e| JournalError::Corrupt {
         id,
         reason: e.to_string(),
@@ -157,9 +227,45 @@ impl Journal {
         Ok(Journal { db })
     }
 
-    /// Writes `intent` durably and returns its id. Call before the action
-    /// starts.
-    pub fn begin(&self, intent: &Intent) -> Result<u64, JournalError> {
+    /// Removes ended entries beyond the newest `keep` of them (open ones
+    /// always stay). Returns how many went.
+    pub fn prune(&self, keep: usize) -> Result<usize, JournalError> {
+        let txn = self.db.begin_write().map_err(storage("prune"))?;
+        let removed = {
+            let open = txn.open_table(OPEN).map_err(storage("prune"))?;
+            let mut entries = txn.open_table(ENTRIES).map_err(storage("prune"))?;
+            let mut ended = Vec::new();
+            for row in entries.iter().map_err(storage("prune"))?.rev() {
+                let id = row.map_err(storage("prune"))?.0.value();
+                if open.get(id).map_err(storage("prune"))?.is_none() {
+                    ended.push(id);
+                }
+            }
+            let old: Vec<u64> = ended.into_iter().skip(keep).collect();
+            for id in &old {
+                entries.remove(*id).map_err(storage("prune"))?;
+            }
+            old.len()
+        };
+        txn.commit().map_err(storage("prune"))?;
+        Ok(removed)
+    }
+
+    /// How many entries it holds.
+    pub fn len(&self) -> Result<u64, JournalError> {
+        let txn = self.db.begin_read().map_err(storage("read"))?;
+        let entries = txn.open_table(ENTRIES).map_err(storage("read"))?;
+        entries.len().map_err(storage("read"))
+    }
+
+    /// Whether it holds no entry.
+    pub fn is_empty(&self) -> Result<bool, JournalError> {
+        self.len().map(|n| n == 0)
+    }
+}
+
+impl Store for Journal {
+    fn begin(&self, intent: &Intent) -> Result<u64, JournalError> {
         let txn = self.db.begin_write().map_err(storage("begin"))?;
         let id = {
             let mut entries = txn.open_table(ENTRIES).map_err(storage("begin"))?;
@@ -187,8 +293,7 @@ impl Journal {
         Ok(id)
     }
 
-    /// Marks entry `id` ended with `outcome` at `ended_ms`, durably.
-    pub fn end(&self, id: u64, outcome: Outcome, ended_ms: u64) -> Result<Entry, JournalError> {
+    fn end(&self, id: u64, outcome: Outcome, ended_ms: u64) -> Result<Entry, JournalError> {
         let txn = self.db.begin_write().map_err(storage("end"))?;
         let entry = {
             let mut entries = txn.open_table(ENTRIES).map_err(storage("end"))?;
@@ -215,30 +320,34 @@ impl Journal {
         Ok(entry)
     }
 
-    /// Entries begun and not ended, oldest first: after a restart, the
-    /// recoveries that may have been under way.
-    pub fn open_intents(&self) -> Result<Vec<Entry>, JournalError> {
+    fn open_intents(&self) -> Result<OpenIntents, JournalError> {
         let txn = self.db.begin_read().map_err(storage("read"))?;
         let open = txn.open_table(OPEN).map_err(storage("read"))?;
         let entries = txn.open_table(ENTRIES).map_err(storage("read"))?;
-        let mut out = Vec::new();
+        let mut out = OpenIntents::default();
         for row in open.iter().map_err(storage("read"))? {
             let id = row.map_err(storage("read"))?.0.value();
+            let key = format!("entries/{id}");
             match entries.get(id).map_err(storage("read"))? {
-                Some(bytes) => out.push(decode(id, bytes.value())?),
-                None => {
-                    return Err(JournalError::Corrupt {
-                        id,
-                        reason: "listed open but missing".into(),
-                    })
-                }
+                Some(bytes) => match decode(id, bytes.value()) {
+                    Ok(entry) => out.entries.push(entry),
+                    Err(e) => out.damaged.push(Damaged {
+                        key,
+                        vm: vm_of_damaged(bytes.value()),
+                        reason: e.to_string(),
+                    }),
+                },
+                None => out.damaged.push(Damaged {
+                    key,
+                    vm: None,
+                    reason: "listed open but missing".into(),
+                }),
             }
         }
         Ok(out)
     }
 
-    /// The newest `limit` entries, newest first.
-    pub fn recent(&self, limit: usize) -> Result<Vec<Entry>, JournalError> {
+    fn recent(&self, limit: usize) -> Result<Vec<Entry>, JournalError> {
         let txn = self.db.begin_read().map_err(storage("read"))?;
         let entries = txn.open_table(ENTRIES).map_err(storage("read"))?;
         let mut out = Vec::new();
@@ -249,32 +358,7 @@ impl Journal {
         Ok(out)
     }
 
-    /// Removes ended entries beyond the newest `keep` of them (open ones
-    /// always stay). Returns how many went.
-    pub fn prune(&self, keep: usize) -> Result<usize, JournalError> {
-        let txn = self.db.begin_write().map_err(storage("prune"))?;
-        let removed = {
-            let open = txn.open_table(OPEN).map_err(storage("prune"))?;
-            let mut entries = txn.open_table(ENTRIES).map_err(storage("prune"))?;
-            let mut ended = Vec::new();
-            for row in entries.iter().map_err(storage("prune"))?.rev() {
-                let id = row.map_err(storage("prune"))?.0.value();
-                if open.get(id).map_err(storage("prune"))?.is_none() {
-                    ended.push(id);
-                }
-            }
-            let old: Vec<u64> = ended.into_iter().skip(keep).collect();
-            for id in &old {
-                entries.remove(*id).map_err(storage("prune"))?;
-            }
-            old.len()
-        };
-        txn.commit().map_err(storage("prune"))?;
-        Ok(removed)
-    }
-
-    /// Replaces the stored name → address map with `addresses`.
-    pub fn save_addresses(&self, addresses: &[(String, String)]) -> Result<(), JournalError> {
+    fn save_addresses(&self, addresses: &[(String, String)]) -> Result<(), JournalError> {
         let txn = self.db.begin_write().map_err(storage("save addresses"))?;
         {
             let mut t = txn
@@ -289,8 +373,7 @@ impl Journal {
         txn.commit().map_err(storage("save addresses"))
     }
 
-    /// The stored name → address map.
-    pub fn addresses(&self) -> Result<Vec<(String, String)>, JournalError> {
+    fn addresses(&self) -> Result<Vec<(String, String)>, JournalError> {
         let txn = self.db.begin_read().map_err(storage("read"))?;
         let t = txn.open_table(ADDRESSES).map_err(storage("read"))?;
         let mut out = Vec::new();
@@ -299,17 +382,5 @@ impl Journal {
             out.push((k.value().to_owned(), v.value().to_owned()));
         }
         Ok(out)
-    }
-
-    /// How many entries it holds.
-    pub fn len(&self) -> Result<u64, JournalError> {
-        let txn = self.db.begin_read().map_err(storage("read"))?;
-        let entries = txn.open_table(ENTRIES).map_err(storage("read"))?;
-        entries.len().map_err(storage("read"))
-    }
-
-    /// Whether it holds no entry.
-    pub fn is_empty(&self) -> Result<bool, JournalError> {
-        self.len().map(|n| n == 0)
     }
 }

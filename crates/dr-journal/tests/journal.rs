@@ -1,6 +1,6 @@
 //! The journal across reopenings (what a daemon restart sees) and its errors.
 
-use dr_journal::{Intent, Journal, JournalError, Outcome};
+use dr_journal::{Intent, Journal, JournalError, Outcome, Store};
 use std::path::PathBuf;
 
 struct Dir(PathBuf);
@@ -45,7 +45,7 @@ fn an_intent_not_ended_is_open_after_a_restart_and_ended_ones_are_not() {
         // Dropped without ending `a`: a daemon that died mid-recovery.
     };
     let j = Journal::open(&path).expect("reopen");
-    let open = j.open_intents().expect("open intents");
+    let open = j.open_intents().expect("open intents").entries;
     assert_eq!(open.len(), 1);
     assert_eq!(open[0].id, a);
     assert_eq!(open[0].intent, intent("web-1", "restore_elsewhere"));
@@ -60,7 +60,7 @@ fn an_intent_not_ended_is_open_after_a_restart_and_ended_ones_are_not() {
         .expect("end");
     drop(j);
     let j = Journal::open(&path).expect("reopen");
-    assert!(j.open_intents().expect("open").is_empty());
+    assert!(j.open_intents().expect("open").entries.is_empty());
     let recent = j.recent(10).expect("recent");
     let a_now = recent.iter().find(|e| e.id == a).expect("entry a");
     assert_eq!(a_now.outcome, Some(Outcome::Abandoned { why }));
@@ -119,7 +119,7 @@ fn prune_keeps_the_newest_ended_and_every_open_entry() {
         .map(|e| e.id)
         .collect();
     assert_eq!(left, vec![ended[9], ended[8], ended[7], first_open]);
-    assert_eq!(j.open_intents().expect("open")[0].id, first_open);
+    assert_eq!(j.open_intents().expect("open").entries[0].id, first_open);
 }
 
 #[test]
@@ -181,7 +181,7 @@ fn a_process_killed_right_after_begin_leaves_its_intent_open() {
     let _ = child.wait();
     let id = id.expect("the child began an intent");
     let j = Journal::open(&path).expect("reopen after SIGKILL");
-    let open = j.open_intents().expect("open");
+    let open = j.open_intents().expect("open").entries;
     assert_eq!(open.iter().map(|e| e.id).collect::<Vec<_>>(), vec![id]);
 }
 
@@ -211,4 +211,47 @@ fn the_address_map_survives_a_restart_and_is_replaced_whole() {
         j.addresses().expect("read"),
         vec![("web-1".to_owned(), "10.0.0.9".to_owned())]
     );
+}
+
+#[test]
+fn the_redb_journal_passes_the_journal_conformance_suite() {
+    let d = Dir::new("conformance");
+    let j = Journal::open(&d.0.join("j.redb")).expect("open");
+    dr_conformance::journal::run_all(&j);
+}
+
+#[test]
+fn an_unreadable_open_entry_is_reported_with_its_key_and_vm_not_dropped() {
+    let d = Dir::new("damaged");
+    let path = d.0.join("j.redb");
+    let id = {
+        let j = Journal::open(&path).expect("open");
+        let id = j
+            .begin(&intent("web-1", "restore_elsewhere"))
+            .expect("begin");
+        j.begin(&intent("db-1", "power_on")).expect("begin");
+        id
+    };
+    // Damage entry `id` in place: still JSON, naming its VM, but its
+    // outcome is not one.
+    {
+        let db = redb::Database::open(&path).expect("redb");
+        let txn = db.begin_write().expect("write");
+        {
+            let table: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("entries");
+            let mut t = txn.open_table(table).expect("entries");
+            let bad =
+                format!(r#"{{"id":{id},"intent":{{"vm":"web-1"}},"outcome":7,"ended_ms":null}}"#);
+            t.insert(id, bad.as_bytes()).expect("insert");
+        }
+        txn.commit().expect("commit");
+    }
+    let j = Journal::open(&path).expect("reopen");
+    let open = j.open_intents().expect("open intents");
+    assert_eq!(open.entries.len(), 1, "the readable one is still there");
+    assert_eq!(open.entries[0].intent.vm, "db-1");
+    assert_eq!(open.damaged.len(), 1);
+    assert_eq!(open.damaged[0].key, format!("entries/{id}"));
+    assert_eq!(open.damaged[0].vm.as_deref(), Some("web-1"));
+    assert!(!open.damaged[0].reason.is_empty());
 }

@@ -9,12 +9,14 @@
 //! the manager's.
 
 mod amended;
+mod authorized;
 mod clock;
 mod fencer;
 mod hypervisor;
 mod prober;
 
 pub use amended::{AmendInventory, Amended};
+pub use authorized::{Authority, Authorized, AuthorizedFencer};
 pub use clock::Clock;
 pub use fencer::{FenceError, FencePower, Fencer, NoFencer};
 pub use hypervisor::{Capabilities, Hypervisor, HypervisorError, HypervisorExt};
