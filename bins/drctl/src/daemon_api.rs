@@ -304,6 +304,9 @@ pub async fn status(args: &StatusArgs) -> anyhow::Result<()> {
     if st["view"]["stale"] == true {
         writeln!(out, "{view}\n")?;
     }
+    if let Some(cluster) = cluster_lines(&st["cluster"]) {
+        writeln!(out, "{cluster}\n")?;
+    }
     let mut hosts = vec![[
         "HOST",
         "IP",
@@ -363,6 +366,43 @@ pub async fn status(args: &StatusArgs) -> anyhow::Result<()> {
         s(&st["in_flight"])
     )?;
     Ok(())
+}
+
+/// A cluster node's view of the cluster: this node's role, the leader and
+/// its epoch, the lease left when leading, the nodes. `None` for a single
+/// daemon.
+fn cluster_lines(c: &serde_json::Value) -> Option<String> {
+    let node = c["node"].as_str()?;
+    let role = s(&c["role"]);
+    let leader = match c["leader"].as_object() {
+        Some(l) => format!("leader {} (epoch {})", s(&l["node"]), s(&l["epoch"])),
+        None => "NO LEADER: nothing is recovered until one is elected".into(),
+    };
+    let lease = c["lease_left_ms"]
+        .as_f64()
+        .map(|ms| format!(", lease {:.1} s left", ms / 1000.0))
+        .unwrap_or_default();
+    let nodes: Vec<String> = c["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|n| s(&n["node"]))
+        .collect();
+    let mut text = format!(
+        "cluster: this node {node} is {role}{lease}; {leader}; nodes {}",
+        if nodes.is_empty() {
+            "-".to_owned()
+        } else {
+            nodes.join(", ")
+        }
+    );
+    if let Some(e) = c["etcd_error"].as_str() {
+        text.push_str(&format!("\nETCD UNREACHABLE from this node: {e}"));
+    }
+    if role != "leader" {
+        text.push_str("\n(this node's own view; commands are forwarded to the leader)");
+    }
+    Some(text)
 }
 
 /// A host's fence device: where fencing it stands (`-`: it has none).

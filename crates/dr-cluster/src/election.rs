@@ -61,7 +61,8 @@ pub struct LeaderInfo {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
-    /// It has not reached etcd (yet, or any more): it acts on nothing.
+    /// It has not reached etcd (yet, or any more), or its lease renewal is
+    /// overdue: it acts on nothing.
     Unreachable,
     /// Another node leads, or none does.
     Follower,
@@ -229,6 +230,11 @@ impl Leadership {
         s.lease_left_ms = inner
             .lead
             .map(|l| ms(l.deadline.saturating_duration_since(now)));
+        if inner.lead.is_some_and(|l| now >= l.deadline) {
+            // Its renewals are not getting through: it leads on paper
+            // and may not act, so it does not say it leads.
+            s.role = Role::Unreachable;
+        }
         s.leaderless_ms =
             ms(inner.leaderless_before
                 + inner.leaderless_since.map_or(Duration::ZERO, |t| now - t));

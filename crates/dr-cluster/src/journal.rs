@@ -6,7 +6,8 @@
 //! Keys under the prefix: `journal/last` (the last id given), `journal/entry/
 //! {id:020}` (an entry's JSON, as `dr-journal` writes it), `journal/open/
 //! {id:020}` (empty: the entry has not ended), `addresses` (the name →
-//! address map as one JSON object, written only when it changes).
+//! address map as one JSON object, written only when it changes),
+//! `paused/{vm}` (an operator paused automation for it).
 
 use crate::election::{key, Leadership};
 use crate::etcd::{Etcd, EtcdError};
@@ -376,6 +377,61 @@ impl Store for EtcdJournal {
         Ok(map
             .into_iter()
             .filter_map(|(n, v)| Some((n, v.as_str()?.to_owned())))
+            .collect())
+    }
+
+    fn set_paused(&self, vm: &str, paused: bool) -> Result<(), JournalError> {
+        let op = if paused { "pause" } else { "resume" };
+        let epoch = self
+            .leadership
+            .epoch()
+            .ok_or_else(|| JournalError::Fenced {
+                op,
+                reason: "this node does not lead the cluster".into(),
+            })?;
+        let k = self.key(&format!("paused/{vm}"));
+        let change = if paused {
+            RequestOp::Put(PutRequest {
+                key: k,
+                value: Vec::new(),
+                lease: 0,
+            })
+        } else {
+            RequestOp::Delete(DeleteRequest {
+                key: k,
+                range_end: Vec::new(),
+            })
+        };
+        let r = self.txn(
+            op,
+            TxnRequest {
+                compare: vec![self.fence(epoch)],
+                success: vec![change],
+                failure: vec![],
+            },
+        )?;
+        if r.succeeded {
+            return Ok(());
+        }
+        self.deposed(op, epoch)?;
+        Err(JournalError::Storage {
+            op,
+            reason: "the leader key changed during the write".into(),
+        })
+    }
+
+    fn paused(&self) -> Result<Vec<String>, JournalError> {
+        let prefix = self.key("paused/");
+        let kvs = self
+            .handle
+            .block_on(self.etcd.list(&prefix, 0, false))
+            .map_err(store_error("read"))?;
+        Ok(kvs
+            .iter()
+            .filter_map(|kv| {
+                let name = kv.key.strip_prefix(prefix.as_slice())?;
+                String::from_utf8(name.to_vec()).ok()
+            })
             .collect())
     }
 }

@@ -24,6 +24,7 @@ pub fn run_all(store: &dyn Store) {
     ending_twice_or_an_unknown_entry_is_refused(store);
     recent_lists_the_newest_first_with_their_outcomes(store);
     the_address_map_is_replaced_whole(store);
+    pauses_are_kept_until_resumed(store);
 }
 
 /// Nothing open, nothing recent, no addresses.
@@ -148,4 +149,20 @@ pub fn the_address_map_is_replaced_whole(store: &dyn Store) {
         store.addresses().expect("addresses"),
         vec![("web-1".to_string(), "10.0.0.9".to_string())]
     );
+}
+
+/// A pause is stored until resumed; pausing twice or resuming a VM not
+/// paused changes nothing.
+pub fn pauses_are_kept_until_resumed(store: &dyn Store) {
+    assert!(store.paused().expect("paused").is_empty());
+    store.set_paused("web-1", true).expect("pause");
+    store.set_paused("db-1", true).expect("pause");
+    store.set_paused("web-1", true).expect("pause again");
+    assert_eq!(store.paused().expect("paused"), vec!["db-1", "web-1"]);
+    store.set_paused("web-1", false).expect("resume");
+    store
+        .set_paused("nope", false)
+        .expect("resume a VM not paused");
+    assert_eq!(store.paused().expect("paused"), vec!["db-1"]);
+    store.set_paused("db-1", false).expect("resume");
 }

@@ -166,9 +166,15 @@ impl Registry {
     }
 
     /// No recovery of `vm` before `until`: a recovery of it that a previous
-    /// run started may still be finishing in the hypervisor. Applies when
-    /// the VM is next synced.
+    /// run (or a cluster's previous leader) started may still be finishing
+    /// in the hypervisor. Applies at once to a VM monitored now, else when
+    /// it is first synced.
     pub fn hold(&mut self, vm: String, until: Timestamp) {
+        if let Some(&i) = self.vm_index.get(&vm) {
+            let f = &mut self.vms[i];
+            f.retry_at = f.retry_at.max(until);
+            return;
+        }
         self.held.insert(vm, until);
     }
 

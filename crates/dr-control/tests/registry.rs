@@ -116,6 +116,13 @@ fn a_held_vm_gets_no_recovery_before_the_hold_ends() {
     let (a, b) = (reg.vm_idx("a").expect("a"), reg.vm_idx("b").expect("b"));
     assert_eq!(reg.vms[a].retry_at, dr_core::Timestamp(5_000));
     assert_eq!(reg.vms[b].retry_at, dr_core::Timestamp::ZERO);
+    // A VM monitored already (a cluster node taking over) is held at once,
+    // not from the next sync on.
+    reg.hold("b".into(), dr_core::Timestamp(7_000));
+    assert_eq!(reg.vms[b].retry_at, dr_core::Timestamp(7_000));
+    reg.sync(&inv);
+    let b = reg.vm_idx("b").expect("b");
+    assert_eq!(reg.vms[b].retry_at, dr_core::Timestamp(7_000));
 }
 
 #[test]

@@ -64,6 +64,8 @@ pub struct ApiState {
     /// Turns true when the daemon stops (ends event streams, so the
     /// server's graceful shutdown does not wait on them).
     pub stopping: tokio::sync::watch::Receiver<bool>,
+    /// This node's leadership, in a cluster: commands go to the leader.
+    pub cluster: Option<Arc<dr_cluster::Leadership>>,
 }
 
 /// The routes.
@@ -103,15 +105,84 @@ async fn failure_budget(State(s): State<ApiState>) -> Response {
 }
 
 async fn metrics(State(s): State<ApiState>) -> Response {
+    let cluster = s
+        .cluster
+        .as_ref()
+        .map(|l| crate::metrics::cluster(&l.status()))
+        .unwrap_or_default();
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        s.shared.metrics.render() + &s.shared.replication.render() + &s.shared.budget().render(),
+        s.shared.metrics.render()
+            + &s.shared.replication.render()
+            + &s.shared.budget().render()
+            + &cluster,
     )
         .into_response()
 }
 
+/// The status; in a cluster with `cluster`: this node's role, the leader,
+/// the nodes, the epoch and the lease left (the rest is this node's own
+/// view, as fresh as its `view` says).
 async fn status(State(s): State<ApiState>) -> Response {
-    Json(s.shared.status()).into_response()
+    let status = s.shared.status();
+    let Some(l) = &s.cluster else {
+        return Json(status).into_response();
+    };
+    let mut v = serde_json::to_value(status).unwrap_or_default();
+    if let Some(m) = v.as_object_mut() {
+        m.insert(
+            "cluster".into(),
+            serde_json::to_value(l.status()).unwrap_or_default(),
+        );
+    }
+    Json(v).into_response()
+}
+
+/// On a cluster node that does not lead, a command is the leader's: it is
+/// sent there as it came (its token with it) and the leader's answer is
+/// returned; with no leader, 503. `None`: this node handles it.
+async fn forwarded(s: &ApiState, uri: &axum::http::Uri, headers: &HeaderMap) -> Option<Response> {
+    let l = s.cluster.as_ref()?;
+    let st = l.status();
+    if st.role == dr_cluster::Role::Leader {
+        return None;
+    }
+    let Some(leader) = st.leader.filter(|l| !l.api.is_empty()) else {
+        return Some(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no node leads the cluster now: try again in a few seconds",
+        ));
+    };
+    let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
+    let url = format!("{}{path}", leader.api.trim_end_matches('/'));
+    let mut req = reqwest::Client::new().post(&url);
+    if let Some(auth) = headers.get(header::AUTHORIZATION) {
+        req = req.header(header::AUTHORIZATION, auth.as_bytes());
+    }
+    tracing::info!(leader = %leader.node, path, "command forwarded to the leader");
+    let answer = async {
+        let r = req.send().await?;
+        let code = r.status().as_u16();
+        Ok::<_, reqwest::Error>((code, r.bytes().await?))
+    };
+    Some(match answer.await {
+        Ok((code, body)) => (
+            StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_GATEWAY),
+            [
+                (header::CONTENT_TYPE, "application/json".to_string()),
+                (
+                    header::HeaderName::from_static("x-vmdr-leader"),
+                    leader.node.clone(),
+                ),
+            ],
+            body,
+        )
+            .into_response(),
+        Err(e) => error(
+            StatusCode::BAD_GATEWAY,
+            format!("the leader {} did not answer: {e}", leader.node),
+        ),
+    })
 }
 
 async fn hosts(State(s): State<ApiState>) -> Response {
@@ -201,8 +272,17 @@ fn refusal(s: &ApiState, headers: &HeaderMap) -> Option<Response> {
     }
 }
 
-async fn set_paused(s: ApiState, headers: HeaderMap, vm: String, paused: bool) -> Response {
+async fn set_paused(
+    s: ApiState,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    vm: String,
+    paused: bool,
+) -> Response {
     if let Some(r) = refusal(&s, &headers) {
+        return r;
+    }
+    if let Some(r) = forwarded(&s, &uri, &headers).await {
         return r;
     }
     let (reply, answer) = oneshot::channel();
@@ -218,7 +298,23 @@ async fn set_paused(s: ApiState, headers: HeaderMap, vm: String, paused: bool) -
         );
     }
     match answer.await {
-        Ok(Ok(())) => Json(serde_json::json!({ "vm": vm, "paused": paused })).into_response(),
+        Ok(Ok(())) => {
+            // Stored too: a pause outlives a restart, and a leader.
+            let (j, name) = (s.journal.clone(), vm.clone());
+            match tokio::task::spawn_blocking(move || j.set_paused(&name, paused)).await {
+                Ok(Ok(())) => {
+                    Json(serde_json::json!({ "vm": vm, "paused": paused })).into_response()
+                }
+                Ok(Err(e)) => error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!(
+                        "{} now, but not stored (lost at a restart or takeover): {e}",
+                        if paused { "paused" } else { "resumed" }
+                    ),
+                ),
+                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+            }
+        }
         Ok(Err(e)) => error(StatusCode::NOT_FOUND, e),
         Err(_) => error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -227,12 +323,22 @@ async fn set_paused(s: ApiState, headers: HeaderMap, vm: String, paused: bool) -
     }
 }
 
-async fn pause(State(s): State<ApiState>, headers: HeaderMap, Path(vm): Path<String>) -> Response {
-    set_paused(s, headers, vm, true).await
+async fn pause(
+    State(s): State<ApiState>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    Path(vm): Path<String>,
+) -> Response {
+    set_paused(s, uri, headers, vm, true).await
 }
 
-async fn resume(State(s): State<ApiState>, headers: HeaderMap, Path(vm): Path<String>) -> Response {
-    set_paused(s, headers, vm, false).await
+async fn resume(
+    State(s): State<ApiState>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    Path(vm): Path<String>,
+) -> Response {
+    set_paused(s, uri, headers, vm, false).await
 }
 
 #[derive(Deserialize)]
@@ -244,10 +350,14 @@ struct FailoverQuery {
 /// answers with its report: 200 with the report, 409 with why not.
 async fn ask<T: serde::Serialize>(
     s: ApiState,
+    uri: axum::http::Uri,
     headers: HeaderMap,
     make: impl FnOnce(oneshot::Sender<Result<T, String>>) -> Command,
 ) -> Response {
     if let Some(r) = refusal(&s, &headers) {
+        return r;
+    }
+    if let Some(r) = forwarded(&s, &uri, &headers).await {
         return r;
     }
     let stopping = || {
@@ -269,11 +379,12 @@ async fn ask<T: serde::Serialize>(
 
 async fn failover(
     State(s): State<ApiState>,
+    uri: axum::http::Uri,
     headers: HeaderMap,
     Path(vm): Path<String>,
     Query(q): Query<FailoverQuery>,
 ) -> Response {
-    ask(s, headers, |reply| Command::Failover {
+    ask(s, uri, headers, |reply| Command::Failover {
         vm,
         to: q.to,
         reply,
@@ -283,11 +394,12 @@ async fn failover(
 
 async fn drill(
     State(s): State<ApiState>,
+    uri: axum::http::Uri,
     headers: HeaderMap,
     Path(vm): Path<String>,
     Query(q): Query<FailoverQuery>,
 ) -> Response {
-    ask(s, headers, |reply| Command::Drill {
+    ask(s, uri, headers, |reply| Command::Drill {
         vm,
         to: q.to,
         reply,

@@ -90,6 +90,9 @@ pub struct DaemonConfig {
     pub agents: Option<AgentsConfig>,
     /// The hosts' fence devices (`[[fence.device]]`, reloadable).
     pub fence: Vec<dr_fence::DeviceConfig>,
+    /// This daemon as a node of a cluster on etcd (takes effect at start);
+    /// `None`: a single daemon with its own journal file.
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 /// The hosts' agents: the listener they heartbeat to, their token, and
@@ -135,6 +138,7 @@ struct Raw {
     agents: Option<RawAgents>,
     #[serde(default)]
     fence: RawFence,
+    cluster: Option<crate::cluster::RawCluster>,
 }
 
 #[derive(Deserialize, Default)]
@@ -682,6 +686,27 @@ impl DaemonConfig {
             }
             fence.push(device);
         }
+        let cluster = match raw.cluster {
+            None => None,
+            Some(c) => Some(
+                crate::cluster::config(c, base, |offset| line_of(text, offset))
+                    .map_err(|(line, m)| err(line, m))?,
+            ),
+        };
+        if cluster.is_some() {
+            if let Backend::Sim { .. } = backend {
+                return Err(err(
+                    Some(line_of(text, raw.backend.span().start)),
+                    "[cluster] with the embedded simulation: each node would have a datacenter of its own; run drctl sim-server and set sim.url".into(),
+                ));
+            }
+            if replication.as_ref().is_some_and(|r| !r.vms.is_empty()) {
+                return Err(err(
+                    None,
+                    "[cluster] with [[replication.vm]]: shipping a VM's disks from one node of a cluster is not supported yet (receiving replicas is)".into(),
+                ));
+            }
+        }
         Ok(DaemonConfig {
             path: path.to_owned(),
             backend,
@@ -692,6 +717,7 @@ impl DaemonConfig {
             replication,
             agents,
             fence,
+            cluster,
         })
     }
 }
@@ -713,6 +739,51 @@ mod tests {
         assert_eq!(c.control, ControlConfig::default());
         assert_eq!(c.api.listen, SocketAddr::from(([127, 0, 0, 1], 7070)));
         assert_eq!(c.journal, Path::new("/etc/vmdr/drd-journal.redb"));
+    }
+
+    #[test]
+    fn a_cluster_section_is_checked_and_names_its_line() {
+        let base = "backend = \"sim\"\n[sim]\nurl = \"http://127.0.0.1:7080\"\n";
+        let c = parse(&format!(
+            "{base}[cluster]\nnode = \"a\"\nendpoints = [\"http://127.0.0.1:2379\"]\npassword_file = \"pw\"\nuser = \"drd\"\n"
+        ))
+        .expect("valid");
+        let cl = c.cluster.expect("cluster");
+        assert_eq!((cl.node.as_str(), cl.prefix.as_str()), ("a", "/vmdr"));
+        assert_eq!(cl.lease_ttl, Duration::from_secs(5));
+        assert_eq!(cl.etcd.request_timeout, Duration::from_secs(1));
+        assert_eq!(
+            cl.etcd.user,
+            Some((
+                "drd".into(),
+                dr_cluster::Secret::File("/etc/vmdr/pw".into())
+            ))
+        );
+        let e = parse(&format!(
+            "{base}[cluster]\nnode = \"a\"\nendpoints = [\"http://127.0.0.1:2379\"]\nlease_ttl = \"1500ms\"\n"
+        ))
+        .expect_err("a TTL under 2 s");
+        assert_eq!(e.line, Some(7), "{e}");
+        assert!(e.message.starts_with("cluster.lease_ttl"), "{e}");
+        let e = parse(&format!(
+            "{base}[cluster]\nnode = \"a\"\nendpoints = [\"etcd:2379\"]\n"
+        ))
+        .expect_err("not a URL");
+        assert_eq!(e.line, Some(6), "{e}");
+        assert!(e.message.contains("etcd:2379"), "{e}");
+        let e = parse(&format!(
+            "{base}[cluster]\nnode = \"a\"\nendpoints = [\"http://e:2379\"]\nrequest_timeout = \"3s\"\n"
+        ))
+        .expect_err("a timeout the lease cannot outlive");
+        assert!(e.message.starts_with("cluster.request_timeout"), "{e}");
+        let e = parse("backend = \"sim\"\n[sim]\nscenario = \"dc.toml\"\n[cluster]\nnode = \"a\"\nendpoints = [\"http://e:2379\"]\n")
+            .expect_err("the embedded simulation in a cluster");
+        assert!(e.message.contains("sim-server"), "{e}");
+        let e = parse(&format!(
+            "{base}[cluster]\nnode = \"a\"\nendpoints = [\"http://e:2379\"]\npassword_env = \"X\"\n"
+        ))
+        .expect_err("a password without a user");
+        assert!(e.message.contains("cluster.user"), "{e}");
     }
 
     #[test]

@@ -39,6 +39,9 @@ pub enum DaemonError {
     /// A check before the start failed (a file the configuration names).
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    /// `[cluster]` cannot work (an etcd client that cannot be built).
+    #[error("cluster: {0}")]
+    Cluster(String),
     /// A worker failed.
     #[error("internal: {0}")]
     Internal(String),
@@ -65,22 +68,46 @@ pub async fn run(
     listening: impl FnOnce(SocketAddr),
 ) -> Result<(), DaemonError> {
     crate::preflight::check(&cfg)?;
-    let journal = open_journal(&cfg.journal).await?;
+    // Bound first: a cluster node advertises where its API answers.
+    let listener = bind_api(&cfg).await?;
+    let (stop_tasks, tasks_stopped) = watch::channel(false);
+    let node = join_cluster(&cfg, &listener, &tasks_stopped)?;
+    let journal: Arc<dyn dr_journal::Store> = match &node {
+        Some(n) => n.journal.clone(),
+        None => open_journal(&cfg.journal).await?,
+    };
     let state_dir = cfg
         .journal
         .parent()
         .map(std::path::Path::to_path_buf)
         .unwrap_or_default();
     let ports = backend::start(&cfg.backend, &state_dir).await?;
-    let (stop_tasks, tasks_stopped) = watch::channel(false);
     let hv = with_replica_receivers(&cfg, ports.hv.clone(), tasks_stopped.clone()).await?;
     let hv = match &cfg.agents {
         Some(a) => crate::agents::start(a, hv, ports.clock.clone(), tasks_stopped.clone()).await?,
         None => hv,
     };
-    let interrupted = close_interrupted(&journal, ports.clock.now()).await?;
+    let authority = node
+        .as_ref()
+        .map(|n| n.authority.clone() as Arc<dyn dr_core::ports::Authority>);
+    // In a cluster, every change goes through the node's authority: a node
+    // that does not lead starts nothing, whichever task would.
+    let hv: Arc<dyn Hypervisor> = match &authority {
+        Some(a) => Arc::new(dr_core::ports::Authorized::new(hv, a.clone())),
+        None => hv,
+    };
+    // A single daemon resolves what its previous run left open now; a
+    // cluster node when it takes over (`Running::take_over`).
+    let interrupted = match &node {
+        None => close_interrupted(&journal, ports.clock.now()).await?,
+        Some(_) => crate::journal::Resolved::default(),
+    };
     let shared = Arc::new(Shared::default());
     let fence = fence_agents(&cfg)?;
+    let mut fencer = loop_fencer(&cfg, &ports, &fence);
+    if let Some(a) = &authority {
+        fencer = Arc::new(dr_core::ports::AuthorizedFencer::new(fencer, a.clone()));
+    }
     let mut control: Loop = ControlLoop::new(
         hv.clone(),
         ports.prober.clone(),
@@ -89,21 +116,30 @@ pub async fn run(
         cfg.control.clone(),
     )?
     .with_journal(Arc::new(JournalPort(journal.clone())))
-    .with_fencer(loop_fencer(&cfg, &ports, &fence));
+    .with_fencer(fencer);
+    if let Some(a) = &authority {
+        control = control.with_authority(a.clone());
+    }
     hold_interrupted(&mut control, &shared, interrupted, &cfg, ports.clock.now());
-    let saved_addresses = saved_addresses(&journal).await?;
+    let saved_addresses = saved_addresses(&journal, node.is_some()).await?;
     control.remember_ips(saved_addresses.clone());
-    let snapshot_cfg = start_tasks(&cfg, &hv, &ports, &shared, &tasks_stopped);
+    restore_pauses(&mut control, &shared, &journal).await;
+    let snapshot_cfg = start_tasks(&cfg, &hv, &ports, &shared, &authority, &tasks_stopped);
     let (commands, command_rx) = mpsc::channel::<Command>(64);
     let server = start_api(
         &cfg,
-        &shared,
-        &journal,
-        commands.clone(),
+        listener,
+        ApiState {
+            shared: shared.clone(),
+            commands: commands.clone(),
+            token: cfg.api.token.as_deref().map(Arc::from),
+            journal: journal.clone(),
+            stopping: tasks_stopped.clone(),
+            cluster: node.as_ref().map(|n| n.leadership.clone()),
+        },
         &tasks_stopped,
         listening,
-    )
-    .await?;
+    )?;
 
     let mut daemon = Running {
         seen_mtime: mtime(&cfg.path),
@@ -119,6 +155,7 @@ pub async fn run(
         shared,
         fence,
         journal,
+        node,
         loopback: commands,
         failing_over: std::collections::BTreeSet::new(),
         snapshot_cfg,
@@ -134,6 +171,53 @@ pub async fn run(
         v.close().await;
     }
     Ok(())
+}
+
+/// Binds the API's listener.
+async fn bind_api(cfg: &DaemonConfig) -> Result<tokio::net::TcpListener, DaemonError> {
+    tokio::net::TcpListener::bind(cfg.api.listen)
+        .await
+        .map_err(|cause| DaemonError::Listen {
+            addr: cfg.api.listen,
+            cause,
+        })
+}
+
+/// With `[cluster]`: this node's campaign, started (it ends, giving the
+/// leadership up, when the tasks stop). etcd need not answer yet: until it
+/// does, the node acts on nothing.
+fn join_cluster(
+    cfg: &DaemonConfig,
+    listener: &tokio::net::TcpListener,
+    tasks_stopped: &watch::Receiver<bool>,
+) -> Result<Option<crate::cluster::Node>, DaemonError> {
+    let Some(c) = &cfg.cluster else {
+        return Ok(None);
+    };
+    let addr = listener.local_addr().map_err(|cause| DaemonError::Listen {
+        addr: cfg.api.listen,
+        cause,
+    })?;
+    crate::cluster::start(c, addr, tasks_stopped.clone())
+        .map(Some)
+        .map_err(|e| DaemonError::Cluster(e.to_string()))
+}
+
+/// The pauses operators set, as stored: they outlive a restart (and, in a
+/// cluster, the leader that set them).
+async fn restore_pauses(control: &mut Loop, shared: &Shared, journal: &Arc<dyn dr_journal::Store>) {
+    let j = journal.clone();
+    match tokio::task::spawn_blocking(move || j.paused()).await {
+        Ok(Ok(paused)) => {
+            for vm in paused {
+                tracing::info!(%vm, "automation stays paused for this VM, as an operator set it");
+                control.set_paused(&vm, true);
+                shared.set_paused(&vm, true);
+            }
+        }
+        Ok(Err(e)) => tracing::warn!(error = %e, "cannot read the stored pauses"),
+        Err(e) => tracing::warn!(error = %e, "cannot read the stored pauses"),
+    }
 }
 
 /// The hosts' fence devices, as the loop's `Fencer`.
@@ -220,13 +304,25 @@ fn hold_interrupted(
 
 /// The name → address map of the previous run: a VM seen without an IP
 /// (off, no guest tools yet) is still watched where it was.
+/// In a cluster, etcd may not answer yet: the node starts without them
+/// (it acts on nothing until etcd answers anyway).
 async fn saved_addresses(
     journal: &Arc<dyn dr_journal::Store>,
+    in_cluster: bool,
 ) -> Result<std::collections::BTreeMap<String, std::net::IpAddr>, DaemonError> {
     let j = journal.clone();
-    Ok(tokio::task::spawn_blocking(move || j.addresses())
+    let stored = tokio::task::spawn_blocking(move || j.addresses())
         .await
-        .map_err(|e| DaemonError::Internal(e.to_string()))??
+        .map_err(|e| DaemonError::Internal(e.to_string()))?;
+    let stored = match stored {
+        Ok(s) => s,
+        Err(e) if in_cluster => {
+            tracing::warn!(error = %e, "cannot read the stored addresses yet; starting without them");
+            Vec::new()
+        }
+        Err(e) => return Err(e.into()),
+    };
+    Ok(stored
         .into_iter()
         .filter_map(|(name, ip)| match ip.parse() {
             Ok(ip) => Some((name, ip)),
@@ -246,6 +342,7 @@ fn start_tasks(
     hv: &Arc<dyn Hypervisor>,
     ports: &backend::Ports,
     shared: &Arc<Shared>,
+    authority: &Option<Arc<dyn dr_core::ports::Authority>>,
     tasks_stopped: &watch::Receiver<bool>,
 ) -> watch::Sender<crate::snapshots::SnapshotConfig> {
     if let Some(r) = &cfg.replication {
@@ -268,6 +365,7 @@ fn start_tasks(
             kind,
             snapshot_rx.clone(),
             shared.clone(),
+            authority.clone(),
             tasks_stopped.clone(),
         ));
     }
@@ -282,31 +380,20 @@ fn start_tasks(
     snapshot_cfg
 }
 
-/// Binds the API, serves it until the tasks stop, and tells `listening`
-/// where.
-async fn start_api(
+/// Serves the API on `listener` until the tasks stop, and tells
+/// `listening` where.
+fn start_api(
     cfg: &DaemonConfig,
-    shared: &Arc<Shared>,
-    journal: &Arc<dyn dr_journal::Store>,
-    commands: mpsc::Sender<Command>,
+    listener: tokio::net::TcpListener,
+    state: ApiState,
     tasks_stopped: &watch::Receiver<bool>,
     listening: impl FnOnce(SocketAddr),
 ) -> Result<tokio::task::JoinHandle<()>, DaemonError> {
-    let listen_error = |cause| DaemonError::Listen {
+    let addr = listener.local_addr().map_err(|cause| DaemonError::Listen {
         addr: cfg.api.listen,
         cause,
-    };
-    let listener = tokio::net::TcpListener::bind(cfg.api.listen)
-        .await
-        .map_err(listen_error)?;
-    let addr = listener.local_addr().map_err(listen_error)?;
-    let app = api::router(ApiState {
-        shared: shared.clone(),
-        commands,
-        token: cfg.api.token.as_deref().map(Arc::from),
-        journal: journal.clone(),
-        stopping: tasks_stopped.clone(),
-    });
+    })?;
+    let app = api::router(state);
     let mut api_stopped = tasks_stopped.clone();
     let server = tokio::spawn(async move {
         let stopping = async move {
@@ -332,6 +419,8 @@ struct Running {
     shared: Arc<Shared>,
     fence: Arc<dr_fence::FenceAgents>,
     journal: Arc<dyn dr_journal::Store>,
+    /// This daemon as a cluster node; `None`: a single daemon.
+    node: Option<crate::cluster::Node>,
     clock: Arc<dyn Clock>,
     operations: Operations,
     /// Commands the daemon's own operations send back (a failover done).
@@ -445,9 +534,14 @@ impl Running {
     /// One tick of the loop, then what it changed: the stored addresses,
     /// the published status, the failure budget.
     async fn tick(&mut self) {
+        self.take_over().await;
         self.control.tick().await;
         self.shared.metrics.probes(self.control.last_probes());
-        self.store_addresses();
+        if self.control.acting() {
+            self.store_addresses();
+        } else if self.node.is_some() && self.ticks.is_multiple_of(10) {
+            self.follow_pauses().await;
+        }
         self.ticks += 1;
         let now = self.clock.now();
         // Stale past three intervals: a tick or two may fail on a blip
@@ -466,6 +560,77 @@ impl Running {
             view,
         ));
         refresh_budget(&self.control, &self.shared, &mut self.budget_of, now);
+    }
+
+    /// A cluster node that has just become leader, before it acts: what
+    /// the previous leader left under way is closed in the journal and its
+    /// VMs held for one action timeout from now (every attempt of the old
+    /// leader started before its deadline, so before now, and ends within
+    /// a timeout); the stored pauses are applied. Until this has read the
+    /// journal, the node's authority refuses every change.
+    async fn take_over(&mut self) {
+        let Some(node) = &self.node else {
+            return;
+        };
+        let Some(epoch) = node.authority.takeover_due() else {
+            return;
+        };
+        let authority = node.authority.clone();
+        let now = self.clock.now();
+        let j = self.journal.clone();
+        let resolved = tokio::task::spawn_blocking(move || resolve_open(&*j, now.0)).await;
+        let resolved = match resolved {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                tracing::warn!(epoch, error = %e, "leads, but cannot read the journal to take over: acts on nothing yet");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(epoch, error = %e, "leads, but the takeover failed: acts on nothing yet");
+                return;
+            }
+        };
+        let until = now.saturating_add(self.cfg.control.action_timeout);
+        for e in &resolved.closed {
+            tracing::warn!(vm = %e.intent.vm, action = %e.intent.action, until = %until, "the previous leader left this recovery under way: no recovery of its VM before then");
+            self.control.hold(e.intent.vm.clone(), until);
+        }
+        hold_interrupted(
+            &mut self.control,
+            &self.shared,
+            crate::journal::Resolved {
+                closed: Vec::new(),
+                damaged: resolved.damaged,
+            },
+            &self.cfg,
+            now,
+        );
+        restore_pauses(&mut self.control, &self.shared, &self.journal).await;
+        authority.taken_over(epoch);
+        tracing::info!(
+            epoch,
+            left_under_way = resolved.closed.len(),
+            "took over the cluster's automation"
+        );
+    }
+
+    /// A follower keeps the pauses operators set on the leader, so its
+    /// status shows them and its own takeover starts from them.
+    async fn follow_pauses(&mut self) {
+        let j = self.journal.clone();
+        let Ok(Ok(stored)) = tokio::task::spawn_blocking(move || j.paused()).await else {
+            return;
+        };
+        let stored: std::collections::BTreeSet<String> = stored.into_iter().collect();
+        let now: Vec<String> = self.control.paused().iter().cloned().collect();
+        for vm in now.iter().filter(|v| !stored.contains(*v)) {
+            self.control.set_paused(vm, false);
+            self.shared.set_paused(vm, false);
+        }
+        for vm in &stored {
+            self.control.set_paused(vm, true);
+            self.shared.set_paused(vm, true);
+        }
     }
 
     /// Stores the VMs' addresses in the journal when a VM or its address

@@ -25,8 +25,13 @@
 //!   prune old), on reloadable intervals;
 //! * [`agents`]: the hosts' vmdr agents (`dr-agent`): their listener, and
 //!   the inventory amended with their heartbeats and storage records;
+//! * [`cluster`]: `[cluster]`, this daemon as a node of a cluster on etcd
+//!   (`dr-cluster`): only the leader acts (the loop and the backends behind
+//!   its authority), the journal in etcd, and the leader's takeover of what
+//!   the previous one left under way;
 //! * [`api`], [`state`], [`metrics`]: the HTTP API (axum), the status and
-//!   events it serves, and Prometheus metrics.
+//!   events it serves (on a follower, commands forwarded to the leader),
+//!   and Prometheus metrics.
 //!
 //! ## What this crate must not know
 //!
@@ -38,6 +43,7 @@ pub mod agents;
 pub mod api;
 pub mod backend;
 pub mod budget;
+pub mod cluster;
 pub mod config;
 pub mod daemon;
 pub mod drill;

@@ -416,3 +416,61 @@ impl Metrics {
         out
     }
 }
+
+/// The cluster's metrics from this node's view of it.
+pub fn cluster(s: &dr_cluster::ClusterStatus) -> String {
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, v: String| {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+        );
+    };
+    metric(
+        "vmdr_cluster_leader",
+        "gauge",
+        "1 while this node leads the cluster (and may act).",
+        u8::from(s.role == dr_cluster::Role::Leader).to_string(),
+    );
+    metric(
+        "vmdr_cluster_epoch",
+        "gauge",
+        "The leader's epoch (its leader key's creation revision); 0 with no leader.",
+        s.leader.as_ref().map_or(0, |l| l.epoch).to_string(),
+    );
+    metric(
+        "vmdr_cluster_leader_changes_total",
+        "counter",
+        "Changes of leader this node has seen.",
+        s.leader_changes.to_string(),
+    );
+    metric(
+        "vmdr_cluster_leaderless_seconds_total",
+        "counter",
+        "Time this node has seen no leader since it started.",
+        (s.leaderless_ms as f64 / 1000.0).to_string(),
+    );
+    if let Some(ms) = s.renew_ms {
+        metric(
+            "vmdr_cluster_lease_renew_seconds",
+            "gauge",
+            "The last lease renewal's round trip to etcd.",
+            (ms / 1000.0).to_string(),
+        );
+    }
+    if let Some(left) = s.lease_left_ms {
+        metric(
+            "vmdr_cluster_lease_left_seconds",
+            "gauge",
+            "While leading: time before this node stops acting unless a renewal succeeds.",
+            (left as f64 / 1000.0).to_string(),
+        );
+    }
+    metric(
+        "vmdr_cluster_etcd_reachable",
+        "gauge",
+        "0 while etcd does not answer this node.",
+        u8::from(s.etcd_error.is_none()).to_string(),
+    );
+    out
+}

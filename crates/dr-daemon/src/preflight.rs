@@ -17,7 +17,16 @@ pub fn check(cfg: &DaemonConfig) -> Result<(), ConfigError> {
         line: None,
         message,
     };
-    journal(&cfg.journal).map_err(err)?;
+    match &cfg.cluster {
+        // A cluster's journal is in etcd.
+        Some(c) => {
+            for (key, file) in crate::cluster::files(c) {
+                std::fs::File::open(&file)
+                    .map_err(|e| err(format!("{key} {}: {e}", file.display())))?;
+            }
+        }
+        None => journal(&cfg.journal).map_err(err)?,
+    }
     backend(&cfg.backend).map_err(err)?;
     if let Some(r) = &cfg.replication {
         replication(r).map_err(err)?;

@@ -146,13 +146,16 @@ pub async fn round(
     }
 }
 
-/// Runs the scheduler of `kind` until `shutdown`, following `config`.
+/// Runs the scheduler of `kind` until `shutdown`, following `config`. With
+/// an `authority` (a cluster node), a round runs only while it allows: a
+/// node that does not lead skips its rounds.
 pub async fn run(
     hv: Arc<dyn Hypervisor>,
     clock: Arc<dyn Clock>,
     kind: Kind,
     mut config: watch::Receiver<SnapshotConfig>,
     shared: Arc<Shared>,
+    authority: Option<Arc<dyn dr_core::ports::Authority>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
@@ -172,6 +175,10 @@ pub async fn run(
             _ = shutdown.changed() => return,
             r = config.changed() => if r.is_err() { return } else { continue },
             () = clock.sleep(every) => {}
+        }
+        if let Some(Err(why)) = authority.as_ref().map(|a| a.may_act()) {
+            tracing::debug!(kind = kind.label(), why = %why, "snapshot round skipped");
+            continue;
         }
         let started = clock.now();
         let result = tokio::select! {

@@ -27,6 +27,8 @@ const OPEN: TableDefinition<u64, ()> = TableDefinition::new("open");
 /// The last known address of every VM (the paper's name → IP map), kept
 /// across restarts.
 const ADDRESSES: TableDefinition<&str, &str> = TableDefinition::new("addresses");
+/// The VMs an operator paused automation for.
+const PAUSED: TableDefinition<&str, ()> = TableDefinition::new("paused");
 
 /// A recovery about to start.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -165,6 +167,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// The stored name → address map.
     fn addresses(&self) -> Result<Vec<(String, String)>, JournalError>;
+
+    /// Records that an operator paused (`true`) or resumed automation for
+    /// `vm`: a pause outlives the daemon, and a cluster's leader.
+    fn set_paused(&self, vm: &str, paused: bool) -> Result<(), JournalError>;
+
+    /// The VMs paused now, in name order.
+    fn paused(&self) -> Result<Vec<String>, JournalError>;
 }
 
 /// The VM an unreadable entry names, if its bytes are still JSON with an
@@ -222,6 +231,7 @@ impl Journal {
             txn.open_table(ENTRIES).map_err(storage("open"))?;
             txn.open_table(OPEN).map_err(storage("open"))?;
             txn.open_table(ADDRESSES).map_err(storage("open"))?;
+            txn.open_table(PAUSED).map_err(storage("open"))?;
         }
         txn.commit().map_err(storage("open"))?;
         Ok(Journal { db })
@@ -380,6 +390,29 @@ impl Store for Journal {
         for row in t.iter().map_err(storage("read"))? {
             let (k, v) = row.map_err(storage("read"))?;
             out.push((k.value().to_owned(), v.value().to_owned()));
+        }
+        Ok(out)
+    }
+
+    fn set_paused(&self, vm: &str, paused: bool) -> Result<(), JournalError> {
+        let txn = self.db.begin_write().map_err(storage("pause"))?;
+        {
+            let mut t = txn.open_table(PAUSED).map_err(storage("pause"))?;
+            if paused {
+                t.insert(vm, ()).map_err(storage("pause"))?;
+            } else {
+                t.remove(vm).map_err(storage("pause"))?;
+            }
+        }
+        txn.commit().map_err(storage("pause"))
+    }
+
+    fn paused(&self) -> Result<Vec<String>, JournalError> {
+        let txn = self.db.begin_read().map_err(storage("read"))?;
+        let t = txn.open_table(PAUSED).map_err(storage("read"))?;
+        let mut out = Vec::new();
+        for row in t.iter().map_err(storage("read"))? {
+            out.push(row.map_err(storage("read"))?.0.value().to_owned());
         }
         Ok(out)
     }

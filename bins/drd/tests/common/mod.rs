@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod datacenter;
+
 pub const TOKEN: &str = "an-api-token-for-the-tests";
 
 pub struct Dir(pub PathBuf);

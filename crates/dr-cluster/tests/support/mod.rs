@@ -24,12 +24,22 @@ pub fn etcd_present(test: &str) -> bool {
     false
 }
 
-/// A port free on loopback now.
+/// A port free on loopback now, and never handed out before in this
+/// process: tests run at once, each starting its own etcd, and two of them
+/// given one port would talk to each other's cluster.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 struct Member {
@@ -142,14 +152,20 @@ impl EtcdCluster {
     }
 
     /// Waits until every running member answers `/health` as healthy.
-    pub fn wait_healthy(&self, within: Duration) {
+    pub fn wait_healthy(&mut self, within: Duration) {
         let until = Instant::now() + within;
-        for m in self.members.iter().filter(|m| m.child.is_some()) {
+        for m in self.members.iter_mut().filter(|m| m.child.is_some()) {
             loop {
-                if health(m.client) {
+                // A member that exited (its port taken by another process)
+                // must not pass for healthy through whoever holds the port.
+                let exited = m
+                    .child
+                    .as_mut()
+                    .is_some_and(|c| c.try_wait().ok().flatten().is_some());
+                if !exited && health(m.client) {
                     break;
                 }
-                if Instant::now() > until {
+                if exited || Instant::now() > until {
                     let log = std::fs::read_to_string(self.dir.join(format!("{}.log", m.name)))
                         .unwrap_or_default();
                     let tail: String = log
@@ -161,7 +177,15 @@ impl EtcdCluster {
                         .rev()
                         .collect::<Vec<_>>()
                         .join("\n");
-                    panic!("etcd member {} not healthy in {within:?}:\n{tail}", m.name);
+                    panic!(
+                        "etcd member {} {} :\n{tail}",
+                        m.name,
+                        if exited {
+                            "exited".to_string()
+                        } else {
+                            format!("not healthy in {within:?}")
+                        }
+                    );
                 }
                 std::thread::sleep(Duration::from_millis(100));
             }
