@@ -23,7 +23,7 @@ fi
 # benchmark's reference), fence-agents, openipmi and ipmitool (a real fence
 # agent, fence_ipmilan, against OpenIPMI's BMC simulator), etcd-server and
 # etcd-client (the cluster's three-member etcd on loopback, and etcdctl to
-# set it up). Installed when missing
+# set it up), openssl (certificates for etcd over TLS). Installed when missing
 # and we are root; the tests that need them fail in CI without them and skip
 # with a reason elsewhere.
 need=()
@@ -40,6 +40,7 @@ command -v ipmi_sim >/dev/null 2>&1 || need+=(openipmi)
 command -v ipmitool >/dev/null 2>&1 || need+=(ipmitool)
 [ -x /usr/bin/etcd ] || need+=(etcd-server)
 [ -x /usr/bin/etcdctl ] || need+=(etcd-client)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 
 # The KVM lab (scripts/kvm-lab.sh: libvirt daemons in namespaces, real
 # guests): libvirt and QEMU. On Debian 12 they come from bookworm-backports,

@@ -148,6 +148,16 @@ fn leader_killed_during_a_recovery(seed: u64) {
         r.in_progress.iter().any(|op| op == "power_on db-1")
     });
     std::thread::sleep(kill_delay(seed));
+    // And an entry nobody can read among the open ones: the next leader
+    // must not guess what it meant, but hold its VM for a person.
+    let damaged = format!("/kill/journal/entry/{:020}", 99_999);
+    for (k, v) in [
+        (damaged.as_str(), r#"{"intent":{"vm":"app-1"},"outcome":5}"#),
+        (&format!("/kill/journal/open/{:020}", 99_999), ""),
+    ] {
+        let out = etcd.etcdctl(&["put", k, v]);
+        assert!(out.status.success(), "{out:?}");
+    }
     let killed = Instant::now();
     nodes[first] = None; // SIGKILL: no lease revoked, a recovery in flight.
     let second = one_leader(&nodes, Duration::from_secs(10));
@@ -160,6 +170,18 @@ fn leader_killed_during_a_recovery(seed: u64) {
     );
 
     all_back_safely(&sim, &RECOVERED);
+    journal_closed(leader);
+    leader.wait_for(Duration::from_secs(2), "app-1 held for a person", |l| {
+        l.json("/api/v1/vms").as_array().is_some_and(|v| {
+            v.iter()
+                .any(|v| v["name"] == "app-1" && v["paused"] == true)
+        })
+    });
+    let log = std::fs::read_to_string(&leader.log).unwrap_or_default();
+    assert!(
+        log.contains(&damaged),
+        "the damaged entry is named by its key"
+    );
     assert!(
         abandoned(leader, "db-1"),
         "the dead leader's recovery is closed as abandoned by the new one: {}",
@@ -189,17 +211,33 @@ fn leader_killed_during_a_recovery(seed: u64) {
 
 #[test]
 fn a_leader_frozen_past_its_lease_does_not_act_when_it_wakes() {
+    leader_frozen_past_its_lease(1);
+}
+
+#[test]
+fn a_leader_frozen_past_its_lease_seed_2() {
+    leader_frozen_past_its_lease(2);
+}
+
+/// The leader SIGSTOPped `kill_delay(seed)` into a recovery, until another
+/// node has led for 3 s, then SIGCONTed.
+fn leader_frozen_past_its_lease(seed: u64) {
     if !etcd::etcd_present("a_leader_frozen_past_its_lease") {
         return;
     }
-    let etcd = etcd::EtcdCluster::start(3, "drd-stop");
+    eprintln!(
+        "seed {seed}: the leader freezes {:?} into the recovery",
+        kill_delay(seed)
+    );
+    let etcd = etcd::EtcdCluster::start(3, &format!("drd-stop-{seed}"));
     let sim = SimServer::start("3s");
-    let d = Dir::new("cluster-stop");
+    let d = Dir::new(&format!("cluster-stop-{seed}"));
     let nodes = start_nodes(&d.0, &sim, &etcd, "/stop");
     let first = one_leader(&nodes, Duration::from_secs(10));
     wait_report(&sim, "the recovery of db-1 under way", |r| {
         r.in_progress.iter().any(|op| op == "power_on db-1")
     });
+    std::thread::sleep(kill_delay(seed));
     let pid = nodes[first]
         .as_ref()
         .expect("leader")
@@ -253,6 +291,7 @@ fn a_leader_frozen_past_its_lease_does_not_act_when_it_wakes() {
         }
     }
     assert_safe(&report, &recovered);
+    journal_closed(nodes[second].as_ref().expect("leader"));
     let log = std::fs::read_to_string(&nodes[first].as_ref().expect("old").log).unwrap_or_default();
     assert!(
         !log_after_wake_started(&log),
@@ -268,6 +307,18 @@ fn log_after_wake_started(log: &str) -> bool {
     log[stopped..].contains("recovery started")
 }
 
+/// Once all is quiet, every readable entry of the journal has ended.
+fn journal_closed(leader: &Daemon) {
+    let journal = leader.json("/api/v1/journal");
+    let open: Vec<&serde_json::Value> = journal
+        .as_array()
+        .expect("journal")
+        .iter()
+        .filter(|e| e["outcome"].is_null())
+        .collect();
+    assert!(open.is_empty(), "entries left open: {open:?}");
+}
+
 /// Every VM's starts, from the datacenter's report.
 fn starts(sim: &SimServer) -> Vec<(String, u32)> {
     sim.report()
@@ -279,17 +330,32 @@ fn starts(sim: &SimServer) -> Vec<(String, u32)> {
 
 #[test]
 fn a_leader_cut_off_from_etcd_but_not_from_the_datacenter_stops_and_another_takes_over() {
+    leader_cut_off_from_etcd(1);
+}
+
+#[test]
+fn a_leader_cut_off_from_etcd_seed_2() {
+    leader_cut_off_from_etcd(2);
+}
+
+/// The leader's etcd black-holed `kill_delay(seed)` into a recovery, while
+/// it still reaches the datacenter; mended once the others have recovered.
+fn leader_cut_off_from_etcd(seed: u64) {
     if !etcd::etcd_present("a_leader_cut_off_from_etcd_but_not_from_the_datacenter") {
         return;
     }
-    let etcd = etcd::EtcdCluster::start(3, "drd-cut");
+    eprintln!(
+        "seed {seed}: the leader is cut off {:?} into the recovery",
+        kill_delay(seed)
+    );
+    let etcd = etcd::EtcdCluster::start(3, &format!("drd-cut-{seed}"));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
         .expect("runtime");
     let sim = SimServer::start("3s");
-    let d = Dir::new("cluster-cut");
+    let d = Dir::new(&format!("cluster-cut-{seed}"));
     // Each node reaches etcd through relays of its own, which the test can
     // black-hole; the datacenter it reaches directly.
     let mut relays = Vec::new();
@@ -311,6 +377,7 @@ fn a_leader_cut_off_from_etcd_but_not_from_the_datacenter_stops_and_another_take
     wait_report(&sim, "the recovery of db-1 under way", |r| {
         r.in_progress.iter().any(|op| op == "power_on db-1")
     });
+    std::thread::sleep(kill_delay(seed));
     for r in &relays[first] {
         r.cut();
     }
@@ -328,6 +395,7 @@ fn a_leader_cut_off_from_etcd_but_not_from_the_datacenter_stops_and_another_take
     let c = cluster_of(nodes[first].as_ref().expect("cut node"));
     assert_ne!(c["role"], "leader", "{c}");
     all_back_safely(&sim, &RECOVERED);
+    journal_closed(nodes[second].as_ref().expect("leader"));
     // Mended, it follows the new leader.
     for r in &relays[first] {
         r.mend();
@@ -384,8 +452,9 @@ fn without_etcd_quorum_no_node_acts_and_automation_resumes_with_it() {
     let lost_for = Instant::now();
     etcd.restart(1);
     etcd.restart(2);
-    one_leader(&nodes, Duration::from_secs(20));
+    let leader = one_leader(&nodes, Duration::from_secs(20));
     all_back_safely(&sim, &RECOVERED);
+    journal_closed(nodes[leader].as_ref().expect("leader"));
     eprintln!(
         "automation back {:?} after quorum returned",
         lost_for.elapsed()

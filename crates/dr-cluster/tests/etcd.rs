@@ -478,3 +478,75 @@ async fn with_authentication_on_the_password_is_read_from_a_file_and_a_wrong_one
     // Outside its prefix, drd may not write.
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tls_the_members_are_checked_against_the_ca_and_the_client_shows_its_certificate() {
+    if !etcd_present("over_tls") {
+        return;
+    }
+    if std::process::Command::new("openssl")
+        .arg("version")
+        .output()
+        .is_err()
+    {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "over_tls: openssl is missing (scripts/test.sh installs it)"
+        );
+        eprintln!("skipping over_tls: openssl is missing (apt-get install openssl)");
+        return;
+    }
+    let cluster = EtcdCluster::start_tls(1, "tls");
+    let tls = cluster.tls().expect("certificates").clone();
+    let with = |ca: Option<std::path::PathBuf>, cert: bool| {
+        Arc::new(
+            Etcd::new(&EtcdConfig {
+                endpoints: cluster.endpoints(),
+                ca_file: ca,
+                client_cert: cert.then(|| tls.client.clone()),
+                user: None,
+                request_timeout: Duration::from_secs(2),
+            })
+            .expect("client"),
+        )
+    };
+    // Wait for the member to serve, through the right client.
+    let good = with(Some(tls.ca.clone()), true);
+    let until = Instant::now() + Duration::from_secs(20);
+    while let Err(e) = good.members().await {
+        assert!(Instant::now() < until, "the TLS member never answered: {e}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let a = node("a", good, "/tls");
+    one_leader(&[&a], Duration::from_secs(10)).await;
+    let j = journal(&a, "/tls");
+    blocking(move || j.begin(&intent("web-1")))
+        .await
+        .expect("begin over TLS");
+
+    // A member whose certificate the system's roots do not sign is refused.
+    let err = with(None, true)
+        .get(b"/tls/x")
+        .await
+        .expect_err("an unknown CA");
+    assert!(err.to_string().contains("unreachable"), "{err}");
+    // Without a client certificate, etcd refuses the connection.
+    let err = with(Some(tls.ca.clone()), false)
+        .get(b"/tls/x")
+        .await
+        .expect_err("no client certificate");
+    assert!(!err.to_string().is_empty());
+    // A CA file that is not one is named at construction.
+    let bad = std::env::temp_dir().join(format!("dr-etcd-not-a-ca-{}", std::process::id()));
+    std::fs::write(&bad, "not a certificate").expect("file");
+    let e = Etcd::new(&EtcdConfig {
+        endpoints: cluster.endpoints(),
+        ca_file: Some(bad.clone()),
+        client_cert: None,
+        user: None,
+        request_timeout: Duration::from_secs(1),
+    })
+    .expect_err("not a CA");
+    assert!(e.to_string().contains(&bad.display().to_string()), "{e}");
+    let _ = std::fs::remove_file(&bad);
+}

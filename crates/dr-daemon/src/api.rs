@@ -66,6 +66,8 @@ pub struct ApiState {
     pub stopping: tokio::sync::watch::Receiver<bool>,
     /// This node's leadership, in a cluster: commands go to the leader.
     pub cluster: Option<Arc<dr_cluster::Leadership>>,
+    /// The client that forwards them (its connections kept).
+    pub forward: reqwest::Client,
 }
 
 /// The routes.
@@ -155,7 +157,7 @@ async fn forwarded(s: &ApiState, uri: &axum::http::Uri, headers: &HeaderMap) -> 
     };
     let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
     let url = format!("{}{path}", leader.api.trim_end_matches('/'));
-    let mut req = reqwest::Client::new().post(&url);
+    let mut req = s.forward.post(&url);
     if let Some(auth) = headers.get(header::AUTHORIZATION) {
         req = req.header(header::AUTHORIZATION, auth.as_bytes());
     }

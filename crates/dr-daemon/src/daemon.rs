@@ -136,6 +136,9 @@ pub async fn run(
             journal: journal.clone(),
             stopping: tasks_stopped.clone(),
             cluster: node.as_ref().map(|n| n.leadership.clone()),
+            // An operation (a failover) may take minutes: the leader's
+            // answer is waited for as long as the caller waits.
+            forward: reqwest::Client::new(),
         },
         &tasks_stopped,
         listening,

@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -54,11 +54,132 @@ pub struct EtcdCluster {
     dir: PathBuf,
     token: String,
     members: Vec<Member>,
+    tls: Option<Tls>,
+}
+
+/// Certificates for a cluster that serves clients over TLS and requires
+/// their certificates: a CA, the members' certificate (for 127.0.0.1) and
+/// a client's, made with the `openssl` command.
+#[derive(Clone, Debug)]
+pub struct Tls {
+    pub ca: PathBuf,
+    pub server: (PathBuf, PathBuf),
+    pub client: (PathBuf, PathBuf),
+}
+
+impl Tls {
+    /// Makes them in `dir`.
+    pub fn make(dir: &Path) -> Tls {
+        std::fs::create_dir_all(dir).expect("cert dir");
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .expect("openssl (Debian's openssl)");
+            assert!(out.status.success(), "openssl {args:?}: {out:?}");
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        openssl(
+            &[
+                &["req", "-x509"][..],
+                &ec,
+                &[
+                    "-keyout",
+                    "ca.key",
+                    "-out",
+                    "ca.pem",
+                    "-days",
+                    "2",
+                    "-subj",
+                    "/CN=vmdr test CA",
+                ],
+            ]
+            .concat(),
+        );
+        // The members' certificate is a client one too: etcd's JSON gateway
+        // dials the member's own gRPC port with it, and with client
+        // certificates required that dial needs one.
+        for (name, usage) in [
+            ("server", "serverAuth,clientAuth"),
+            ("client", "clientAuth"),
+        ] {
+            let ext = format!("{name}.ext");
+            std::fs::write(
+                dir.join(&ext),
+                format!("subjectAltName=IP:127.0.0.1\nextendedKeyUsage={usage}\n"),
+            )
+            .expect("ext");
+            let (key, csr, pem) = (
+                format!("{name}.key"),
+                format!("{name}.csr"),
+                format!("{name}.pem"),
+            );
+            openssl(
+                &[
+                    &["req"][..],
+                    &ec,
+                    &[
+                        "-keyout",
+                        &key,
+                        "-out",
+                        &csr,
+                        "-subj",
+                        &format!("/CN={name}"),
+                    ],
+                ]
+                .concat(),
+            );
+            openssl(&[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &pem,
+                "-days",
+                "2",
+                "-extfile",
+                &ext,
+            ]);
+        }
+        Tls {
+            ca: dir.join("ca.pem"),
+            server: (dir.join("server.pem"), dir.join("server.key")),
+            client: (dir.join("client.pem"), dir.join("client.key")),
+        }
+    }
 }
 
 impl EtcdCluster {
     /// `n` members, started and healthy.
     pub fn start(n: usize, tag: &str) -> EtcdCluster {
+        Self::start_with(n, tag, false)
+    }
+
+    /// `n` members serving clients over TLS only, with client
+    /// certificates required ([`EtcdCluster::tls`] has them).
+    pub fn start_tls(n: usize, tag: &str) -> EtcdCluster {
+        Self::start_with(n, tag, true)
+    }
+
+    /// The certificates of a TLS cluster.
+    pub fn tls(&self) -> Option<&Tls> {
+        self.tls.as_ref()
+    }
+
+    fn start_with(n: usize, tag: &str, tls: bool) -> EtcdCluster {
         let dir = std::env::temp_dir().join(format!("dr-etcd-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("etcd dir");
@@ -70,10 +191,12 @@ impl EtcdCluster {
                 child: None,
             })
             .collect();
+        let tls = tls.then(|| Tls::make(&dir.join("certs")));
         let mut c = EtcdCluster {
             dir,
             token: format!("{tag}-{}", std::process::id()),
             members,
+            tls,
         };
         for i in 0..n {
             c.spawn(i);
@@ -99,9 +222,20 @@ impl EtcdCluster {
             .append(true)
             .open(self.dir.join(format!("{}.log", m.name)))
             .expect("etcd log");
-        let client = format!("http://127.0.0.1:{}", m.client);
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let client = format!("{scheme}://127.0.0.1:{}", m.client);
         let peer = format!("http://127.0.0.1:{}", m.peer);
-        let child = Command::new(ETCD)
+        let mut cmd = Command::new(ETCD);
+        if let Some(t) = &self.tls {
+            cmd.arg("--cert-file")
+                .arg(&t.server.0)
+                .arg("--key-file")
+                .arg(&t.server.1)
+                .arg("--trusted-ca-file")
+                .arg(&t.ca)
+                .arg("--client-cert-auth");
+        }
+        let child = cmd
             .args(["--name", &m.name])
             .arg("--data-dir")
             .arg(&data)
@@ -126,9 +260,10 @@ impl EtcdCluster {
 
     /// Every member's client URL.
     pub fn endpoints(&self) -> Vec<String> {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
         self.members
             .iter()
-            .map(|m| format!("http://127.0.0.1:{}", m.client))
+            .map(|m| format!("{scheme}://127.0.0.1:{}", m.client))
             .collect()
     }
 
@@ -162,7 +297,14 @@ impl EtcdCluster {
                     .child
                     .as_mut()
                     .is_some_and(|c| c.try_wait().ok().flatten().is_some());
-                if !exited && health(m.client) {
+                // Over TLS, an accepting port is enough here: the tests'
+                // clients wait for a leader anyway.
+                let up = if self.tls.is_some() {
+                    std::net::TcpStream::connect(("127.0.0.1", m.client)).is_ok()
+                } else {
+                    health(m.client)
+                };
+                if !exited && up {
                     break;
                 }
                 if exited || Instant::now() > until {
