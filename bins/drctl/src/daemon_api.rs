@@ -617,3 +617,47 @@ pub async fn pause(args: &PauseArgs, paused: bool) -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::cluster_lines;
+
+    #[test]
+    fn the_cluster_line_says_who_leads_and_what_a_follower_is_showing() {
+        assert_eq!(
+            cluster_lines(&serde_json::json!(null)),
+            None,
+            "a single daemon"
+        );
+        let follower = serde_json::json!({
+            "node": "b", "role": "follower", "lease_left_ms": null, "etcd_error": null,
+            "leader": {"node": "a", "api": "http://10.0.0.1:7070", "epoch": 12},
+            "nodes": [{"node": "a"}, {"node": "b"}],
+        });
+        let text = cluster_lines(&follower).expect("a cluster");
+        assert!(
+            text.starts_with("cluster: this node b is follower; leader a (epoch 12); nodes a, b"),
+            "{text}"
+        );
+        assert!(text.contains("forwarded to the leader"), "{text}");
+        let cut = serde_json::json!({
+            "node": "a", "role": "unreachable", "leader": null, "nodes": [],
+            "etcd_error": "etcd unreachable: connection refused",
+        });
+        let text = cluster_lines(&cut).expect("a cluster");
+        assert!(text.contains("NO LEADER"), "{text}");
+        assert!(
+            text.contains("ETCD UNREACHABLE from this node: etcd unreachable"),
+            "{text}"
+        );
+        let leader = serde_json::json!({
+            "node": "a", "role": "leader", "lease_left_ms": 3300.0, "etcd_error": null,
+            "leader": {"node": "a", "epoch": 3}, "nodes": [{"node": "a"}],
+        });
+        let text = cluster_lines(&leader).expect("a cluster");
+        assert_eq!(
+            text,
+            "cluster: this node a is leader, lease 3.3 s left; leader a (epoch 3); nodes a"
+        );
+    }
+}
