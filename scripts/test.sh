@@ -95,37 +95,43 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 say "tests"
 cargo test --workspace --locked
 
+# Every release binary in one build: built one package at a time, each
+# would resolve its dependencies' features apart and build them again.
+say "release build of every binary"
+cargo build --locked --release --workspace --bins
+bin=target/release
+
 say "benchmarks compile and run once"
-cargo bench --locked -p dr-benches --bench decision_engine -- --test
+cargo bench --locked --workspace --bench decision_engine -- --test
 
 if [ "$(id -u)" = 0 ] && command -v fping >/dev/null 2>&1; then
     say "prober sweep against fping (1,000 targets in a test namespace)"
-    cargo run --locked --release -q -p dr-benches --bin probe-sweep -- 1000
+    "$bin/probe-sweep" 1000
 fi
 
 if command -v go >/dev/null 2>&1; then
     say "vSphere inventory round trips against the vCenter simulator"
-    cargo run --locked --release -q -p dr-benches --bin vsphere-inventory
+    "$bin/vsphere-inventory"
 fi
 
 if command -v rsync >/dev/null 2>&1; then
     say "replication against rsync (a 64 MiB image, 2 s of load; docs/BENCHMARKS.md has 2 GiB)"
-    cargo run --locked --release -q -p dr-benches --bin repl-bench -- 64 2
+    "$bin/repl-bench" 64 2
 fi
 
 say "replication shipping throughput (128 MiB to two receiver processes; docs/BENCHMARKS.md has 2 GiB)"
-cargo run --locked --release -q -p dr-benches --bin ship-bench -- 128 1024 2
+"$bin/ship-bench" 128 1024 2
 
 say "main job's configuration: drd check-config examples/sim.toml"
-cargo run --locked --release -q -p drd -- check-config examples/sim.toml
+"$bin/drd" check-config examples/sim.toml
 
 say "the paper's scenarios on virtual time"
-cargo run --locked --release -q -p drctl -- simulate examples/seed-scenarios.toml --human | tail -n 1
+"$bin/drctl" simulate examples/seed-scenarios.toml --human | tail -n 1
 
 say "10,000 random seeds (full isolation, agent crashes, storage loss among the faults), two sweeps at once"
-cargo run --locked --release -q -p drctl -- simulate --random --seeds 5000 --first-seed 1 | tail -n 1 &
+"$bin/drctl" simulate --random --seeds 5000 --first-seed 1 | tail -n 1 &
 first=$!
-cargo run --locked --release -q -p drctl -- simulate --random --seeds 5000 --first-seed 5001 | tail -n 1 &
+"$bin/drctl" simulate --random --seeds 5000 --first-seed 5001 | tail -n 1 &
 second=$!
 wait "$first"
 wait "$second"

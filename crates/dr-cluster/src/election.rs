@@ -301,20 +301,18 @@ impl Leadership {
                     }
                     Err(e) => {
                         self.renew_failed(&e);
+                        // Past the deadline the lease may be gone: this
+                        // node stops leading. It keeps renewing the same
+                        // lease: etcd's answer, once it comes, says whether
+                        // the lease (and so the key) is still there (lead
+                        // again under the same epoch: nobody else could
+                        // have won) or gone (a new lease, a follower).
                         if self
                             .inner()
                             .lead
-                            .is_none_or(|l| Instant::now() >= l.deadline)
+                            .is_some_and(|l| Instant::now() >= l.deadline)
                         {
-                            // The lease may be gone by now: stop relying
-                            // on it and start afresh (a new lease) once
-                            // etcd answers.
-                            if self.inner().lead.is_some() {
-                                self.lose("its lease could not be renewed in time");
-                            }
-                            if Instant::now() >= sent + ttl {
-                                lease = None;
-                            }
+                            self.lose("its lease could not be renewed in time");
                         }
                         next_renew = Instant::now() + self.poll_interval();
                     }
@@ -474,8 +472,14 @@ impl Leadership {
     }
 
     fn renew_failed(&self, e: &EtcdError) {
-        tracing::warn!(node = %self.cfg.node, error = %e, "cannot renew the cluster lease");
-        self.inner().status.etcd_error = Some(e.to_string());
+        let mut inner = self.inner();
+        // Said once per outage, not at every retry.
+        if inner.status.etcd_error.is_none() {
+            tracing::warn!(node = %self.cfg.node, error = %e, "cannot renew the cluster lease");
+        } else {
+            tracing::debug!(node = %self.cfg.node, error = %e, "cannot renew the cluster lease");
+        }
+        inner.status.etcd_error = Some(e.to_string());
     }
 
     fn unreachable(&self, e: &EtcdError) {
