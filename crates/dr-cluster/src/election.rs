@@ -286,12 +286,15 @@ impl Leadership {
                     }
                 }
             };
+            // The node list is read with each renewal, not each poll.
+            let mut renewed_now = false;
             if now >= next_renew {
                 let sent = Instant::now();
                 match self.etcd.keep_alive(id).await {
                     Ok(left) if left > 0 => {
                         self.renewed(sent);
                         next_renew = sent + renew_every;
+                        renewed_now = true;
                     }
                     Ok(_) => {
                         tracing::warn!(node = %self.cfg.node, "the lease expired; joining the election again");
@@ -318,7 +321,7 @@ impl Leadership {
                     }
                 }
             }
-            if let Err(e) = self.look(id).await {
+            if let Err(e) = self.look(id, renewed_now).await {
                 self.unreachable(&e);
             }
             let wait = next_renew
@@ -364,10 +367,14 @@ impl Leadership {
 
     /// Reads the leader key (a read, not a write: etcd's linearizable read
     /// needs no log entry), and takes it only when it is vacant.
-    async fn look(&self, lease: i64) -> Result<(), EtcdError> {
+    async fn look(&self, lease: i64, with_nodes: bool) -> Result<(), EtcdError> {
         let leader_key = self.leader_key();
         let kv = self.etcd.get(&leader_key).await?;
-        let nodes = self.nodes().await.ok();
+        let nodes = if with_nodes {
+            self.nodes().await.ok()
+        } else {
+            None
+        };
         let kv = match kv {
             Some(kv) => Some(kv),
             None => match self.take(lease).await? {

@@ -475,7 +475,6 @@ async fn with_authentication_on_the_password_is_read_from_a_file_and_a_wrong_one
         .await
         .expect_err("no password");
     assert!(err.to_string().contains("DR_NO_SUCH_VAR"), "{err}");
-    // Outside its prefix, drd may not write.
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -238,26 +238,22 @@ mod tests {
     fn an_off_waits_for_the_authority_and_a_status_read_does_not() {
         let switch = Arc::new(Switch(AtomicBool::new(false)));
         let f = AuthorizedFencer::new(Arc::new(Off), switch.clone());
-        let rt = futures_lite(async {
+        poll_once(async {
             let refused = f.power_off("h1").await.expect_err("refused");
             assert!(refused.to_string().contains("does not lead"), "{refused}");
             assert_eq!(f.power_status("h1").await.expect("read"), FencePower::On);
             switch.0.store(true, Ordering::SeqCst);
             f.power_off("h1").await.expect("allowed");
         });
-        rt();
     }
 
-    /// Polls a future that never waits (the fakes answer at once).
-    fn futures_lite(fut: impl std::future::Future<Output = ()>) -> impl FnOnce() {
-        move || {
-            let mut fut = std::pin::pin!(fut);
-            let waker = std::task::Waker::noop();
-            let mut cx = std::task::Context::from_waker(waker);
-            assert!(
-                fut.as_mut().poll(&mut cx).is_ready(),
-                "the fakes never wait"
-            );
-        }
+    /// Runs a future that never waits (the fakes answer at once) to its end.
+    fn poll_once(fut: impl std::future::Future<Output = ()>) {
+        let mut fut = std::pin::pin!(fut);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        assert!(
+            fut.as_mut().poll(&mut cx).is_ready(),
+            "the fakes never wait"
+        );
     }
 }
