@@ -4,7 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-say() { printf '\n==> %s\n' "$*"; }
+# Each step is printed with the seconds since the start, so a slow CI run
+# shows which step grew.
+start=$SECONDS
+say() { printf '\n==> [%ss] %s\n' "$((SECONDS - start))" "$*"; }
 
 # Rust toolchain: the machine's rustup toolchain; components if missing.
 if ! command -v cargo >/dev/null 2>&1; then
@@ -135,3 +138,5 @@ first=$!
 second=$!
 wait "$first"
 wait "$second"
+
+say "done"
