@@ -26,7 +26,8 @@ fi
 # benchmark's reference), fence-agents, openipmi and ipmitool (a real fence
 # agent, fence_ipmilan, against OpenIPMI's BMC simulator), etcd-server and
 # etcd-client (the cluster's three-member etcd on loopback, and etcdctl to
-# set it up), openssl (certificates for etcd over TLS). Installed when missing
+# set it up), openssl (certificates for etcd over TLS), chromium (the
+# console's browser test, headless). Installed when missing
 # and we are root; the tests that need them fail in CI without them and skip
 # with a reason elsewhere.
 need=()
@@ -44,6 +45,7 @@ command -v ipmitool >/dev/null 2>&1 || need+=(ipmitool)
 [ -x /usr/bin/etcd ] || need+=(etcd-server)
 [ -x /usr/bin/etcdctl ] || need+=(etcd-client)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+[ -x /usr/bin/chromium ] || need+=(chromium)
 
 # The KVM lab (scripts/kvm-lab.sh: libvirt daemons in namespaces, real
 # guests): libvirt and QEMU. On Debian 12 they come from bookworm-backports,
@@ -104,8 +106,10 @@ say "release build of every binary"
 cargo build --locked --release --workspace --bins
 bin=target/release
 
+# In the release profile: the bench profile is another profile to cargo,
+# and would build every dependency once more.
 say "benchmarks compile and run once"
-cargo bench --locked --workspace --bench decision_engine -- --test
+cargo bench --locked --profile release --workspace --bench decision_engine -- --test
 
 if [ "$(id -u)" = 0 ] && command -v fping >/dev/null 2>&1; then
     say "prober sweep against fping (1,000 targets in a test namespace)"

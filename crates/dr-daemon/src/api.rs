@@ -1,5 +1,7 @@
-//! The HTTP API (axum): status, hosts and VMs, events, journal, metrics,
-//! health; pause and resume of automation per VM behind a bearer token.
+//! The HTTP API (axum): status (also as a stream of changes), hosts and
+//! VMs, a VM's detail, events, journal, metrics, health; pause and resume
+//! of automation, planned failover and drills per VM behind a bearer
+//! token; and the operators' console (`crate::console`) at `/`.
 
 use crate::state::Shared;
 use axum::extract::{Path, Query, State};
@@ -76,9 +78,13 @@ pub fn router(state: ApiState) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/", get(crate::console::index))
+        .route("/console/{file}", get(crate::console::asset))
         .route("/api/v1/status", get(status))
+        .route("/api/v1/status/stream", get(status_stream))
         .route("/api/v1/hosts", get(hosts))
         .route("/api/v1/vms", get(vms))
+        .route("/api/v1/vms/{vm}", get(vm_detail))
         .route("/api/v1/events", get(events))
         .route("/api/v1/events/stream", get(event_stream))
         .route("/api/v1/journal", get(journal))
@@ -199,43 +205,147 @@ async fn vms(State(s): State<ApiState>) -> Response {
 struct EventsQuery {
     since: Option<u64>,
     limit: Option<usize>,
+    /// The newest this many instead (oldest first).
+    tail: Option<usize>,
 }
 
 async fn events(State(s): State<ApiState>, Query(q): Query<EventsQuery>) -> Response {
+    if let Some(n) = q.tail {
+        return Json(s.shared.events_tail(n.min(10_000))).into_response();
+    }
     let limit = q.limit.unwrap_or(1000).min(10_000);
     Json(s.shared.events_since(q.since.unwrap_or(0), limit)).into_response()
+}
+
+#[derive(Deserialize)]
+struct StreamQuery {
+    since: Option<u64>,
 }
 
 async fn replication(State(s): State<ApiState>) -> Response {
     Json(s.shared.replication.all()).into_response()
 }
 
-/// New events as server-sent events (`id:` is the event id, `data:` its
-/// JSON); a client too slow to keep up gets a `lagged` event with how many
-/// it missed (the `/api/v1/events?since=` list has them).
-async fn event_stream(State(s): State<ApiState>) -> Response {
-    use axum::response::sse::{Event, KeepAlive, Sse};
-    use tokio::sync::broadcast::error::RecvError;
-    let state = (s.shared.subscribe(), s.stopping.clone());
-    let stream = futures_util::stream::unfold(state, |(mut rx, mut stopping)| async move {
-        if *stopping.borrow() {
-            return None;
+/// Server-sent `events` until the daemon stops (so the server's graceful
+/// shutdown does not wait on a stream), with keep-alives.
+fn sse(
+    events: impl futures_util::Stream<Item = axum::response::sse::Event> + Send + 'static,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
+) -> Response {
+    use axum::response::sse::{KeepAlive, Sse};
+    use futures_util::StreamExt;
+    let stopped = async move {
+        while !*stopping.borrow_and_update() {
+            if stopping.changed().await.is_err() {
+                return;
+            }
         }
-        let event = tokio::select! {
-            _ = stopping.changed() => return None,
-            r = rx.recv() => match r {
-                Ok(ev) => Event::default()
-                    .id(ev.id.to_string())
-                    .data(serde_json::to_string(&ev).unwrap_or_default()),
-                Err(RecvError::Lagged(n)) => Event::default().event("lagged").data(n.to_string()),
-                Err(RecvError::Closed) => return None,
-            },
-        };
-        Some((Ok::<_, std::convert::Infallible>(event), (rx, stopping)))
-    });
-    Sse::new(stream)
+    };
+    let events = events
+        .take_until(Box::pin(stopped))
+        .map(Ok::<_, std::convert::Infallible>);
+    Sse::new(events)
         .keep_alive(KeepAlive::default())
         .into_response()
+}
+
+/// New events as server-sent events (`id:` is the event id, `data:` its
+/// JSON); a client too slow to keep up gets a `lagged` event with how many
+/// it missed (the `/api/v1/events?since=` list has them). A client that
+/// reconnects with `Last-Event-ID` (or opens with `?since=`) first gets the
+/// kept events after it.
+async fn event_stream(
+    State(s): State<ApiState>,
+    headers: HeaderMap,
+    Query(q): Query<StreamQuery>,
+) -> Response {
+    use axum::response::sse::Event;
+    use tokio::sync::broadcast::error::RecvError;
+    let record = |ev: &crate::state::EventRecord| {
+        Event::default()
+            .id(ev.id.to_string())
+            .data(serde_json::to_string(ev).unwrap_or_default())
+    };
+    // Subscribed before the replay is read: nothing falls between them.
+    let rx = s.shared.subscribe();
+    let last = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .or(q.since);
+    let replay = last.map_or_else(Vec::new, |id| s.shared.events_since(id, 10_000));
+    let seen = replay.last().map_or(last.unwrap_or(0), |e| e.id);
+    let replayed: Vec<Event> = replay.iter().map(record).collect();
+    let live = futures_util::stream::unfold((rx, seen), move |(mut rx, mut seen)| async move {
+        loop {
+            let event = match rx.recv().await {
+                Ok(ev) if ev.id <= seen => continue,
+                Ok(ev) => {
+                    seen = ev.id;
+                    record(&ev)
+                }
+                Err(RecvError::Lagged(n)) => Event::default().event("lagged").data(n.to_string()),
+                Err(RecvError::Closed) => return None,
+            };
+            return Some((event, (rx, seen)));
+        }
+    });
+    use futures_util::StreamExt;
+    sse(
+        futures_util::stream::iter(replayed).chain(live),
+        s.stopping.clone(),
+    )
+}
+
+/// The status as a stream: a `snapshot` event (`wall_ms`, `status`,
+/// `replication`) first, then a `delta` event per published change (see
+/// [`crate::state::StatusDelta`]); a client too slow to keep up gets a new
+/// `snapshot` in place of what it missed.
+async fn status_stream(State(s): State<ApiState>) -> Response {
+    use axum::response::sse::Event;
+    use tokio::sync::broadcast::error::RecvError;
+    let (snapshot, rx) = s.shared.status_stream();
+    let first = Event::default().event("snapshot").data(snapshot);
+    let shared = s.shared.clone();
+    let rest = futures_util::stream::unfold(rx, move |mut rx| {
+        let shared = shared.clone();
+        async move {
+            let event = match rx.recv().await {
+                Ok(delta) => Event::default().event("delta").data(&*delta),
+                Err(RecvError::Lagged(_)) => {
+                    let (snapshot, fresh) = shared.status_stream();
+                    rx = fresh;
+                    Event::default().event("snapshot").data(snapshot)
+                }
+                Err(RecvError::Closed) => return None,
+            };
+            Some((event, rx))
+        }
+    });
+    use futures_util::StreamExt;
+    sse(
+        futures_util::stream::once(async { first }).chain(rest),
+        s.stopping.clone(),
+    )
+}
+
+/// One VM: its status, its timeline (the newest 200 kept events about it),
+/// its recent outages, its replication.
+async fn vm_detail(State(s): State<ApiState>, Path(vm): Path<String>) -> Response {
+    let Some(status) = s.shared.vm(&vm) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("no VM named {vm:?} is monitored"),
+        );
+    };
+    let replication = s.shared.replication.all().into_iter().find(|r| r.vm == vm);
+    Json(serde_json::json!({
+        "vm": status,
+        "timeline": s.shared.events_of(&vm, 200),
+        "outages": s.shared.outages(&vm),
+        "replication": replication,
+    }))
+    .into_response()
 }
 
 async fn journal(State(s): State<ApiState>) -> Response {

@@ -162,6 +162,7 @@ struct RawReplication {
     key_file: Option<String>,
     key_env: Option<String>,
     interval: Option<Spanned<String>>,
+    rpo_target: Option<Spanned<String>>,
     bandwidth: Option<u64>,
     log_root: Option<String>,
     #[serde(default)]
@@ -578,6 +579,17 @@ impl DaemonConfig {
                         )
                     })?,
                 };
+                // A checkpoint every interval, shipped within the next: an
+                // RPO up to about two intervals is on schedule.
+                let rpo_target = match &r.rpo_target {
+                    None => interval * 3,
+                    Some(s) => dr_core::time::parse_duration(s.get_ref()).map_err(|e| {
+                        err(
+                            Some(line_of(text, s.span().start)),
+                            format!("replication.rpo_target: {e}"),
+                        )
+                    })?,
+                };
                 let log_root = base.join(r.log_root.unwrap_or_else(|| "drd-replication".into()));
                 let mut receive = Vec::new();
                 for rc in &r.receive {
@@ -659,6 +671,7 @@ impl DaemonConfig {
                 Some(crate::replication::ReplicationConfig {
                     key,
                     interval,
+                    rpo_target,
                     bandwidth: r.bandwidth.filter(|&b| b > 0),
                     vms,
                     receive,
@@ -784,6 +797,25 @@ mod tests {
         ))
         .expect_err("a password without a user");
         assert!(e.message.contains("cluster.user"), "{e}");
+    }
+
+    #[test]
+    fn the_rpo_target_is_three_intervals_unless_set_and_a_bad_one_is_named() {
+        std::env::set_var("VMDR_TEST_RPO_KEY", "a-key-of-sixteen-bytes");
+        let text = |extra: &str| {
+            format!("backend = \"sim\"\n[sim]\nscenario = \"x\"\n[replication]\nkey_env = \"VMDR_TEST_RPO_KEY\"\ninterval = \"2s\"\n{extra}")
+        };
+        let c = parse(&text("")).expect("valid");
+        let r = c.replication.expect("replication");
+        assert_eq!(r.rpo_target, Duration::from_secs(6));
+        let c = parse(&text("rpo_target = \"90s\"\n")).expect("valid");
+        assert_eq!(
+            c.replication.expect("replication").rpo_target,
+            Duration::from_secs(90)
+        );
+        let e = parse(&text("rpo_target = \"soon\"\n")).expect_err("bad duration");
+        assert_eq!(e.line, Some(7), "{e}");
+        assert!(e.message.starts_with("replication.rpo_target: "), "{e}");
     }
 
     #[test]

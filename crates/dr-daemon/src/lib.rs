@@ -29,9 +29,12 @@
 //!   (`dr-cluster`): only the leader acts (the loop and the backends behind
 //!   its authority), the journal in etcd, and the leader's takeover of what
 //!   the previous one left under way;
-//! * [`api`], [`state`], [`metrics`]: the HTTP API (axum), the status and
-//!   events it serves (on a follower, commands forwarded to the leader),
-//!   and Prometheus metrics.
+//! * [`api`], [`state`], [`vm_state`], [`outages`], [`metrics`]: the HTTP
+//!   API (axum), the status (each VM's state in one word), its changes and
+//!   the events it serves, each VM's recent outages (on a follower,
+//!   commands forwarded to the leader), and Prometheus metrics;
+//! * [`console`]: the operators' web console at `/`, its files built into
+//!   the binary, reading the same API.
 //!
 //! ## What this crate must not know
 //!
@@ -45,11 +48,13 @@ pub mod backend;
 pub mod budget;
 pub mod cluster;
 pub mod config;
+pub mod console;
 pub mod daemon;
 pub mod drill;
 pub mod failover;
 pub mod journal;
 pub mod metrics;
+pub mod outages;
 pub mod placement;
 pub mod preflight;
 pub mod remote_sim;
@@ -57,6 +62,7 @@ pub mod replica_restore;
 pub mod replication;
 pub mod snapshots;
 pub mod state;
+pub mod vm_state;
 
 pub use config::{ConfigError, DaemonConfig};
 pub use daemon::{run, DaemonError};

@@ -48,6 +48,9 @@ pub struct ReplicationConfig {
     pub key: Vec<u8>,
     /// Time between checkpoints.
     pub interval: Duration,
+    /// The RPO above which a VM's replication is behind (`rpo_target`;
+    /// three intervals unless set).
+    pub rpo_target: Duration,
     /// Bandwidth cap per receiver, bytes per second.
     pub bandwidth: Option<u64>,
     /// The protected VMs.
@@ -57,7 +60,7 @@ pub struct ReplicationConfig {
 }
 
 /// One receiver of one VM, as last reported.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct TargetStatus {
     /// The receiver.
     pub target: String,
@@ -75,10 +78,12 @@ pub struct TargetStatus {
 }
 
 /// One protected VM, as last reported.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct VmReplication {
     /// The VM.
     pub vm: String,
+    /// The RPO above which it is behind, ms.
+    pub rpo_target_ms: u64,
     /// The newest checkpoint taken here.
     pub checkpoint: u64,
     /// Blocks found changed by the last scan.
@@ -123,7 +128,8 @@ pub async fn protect(
     state: Arc<ReplicationState>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    state.update(&p.vm, |_| {});
+    let target = cfg.rpo_target.as_millis().try_into().unwrap_or(u64::MAX);
+    state.update(&p.vm, |r| r.rpo_target_ms = target);
     loop {
         let job = ShipJob {
             disks: p.disks.clone(),
@@ -183,6 +189,7 @@ impl std::fmt::Debug for ReplicationConfig {
         f.debug_struct("ReplicationConfig")
             .field("key", &"<redacted>")
             .field("interval", &self.interval)
+            .field("rpo_target", &self.rpo_target)
             .field("bandwidth", &self.bandwidth)
             .field("vms", &self.vms)
             .field("receive", &self.receive)

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod browser;
 pub mod datacenter;
 
 pub const TOKEN: &str = "an-api-token-for-the-tests";
