@@ -120,6 +120,13 @@ fn status_events_pause_and_resume() {
     let (code, out, err) = drctl(&["pause", "db-1"], &d.addr);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("paused"), "{out}");
+    // Its state word says so at once, before the next tick.
+    let (_, out, _) = drctl(&["status"], &d.addr);
+    let db1 = out
+        .lines()
+        .find(|l| l.starts_with("db-1 "))
+        .unwrap_or_default();
+    assert!(db1.split_whitespace().nth(3) == Some("paused"), "{out}");
     let (code, _, err) = drctl(&["pause", "no-such-vm"], &d.addr);
     assert_eq!(code, 2);
     assert!(err.contains("no VM named"), "{err}");

@@ -165,7 +165,7 @@ fn the_console_shows_outages_live_and_runs_commands_with_the_token() {
     page.eval("location.hash = '#/vm/db-1'; true");
     page.wait_for(
         "db-1's timeline",
-        "(() => { const t = document.querySelector('#vm-body .timeline')?.innerText ?? ''; return t.includes('recovery succeeded') && t.includes('Power on in') && t.includes('decision'); })()",
+        "document.getElementById('vm-title').textContent === 'db-1' && (() => { const t = document.querySelector('#vm-body .timeline')?.innerText ?? ''; return t.includes('recovery succeeded') && t.includes('Power on in') && t.includes('decision'); })()",
         LIMIT,
     );
     let outage = page.wait_for(
@@ -183,7 +183,7 @@ fn the_console_shows_outages_live_and_runs_commands_with_the_token() {
     page.eval("location.hash = '#/vm/app-1'; true");
     page.wait_for(
         "app-1's page",
-        "document.getElementById('cmd-pause')",
+        "document.getElementById('vm-title').textContent === 'app-1' && document.querySelector('#vm-body .facts') && document.getElementById('cmd-pause')",
         LIMIT,
     );
     let refused = run_command(page, "cmd-pause", "Refused");
@@ -216,6 +216,45 @@ fn the_console_shows_outages_live_and_runs_commands_with_the_token() {
         "app-1 shown healthy again",
         &format!("{} === 'healthy'", tile_state("app-1")),
         LIMIT,
+    );
+
+    // By keyboard: Enter on a focused tile opens its VM; Escape closes a
+    // command's confirmation without sending it.
+    page.eval("location.hash = '#/'; true");
+    page.wait_for(
+        "the overview again",
+        "!document.getElementById('overview').hidden",
+        LIMIT,
+    );
+    page.eval("document.querySelector('#sites [data-vm=\"db-1\"]').focus(); true");
+    page.press("Enter");
+    page.wait_for(
+        "db-1's page by keyboard",
+        "location.hash === '#/vm/db-1' && document.getElementById('vm-title').textContent === 'db-1' && document.getElementById('cmd-failover')",
+        LIMIT,
+    );
+    page.eval("document.getElementById('cmd-failover').focus(); true");
+    page.press("Enter");
+    page.wait_for(
+        "the confirmation by keyboard",
+        "document.getElementById('confirm').open",
+        LIMIT,
+    );
+    assert_eq!(
+        page.eval("document.activeElement.id"),
+        "confirm-cancel",
+        "the safe choice has the focus"
+    );
+    page.press("Escape");
+    page.wait_for(
+        "the confirmation closed",
+        "!document.getElementById('confirm').open",
+        LIMIT,
+    );
+    assert_eq!(
+        page.eval("document.getElementById('cmd-result').innerText"),
+        "",
+        "nothing sent"
     );
 
     // Activity: the recoveries with their durations.

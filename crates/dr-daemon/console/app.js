@@ -533,6 +533,7 @@ function show() {
   }
   vmPage = null;
   if (route.view === 'vm') openVm(route.vm);
+  else $('vm-body').innerHTML = '';
   if (route.view === 'activity') renderActivity();
   if (route.view === 'replication') renderReplication();
   document.title = route.view === 'vm' ? `${route.vm} · vmdr` : 'vmdr console';

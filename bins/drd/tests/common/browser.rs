@@ -306,6 +306,27 @@ impl Page {
         v
     }
 
+    /// Presses `key` ("Enter", "Escape", "Tab") as a keyboard would, on
+    /// whatever has the focus.
+    pub fn press(&mut self, key: &str) {
+        let (code, text) = match key {
+            "Enter" => (13, "\r"),
+            "Escape" => (27, ""),
+            "Tab" => (9, ""),
+            other => panic!("no key code for {other}"),
+        };
+        for kind in ["keyDown", "keyUp"] {
+            let mut event = json!({
+                "type": kind, "key": key, "code": key,
+                "windowsVirtualKeyCode": code, "nativeVirtualKeyCode": code,
+            });
+            if kind == "keyDown" && !text.is_empty() {
+                event["text"] = json!(text);
+            }
+            self.call("Input.dispatchKeyEvent", event);
+        }
+    }
+
     /// A PNG of the whole page, written to `path`.
     pub fn screenshot(&mut self, path: &Path) {
         use base64::Engine;
