@@ -33,9 +33,24 @@ pub fn chromium_or_skip(test: &str) -> Option<PathBuf> {
 
 /// A headless Chromium with one page, killed on drop.
 pub struct Browser {
-    child: Child,
-    /// The page it opened.
+    /// The page it opened (dropped before the process).
     pub page: Page,
+    _process: Process,
+}
+
+/// Chromium's processes: it runs in a process group of its own (the
+/// browser, its zygotes, renderers and GPU process), all killed on drop,
+/// also when the test fails while starting it: a Chromium left behind
+/// keeps a core busy.
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let group = format!("-{}", self.0.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 impl Browser {
@@ -44,6 +59,7 @@ impl Browser {
     pub fn launch(chromium: &Path, dir: &Path) -> Browser {
         let profile = dir.join("chromium-profile");
         std::fs::create_dir_all(&profile).expect("profile dir");
+        use std::os::unix::process::CommandExt;
         let mut child = Command::new(chromium)
             .args([
                 "--headless",
@@ -65,9 +81,12 @@ impl Browser {
             .arg("about:blank")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
+            .process_group(0)
             .spawn()
             .expect("chromium starts");
-        let port = devtools_port(&mut child, &dir.join("chromium.log"));
+        let stderr = child.stderr.take().expect("stderr");
+        let process = Process(child);
+        let port = devtools_port(stderr, &dir.join("chromium.log"));
         let list = target_list(port);
         let targets: Value = serde_json::from_str(&list).expect("DevTools target list");
         let url = targets
@@ -89,14 +108,10 @@ impl Browser {
         for domain in ["Runtime.enable", "Log.enable", "Page.enable"] {
             page.call(domain, json!({}));
         }
-        Browser { child, page }
-    }
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        Browser {
+            page,
+            _process: process,
+        }
     }
 }
 
@@ -134,8 +149,7 @@ fn target_list(port: u16) -> String {
 
 /// Reads Chromium's stderr up to the line naming its DevTools port; the
 /// rest goes to `log`.
-fn devtools_port(child: &mut Child, log: &Path) -> u16 {
-    let stderr = child.stderr.take().expect("stderr");
+fn devtools_port(stderr: std::process::ChildStderr, log: &Path) -> u16 {
     let (tx, rx) = std::sync::mpsc::channel();
     let log = log.to_owned();
     std::thread::spawn(move || {
