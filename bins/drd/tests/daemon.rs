@@ -629,6 +629,45 @@ fn events_stream_as_they_happen_and_do_not_hold_up_shutdown() {
     }
     let ev = seen.expect("a db-1 event on the stream");
     assert!(ev["id"].as_u64().is_some(), "{ev}");
+    // A client that reconnects (as a browser does, with Last-Event-ID)
+    // gets the kept events after the one it names first, in order.
+    let first_data = |path: &str, header: &str| {
+        let mut s = std::net::TcpStream::connect(&daemon.addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("timeout");
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: drd\r\nAccept: text/event-stream\r\n{header}\r\n"
+        )
+        .expect("request");
+        let mut kind = String::new();
+        for line in BufReader::new(s).lines() {
+            let line = line.expect("read");
+            if let Some(k) = line.strip_prefix("event: ") {
+                kind = k.to_owned();
+            }
+            if let Some(json) = line.strip_prefix("data: ") {
+                let v: serde_json::Value = serde_json::from_str(json).expect("JSON data");
+                return (kind, v);
+            }
+        }
+        panic!("{path}: the stream ended before any event");
+    };
+    let (_, replayed) = first_data("/api/v1/events/stream", "Last-Event-ID: 3\r\n");
+    assert_eq!(replayed["id"], 4, "{replayed}");
+    let (_, replayed) = first_data("/api/v1/events/stream?since=5", "");
+    assert_eq!(replayed["id"], 6, "{replayed}");
+    // The status stream begins with the whole status, each VM's state in it.
+    let (kind, snapshot) = first_data("/api/v1/status/stream", "");
+    assert_eq!(kind, "snapshot");
+    let vms = snapshot["status"]["vms"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        !vms.is_empty() && vms.iter().all(|v| v["state"].is_string()),
+        "{snapshot}"
+    );
     // SIGTERM with the stream still open: the daemon still stops.
     daemon.terminate_within(
         Duration::from_secs(20),
