@@ -361,14 +361,23 @@ async function openVm(name) {
   $('vm-title').textContent = name;
   $('vm-body').innerHTML = '<p class="quiet">Loading…</p>';
   vmPage = { name, detail: null, result: '' };
+  await loadVm(name, true);
+}
+
+// Reads the VM's detail into its page (still open on it); a failure is
+// shown only on the first read, a later one keeps what is shown.
+async function loadVm(name, first) {
   const r = await fetch(`/api/v1/vms/${encodeURIComponent(name)}`);
   if (vmPage?.name !== name) return;
   if (!r.ok) {
+    if (!first) return;
     const body = await r.json().catch(() => ({}));
     $('vm-body').innerHTML = `<p class="bad">${esc(body.error ?? `drd answered ${r.status}`)}</p>`;
     return;
   }
-  vmPage.detail = await r.json();
+  const detail = await r.json();
+  if (vmPage?.name !== name) return;
+  vmPage.detail = detail;
   renderVm();
 }
 
@@ -644,16 +653,8 @@ function addEvent(e) {
     vmPage.detail.timeline.push(e);
     if (e.type === 'action_finished') {
       // Its outages changed too: read them again.
-      openVmDetailQuietly(vmPage.name);
+      loadVm(vmPage.name, false);
     } else renderVm();
-  }
-}
-
-async function openVmDetailQuietly(name) {
-  const r = await fetch(`/api/v1/vms/${encodeURIComponent(name)}`);
-  if (r.ok && vmPage?.name === name) {
-    vmPage.detail = await r.json();
-    renderVm();
   }
 }
 

@@ -9,6 +9,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use futures_util::StreamExt;
 use serde::Deserialize;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
@@ -233,7 +234,6 @@ fn sse(
     mut stopping: tokio::sync::watch::Receiver<bool>,
 ) -> Response {
     use axum::response::sse::{KeepAlive, Sse};
-    use futures_util::StreamExt;
     let stopped = async move {
         while !*stopping.borrow_and_update() {
             if stopping.changed().await.is_err() {
@@ -290,7 +290,6 @@ async fn event_stream(
             return Some((event, (rx, seen)));
         }
     });
-    use futures_util::StreamExt;
     sse(
         futures_util::stream::iter(replayed).chain(live),
         s.stopping.clone(),
@@ -322,7 +321,6 @@ async fn status_stream(State(s): State<ApiState>) -> Response {
             Some((event, rx))
         }
     });
-    use futures_util::StreamExt;
     sse(
         futures_util::stream::once(async { first }).chain(rest),
         s.stopping.clone(),
