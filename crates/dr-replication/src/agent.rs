@@ -1,11 +1,12 @@
 //! The jobs the operator commands run: shipping disks to receivers (scan,
 //! checkpoint, ship, trim) and reading a replica's state.
 
+use crate::capture::{capture, ChangeSource, HashScan};
 use crate::error::ReplError;
 use crate::log::{Log, LogConfig};
 use crate::net::{self, Progress, ShipConfig};
 use crate::replica::CheckpointInfo;
-use crate::scan::{ScanStats, Scanner};
+use crate::scan::ScanStats;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -37,8 +38,11 @@ pub struct Round {
     pub checkpoint: u64,
     /// Its log sequence.
     pub seq: u64,
-    /// Scan results, per disk.
+    /// What each disk's capture read and appended.
     pub scans: Vec<ScanStats>,
+    /// Whether the point was a full copy (the first, or after the change
+    /// tracking was lost), not only the changes.
+    pub full: bool,
     /// Each receiver's progress when the round was reported.
     pub targets: Vec<(SocketAddr, Progress)>,
     /// Each receiver's lag then: log bytes it has not acknowledged.
@@ -50,9 +54,8 @@ pub struct Round {
 
 impl Round {
     fn new(
-        checkpoint: u64,
-        seq: u64,
-        scans: Vec<ScanStats>,
+        (checkpoint, seq): (u64, u64),
+        (scans, full): (Vec<ScanStats>, bool),
         targets: Vec<(SocketAddr, Progress)>,
         log: &Log,
     ) -> Round {
@@ -61,6 +64,7 @@ impl Round {
             checkpoint,
             seq,
             scans,
+            full,
             lag_bytes: targets
                 .iter()
                 .map(|(_, p)| log.bytes_after(p.acked_seq))
@@ -94,9 +98,23 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// Runs `job` until it is done (`interval == None`) or `shutdown` turns
-/// true; reports each round to `report`.
+/// true; reports each round to `report`. Changes are found by the hash
+/// scan of `job.disks`.
 pub async fn ship(
     job: ShipJob,
+    shutdown: watch::Receiver<bool>,
+    report: impl FnMut(&Round),
+) -> Result<(), ReplError> {
+    let (disks, dir) = (job.disks.clone(), job.log_dir.clone());
+    let source = blocking(move || HashScan::open(disks, &dir)).await?;
+    ship_from(job, Box::new(source), shutdown, report).await
+}
+
+/// [`ship`], with the changes of each point from `source` (the
+/// hypervisor's change tracking, say); `job.disks` is not used.
+pub async fn ship_from(
+    job: ShipJob,
+    source: Box<dyn ChangeSource>,
     mut shutdown: watch::Receiver<bool>,
     mut report: impl FnMut(&Round),
 ) -> Result<(), ReplError> {
@@ -104,13 +122,7 @@ pub async fn ship(
     let log = Arc::new(Mutex::new(
         blocking(move || Log::open(&dir, LogConfig::default())).await?,
     ));
-    let mut scanners = Vec::new();
-    for (i, _) in job.disks.iter().enumerate() {
-        scanners.push(Scanner::open(
-            i as u32,
-            &job.log_dir.join(format!("disk-{i}.hashes")),
-        )?);
-    }
+    let mut source = Some(source);
     let wake = Arc::new(Notify::new());
     let (stop, stopped) = watch::channel(false);
     let mut progress = Vec::new();
@@ -128,22 +140,18 @@ pub async fn ship(
     }
     let started = tokio::time::Instant::now();
     let result = loop {
-        let disks = job.disks.clone();
-        let (l, mut sc) = (log.clone(), std::mem::take(&mut scanners));
-        let (sc_back, scans, (id, seq)) = blocking(move || {
-            let mut log = l.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            let mut scans = Vec::new();
-            for (s, disk) in sc.iter_mut().zip(&disks) {
-                scans.push(s.scan(disk, &mut log)?);
-            }
-            let cp = log.checkpoint(now_ms())?;
-            for s in &mut sc {
-                s.commit()?;
-            }
-            Ok((sc, scans, cp))
+        let (l, mut src) = (log.clone(), source.take());
+        let (src_back, captured) = blocking(move || {
+            let captured = match src.as_deref_mut() {
+                Some(s) => capture(s, &l, now_ms()),
+                None => Err(ReplError::Poisoned("the change source was lost".into())),
+            };
+            Ok((src, captured))
         })
         .await?;
-        scanners = sc_back;
+        source = src_back;
+        let captured = captured?;
+        let ((id, seq), scans, full) = (captured.checkpoint, captured.disks, captured.point.full);
         wake.notify_waiters();
         let snapshot = |p: &Vec<(SocketAddr, watch::Receiver<Progress>)>| {
             p.iter()
@@ -160,7 +168,12 @@ pub async fn ship(
                     r = tokio::time::timeout(deadline, all_there(&mut progress, seq)) => r.is_ok(),
                 };
                 let targets = snapshot(&progress);
-                report(&Round::new(id, seq, scans, targets.clone(), &lock(&log)));
+                report(&Round::new(
+                    (id, seq),
+                    (scans, full),
+                    targets.clone(),
+                    &lock(&log),
+                ));
                 break if done && targets.iter().all(|(_, p)| p.acked_seq >= seq) {
                     Ok(())
                 } else {
@@ -182,9 +195,8 @@ pub async fn ship(
                     _ = tokio::time::timeout(every, all_there(&mut progress, seq)) => {}
                 }
                 report(&Round::new(
-                    id,
-                    seq,
-                    scans,
+                    (id, seq),
+                    (scans, full),
                     snapshot(&progress),
                     &lock(&log),
                 ));

@@ -79,6 +79,10 @@ pub enum ReplError {
     /// one that lacks it and why.
     #[error("{0}")]
     NotShipped(String),
+    /// A change source (the hypervisor's change tracking, a scan) failed
+    /// to give a point; the text names the disk and what went wrong.
+    #[error("change source: {0}")]
+    Source(String),
     /// A write past the end of a disk that cannot grow (a block device).
     #[error("write of {len} bytes at offset {offset} is past the end of {path} ({size} bytes)")]
     PastEnd {

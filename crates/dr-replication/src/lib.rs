@@ -11,8 +11,9 @@
 //! checkpoint for failover.
 //!
 //! Changes reach the log through the [`write_path`] (writes recorded as
-//! they happen) or the block-hash [`scan`] (disks written by something
-//! else). Shipping runs over TCP ([`net`], [`wire`]): frames encrypted and
+//! they happen) or a [`capture::ChangeSource`]: the hypervisor's change
+//! tracking (a point in time of every disk, read by the backend that owns
+//! it) or the block-hash [`scan`] (disks written by something else). Shipping runs over TCP ([`net`], [`wire`]): frames encrypted and
 //! authenticated (AES-256-GCM under a per-connection key derived from a
 //! pre-shared key), back-pressure, reconnect and resume, an optional
 //! bandwidth cap. [`agent`] holds the jobs behind `drctl repl`.
@@ -24,6 +25,7 @@
 #![forbid(unsafe_code)]
 
 pub mod agent;
+pub mod capture;
 pub mod error;
 pub mod log;
 pub mod net;
@@ -34,6 +36,7 @@ pub mod stream;
 pub mod wire;
 pub mod write_path;
 
+pub use capture::{capture, ChangeSource, Consistency, HashScan};
 pub use error::ReplError;
 pub use log::{Log, LogConfig};
 pub use record::{Record, Write};
