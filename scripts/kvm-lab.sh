@@ -12,8 +12,11 @@
 #                                  app-1 on kvm-a2, agents and BMCs
 #                                  (examples/kvm.toml drives it)
 #   kvm-lab.sh down                remove it: guests, daemons, namespaces, links
-#   kvm-lab.sh guest HOST NAME IP  define and start a guest on HOST (IP: its
-#                                  address, host part of the lab's /24)
+#   kvm-lab.sh guest HOST NAME IP [KERNEL-ARGS]
+#                                  define and start a guest on HOST (IP: its
+#                                  address, host part of the lab's /24;
+#                                  vmdr.writer=USEC: it writes numbered
+#                                  records to its disk, one per 4 KiB block)
 #   kvm-lab.sh kill HOST           the host dies: its daemon and guests are
 #                                  SIGKILLed and its address stops answering
 #   kvm-lab.sh cut HOST            the host is cut off (guests keep running)
@@ -80,7 +83,7 @@ virsh_on() { local h=$1; shift; virsh -q -c "$(unix_uri "$h")" "$@"; }
 # the busybox initramfs, built once into the cache.
 guest_assets() {
     if [ -s "$CACHE/vmlinuz" ] && [ -s "$CACHE/initrd.gz" ] && [ -s "$CACHE/version" ] &&
-        [ "$(cat "$CACHE/version")" = 4 ]; then
+        [ "$(cat "$CACHE/version")" = 5 ]; then
         return
     fi
     command -v busybox >/dev/null || die "busybox is missing (apt-get install busybox-static)"
@@ -125,6 +128,17 @@ ip link set eth0 up
 [ -n "$gw" ] && ip route add default via "$gw"
 mac=$(cat /sys/class/net/eth0/address)
 echo "vmdr-guest up ip=$ip"
+# The writer (vmdr.writer=MICROSECONDS between records): numbered records in
+# order, one per 4 KiB block of the disk, each flushed before the next is
+# written, for the replication tests' crash-consistency checks.
+w=$(arg vmdr.writer)
+if [ -n "$w" ] && [ -b /dev/vda ]; then
+    (k=0; while [ "$k" -lt 4096 ]; do
+        printf 'vmdr-record %08d\n' "$k" |
+            dd of=/dev/vda bs=4096 seek="$k" conv=notrunc,sync,fsync 2>/dev/null
+        k=$((k + 1)); usleep "$w"
+    done) &
+fi
 # The guest agent: one JSON command a line on the agent's virtio port.
 agent() {
     local port=$1
@@ -163,7 +177,7 @@ INIT
     (cd "$root" && find . | busybox cpio -o -H newc 2>/dev/null | gzip -1 >"$CACHE/initrd.gz.new")
     mv "$CACHE/vmlinuz.new" "$CACHE/vmlinuz"
     mv "$CACHE/initrd.gz.new" "$CACHE/initrd.gz"
-    echo 4 >"$CACHE/version"
+    echo 5 >"$CACHE/version"
     rm -rf "$work"
 }
 
@@ -398,8 +412,8 @@ down() {
 }
 
 guest() {
-    local h=$1 name=$2 addr=$3
-    [ -n "$name" ] && [ -n "$addr" ] || die "usage: kvm-lab.sh guest HOST NAME IP"
+    local h=$1 name=$2 addr=$3 extra=${4:-}
+    [ -n "$name" ] && [ -n "$addr" ] || die "usage: kvm-lab.sh guest HOST NAME IP [KERNEL-ARGS]"
     host_index "$h" >/dev/null
     local disk=$DIR/shared/$name.qcow2 type xml
     [ -e "$disk" ] || qemu-img create -q -f qcow2 "$disk" 16M
@@ -422,7 +436,7 @@ guest() {
     <type arch='x86_64' machine='pc'>hvm</type>
     <kernel>$CACHE/vmlinuz</kernel>
     <initrd>$CACHE/initrd.gz</initrd>
-    <cmdline>console=ttyS0 panic=-1 quiet vmdr.ip=$addr/24</cmdline>
+    <cmdline>console=ttyS0 panic=-1 quiet vmdr.ip=$addr/24 $extra</cmdline>
   </os>
   <features><acpi/></features>
   <on_poweroff>destroy</on_poweroff>
@@ -492,7 +506,7 @@ demo)
     fi
     ;;
 down) down ;;
-guest) guest "${1:-}" "${2:-}" "${3:-}" ;;
+guest) guest "${1:-}" "${2:-}" "${3:-}" "${4:-}" ;;
 kill) kill_host "${1:?host}" ;;
 cut) ip link set "$(host_link "${1:?host}")" down ;;
 heal) ip link set "$(host_link "${1:?host}")" up ;;

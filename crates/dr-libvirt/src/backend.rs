@@ -590,7 +590,7 @@ impl Libvirt {
             ));
         }
         xml.push_str("</disks></domainbackup>");
-        c.backup_begin(d, &xml).await.map_err(port)?;
+        c.backup_begin(d, &xml, None).await.map_err(port)?;
         let t0 = Instant::now();
         loop {
             if c.job_type(d).await.map_err(port)? == crate::remote::job::NONE {

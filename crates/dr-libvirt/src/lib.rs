@@ -15,6 +15,8 @@
 //! - [`remote`]: the typed procedures. [`domxml`]: domain and snapshot XML.
 //! - [`host`]: one host's connection and read; [`events`]: the power event
 //!   log and who caused each; [`store`]: what survives a restart.
+//! - [`pull`]: point-in-time exports of a running domain's disks (a
+//!   pull-mode backup with a checkpoint), read over NBD for replication.
 //! - [`Libvirt`] ([`backend`]): the port.
 //!
 //! ## What this crate must not know
@@ -30,6 +32,7 @@ pub mod domxml;
 pub mod error;
 pub mod events;
 pub mod host;
+pub mod pull;
 pub mod remote;
 pub mod store;
 pub mod uri;

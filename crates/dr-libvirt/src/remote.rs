@@ -5,7 +5,7 @@
 use crate::conn::{Connection, OnMessage};
 use crate::error::LibvirtError;
 use crate::uri::Uri;
-use crate::wire::{self, Domain, Param, Snapshot};
+use crate::wire::{self, Checkpoint, Domain, Param, Snapshot};
 use crate::xdr::{Reader, Writer, XdrError};
 use std::time::Duration;
 
@@ -13,6 +13,8 @@ use std::time::Duration;
 const DOMAIN_LIST_MAX: usize = 16384;
 /// `REMOTE_DOMAIN_SNAPSHOT_LIST_MAX`.
 const SNAPSHOT_LIST_MAX: usize = 16384;
+/// `REMOTE_DOMAIN_CHECKPOINT_LIST_MAX`.
+const CHECKPOINT_LIST_MAX: usize = 16384;
 /// `REMOTE_CONNECT_GET_ALL_DOMAIN_STATS_MAX`.
 const STATS_MAX: usize = 262_144;
 /// `REMOTE_AUTH_TYPE_LIST_MAX`.
@@ -51,6 +53,9 @@ mod proc_ {
     pub const DOMAIN_GET_JOB_INFO: i32 = 163;
     pub const DOMAIN_ABORT_JOB: i32 = 164;
     pub const DOMAIN_GET_JOB_STATS: i32 = 298;
+    pub const DOMAIN_CHECKPOINT_CREATE_XML: i32 = 411;
+    pub const DOMAIN_LIST_ALL_CHECKPOINTS: i32 = 413;
+    pub const DOMAIN_CHECKPOINT_DELETE: i32 = 417;
     pub const DOMAIN_BACKUP_BEGIN: i32 = 421;
     /// `QEMU_PROC_DOMAIN_AGENT_COMMAND`, of the QEMU program.
     pub const QEMU_DOMAIN_AGENT_COMMAND: i32 = 3;
@@ -598,14 +603,89 @@ impl Client {
     }
 
     /// Starts a backup job of the domain (`virDomainBackupBegin`): in push
-    /// mode QEMU writes each disk as of this instant to its target.
-    pub async fn backup_begin(&self, dom: &Domain, xml: &str) -> Result<(), LibvirtError> {
+    /// mode QEMU writes each disk as of this instant to its target; in pull
+    /// mode it exports each disk as of this instant over NBD until the job
+    /// is aborted. `checkpoint`: the XML of a checkpoint created at the
+    /// same instant (the base of the next incremental backup).
+    pub async fn backup_begin(
+        &self,
+        dom: &Domain,
+        xml: &str,
+        checkpoint: Option<&str>,
+    ) -> Result<(), LibvirtError> {
         self.call_void(
             proc_::DOMAIN_BACKUP_BEGIN,
             "begin backup",
             args(|w| {
                 dom.encode(w);
-                w.str(xml).opt_str(None).u32(0);
+                w.str(xml).opt_str(checkpoint).u32(0);
+            }),
+            self.timeout,
+        )
+        .await
+    }
+
+    /// Creates a checkpoint from its XML (`virDomainCheckpointCreateXML`;
+    /// `flags` 1: redefine metadata only).
+    pub async fn checkpoint_create(
+        &self,
+        dom: &Domain,
+        xml: &str,
+        flags: u32,
+    ) -> Result<Checkpoint, LibvirtError> {
+        let r = self
+            .call(
+                proc_::DOMAIN_CHECKPOINT_CREATE_XML,
+                "create checkpoint",
+                args(|w| {
+                    dom.encode(w);
+                    w.str(xml).u32(flags);
+                }),
+            )
+            .await?;
+        decode("create checkpoint", &r, Checkpoint::decode)
+    }
+
+    /// Every checkpoint of a domain (`flags` 4: parents before children).
+    pub async fn checkpoints(
+        &self,
+        dom: &Domain,
+        flags: u32,
+    ) -> Result<Vec<Checkpoint>, LibvirtError> {
+        let r = self
+            .call(
+                proc_::DOMAIN_LIST_ALL_CHECKPOINTS,
+                "list checkpoints",
+                args(|w| {
+                    dom.encode(w);
+                    w.i32(1).u32(flags);
+                }),
+            )
+            .await?;
+        decode("list checkpoints", &r, |r| {
+            let n = r.len(CHECKPOINT_LIST_MAX, 4 + DOMAIN_MIN, "checkpoints")?;
+            let c = (0..n)
+                .map(|_| Checkpoint::decode(r))
+                .collect::<Result<Vec<_>, _>>()?;
+            r.i32("count")?;
+            Ok(c)
+        })
+    }
+
+    /// Deletes a checkpoint (`flags` 4: its metadata only, the disks'
+    /// bitmaps left as they are). Its changes are merged into its parent's
+    /// bitmap, so the parent still tracks everything since it was taken.
+    pub async fn checkpoint_delete(
+        &self,
+        checkpoint: &Checkpoint,
+        flags: u32,
+    ) -> Result<(), LibvirtError> {
+        self.call_void(
+            proc_::DOMAIN_CHECKPOINT_DELETE,
+            "delete checkpoint",
+            args(|w| {
+                checkpoint.encode(w);
+                w.u32(flags);
             }),
             self.timeout,
         )

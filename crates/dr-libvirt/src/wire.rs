@@ -271,6 +271,10 @@ impl Domain {
     }
 }
 
+/// `remote_nonnull_domain_checkpoint`: laid out as a snapshot's reference
+/// (a name and its domain).
+pub type Checkpoint = Snapshot;
+
 /// `remote_nonnull_domain_snapshot`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Snapshot {

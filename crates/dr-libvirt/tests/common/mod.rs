@@ -159,6 +159,14 @@ impl Lab {
         ip
     }
 
+    /// [`Lab::guest`] with more kernel arguments (`vmdr.writer=USEC`: the
+    /// guest writes numbered records to its disk in order, each flushed).
+    pub fn guest_with(&self, host: &str, name: &str, k: u32, args: &str) -> IpAddr {
+        let ip = self.guest_ip(k);
+        self.run(&["guest", host, name, &ip.to_string(), args]);
+        ip
+    }
+
     /// The directory every host shares.
     pub fn shared(&self) -> PathBuf {
         self.dir.join("shared")
