@@ -31,6 +31,9 @@ pub struct DomainXml {
     pub disks: Vec<String>,
     /// Each disk's target device (`vda`), in the same order.
     pub targets: Vec<String>,
+    /// Each disk's image format (its driver's `type`: `qcow2`, `raw`; empty
+    /// when not given), in the same order.
+    pub formats: Vec<String>,
     /// Its network interfaces.
     pub interfaces: usize,
     /// It has a QEMU guest agent channel.
@@ -97,6 +100,9 @@ impl DomainXml {
         let mut memory_unit: Option<String> = None;
         let mut in_vmdr = false;
         let mut disk_is_disk = false;
+        // A disk's driver usually comes before its source.
+        let mut disk_format: Option<String> = None;
+        let mut disk_sourced = false;
         let mut seen_domain = false;
         loop {
             let ev = r
@@ -123,13 +129,24 @@ impl DomainXml {
                         (2, Some(b"metadata"), b"vm" | b"drill") => in_vmdr = is_vmdr_ns(&e),
                         (2, Some(b"devices"), b"disk") => {
                             disk_is_disk =
-                                attr(&e, b"device").as_deref().unwrap_or("disk") == "disk"
+                                attr(&e, b"device").as_deref().unwrap_or("disk") == "disk";
+                            disk_format = None;
+                            disk_sourced = false;
+                        }
+                        (3, Some(b"disk"), b"driver") if disk_is_disk => {
+                            let t = attr(&e, b"type").unwrap_or_default();
+                            match (disk_sourced, d.formats.last_mut()) {
+                                (true, Some(f)) => *f = t,
+                                _ => disk_format = Some(t),
+                            }
                         }
                         (2, Some(b"devices"), b"interface") => d.interfaces += 1,
                         (3, Some(b"disk"), b"source") if disk_is_disk => {
                             if let Some(s) = attr(&e, b"file").or_else(|| attr(&e, b"dev")) {
                                 d.disks.push(s);
                                 d.targets.push(String::new());
+                                d.formats.push(disk_format.take().unwrap_or_default());
+                                disk_sourced = true;
                             }
                         }
                         (3, Some(b"disk"), b"target") if disk_is_disk => {

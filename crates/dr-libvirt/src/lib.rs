@@ -16,7 +16,9 @@
 //! - [`host`]: one host's connection and read; [`events`]: the power event
 //!   log and who caused each; [`store`]: what survives a restart.
 //! - [`pull`]: point-in-time exports of a running domain's disks (a
-//!   pull-mode backup with a checkpoint), read over NBD for replication.
+//!   pull-mode backup with a checkpoint), read over NBD for replication;
+//!   [`changes`]: that as `dr-replication`'s change source, checkpoint
+//!   chain and all.
 //! - [`Libvirt`] ([`backend`]): the port.
 //!
 //! ## What this crate must not know
@@ -26,6 +28,7 @@
 #![forbid(unsafe_code)]
 
 pub mod backend;
+pub mod changes;
 pub mod config;
 pub mod conn;
 pub mod domxml;

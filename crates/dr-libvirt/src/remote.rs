@@ -646,7 +646,7 @@ impl Client {
         decode("create checkpoint", &r, Checkpoint::decode)
     }
 
-    /// Every checkpoint of a domain (`flags` 4: parents before children).
+    /// Every checkpoint of a domain (`flags` 2: parents before children).
     pub async fn checkpoints(
         &self,
         dom: &Domain,
@@ -672,7 +672,7 @@ impl Client {
         })
     }
 
-    /// Deletes a checkpoint (`flags` 4: its metadata only, the disks'
+    /// Deletes a checkpoint (`flags` 2: its metadata only, the disks'
     /// bitmaps left as they are). Its changes are merged into its parent's
     /// bitmap, so the parent still tracks everything since it was taken.
     pub async fn checkpoint_delete(
@@ -713,27 +713,41 @@ impl Client {
     /// The type of the domain's last finished job (`COMPLETED` flag), and
     /// its `errmsg` when it failed.
     pub async fn completed_job(&self, dom: &Domain) -> Result<(i32, Option<String>), LibvirtError> {
+        let (t, fields) = self.job_stats(dom, 1).await?;
+        let err = fields
+            .into_iter()
+            .find_map(|(k, v)| match (k == "errmsg", v) {
+                (true, Param::Str(s)) => Some(s),
+                _ => None,
+            });
+        Ok((t, err))
+    }
+
+    /// The domain's job statistics (`virDomainGetJobStats`; `flags` 1: the
+    /// last finished job's): its type and fields (a backup's
+    /// `disk_temp_used` is what its scratch files hold).
+    pub async fn job_stats(
+        &self,
+        dom: &Domain,
+        flags: u32,
+    ) -> Result<(i32, Vec<(String, Param)>), LibvirtError> {
         let r = self
             .call(
                 proc_::DOMAIN_GET_JOB_STATS,
                 "job stats",
                 args(|w| {
                     dom.encode(w);
-                    w.u32(1);
+                    w.u32(flags);
                 }),
             )
             .await?;
         decode("job stats", &r, |r| {
             let t = r.i32("job type")?;
             let n = r.len(64, 12, "job fields")?;
-            let mut err = None;
-            for _ in 0..n {
-                let (k, v) = Param::decode(r)?;
-                if let (true, Param::Str(s)) = (k == "errmsg", v) {
-                    err = Some(s);
-                }
-            }
-            Ok((t, err))
+            let fields = (0..n)
+                .map(|_| Param::decode(r))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok((t, fields))
         })
     }
 
