@@ -561,6 +561,123 @@ impl Libvirt {
         }
     }
 
+    /// The definition of a VM that is to come up from other disks, and the
+    /// host (and domain) still holding it, if that host answers. Refused
+    /// while the VM runs anywhere: that would be a second copy.
+    async fn definition_for_images(
+        &self,
+        vm: &str,
+        op: &'static str,
+    ) -> Result<(String, Option<(Arc<Host>, Arc<Client>, Domain)>), HypervisorError> {
+        match self.locate(vm).await {
+            Ok((h, c, d)) => {
+                let (st, _) = self.dom_state(&h, &c, &d).await?;
+                if is_active(st) {
+                    return Err(HypervisorError::InvalidState {
+                        name: vm.to_owned(),
+                        detail: format!(
+                            "running on {}: {op} would start a second copy",
+                            h.cfg.name
+                        ),
+                    });
+                }
+                let xml = c
+                    .xml(&d, host::XML_FLAGS)
+                    .await
+                    .map_err(|e| e.into_port(&h.cfg.name, "vm", vm))?;
+                Ok((xml, Some((h, c, d))))
+            }
+            // Its host does not answer: the definition read last.
+            Err(HypervisorError::HostUnreachable { .. }) => {
+                Ok((self.definition_of(vm).await?, None))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Where host `dst` runs `images` (raw, as a replica writes them) from:
+    /// each converted to a qcow2 `name-dev.qcow2` (so the VM keeps
+    /// snapshots and change tracking) in the first directory `dst` shares,
+    /// or beside the image when it lists none. Without `qemu-img` on this
+    /// machine the raw images are used where they are (a copy for a drill),
+    /// and the VM runs without snapshots until converted.
+    async fn place_images(
+        dst: &Host,
+        images: &[PathBuf],
+        targets: &[String],
+        name: &str,
+        drill: bool,
+    ) -> Result<Vec<(String, &'static str)>, HypervisorError> {
+        for i in images {
+            if !tokio::fs::try_exists(i).await.unwrap_or(false) {
+                return Err(HypervisorError::NotFound {
+                    kind: "disk image",
+                    name: i.display().to_string(),
+                });
+            }
+        }
+        let dir_for = |img: &std::path::Path| match dst.cfg.shared.first() {
+            Some(d) => PathBuf::from(d),
+            None => img.parent().map(PathBuf::from).unwrap_or_default(),
+        };
+        let mut out = Vec::with_capacity(images.len());
+        for (img, dev) in images.iter().zip(targets) {
+            let to = dir_for(img).join(format!("{name}-{dev}.qcow2"));
+            let converted = tokio::process::Command::new("qemu-img")
+                .args([
+                    "convert",
+                    "-q",
+                    "-f",
+                    "raw",
+                    "-O",
+                    "qcow2",
+                    "-o",
+                    "compat=1.1",
+                ])
+                .arg(img)
+                .arg(&to)
+                .output()
+                .await;
+            match converted {
+                Ok(o) if o.status.success() => out.push((to.display().to_string(), "qcow2")),
+                Ok(o) => {
+                    return Err(HypervisorError::Failed {
+                        op: "convert a disk image to qcow2",
+                        detail: format!(
+                            "qemu-img convert {} -> {}: {}",
+                            img.display(),
+                            to.display(),
+                            String::from_utf8_lossy(&o.stderr).trim()
+                        ),
+                    })
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    tracing::warn!(image = %img.display(),
+                        "qemu-img is not installed here (Debian package qemu-utils): the VM runs from the raw image, without snapshots or change tracking");
+                    if drill {
+                        let to = to.with_extension("img");
+                        tokio::fs::copy(img, &to)
+                            .await
+                            .map_err(|e| HypervisorError::Failed {
+                                op: "copy a disk image",
+                                detail: format!("{} -> {}: {e}", img.display(), to.display()),
+                            })?;
+                        out.push((to.display().to_string(), "raw"));
+                    } else {
+                        out.push((img.display().to_string(), "raw"));
+                    }
+                }
+                Err(e) => {
+                    return Err(HypervisorError::Failed {
+                        op: "convert a disk image to qcow2",
+                        detail: format!("qemu-img: {e}"),
+                    })
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Where a copy's image of `disk` (target `dev`) goes: beside it, on the
     /// same storage.
     fn copy_path(disk: &str, copy: &str, dev: &str) -> String {
@@ -700,7 +817,7 @@ impl Hypervisor for Libvirt {
             add_host: true,
             replicas: false,
             drills: true,
-            images: false,
+            images: true,
         }
     }
 
@@ -1023,6 +1140,115 @@ impl Hypervisor for Libvirt {
         self.start(&dst, &dc, &d).await
     }
 
+    async fn restore_vm_from_images(
+        &self,
+        vm: &str,
+        host: &str,
+        images: &[PathBuf],
+    ) -> Result<(), HypervisorError> {
+        let (xml, holder) = self.definition_for_images(vm, "a restore").await?;
+        let x = DomainXml::parse(&xml)
+            .map_err(|detail| HypervisorError::Protocol(format!("{vm}: {detail}")))?;
+        if images.len() != x.targets.len() {
+            return Err(HypervisorError::Failed {
+                op: "restore from images",
+                detail: format!(
+                    "{vm} has {} disks and {} images were given",
+                    x.targets.len(),
+                    images.len()
+                ),
+            });
+        }
+        let (dst, dc) = self.target(host).await?;
+        // A name of its own: the disks it ran from before stay as they were.
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let stem = format!("{vm}-restored-{secs}");
+        let placed = Self::place_images(&dst, images, &x.targets, &stem, false).await?;
+        let new_xml = crate::domxml::with_disk_images(&xml, &placed)
+            .map_err(|detail| HypervisorError::Protocol(format!("{vm}: {detail}")))?;
+        // Off the host that held it first (when it answers): one definition.
+        if let Some((h, c, d)) = &holder {
+            if h.cfg.name != host {
+                let _ = self.store.save_definition(vm, &xml).await;
+                c.undefine(d, UNDEFINE_MOVE)
+                    .await
+                    .map_err(|e| e.into_port(&h.cfg.name, "vm", vm))?;
+                h.snapshots_changed(vm);
+            }
+        }
+        let d = self.define_on(vm, &dst, &dc, &new_xml, &[]).await?;
+        if let Some(s) = lock(&self.state).seen.get_mut(vm) {
+            s.host = host.to_owned();
+        }
+        tracing::warn!(
+            vm,
+            host,
+            "defined on the images a replica wrote; starting it"
+        );
+        self.start(&dst, &dc, &d).await
+    }
+
+    async fn start_drill_copy_from_images(
+        &self,
+        vm: &str,
+        host: &str,
+        images: &[PathBuf],
+        copy: &str,
+    ) -> Result<(), HypervisorError> {
+        if self.find(copy).await.is_some() {
+            return Err(HypervisorError::InvalidState {
+                name: copy.to_owned(),
+                detail: "a drill copy of that name exists".into(),
+            });
+        }
+        // The original is not touched: its definition is read where it is.
+        let (h, c, d) = self.locate(vm).await?;
+        let xml = c
+            .xml(&d, host::XML_FLAGS)
+            .await
+            .map_err(|e| e.into_port(&h.cfg.name, "vm", vm))?;
+        let x = DomainXml::parse(&xml)
+            .map_err(|detail| HypervisorError::Protocol(format!("{vm}: {detail}")))?;
+        if images.len() != x.targets.len() {
+            return Err(HypervisorError::Failed {
+                op: "drill from images",
+                detail: format!(
+                    "{vm} has {} disks and {} images were given",
+                    x.targets.len(),
+                    images.len()
+                ),
+            });
+        }
+        let (dst, dc) = self.target(host).await?;
+        // Images of the copy's own (the caller removes its own once started).
+        let placed = Self::place_images(&dst, images, &x.targets, copy, true).await?;
+        let started = async {
+            let on_images = crate::domxml::with_disk_images(&xml, &placed)
+                .map_err(|detail| HypervisorError::Protocol(format!("{vm}: {detail}")))?;
+            let same: Vec<(String, String)> =
+                placed.iter().map(|(p, _)| (p.clone(), p.clone())).collect();
+            let copy_xml = crate::domxml::drill_copy(&on_images, copy, vm, &same)
+                .map_err(|detail| HypervisorError::Protocol(format!("{vm}: {detail}")))?;
+            let nd = dc
+                .define(&copy_xml)
+                .await
+                .map_err(|e| e.into_port(host, "vm", copy))?;
+            if let Err(e) = self.start(&dst, &dc, &nd).await {
+                let _ = dc.undefine(&nd, UNDEFINE_MOVE).await;
+                return Err(e);
+            }
+            Ok(())
+        }
+        .await;
+        if started.is_err() {
+            let files: Vec<String> = placed.into_iter().map(|(p, _)| p).collect();
+            self.delete_images(&dst, &dc, &files).await;
+        }
+        started
+    }
+
     async fn migrate_vm(&self, vm: &str, host: &str) -> Result<(), HypervisorError> {
         let (h, c, d) = self.locate(vm).await?;
         let (st, _) = self.dom_state(&h, &c, &d).await?;
@@ -1144,7 +1370,9 @@ impl Hypervisor for Libvirt {
             .filter(|(disk, dev)| {
                 std::path::Path::new(disk.as_str())
                     .file_name()
-                    .is_some_and(|f| *f == *format!("{copy}-{dev}.qcow2"))
+                    .is_some_and(|f| {
+                        *f == *format!("{copy}-{dev}.qcow2") || *f == *format!("{copy}-{dev}.img")
+                    })
             })
             .map(|(disk, _)| disk.clone())
             .collect();

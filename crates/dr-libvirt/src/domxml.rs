@@ -375,6 +375,225 @@ pub fn escape(s: &str) -> String {
     quick_xml::escape::escape(s).into_owned()
 }
 
+/// `xml` (a domain's definition) with its disks (`device='disk'`, in
+/// order) on `images` instead: each one a file, its driver's format set to
+/// the image's. Everything else (name, UUID, MACs, metadata) stays: it is
+/// the same VM, brought up from other disks. Every disk must get one.
+pub fn with_disk_images(xml: &str, images: &[(String, &str)]) -> Result<String, String> {
+    // Disks without a driver element get one, so the format is stated.
+    let driverless: Vec<bool> = DomainXml::parse(xml)?
+        .formats
+        .iter()
+        .map(String::is_empty)
+        .collect();
+    let mut r = Reader::from_str(xml);
+    let mut w = quick_xml::Writer::new(Vec::new());
+    let mut path: Vec<Vec<u8>> = Vec::new();
+    // The image of the disk being copied through, if it is one.
+    let mut current: Option<usize> = None;
+    let mut next = 0usize;
+    let write = |w: &mut quick_xml::Writer<Vec<u8>>, e: Event<'_>| {
+        w.write_event(e).map_err(|e| format!("cannot write: {e}"))
+    };
+    let attrs = |e: &BytesStart<'_>| -> Result<Vec<(String, String)>, String> {
+        e.attributes()
+            .flatten()
+            .map(|a| {
+                let k = std::str::from_utf8(a.key.as_ref())
+                    .map_err(|_| "attribute name is not UTF-8".to_owned())?
+                    .to_owned();
+                let v = a
+                    .unescape_value()
+                    .map_err(|e| format!("bad attribute: {e}"))?
+                    .into_owned();
+                Ok((k, v))
+            })
+            .collect()
+    };
+    let rebuilt = |name: &str, kv: Vec<(String, String)>| {
+        let mut s = BytesStart::new(name.to_owned());
+        for (k, v) in &kv {
+            s.push_attribute((k.as_str(), v.as_str()));
+        }
+        s
+    };
+    loop {
+        let ev = r
+            .read_event()
+            .map_err(|e| format!("malformed at byte {}: {e}", r.buffer_position()))?;
+        match ev {
+            Event::DocType(_) => return Err("a DTD is not accepted".into()),
+            Event::Start(ref e) | Event::Empty(ref e) => {
+                let empty = matches!(ev, Event::Empty(_));
+                let name = local(e.name().as_ref()).to_vec();
+                let depth = path.len();
+                let parent = path.last().map(Vec::as_slice);
+                if depth == 3 && current.is_some() && name == b"backingStore" {
+                    // The old disk's backing chain: not the image's.
+                    if !empty {
+                        skip_element(&mut r)?;
+                    }
+                    continue;
+                }
+                let out = match (depth, parent, name.as_slice(), current) {
+                    (2, Some(b"devices"), b"disk", _) => {
+                        let mut kv = attrs(e)?;
+                        let is_disk = kv
+                            .iter()
+                            .find(|(k, _)| k == "device")
+                            .is_none_or(|(_, v)| v == "disk");
+                        if is_disk {
+                            if next >= images.len() {
+                                return Err(format!(
+                                    "the definition has more disks than the {} images given",
+                                    images.len()
+                                ));
+                            }
+                            current = Some(next);
+                            next += 1;
+                            kv.retain(|(k, _)| k != "type");
+                            kv.insert(0, ("type".into(), "file".into()));
+                        }
+                        Event::Start(rebuilt("disk", kv))
+                    }
+                    (3, Some(b"disk"), b"source", Some(i)) => Event::Empty(rebuilt(
+                        "source",
+                        vec![("file".into(), images[i].0.clone())],
+                    )),
+                    (3, Some(b"disk"), b"driver", Some(i)) => {
+                        let mut kv = attrs(e)?;
+                        kv.retain(|(k, _)| k != "type");
+                        kv.push(("type".into(), images[i].1.to_owned()));
+                        Event::Empty(rebuilt("driver", kv))
+                    }
+                    _ => ev.clone(),
+                };
+                match out {
+                    // A disk element copied as a start needs its end; an
+                    // empty one is closed at once below.
+                    Event::Start(s) if empty => {
+                        write(&mut w, Event::Empty(s))?;
+                        if depth == 2 {
+                            current = None;
+                        }
+                    }
+                    Event::Empty(s) if !empty => {
+                        // A replaced source or driver with children: the
+                        // children (backing stores, seclabels) are dropped
+                        // with it, they describe the old disk.
+                        write(&mut w, Event::Empty(s))?;
+                        skip_element(&mut r)?;
+                    }
+                    other => {
+                        write(&mut w, other)?;
+                        if !empty {
+                            path.push(name);
+                        }
+                        if let (2, Some(i)) = (depth, current) {
+                            if driverless.get(i).copied().unwrap_or(false) {
+                                let d = BytesStart::new("driver")
+                                    .with_attributes([("name", "qemu"), ("type", images[i].1)]);
+                                write(&mut w, Event::Empty(d))?;
+                            }
+                        }
+                    }
+                }
+            }
+            Event::End(e) => {
+                if path.len() == 3 && path[2] == b"disk" {
+                    current = None;
+                }
+                path.pop();
+                write(&mut w, Event::End(e))?;
+            }
+            Event::Eof => break,
+            other => write(&mut w, other)?,
+        }
+    }
+    if !path.is_empty() {
+        return Err("malformed: an element is not closed".into());
+    }
+    if next != images.len() {
+        return Err(format!(
+            "{} images for a definition with {next} disks",
+            images.len()
+        ));
+    }
+    String::from_utf8(w.into_inner()).map_err(|_| "the result is not UTF-8".into())
+}
+
+/// Reads past the end of the element whose start was just read.
+fn skip_element(r: &mut Reader<&[u8]>) -> Result<(), String> {
+    let mut depth = 1usize;
+    while depth > 0 {
+        match r
+            .read_event()
+            .map_err(|e| format!("malformed at byte {}: {e}", r.buffer_position()))?
+        {
+            Event::Start(_) => depth += 1,
+            Event::End(_) => depth -= 1,
+            Event::Eof => return Err("malformed: cut off".into()),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod image_tests {
+    use super::*;
+
+    #[test]
+    fn a_definition_on_other_images_keeps_the_vm_and_swaps_each_disk() {
+        let xml = "<domain type='kvm'><name>db-1</name><uuid>u-1</uuid><devices>\
+            <disk type='block' device='disk'><driver name='qemu' type='qcow2' cache='none'/>\
+            <source dev='/dev/vg/db'><seclabel model='dac' relabel='no'/></source>\
+            <backingStore type='file'><format type='qcow2'/><source file='/base.qcow2'/></backingStore>\
+            <target dev='vda' bus='virtio'/></disk>\
+            <disk type='file' device='cdrom'><source file='/iso/x.iso'/><target dev='sda'/></disk>\
+            <disk type='file' device='disk'><source file='/img/db-2.qcow2'/><target dev='vdb'/></disk>\
+            <interface type='bridge'><mac address='52:54:00:01:02:03'/></interface></devices></domain>";
+        let out = with_disk_images(
+            xml,
+            &[
+                ("/r/db-1-disk0.img".into(), "raw"),
+                ("/r/db-1-disk1.img".into(), "raw"),
+            ],
+        )
+        .expect("rewritten");
+        let d = DomainXml::parse(&out).expect("parses");
+        assert_eq!(d.name, "db-1");
+        assert_eq!(d.uuid, "u-1");
+        assert_eq!(d.disks, vec!["/r/db-1-disk0.img", "/r/db-1-disk1.img"]);
+        assert_eq!(d.targets, vec!["vda", "vdb"]);
+        assert_eq!(d.formats, vec!["raw", "raw"]);
+        assert!(
+            out.contains("cache=\"none\"") && out.contains("52:54:00:01:02:03"),
+            "{out}"
+        );
+        assert!(out.contains("/iso/x.iso"), "the cdrom is untouched: {out}");
+        assert!(
+            !out.contains("backingStore")
+                && !out.contains("/dev/vg/db")
+                && !out.contains("seclabel"),
+            "{out}"
+        );
+        assert!(
+            with_disk_images(xml, &[("/a".into(), "raw")]).is_err(),
+            "too few images"
+        );
+        assert!(with_disk_images(
+            xml,
+            &[
+                ("/a".into(), "raw"),
+                ("/b".into(), "raw"),
+                ("/c".into(), "raw")
+            ]
+        )
+        .is_err());
+    }
+}
+
 #[cfg(test)]
 mod snapshot_tests {
     use super::*;
