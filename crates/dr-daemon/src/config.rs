@@ -9,6 +9,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use toml::Spanned;
 
+mod replication;
+pub use replication::image_in;
+
 /// A configuration that cannot be used, with where and why.
 #[derive(Debug, thiserror::Error)]
 #[error("{path}{}: {message}", line.map(|l| format!(":{l}")).unwrap_or_default())]
@@ -134,7 +137,7 @@ struct Raw {
     journal: RawJournal,
     #[serde(default)]
     snapshots: RawSnapshots,
-    replication: Option<RawReplication>,
+    replication: Option<replication::RawReplication>,
     agents: Option<RawAgents>,
     #[serde(default)]
     fence: RawFence,
@@ -154,39 +157,6 @@ struct RawAgents {
     listen: Spanned<String>,
     token_file: String,
     storage_dir: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawReplication {
-    key_file: Option<String>,
-    key_env: Option<String>,
-    interval: Option<Spanned<String>>,
-    rpo_target: Option<Spanned<String>>,
-    bandwidth: Option<u64>,
-    log_root: Option<String>,
-    #[serde(default)]
-    vm: Vec<RawProtected>,
-    #[serde(default)]
-    receive: Vec<RawReceive>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawReceive {
-    listen: Spanned<String>,
-    dir: String,
-    keep: Option<usize>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawProtected {
-    name: Spanned<String>,
-    disks: Vec<String>,
-    targets: Vec<Spanned<String>>,
-    replica: Option<String>,
-    restore_disks: Option<Vec<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -546,136 +516,13 @@ impl DaemonConfig {
         let replication = match raw.replication {
             None => None,
             Some(r) => {
-                let key = match (&r.key_file, &r.key_env) {
-                    (Some(f), None) => {
-                        let p = base.join(f);
-                        std::fs::read(&p).map_err(|e| {
-                            err(None, format!("replication.key_file {}: {e}", p.display()))
-                        })?
-                    }
-                    (None, Some(var)) => std::env::var(var)
-                        .map_err(|_| err(None, format!("replication.key_env: ${var} is not set")))?
-                        .into_bytes(),
-                    _ => {
-                        return Err(err(
-                            None,
-                            "replication: give key_file or key_env (one of them)".into(),
-                        ))
-                    }
+                let ctx = replication::Ctx {
+                    text,
+                    path,
+                    base,
+                    backend: &backend,
                 };
-                let key = key.trim_ascii().to_vec();
-                if key.len() < 16 {
-                    return Err(err(
-                        None,
-                        "replication: the key must be at least 16 bytes".into(),
-                    ));
-                }
-                let interval = match &r.interval {
-                    None => Duration::from_secs(5),
-                    Some(s) => dr_core::time::parse_duration(s.get_ref()).map_err(|e| {
-                        err(
-                            Some(line_of(text, s.span().start)),
-                            format!("replication.interval: {e}"),
-                        )
-                    })?,
-                };
-                // A checkpoint every interval, shipped within the next: an
-                // RPO up to about two intervals is on schedule.
-                let rpo_target = match &r.rpo_target {
-                    None => interval * 3,
-                    Some(s) => dr_core::time::parse_duration(s.get_ref()).map_err(|e| {
-                        err(
-                            Some(line_of(text, s.span().start)),
-                            format!("replication.rpo_target: {e}"),
-                        )
-                    })?,
-                };
-                let log_root = base.join(r.log_root.unwrap_or_else(|| "drd-replication".into()));
-                let mut receive = Vec::new();
-                for rc in &r.receive {
-                    let listen = rc.listen.get_ref().parse::<SocketAddr>().map_err(|e| {
-                        err(
-                            Some(line_of(text, rc.listen.span().start)),
-                            format!(
-                                "replication.receive.listen {:?}: {e} (expected ADDRESS:PORT)",
-                                rc.listen.get_ref()
-                            ),
-                        )
-                    })?;
-                    receive.push(crate::replication::Receive {
-                        listen,
-                        dir: base.join(&rc.dir),
-                        keep: rc.keep.unwrap_or(2).max(1),
-                    });
-                }
-                let mut vms = Vec::new();
-                for v in r.vm {
-                    let line = Some(line_of(text, v.name.span().start));
-                    if v.disks.is_empty() || v.targets.is_empty() {
-                        return Err(err(
-                            line,
-                            format!(
-                                "replication.vm {:?}: needs disks and targets",
-                                v.name.get_ref()
-                            ),
-                        ));
-                    }
-                    let mut targets = Vec::new();
-                    for t in &v.targets {
-                        targets.push(t.get_ref().parse::<SocketAddr>().map_err(|e| {
-                            err(
-                                Some(line_of(text, t.span().start)),
-                                format!(
-                                    "replication.vm.targets {:?}: {e} (expected ADDRESS:PORT)",
-                                    t.get_ref()
-                                ),
-                            )
-                        })?);
-                    }
-                    let restore = match (&v.replica, &v.restore_disks) {
-                        (None, None) => None,
-                        (Some(dir), Some(images)) => {
-                            let dir = base.join(dir);
-                            if !receive.iter().any(|rc| rc.dir == dir) {
-                                return Err(err(line, format!(
-                                    "replication.vm {:?}: replica {} is not a [[replication.receive]] dir of this daemon",
-                                    v.name.get_ref(), dir.display()
-                                )));
-                            }
-                            if images.len() != v.disks.len() {
-                                return Err(err(line, format!(
-                                    "replication.vm {:?}: restore_disks needs one image per disk ({})",
-                                    v.name.get_ref(), v.disks.len()
-                                )));
-                            }
-                            Some((dir, images.iter().map(|i| base.join(i)).collect()))
-                        }
-                        _ => {
-                            return Err(err(
-                                line,
-                                format!(
-                                    "replication.vm {:?}: replica and restore_disks go together",
-                                    v.name.get_ref()
-                                ),
-                            ))
-                        }
-                    };
-                    vms.push(crate::replication::Protected {
-                        restore,
-                        log_dir: log_root.join(v.name.get_ref()),
-                        vm: v.name.into_inner(),
-                        disks: v.disks.iter().map(|d| base.join(d)).collect(),
-                        targets,
-                    });
-                }
-                Some(crate::replication::ReplicationConfig {
-                    key,
-                    interval,
-                    rpo_target,
-                    bandwidth: r.bandwidth.filter(|&b| b > 0),
-                    vms,
-                    receive,
-                })
+                Some(replication::parse(&ctx, r)?)
             }
         };
         let agents = match raw.agents {

@@ -85,13 +85,26 @@ fn backend(backend: &Backend) -> Result<(), String> {
 
 fn replication(r: &crate::replication::ReplicationConfig) -> Result<(), String> {
     for p in &r.vms {
-        for disk in &p.disks {
-            std::fs::metadata(disk)
-                .map_err(|e| format!("replication.vm {:?}: disk {}: {e}", p.vm, disk.display()))?;
+        if let crate::replication::DiskSource::Scan(disks) = &p.source {
+            for disk in disks {
+                std::fs::metadata(disk).map_err(|e| {
+                    format!("replication.vm {:?}: disk {}: {e}", p.vm, disk.display())
+                })?;
+            }
         }
         // The restore images' directories are made when a failover writes
-        // them; a path that exists must not be a directory.
-        if let Some((_, images)) = &p.restore {
+        // them; a path that exists must not be a directory (nor a file,
+        // for restore_dir).
+        if let Some((_, crate::replication::RestoreImages::Dir(d))) = &p.restore {
+            if d.exists() && !d.is_dir() {
+                return Err(format!(
+                    "replication.vm {:?}: restore_dir {}: is not a directory",
+                    p.vm,
+                    d.display()
+                ));
+            }
+        }
+        if let Some((_, crate::replication::RestoreImages::Files(images))) = &p.restore {
             if let Some(image) = images.iter().find(|i| i.is_dir()) {
                 return Err(format!(
                     "replication.vm {:?}: restore_disks {}: is a directory, not an image",

@@ -23,8 +23,34 @@ pub struct RestorePlan {
     pub replica: Arc<Mutex<Replica>>,
     /// Its replica directory (for messages).
     pub dir: PathBuf,
-    /// Where each disk (0, 1, …) is written for the restored VM.
-    pub images: Vec<PathBuf>,
+    /// Where the disks (0, 1, …) are written for the restored VM.
+    pub images: crate::replication::RestoreImages,
+}
+
+impl RestorePlan {
+    /// The image of each disk of the replica's newest complete checkpoint
+    /// (named, or one per disk it holds in a directory).
+    fn paths(&self, vm: &str) -> Result<Vec<PathBuf>, HypervisorError> {
+        use crate::replication::RestoreImages;
+        match &self.images {
+            RestoreImages::Files(f) => Ok(f.clone()),
+            RestoreImages::Dir(dir) => {
+                let replica = self.replica.lock().unwrap_or_else(PoisonError::into_inner);
+                let newest = replica.newest().ok_or_else(|| HypervisorError::Failed {
+                    op: "restore from replica",
+                    detail: format!(
+                        "the replica in {} has no complete checkpoint yet",
+                        self.dir.display()
+                    ),
+                })?;
+                Ok(replica
+                    .disks_at(newest.id)
+                    .into_iter()
+                    .map(|d| crate::config::image_in(dir, vm, d))
+                    .collect())
+            }
+        }
+    }
 }
 
 /// The hypervisor, with restores from replicas backed by real checkpoints.
@@ -224,11 +250,9 @@ impl Hypervisor for ReplicaRestore {
     ) -> Result<(), HypervisorError> {
         if source == RestoreSource::Replica {
             if let Some(plan) = self.plans.get(vm) {
-                self.materialize(vm, plan, &plan.images, "failover").await?;
-                return self
-                    .inner
-                    .restore_vm_from_images(vm, host, &plan.images)
-                    .await;
+                let images = plan.paths(vm)?;
+                self.materialize(vm, plan, &images, "failover").await?;
+                return self.inner.restore_vm_from_images(vm, host, &images).await;
             }
         }
         self.inner.restore_vm(vm, host, source).await
@@ -272,7 +296,7 @@ impl Hypervisor for ReplicaRestore {
         // Images of its own, beside the failover's: a drill never writes
         // over what a failover may be reading.
         let images: Vec<PathBuf> = plan
-            .images
+            .paths(vm)?
             .iter()
             .map(|i| {
                 let mut name = i.file_name().unwrap_or_default().to_os_string();
@@ -363,7 +387,7 @@ replica = true
         let plan = RestorePlan {
             replica: Arc::new(Mutex::new(replica)),
             dir: dir.join("replica"),
-            images: vec![images.join("app-1.img")],
+            images: crate::replication::RestoreImages::Files(vec![images.join("app-1.img")]),
         };
         let rr = ReplicaRestore::new(hv, BTreeMap::from([("app-1".to_owned(), plan)]));
         let drill = rr.start_drill_copy("app-1", "h2", RestoreSource::Replica, "app-1-drill");

@@ -14,20 +14,42 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::sync::watch;
 
+/// Where a protected VM's changes come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DiskSource {
+    /// Its disk images, disk 0, 1, … in order, read whole each point and
+    /// compared block by block (`source = "scan"`).
+    Scan(Vec<PathBuf>),
+    /// The hypervisor's change tracking: one instant of every disk of the
+    /// VM per point, only what changed read (`source = "libvirt"`).
+    Libvirt(dr_libvirt::changes::Tracking),
+}
+
+/// Where a failover writes a protected VM's disks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RestoreImages {
+    /// One image per disk, named.
+    Files(Vec<PathBuf>),
+    /// A directory: `<vm>-disk<N>.img` for each disk the replica holds.
+    Dir(PathBuf),
+}
+
 /// One protected VM.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Protected {
     /// The VM.
     pub vm: String,
-    /// Its disk images, shipped as one consistent group.
-    pub disks: Vec<PathBuf>,
+    /// Where its changes come from.
+    pub source: DiskSource,
     /// Its receivers.
     pub targets: Vec<SocketAddr>,
     /// Its log directory on this side.
     pub log_dir: PathBuf,
+    /// Time between its checkpoints.
+    pub interval: Duration,
     /// Failover from a replica this daemon receives: that replica's
-    /// directory, and where each disk is written for the restored VM.
-    pub restore: Option<(PathBuf, Vec<PathBuf>)>,
+    /// directory, and where the disks are written for the restored VM.
+    pub restore: Option<(PathBuf, RestoreImages)>,
 }
 
 /// A replica this daemon receives (it is the DR site's receiver too).
@@ -46,7 +68,7 @@ pub struct Receive {
 pub struct ReplicationConfig {
     /// The pre-shared key of the receivers.
     pub key: Vec<u8>,
-    /// Time between checkpoints.
+    /// Time between checkpoints (a VM may set its own).
     pub interval: Duration,
     /// The RPO above which a VM's replication is behind (`rpo_target`;
     /// three intervals unless set).
@@ -86,8 +108,19 @@ pub struct VmReplication {
     pub rpo_target_ms: u64,
     /// The newest checkpoint taken here.
     pub checkpoint: u64,
-    /// Blocks found changed by the last scan.
+    /// Where its changes come from: `scan` or `libvirt`.
+    pub source: &'static str,
+    /// Whether each point is one instant of every disk
+    /// (`point_in_time`), or blocks read while the disks may be written
+    /// (`fuzzy`, the scan's).
+    pub consistency: &'static str,
+    /// 4 KiB blocks found changed by the last point.
     pub changed_blocks: u64,
+    /// Points that sent every allocated block (the first, and any after
+    /// the change tracking was lost).
+    pub full_points: u64,
+    /// Why the last full point after the first was full.
+    pub full_reason: Option<String>,
     /// Jobs that failed and were restarted.
     pub restarts: u64,
     /// The last error, if the job is failing.
@@ -129,42 +162,17 @@ pub async fn protect(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let target = cfg.rpo_target.as_millis().try_into().unwrap_or(u64::MAX);
-    state.update(&p.vm, |r| r.rpo_target_ms = target);
+    let (source, consistency) = match &p.source {
+        DiskSource::Scan(_) => ("scan", "fuzzy"),
+        DiskSource::Libvirt(_) => ("libvirt", "point_in_time"),
+    };
+    state.update(&p.vm, |r| {
+        r.rpo_target_ms = target;
+        r.source = source;
+        r.consistency = consistency;
+    });
     loop {
-        let job = ShipJob {
-            disks: p.disks.clone(),
-            log_dir: p.log_dir.clone(),
-            targets: p.targets.clone(),
-            ship: ShipConfig {
-                bandwidth: cfg.bandwidth,
-                ..ShipConfig::new(cfg.key.clone())
-            },
-            interval: Some(cfg.interval),
-            timeout: Duration::from_secs(3600),
-        };
-        let st = state.clone();
-        let vm = p.vm.clone();
-        let result = agent::ship(job, shutdown.clone(), move |round| {
-            st.update(&vm, |e| {
-                e.checkpoint = round.checkpoint;
-                e.changed_blocks = round.scans.iter().map(|s| s.changed).sum();
-                e.error = None;
-                e.targets = round
-                    .targets
-                    .iter()
-                    .zip(round.lag_bytes.iter().zip(&round.rpo_ms))
-                    .map(|((addr, progress), (lag, rpo))| TargetStatus {
-                        target: addr.to_string(),
-                        checkpoint: progress.checkpoint.map(|c| c.0),
-                        rpo_ms: *rpo,
-                        lag_bytes: *lag,
-                        failures: progress.failures,
-                        error: progress.error.as_deref().map(str::to_owned),
-                    })
-                    .collect();
-            });
-        })
-        .await;
+        let result = ship_once(&p, &cfg, &state, shutdown.clone()).await;
         if *shutdown.borrow() {
             return;
         }
@@ -180,6 +188,69 @@ pub async fn protect(
         tokio::select! {
             _ = shutdown.changed() => return,
             () = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
+    }
+}
+
+/// One shipping job of `p`, until it fails or `shutdown`.
+async fn ship_once(
+    p: &Protected,
+    cfg: &ReplicationConfig,
+    state: &Arc<ReplicationState>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), dr_replication::ReplError> {
+    let job = ShipJob {
+        disks: match &p.source {
+            DiskSource::Scan(d) => d.clone(),
+            DiskSource::Libvirt(_) => Vec::new(),
+        },
+        log_dir: p.log_dir.clone(),
+        targets: p.targets.clone(),
+        ship: ShipConfig {
+            bandwidth: cfg.bandwidth,
+            ..ShipConfig::new(cfg.key.clone())
+        },
+        interval: Some(p.interval),
+        timeout: Duration::from_secs(3600),
+    };
+    let st = state.clone();
+    let vm = p.vm.clone();
+    let report = move |round: &agent::Round| {
+        st.update(&vm, |e| {
+            e.checkpoint = round.checkpoint;
+            e.changed_blocks = round.scans.iter().map(|s| s.changed).sum();
+            if round.full {
+                e.full_points += 1;
+                if round.full_reason.is_some() {
+                    e.full_reason.clone_from(&round.full_reason);
+                }
+            }
+            e.error = None;
+            e.targets = round
+                .targets
+                .iter()
+                .zip(round.lag_bytes.iter().zip(&round.rpo_ms))
+                .map(|((addr, progress), (lag, rpo))| TargetStatus {
+                    target: addr.to_string(),
+                    checkpoint: progress.checkpoint.map(|c| c.0),
+                    rpo_ms: *rpo,
+                    lag_bytes: *lag,
+                    failures: progress.failures,
+                    error: progress.error.as_deref().map(str::to_owned),
+                })
+                .collect();
+        });
+    };
+    match &p.source {
+        DiskSource::Scan(_) => agent::ship(job, shutdown, report).await,
+        DiskSource::Libvirt(t) => {
+            std::fs::create_dir_all(&p.log_dir).map_err(|cause| dr_replication::ReplError::Io {
+                op: "create",
+                path: p.log_dir.clone(),
+                cause,
+            })?;
+            let source = dr_libvirt::changes::LibvirtChanges::open(t.clone())?;
+            agent::ship_from(job, Box::new(source), shutdown, report).await
         }
     }
 }

@@ -43,6 +43,8 @@ pub struct Round {
     /// Whether the point was a full copy (the first, or after the change
     /// tracking was lost), not only the changes.
     pub full: bool,
+    /// Why a full point after the first was full.
+    pub full_reason: Option<String>,
     /// Each receiver's progress when the round was reported.
     pub targets: Vec<(SocketAddr, Progress)>,
     /// Each receiver's lag then: log bytes it has not acknowledged.
@@ -55,7 +57,7 @@ pub struct Round {
 impl Round {
     fn new(
         (checkpoint, seq): (u64, u64),
-        (scans, full): (Vec<ScanStats>, bool),
+        (scans, full, full_reason): (Vec<ScanStats>, bool, Option<String>),
         targets: Vec<(SocketAddr, Progress)>,
         log: &Log,
     ) -> Round {
@@ -65,6 +67,7 @@ impl Round {
             seq,
             scans,
             full,
+            full_reason,
             lag_bytes: targets
                 .iter()
                 .map(|(_, p)| log.bytes_after(p.acked_seq))
@@ -151,7 +154,12 @@ pub async fn ship_from(
         .await?;
         source = src_back;
         let captured = captured?;
-        let ((id, seq), scans, full) = (captured.checkpoint, captured.disks, captured.point.full);
+        let (id, seq) = captured.checkpoint;
+        let point = (
+            captured.disks,
+            captured.point.full,
+            captured.point.full_reason,
+        );
         wake.notify_waiters();
         let snapshot = |p: &Vec<(SocketAddr, watch::Receiver<Progress>)>| {
             p.iter()
@@ -168,12 +176,7 @@ pub async fn ship_from(
                     r = tokio::time::timeout(deadline, all_there(&mut progress, seq)) => r.is_ok(),
                 };
                 let targets = snapshot(&progress);
-                report(&Round::new(
-                    (id, seq),
-                    (scans, full),
-                    targets.clone(),
-                    &lock(&log),
-                ));
+                report(&Round::new((id, seq), point, targets.clone(), &lock(&log)));
                 break if done && targets.iter().all(|(_, p)| p.acked_seq >= seq) {
                     Ok(())
                 } else {
@@ -196,7 +199,7 @@ pub async fn ship_from(
                 }
                 report(&Round::new(
                     (id, seq),
-                    (scans, full),
+                    point,
                     snapshot(&progress),
                     &lock(&log),
                 ));
