@@ -16,7 +16,9 @@
 #                                  define and start a guest on HOST (IP: its
 #                                  address, host part of the lab's /24;
 #                                  vmdr.writer=USEC: it writes numbered
-#                                  records to its disk, one per 4 KiB block)
+#                                  records to its disk, one per 4 KiB block;
+#                                  vmdr.disks=2: a second disk, vdb, and the
+#                                  records alternate between the two)
 #   kvm-lab.sh kill HOST           the host dies: its daemon and guests are
 #                                  SIGKILLed and its address stops answering
 #   kvm-lab.sh cut HOST            the host is cut off (guests keep running)
@@ -83,7 +85,7 @@ virsh_on() { local h=$1; shift; virsh -q -c "$(unix_uri "$h")" "$@"; }
 # the busybox initramfs, built once into the cache.
 guest_assets() {
     if [ -s "$CACHE/vmlinuz" ] && [ -s "$CACHE/initrd.gz" ] && [ -s "$CACHE/version" ] &&
-        [ "$(cat "$CACHE/version")" = 5 ]; then
+        [ "$(cat "$CACHE/version")" = 7 ]; then
         return
     fi
     command -v busybox >/dev/null || die "busybox is missing (apt-get install busybox-static)"
@@ -128,14 +130,43 @@ ip link set eth0 up
 [ -n "$gw" ] && ip route add default via "$gw"
 mac=$(cat /sys/class/net/eth0/address)
 echo "vmdr-guest up ip=$ip"
+mkdir -p /tmp
+# The benchmark's writes, on the agent's command: vmdr-fill writes PERCENT of
+# vda in 64 KiB units at distinct random offsets (SEED), then syncs;
+# vmdr-churn writes 1 MiB at random offsets, each flushed, about MBPS MB/s
+# at most, until vmdr-churn-stop.
+cat >/vmdr-fill <<'FILL'
+units=$(( $(cat /sys/block/vda/size) / 128 ))
+awk -v n=$(( units * $1 / 100 )) -v u="$units" -v s="$2" 'BEGIN {
+    srand(s); while (c < n) { o = int(rand() * u); if (!(o in seen)) { seen[o] = 1; c++; print o } } }' |
+    while read -r o; do dd if=/dev/zero of=/dev/vda bs=65536 seek="$o" count=1 conv=notrunc 2>/dev/null; done
+sync
+FILL
+cat >/vmdr-churn <<'CHURN'
+units=$(( $(cat /sys/block/vda/size) / 2048 ))
+pause=$(( 1000000 / ${1:-1000} ))
+awk -v u="$units" 'BEGIN { srand(); while (1) print int(rand() * u) }' |
+    while read -r o; do
+        [ -e /tmp/churn-stop ] && break
+        dd if=/dev/zero of=/dev/vda bs=1048576 seek="$o" count=1 conv=notrunc,fsync 2>/dev/null
+        usleep "$pause"
+    done
+CHURN
 # The writer (vmdr.writer=MICROSECONDS between records): numbered records in
 # order, one per 4 KiB block of the disk, each flushed before the next is
 # written, for the replication tests' crash-consistency checks.
-w=$(arg vmdr.writer)
+# With vmdr.disks=2 record k goes to block k/2 of disk k%2 (vda, vdb): the
+# two disks written alternately, for checks that a point is one instant of
+# both.
+w=$(arg vmdr.writer); nd=$(arg vmdr.disks)
 if [ -n "$w" ] && [ -b /dev/vda ]; then
     (k=0; while [ "$k" -lt 4096 ]; do
+        dev=/dev/vda; blk=$k
+        if [ "$nd" = 2 ]; then
+            blk=$((k / 2)); [ $((k % 2)) = 1 ] && dev=/dev/vdb
+        fi
         printf 'vmdr-record %08d\n' "$k" |
-            dd of=/dev/vda bs=4096 seek="$k" conv=notrunc,sync,fsync 2>/dev/null
+            dd of="$dev" bs=4096 seek="$blk" conv=notrunc,sync,fsync 2>/dev/null
         k=$((k + 1)); usleep "$w"
     done) &
 fi
@@ -157,6 +188,18 @@ agent() {
                 reply("{\"return\": {}}")
             } else if (line ~ /"guest-network-get-interfaces"/) {
                 reply("{\"return\": [{\"name\": \"lo\", \"ip-addresses\": [{\"ip-address-type\": \"ipv4\", \"ip-address\": \"127.0.0.1\", \"prefix\": 8}]}, {\"name\": \"eth0\", \"hardware-address\": \"" mac "\", \"ip-addresses\": [{\"ip-address-type\": \"ipv4\", \"ip-address\": \"" ip "\", \"prefix\": " prefix "}]}]}")
+            } else if (line ~ /"vmdr-fill"/) {
+                pct = line; sub(/.*"percent"[ ]*:[ ]*/, "", pct); sub(/[^0-9].*/, "", pct)
+                seed = line; sub(/.*"seed"[ ]*:[ ]*/, "", seed); sub(/[^0-9].*/, "", seed)
+                system("sh /vmdr-fill " pct " " seed)
+                reply("{\"return\": {}}")
+            } else if (line ~ /"vmdr-churn-stop"/) {
+                system("touch /tmp/churn-stop")
+                reply("{\"return\": {}}")
+            } else if (line ~ /"vmdr-churn"/) {
+                rate = line; sub(/.*"mbps"[ ]*:[ ]*/, "", rate); sub(/[^0-9].*/, "", rate)
+                system("rm -f /tmp/churn-stop; sh /vmdr-churn " rate " >/dev/null 2>&1 &")
+                reply("{\"return\": {}}")
             } else if (line ~ /"vmdr-poweroff"/) {
                 reply("{\"return\": {}}")
                 system("sync; poweroff -f")
@@ -177,7 +220,7 @@ INIT
     (cd "$root" && find . | busybox cpio -o -H newc 2>/dev/null | gzip -1 >"$CACHE/initrd.gz.new")
     mv "$CACHE/vmlinuz.new" "$CACHE/vmlinuz"
     mv "$CACHE/initrd.gz.new" "$CACHE/initrd.gz"
-    echo 5 >"$CACHE/version"
+    echo 7 >"$CACHE/version"
     rm -rf "$work"
 }
 
@@ -415,8 +458,14 @@ guest() {
     local h=$1 name=$2 addr=$3 extra=${4:-}
     [ -n "$name" ] && [ -n "$addr" ] || die "usage: kvm-lab.sh guest HOST NAME IP [KERNEL-ARGS]"
     host_index "$h" >/dev/null
-    local disk=$DIR/shared/$name.qcow2 type xml
+    local disk=$DIR/shared/$name.qcow2 type xml second=
     [ -e "$disk" ] || qemu-img create -q -f qcow2 "$disk" 16M
+    case " $extra " in
+    *" vmdr.disks=2 "*)
+        [ -e "$DIR/shared/$name-b.qcow2" ] || qemu-img create -q -f qcow2 "$DIR/shared/$name-b.qcow2" 16M
+        second="<disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='$DIR/shared/$name-b.qcow2'/><target dev='vdb' bus='virtio'/></disk>"
+        ;;
+    esac
     type=$([ "$(accel)" = kvm ] && echo kvm || echo qemu)
     # A MAC of its own, fixed by its address: a guest defined again from
     # this file keeps it (neighbours' ARP caches stay right).
@@ -448,6 +497,7 @@ guest() {
       <source file='$disk'/>
       <target dev='vda' bus='virtio'/>
     </disk>
+    $second
     <interface type='bridge'>
       <mac address='$mac'/>
       <source bridge='br0'/>

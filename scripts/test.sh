@@ -100,15 +100,17 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 say "tests"
 cargo test --workspace --locked
 
-# Every release binary in one build: built one package at a time, each
-# would resolve its dependencies' features apart and build them again.
-say "release build of every binary"
-cargo build --locked --release --workspace --bins
+# Every release binary and benchmark in one build: built one package (or
+# the benchmarks, with their dev-dependencies' features) at a time, each
+# build would resolve the dependencies' features apart and compile them
+# again.
+say "release build of every binary and benchmark"
+cargo build --locked --release --workspace --bins --benches
 bin=target/release
 
 # In the release profile: the bench profile is another profile to cargo,
 # and would build every dependency once more.
-say "benchmarks compile and run once"
+say "benchmarks run once"
 cargo bench --locked --profile release --workspace --bench decision_engine -- --test
 
 if [ "$(id -u)" = 0 ] && command -v fping >/dev/null 2>&1; then

@@ -6,6 +6,102 @@ use dr_core::engine::{HostFacts, HostRecovery, OffCause, VmFacts};
 use dr_core::model::{Heartbeat, HostLink, PowerState};
 use dr_core::Timestamp;
 
+/// Writes `bytes` of pseudo-random data (xorshift from `seed`) to `path`:
+/// a disk image whose blocks all differ.
+pub fn random_image(path: &std::path::Path, bytes: u64, seed: u64) {
+    use std::io::Write as _;
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).expect("create image"));
+    let mut buf = vec![0u8; 8 << 20];
+    let mut x = seed | 1;
+    let mut left = bytes;
+    while left > 0 {
+        for c in buf.chunks_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            c.copy_from_slice(&x.to_le_bytes()[..c.len()]);
+        }
+        let n = left.min(buf.len() as u64) as usize;
+        f.write_all(&buf[..n]).expect("write image");
+        left -= n as u64;
+    }
+    f.flush().expect("flush");
+}
+
+/// RPO as the primary sees it, sampled every 20 ms for each receiver: now
+/// minus when the newest checkpoint it acknowledged was taken, on the
+/// monotonic clock (a step of the wall clock is not an RPO). The bench
+/// records when each checkpoint is taken in `taken`.
+pub struct RpoSampler {
+    /// When each checkpoint (by id) was taken.
+    pub taken: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<u64, std::time::Instant>>>,
+    samples: std::sync::Arc<std::sync::Mutex<Vec<Vec<u64>>>>,
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RpoSampler {
+    /// Starts sampling the receivers whose progress is `progress`.
+    pub fn start(
+        progress: Vec<tokio::sync::watch::Receiver<dr_replication::net::Progress>>,
+    ) -> RpoSampler {
+        use std::sync::{Arc, Mutex};
+        let taken = Arc::new(Mutex::new(std::collections::HashMap::new()));
+        let samples = Arc::new(Mutex::new(vec![Vec::new(); progress.len()]));
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let task = {
+            let (taken, samples) = (taken.clone(), samples.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = stopped.changed() => return,
+                        () = tokio::time::sleep(std::time::Duration::from_millis(20)) => {}
+                    }
+                    let now = std::time::Instant::now();
+                    let taken = taken.lock().expect("taken");
+                    let mut all = samples.lock().expect("samples");
+                    for (i, p) in progress.iter().enumerate() {
+                        // Before the load's first checkpoint arrives there
+                        // is nothing to measure.
+                        if let Some(at) = p.borrow().checkpoint.and_then(|(id, _)| taken.get(&id)) {
+                            all[i].push(now.duration_since(*at).as_millis() as u64);
+                        }
+                    }
+                }
+            })
+        };
+        RpoSampler {
+            taken,
+            samples,
+            stop,
+            task,
+        }
+    }
+
+    /// Records that checkpoint `id` was taken at `at`.
+    pub fn taken_at(&self, id: u64, at: std::time::Instant) {
+        self.taken.lock().expect("taken").insert(id, at);
+    }
+
+    /// Stops; each receiver's samples, in ms, sorted.
+    pub async fn finish(self) -> Vec<Vec<u64>> {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+        let mut all = self.samples.lock().expect("samples").clone();
+        for s in &mut all {
+            s.sort_unstable();
+        }
+        all
+    }
+}
+
+/// The `q` quantile of sorted `s` (0 when empty).
+pub fn quantile(s: &[u64], q: f64) -> u64 {
+    s.get(((s.len() as f64 - 1.0) * q) as usize)
+        .copied()
+        .unwrap_or(0)
+}
+
 /// CPU seconds (user + system) of this process, and of its waited-for
 /// children, from /proc/self/stat (clock ticks of 10 ms).
 pub fn cpu_secs() -> (f64, f64) {

@@ -342,32 +342,10 @@ fn main() {
         // Ages are measured on the monotonic clock, from when each
         // checkpoint was taken: a step of the wall clock (seen once here:
         // 11 s on both replicas at once, for five samples) is not an RPO.
-        let rpo_samples = Arc::new(Mutex::new(vec![Vec::new(); receivers.len()]));
-        let taken = Arc::new(Mutex::new(std::collections::HashMap::<u64, Instant>::new()));
+        let sampler =
+            dr_benches::RpoSampler::start(receivers.iter().map(|r| r.progress.clone()).collect());
+        let taken = sampler.taken.clone();
         let (load_stop, load_stopped) = watch::channel(false);
-        let sampler = {
-            let progress: Vec<_> = receivers.iter().map(|r| r.progress.clone()).collect();
-            let (samples, mut stopped) = (rpo_samples.clone(), load_stopped.clone());
-            let taken = taken.clone();
-            tokio::spawn(async move {
-                loop {
-                    tokio::select! {
-                        _ = stopped.changed() => return,
-                        () = tokio::time::sleep(Duration::from_millis(20)) => {}
-                    }
-                    let now = Instant::now();
-                    let taken = taken.lock().expect("taken");
-                    let mut all = samples.lock().expect("samples");
-                    for (i, p) in progress.iter().enumerate() {
-                        // Before the load's first checkpoint arrives there
-                        // is nothing to measure.
-                        if let Some(at) = p.borrow().checkpoint.and_then(|(id, _)| taken.get(&id)) {
-                            all[i].push(now.duration_since(*at).as_millis() as u64);
-                        }
-                    }
-                }
-            })
-        };
         let writer = {
             let wake = wake.clone();
             let taken = taken.clone();
@@ -424,16 +402,14 @@ fn main() {
         tokio::time::sleep(Duration::from_secs(load_secs)).await;
         let _ = load_stop.send(true);
         let written = writer.await.expect("writer");
-        let _ = sampler.await;
         let _ = trimmer.await;
-        let all = rpo_samples.lock().expect("samples").clone();
+        let all = sampler.finish().await;
         println!(
             "RPO with {:.1} MB/s of writes for {load_secs} s (checkpoint every 100 ms, sampled every 20 ms):",
             written as f64 / load_secs as f64 / 1e6
         );
-        for (r, mut s) in receivers.iter().zip(all) {
-            s.sort_unstable();
-            let pick = |q: f64| s.get(((s.len() as f64 - 1.0) * q) as usize).copied().unwrap_or(0);
+        for (r, s) in receivers.iter().zip(all) {
+            let pick = |q: f64| dr_benches::quantile(&s, q);
             println!(
                 "  {}: median {} ms, p99 {} ms, max {} ms over {} samples; {} reconnects in the whole run",
                 r.name,

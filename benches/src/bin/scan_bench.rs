@@ -8,28 +8,9 @@
 //! (default 2048 MiB, 3 rounds). The image goes to target/scan-bench.
 
 use dr_replication::scan::{Scanner, BLOCK};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::Path;
 use std::time::Instant;
-
-fn make_image(path: &Path, bytes: u64) {
-    let mut f = std::io::BufWriter::new(std::fs::File::create(path).expect("create image"));
-    let mut buf = vec![0u8; 8 << 20];
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    let mut left = bytes;
-    while left > 0 {
-        for c in buf.chunks_mut(8) {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            c.copy_from_slice(&x.to_le_bytes()[..c.len()]);
-        }
-        let n = left.min(buf.len() as u64) as usize;
-        f.write_all(&buf[..n]).expect("write image");
-        left -= n as u64;
-    }
-    f.flush().expect("flush");
-}
 
 /// Sequential read of the whole file with 1 MiB reads, nothing else done.
 fn read_all(path: &Path) -> u64 {
@@ -74,7 +55,7 @@ fn main() {
     let image = dir.join("disk.img");
     let size = mib << 20;
     if std::fs::metadata(&image).map(|m| m.len()).ok() != Some(size) {
-        make_image(&image, size);
+        dr_benches::random_image(&image, size, 0x9e37_79b9_7f4a_7c15);
     }
     let state = dir.join("disk.hashes");
     let _ = std::fs::remove_file(&state);

@@ -159,6 +159,8 @@ fn source(msg: String) -> ReplError {
 
 /// Bytes read between checks of the scratch files.
 const CHECK_EVERY: u64 = 64 << 20;
+/// NBD reads in flight at once.
+const WINDOW: usize = 16;
 /// `VIR_DOMAIN_CHECKPOINT_LIST_TOPOLOGICAL`: parents before children.
 const LIST_TOPOLOGICAL: u32 = 2;
 /// `VIR_DOMAIN_CHECKPOINT_DELETE_METADATA_ONLY`.
@@ -405,36 +407,79 @@ impl LibvirtChanges {
         Ok(())
     }
 
-    /// Reads `len` bytes at `offset` of disk `i` in pieces, each to `sink`.
-    fn send_range(
+    /// Gives `len` zero bytes at `offset` to `sink`, in pieces.
+    fn send_zeroes(
         &mut self,
-        i: usize,
         offset: u64,
         len: u64,
-        zero: bool,
         sink: &mut Sink<'_>,
     ) -> Result<u64, ReplError> {
+        self.buf.fill(0);
         let mut done = 0u64;
         while done < len {
             let n = (len - done).min(PIECE as u64) as usize;
-            let at = offset + done;
+            sink(offset + done, &self.buf[..n])?;
+            done += n as u64;
+        }
+        Ok(len)
+    }
+
+    /// Reads `extents` of disk `i` over NBD and gives their bytes to
+    /// `sink` in order: in pieces, [`WINDOW`] requests in flight (scattered
+    /// small extents cost a round trip per window, not each), the scratch
+    /// files checked after every [`CHECK_EVERY`] bytes.
+    fn send_extents(
+        &mut self,
+        i: usize,
+        extents: &[(u64, u64)],
+        sink: &mut Sink<'_>,
+    ) -> Result<u64, ReplError> {
+        let Some(open) = self.open.as_mut() else {
+            return Err(source("no point begun".into()));
+        };
+        let step = u64::from(open.disks[i].nbd.step()).min(PIECE as u64);
+        let mut pieces: Vec<(u64, u32)> = Vec::new();
+        for &(offset, len) in extents {
+            let mut at = offset;
+            while at < offset + len {
+                let n = (offset + len - at).min(step);
+                pieces.push((at, n as u32));
+                at += n;
+            }
+        }
+        let mut sent = 0u64;
+        let mut batch_start = 0;
+        while batch_start < pieces.len() {
+            let mut batch_end = batch_start;
+            let mut bytes = 0u64;
+            while batch_end < pieces.len() && (bytes < CHECK_EVERY || batch_end == batch_start) {
+                bytes += u64::from(pieces[batch_end].1);
+                batch_end += 1;
+            }
+            let batch = &pieces[batch_start..batch_end];
             let Some(open) = self.open.as_mut() else {
                 return Err(source("no point begun".into()));
             };
-            if zero {
-                self.buf[..n].fill(0);
-            } else {
-                let d = &mut open.disks[i];
-                d.nbd
-                    .read(at, &mut self.buf[..n])
-                    .map_err(|e| source(format!("{}:{}: {e}", self.cfg.vm, d.dev)))?;
-                open.read_since_check += n as u64;
+            let d = &mut open.disks[i];
+            let mut failed = None;
+            d.nbd
+                .read_each(batch, WINDOW, &mut |k, data| match sink(batch[k].0, data) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        failed = Some(e);
+                        false
+                    }
+                })
+                .map_err(|e| source(format!("{}:{}: {e}", self.cfg.vm, d.dev)))?;
+            if let Some(e) = failed {
+                return Err(e);
             }
-            sink(at, &self.buf[..n])?;
-            done += n as u64;
+            open.read_since_check += bytes;
+            sent += bytes;
             self.check_scratch()?;
+            batch_start = batch_end;
         }
-        Ok(done)
+        Ok(sent)
     }
 }
 
@@ -558,6 +603,9 @@ impl ChangeSource for LibvirtChanges {
             ..ScanStats::default()
         };
         let mut sent_end = 0u64;
+        // Runs of extents to read go as one batch; zeroes (a full point to
+        // replicas that hold data) are sent in between, in order.
+        let mut reads: Vec<(u64, u64)> = Vec::new();
         for e in extents {
             let (send, zero) = match incremental {
                 true => (e.flags & STATE_DIRTY != 0, false),
@@ -566,14 +614,21 @@ impl ChangeSource for LibvirtChanges {
                     (!(zero && fresh), zero)
                 }
             };
-            if send {
-                stats.bytes += self.send_range(i, e.offset, e.len, zero, sink)?;
-                sent_end = e.end();
+            if !send {
+                continue;
+            }
+            sent_end = e.end();
+            if zero {
+                stats.bytes += self.send_extents(i, &std::mem::take(&mut reads), sink)?;
+                stats.bytes += self.send_zeroes(e.offset, e.len, sink)?;
+            } else {
+                reads.push((e.offset, e.len));
             }
         }
+        stats.bytes += self.send_extents(i, &reads, sink)?;
         if !incremental && fresh && sent_end < size && size > 0 {
             let last = size - 1 - (size - 1) % 4096;
-            stats.bytes += self.send_range(i, last, size - last, true, sink)?;
+            stats.bytes += self.send_zeroes(last, size - last, sink)?;
         }
         stats.changed = stats.bytes.div_ceil(4096);
         Ok(stats)

@@ -56,6 +56,42 @@ fn prefix(image: &[u8]) -> usize {
     n
 }
 
+/// The records of a guest that writes record k to block k/2 of disk k%2:
+/// how many form an unbroken prefix across both disks. A point that is
+/// not one instant of both (one disk read later than the other) shows a
+/// record on one disk whose predecessor on the other is missing.
+fn alternating_prefix(a: &[u8], b: &[u8]) -> usize {
+    let present = |k: usize| {
+        let disk = if k.is_multiple_of(2) { a } else { b };
+        let at = (k / 2) * BLOCK;
+        let block = disk.get(at..at + BLOCK)?;
+        if block.iter().all(|&x| x == 0) {
+            return Some(false);
+        }
+        let want = format!("vmdr-record {k:08}\n");
+        assert!(
+            block.starts_with(want.as_bytes()) && block[want.len()..].iter().all(|&x| x == 0),
+            "block {} of disk {} is not record {k} whole",
+            k / 2,
+            k % 2
+        );
+        Some(true)
+    };
+    let mut n = 0;
+    while present(n) == Some(true) {
+        n += 1;
+    }
+    let blocks = a.len().min(b.len()) / BLOCK;
+    for k in n..2 * blocks {
+        assert_ne!(
+            present(k),
+            Some(true),
+            "record {k} is there and record {n} is not: the two disks are not of one instant"
+        );
+    }
+    n
+}
+
 struct Run {
     log: Arc<Mutex<Log>>,
     source: Option<LibvirtChanges>,
@@ -65,6 +101,32 @@ struct Run {
 }
 
 impl Run {
+    /// A log, a replica and `vm`'s change source, in the lab's directory.
+    fn new(lab: &common::Lab, vm: &str) -> Run {
+        let work = lab.dir.join(format!("replication-{vm}"));
+        for d in ["log", "replica"] {
+            std::fs::create_dir_all(work.join(d)).expect("dirs");
+        }
+        let tracking = Tracking {
+            vm: vm.into(),
+            hosts: config(lab).hosts,
+            state_dir: work.join("log"),
+            nbd_port: 10809,
+            scratch_dir: None,
+            scratch_limit: 1 << 30,
+            timeout: Duration::from_secs(30),
+        };
+        Run {
+            log: Arc::new(Mutex::new(
+                Log::open(&work.join("log"), LogConfig::default()).expect("log"),
+            )),
+            source: Some(LibvirtChanges::open(tracking).expect("source")),
+            replica: Replica::open(&work.join("replica"), 2).expect("replica"),
+            shipped: 0,
+            out: work.join("restored.img"),
+        }
+    }
+
     /// One point: captured, shipped to the replica, restored and checked;
     /// its record count.
     async fn point(&mut self, t: u64) -> (Captured, usize) {
@@ -87,16 +149,31 @@ impl Run {
             self.replica.apply(r).expect("apply");
             self.shipped = r.seq();
         }
-        self.replica
-            .restore(captured.checkpoint.0, 0, &self.out)
-            .expect("restore");
-        let image = std::fs::read(&self.out).expect("restored image");
-        assert_eq!(
-            image.len() as u64,
-            captured.point.disks[0].size,
-            "the image has the disk's size"
-        );
-        (captured, prefix(&image))
+        let images = self.images(&captured);
+        let n = match images.as_slice() {
+            [one] => prefix(one),
+            [a, b] => alternating_prefix(a, b),
+            _ => panic!("{} disks", images.len()),
+        };
+        (captured, n)
+    }
+
+    /// Each disk's image at the point's checkpoint, as the replica restores it.
+    fn images(&self, captured: &Captured) -> Vec<Vec<u8>> {
+        (0..captured.point.disks.len())
+            .map(|d| {
+                self.replica
+                    .restore(captured.checkpoint.0, d as u32, &self.out)
+                    .expect("restore");
+                let image = std::fs::read(&self.out).expect("restored image");
+                assert_eq!(
+                    image.len() as u64,
+                    captured.point.disks[d].size,
+                    "disk {d}'s image has the disk's size"
+                );
+                image
+            })
+            .collect()
     }
 
     fn resets(&self) -> u64 {
@@ -127,29 +204,7 @@ async fn points_of_a_writing_guest_restore_as_growing_prefixes_of_its_records() 
     let lab = common::Lab::up(&["kvm-a1"]);
     lab.guest_with("kvm-a1", "rec-2", 1, "vmdr.writer=50000");
     wait_for_records(&lab.shared().join("rec-2.qcow2"));
-    let work = lab.dir.join("replication");
-    for d in ["log", "replica"] {
-        std::fs::create_dir_all(work.join(d)).expect("dirs");
-    }
-    let cfg = config(&lab);
-    let tracking = Tracking {
-        vm: "rec-2".into(),
-        hosts: cfg.hosts.clone(),
-        state_dir: work.join("log"),
-        nbd_port: 10809,
-        scratch_dir: None,
-        scratch_limit: 1 << 30,
-        timeout: Duration::from_secs(30),
-    };
-    let mut run = Run {
-        log: Arc::new(Mutex::new(
-            Log::open(&work.join("log"), LogConfig::default()).expect("log"),
-        )),
-        source: Some(LibvirtChanges::open(tracking.clone()).expect("source")),
-        replica: Replica::open(&work.join("replica"), 2).expect("replica"),
-        shipped: 0,
-        out: work.join("restored.img"),
-    };
+    let mut run = Run::new(&lab, "rec-2");
 
     // The first point is full; the next ones carry only the changes.
     let (first, mut records) = run.point(1).await;
@@ -240,4 +295,33 @@ async fn points_of_a_writing_guest_restore_as_growing_prefixes_of_its_records() 
     assert!(scratch.is_empty(), "scratch files left: {scratch:?}");
     let cps = lab.virsh("kvm-a1", &["checkpoint-list", "rec-2", "--name"]);
     assert_eq!(cps.lines().count(), 1, "{cps}");
+}
+
+/// Two disks written alternately: each point holds both as of one instant
+/// (every record up to some k, on whichever disk it went to, and none
+/// after), so a database with its log on one disk and its data on the
+/// other comes back consistent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_disks_of_a_point_are_of_one_instant() {
+    if !common::can_run("both_disks_of_a_point_are_of_one_instant") {
+        return;
+    }
+    let lab = common::Lab::up(&["kvm-a1"]);
+    lab.guest_with("kvm-a1", "rec-3", 1, "vmdr.writer=20000 vmdr.disks=2");
+    wait_for_records(&lab.shared().join("rec-3-b.qcow2"));
+    let mut run = Run::new(&lab, "rec-3");
+    let mut last = 0;
+    for t in 1..=4 {
+        let (c, n) = run.point(t).await;
+        assert_eq!(c.point.disks.len(), 2, "both disks are in the point");
+        assert_eq!(c.point.full, t == 1);
+        assert!(n >= last, "point {t}: {n} records, fewer than {last}");
+        eprintln!("point {t}: {n} records across both disks");
+        last = n;
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    assert!(
+        last >= 4,
+        "the writer wrote too little to tell: {last} records"
+    );
 }

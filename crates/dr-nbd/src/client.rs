@@ -8,7 +8,7 @@
 
 use crate::error::{io, NbdError};
 use crate::proto::{self, Extent, Info, ReplyHeader};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
 use std::path::Path;
 use std::time::Duration;
@@ -18,6 +18,53 @@ use std::time::Duration;
 pub const MAX_READ: u32 = 32 << 20;
 /// Largest range asked in one block status request.
 pub const MAX_STATUS_RANGE: u32 = 1 << 31;
+/// Most bytes of reads in flight at once.
+pub const MAX_IN_FLIGHT: u64 = 64 << 20;
+
+/// One read in flight: its buffer and what its reply has covered so far.
+struct InFlight {
+    index: usize,
+    offset: u64,
+    len: u32,
+    buf: Vec<u8>,
+    covered: BTreeMap<u64, u64>,
+    total: u64,
+    failure: Option<proto::ChunkError>,
+}
+
+impl InFlight {
+    fn new(index: usize, offset: u64, len: u32, buf: Vec<u8>) -> InFlight {
+        InFlight {
+            index,
+            offset,
+            len,
+            buf,
+            covered: BTreeMap::new(),
+            total: 0,
+            failure: None,
+        }
+    }
+
+    /// Its index and bytes, once its reply is complete and whole.
+    fn finish(self) -> Result<(usize, Vec<u8>), NbdError> {
+        if let Some(e) = self.failure {
+            return Err(command_error(
+                "read",
+                self.offset,
+                self.len,
+                e.errno,
+                &e.message,
+            ));
+        }
+        if self.total != u64::from(self.len) {
+            return Err(NbdError::Protocol(format!(
+                "read reply covered {} of the {} bytes asked",
+                self.total, self.len
+            )));
+        }
+        Ok((self.index, self.buf))
+    }
+}
 
 /// What the handshake learned of the export.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -375,8 +422,9 @@ impl<S: Read + Write> Client<S> {
         Ok(self.cookie)
     }
 
-    /// The next reply header, checked to answer `cookie`.
-    fn header(&mut self, cookie: u64) -> Result<ReplyHeader, NbdError> {
+    /// The next reply header (a simple reply's, or a chunk's) and the
+    /// cookie it answers.
+    fn any_header(&mut self) -> Result<(ReplyHeader, u64), NbdError> {
         let mut m = [0u8; 4];
         read_exact(&mut self.stream, &mut m, "read reply")?;
         let magic = u32::from_be_bytes(m);
@@ -384,9 +432,15 @@ impl<S: Read + Write> Client<S> {
         let n = proto::reply_header_rest(magic)?;
         read_exact(&mut self.stream, &mut rest[..n], "read reply")?;
         let h = proto::parse_reply_header(magic, &rest[..n])?;
-        let got = match h {
+        let cookie = match h {
             ReplyHeader::Simple { cookie, .. } | ReplyHeader::Chunk { cookie, .. } => cookie,
         };
+        Ok((h, cookie))
+    }
+
+    /// The next reply header, checked to answer `cookie`.
+    fn header(&mut self, cookie: u64) -> Result<ReplyHeader, NbdError> {
+        let (h, got) = self.any_header()?;
         if got != cookie {
             return Err(NbdError::Protocol(format!(
                 "reply for cookie {got} while only {cookie} is outstanding"
@@ -396,87 +450,212 @@ impl<S: Read + Write> Client<S> {
     }
 
     /// Reads `buf.len()` bytes at `offset` (aligned to the export's minimum
-    /// block size), in requests of at most the export's maximum payload.
+    /// block size), in requests of at most the export's maximum payload,
+    /// a few in flight at once.
     pub fn read(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), NbdError> {
         self.check_range(offset, buf.len() as u64)?;
+        let step = self.step() as u64;
+        let end = offset + buf.len() as u64;
+        let ranges: Vec<(u64, u32)> = (offset..end)
+            .step_by(step as usize)
+            .map(|at| (at, (end - at).min(step) as u32))
+            .collect();
+        self.read_each(&ranges, 4, &mut |i, data| {
+            let at = (ranges[i].0 - offset) as usize;
+            buf[at..at + data.len()].copy_from_slice(data);
+            true
+        })
+    }
+
+    /// The largest read of one request.
+    pub fn step(&self) -> u32 {
         let max = self
             .export
             .max_payload
-            .clamp(self.export.min_block, MAX_READ) as usize;
-        let step = max - max % self.export.min_block as usize;
-        let mut done = 0;
-        while done < buf.len() {
-            let n = (buf.len() - done).min(step);
-            let at = offset + done as u64;
-            self.guarded(|c| c.read_one(at, &mut buf[done..done + n]))?;
-            done += n;
-        }
-        Ok(())
+            .clamp(self.export.min_block, MAX_READ);
+        max - max % self.export.min_block
     }
 
-    fn read_one(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), NbdError> {
-        let len = buf.len() as u32;
-        let cookie = self.send_request(proto::CMD_READ, offset, len)?;
-        if !self.export.structured {
-            return match self.header(cookie)? {
-                ReplyHeader::Simple { error: 0, .. } => {
-                    read_exact(&mut self.stream, buf, "read data")
-                }
-                ReplyHeader::Simple { error, .. } => {
-                    Err(command_error("read", offset, len, error, ""))
-                }
-                ReplyHeader::Chunk { .. } => Err(NbdError::Protocol(
-                    "structured reply that was not negotiated".into(),
-                )),
-            };
+    /// Reads each of `ranges` (offset, length: inside the export, aligned,
+    /// each at most [`Client::step`]) with up to `window` requests in
+    /// flight (and at most [`MAX_IN_FLIGHT`] bytes), and gives each range's
+    /// bytes to `each` with its index, in the order of `ranges`. Many small
+    /// extents cost one round trip per `window` of them instead of one
+    /// each. `each` returns false to stop: what is in flight is drained,
+    /// nothing more is asked.
+    pub fn read_each(
+        &mut self,
+        ranges: &[(u64, u32)],
+        window: usize,
+        each: &mut dyn FnMut(usize, &[u8]) -> bool,
+    ) -> Result<(), NbdError> {
+        let step = self.step();
+        for &(offset, len) in ranges {
+            if len == 0 || len > step {
+                return Err(NbdError::BadRequest(format!(
+                    "a read of {len} bytes (1 to {step} in one request)"
+                )));
+            }
+            self.check_range(offset, u64::from(len))?;
         }
+        self.guarded(|c| c.read_each_unchecked(ranges, window.max(1), each))
+    }
+
+    fn read_each_unchecked(
+        &mut self,
+        ranges: &[(u64, u32)],
+        window: usize,
+        each: &mut dyn FnMut(usize, &[u8]) -> bool,
+    ) -> Result<(), NbdError> {
+        let mut flight: HashMap<u64, InFlight> = HashMap::new();
+        let mut ready: BTreeMap<usize, Vec<u8>> = BTreeMap::new();
+        let mut pool: Vec<Vec<u8>> = Vec::new();
+        let (mut next_send, mut next_give, mut bytes) = (0usize, 0usize, 0u64);
+        let mut stop = false;
+        let mut failed: Option<NbdError> = None;
+        loop {
+            while !stop && next_send < ranges.len() && flight.len() < window {
+                let (offset, len) = ranges[next_send];
+                if !flight.is_empty() && bytes + u64::from(len) > MAX_IN_FLIGHT {
+                    break;
+                }
+                let cookie = self.send_request(proto::CMD_READ, offset, len)?;
+                let mut buf = pool.pop().unwrap_or_default();
+                buf.clear();
+                buf.resize(len as usize, 0);
+                flight.insert(cookie, InFlight::new(next_send, offset, len, buf));
+                bytes += u64::from(len);
+                next_send += 1;
+            }
+            if flight.is_empty() {
+                break;
+            }
+            let Some((cookie, done)) = self.next_read_chunk(&mut flight)? else {
+                continue;
+            };
+            if !done {
+                continue;
+            }
+            let Some(f) = flight.remove(&cookie) else {
+                continue;
+            };
+            bytes -= u64::from(f.len);
+            match f.finish() {
+                Ok((index, buf)) => {
+                    ready.insert(index, buf);
+                }
+                Err(e) => {
+                    stop = true;
+                    failed.get_or_insert(e);
+                    continue;
+                }
+            }
+            while let Some(buf) = ready.remove(&next_give) {
+                if !stop && !each(next_give, &buf) {
+                    stop = true;
+                }
+                pool.push(buf);
+                next_give += 1;
+            }
+        }
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Reads one reply message (a simple reply, or one chunk of a
+    /// structured one) for a read in `flight`, into its buffer: the cookie,
+    /// and whether that read's reply is complete.
+    fn next_read_chunk(
+        &mut self,
+        flight: &mut HashMap<u64, InFlight>,
+    ) -> Result<Option<(u64, bool)>, NbdError> {
+        let (h, cookie) = self.any_header()?;
+        let Some(f) = flight.get_mut(&cookie) else {
+            return Err(NbdError::Protocol(format!(
+                "reply for cookie {cookie}, which no read in flight has"
+            )));
+        };
+        let (flags, kind, clen) = match (h, self.export.structured) {
+            (ReplyHeader::Simple { error: 0, .. }, false) => {
+                read_exact(&mut self.stream, &mut f.buf, "read data")?;
+                f.total = u64::from(f.len);
+                return Ok(Some((cookie, true)));
+            }
+            (ReplyHeader::Simple { error, .. }, false) => {
+                f.failure = Some(proto::ChunkError {
+                    errno: error,
+                    message: String::new(),
+                    offset: None,
+                });
+                return Ok(Some((cookie, true)));
+            }
+            (ReplyHeader::Simple { error, .. }, true) => {
+                return Err(NbdError::Protocol(format!(
+                    "simple reply (error {error}) to a structured read"
+                )))
+            }
+            (ReplyHeader::Chunk { .. }, false) => {
+                return Err(NbdError::Protocol(
+                    "structured reply that was not negotiated".into(),
+                ))
+            }
+            (
+                ReplyHeader::Chunk {
+                    flags, kind, len, ..
+                },
+                true,
+            ) => (flags, kind, len),
+        };
         // Content chunks may come in any order; each must lie inside the
         // request and overlap no other, and together cover it.
-        let mut covered: BTreeMap<u64, u64> = BTreeMap::new();
-        let mut total = 0u64;
-        self.each_chunk(cookie, ("read", offset, len), |c, kind, clen| {
-            match kind {
-                proto::REPLY_TYPE_OFFSET_DATA => {
-                    if clen < 9 {
-                        return Err(NbdError::Protocol(format!("data chunk of {clen} bytes")));
-                    }
-                    let mut o = [0u8; 8];
-                    read_exact(&mut c.stream, &mut o, "read data")?;
-                    let at = u64::from_be_bytes(o);
-                    let n = u64::from(clen - 8);
-                    let start = claim(&mut covered, offset, len, at, n)?;
-                    read_exact(
-                        &mut c.stream,
-                        &mut buf[start..start + n as usize],
-                        "read data",
-                    )?;
-                    total += n;
+        match kind {
+            proto::REPLY_TYPE_OFFSET_DATA => {
+                if clen < 9 {
+                    return Err(NbdError::Protocol(format!("data chunk of {clen} bytes")));
                 }
-                proto::REPLY_TYPE_OFFSET_HOLE => {
-                    if clen != 12 {
-                        return Err(NbdError::Protocol(format!("hole chunk of {clen} bytes")));
-                    }
-                    let mut b = [0u8; 12];
-                    read_exact(&mut c.stream, &mut b, "read hole")?;
-                    let at = u64::from_be_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
-                    let n = u64::from(u32::from_be_bytes([b[8], b[9], b[10], b[11]]));
-                    if n == 0 {
-                        return Err(NbdError::Protocol("hole of 0 bytes".into()));
-                    }
-                    let start = claim(&mut covered, offset, len, at, n)?;
-                    buf[start..start + n as usize].fill(0);
-                    total += n;
-                }
-                _ => return Ok(false),
+                let mut o = [0u8; 8];
+                read_exact(&mut self.stream, &mut o, "read data")?;
+                let at = u64::from_be_bytes(o);
+                let n = u64::from(clen - 8);
+                let start = claim(&mut f.covered, f.offset, f.len, at, n)?;
+                read_exact(
+                    &mut self.stream,
+                    &mut f.buf[start..start + n as usize],
+                    "read data",
+                )?;
+                f.total += n;
             }
-            Ok(true)
-        })?;
-        if total != u64::from(len) {
-            return Err(NbdError::Protocol(format!(
-                "read reply covered {total} of the {len} bytes asked"
-            )));
+            proto::REPLY_TYPE_OFFSET_HOLE => {
+                if clen != 12 {
+                    return Err(NbdError::Protocol(format!("hole chunk of {clen} bytes")));
+                }
+                let mut b = [0u8; 12];
+                read_exact(&mut self.stream, &mut b, "read hole")?;
+                let at = u64::from_be_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
+                let n = u64::from(u32::from_be_bytes([b[8], b[9], b[10], b[11]]));
+                if n == 0 {
+                    return Err(NbdError::Protocol("hole of 0 bytes".into()));
+                }
+                let start = claim(&mut f.covered, f.offset, f.len, at, n)?;
+                f.buf[start..start + n as usize].fill(0);
+                f.total += n;
+            }
+            proto::REPLY_TYPE_NONE if clen == 0 => {}
+            k if k & proto::REPLY_TYPE_ERROR_BIT != 0 => {
+                let e = self.error_chunk(k, clen)?;
+                if let Some(f) = flight.get_mut(&cookie) {
+                    f.failure.get_or_insert(e);
+                }
+            }
+            k => {
+                return Err(NbdError::Protocol(format!(
+                    "chunk type {k} of {clen} bytes in a read reply"
+                )))
+            }
         }
-        Ok(())
+        Ok(Some((cookie, flags & proto::REPLY_FLAG_DONE != 0)))
     }
 
     /// The chunks of the structured reply to `cookie`, until the one marked
@@ -496,7 +675,7 @@ impl<S: Read + Write> Client<S> {
                 ReplyHeader::Chunk {
                     flags, kind, len, ..
                 } => (flags, kind, len),
-                ReplyHeader::Simple { error, .. } if error != 0 && command != "read" => {
+                ReplyHeader::Simple { error, .. } if error != 0 => {
                     return Err(command_error(command, offset, len, error, ""))
                 }
                 ReplyHeader::Simple { error, .. } => {

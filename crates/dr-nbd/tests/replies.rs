@@ -92,6 +92,32 @@ fn a_read_error_chunk_is_reported_and_the_connection_stays_usable() {
 }
 
 #[test]
+fn a_failed_read_among_pipelined_ones_is_reported_after_the_rest_drain() {
+    let mut s = Server::handshake(1 << 20, &[DIRTY], 1, 1 << 20);
+    s.data(true, 1, 0, &[1u8; 512]);
+    s.error(true, 2, 5, "bad sector");
+    s.data(true, 3, 1024, &[3u8; 512]);
+    s.data(true, 4, 0, &[9u8; 512]);
+    let mut c = client(s);
+    let mut got = Vec::new();
+    let err = c
+        .read_each(&[(0, 512), (512, 512), (1024, 512)], 3, &mut |i, _| {
+            got.push(i);
+            true
+        })
+        .expect_err("EIO on the second");
+    assert!(
+        err.to_string().contains("EIO") && err.to_string().contains("bad sector"),
+        "{err}"
+    );
+    assert_eq!(got, vec![0], "nothing after the failed one is given");
+    let mut buf = vec![0u8; 512];
+    c.read(0, &mut buf)
+        .expect("the connection is still in step");
+    assert_eq!(buf, vec![9u8; 512]);
+}
+
+#[test]
 fn content_outside_or_overlapping_breaks_the_connection() {
     let mut s = Server::handshake(1 << 20, &[DIRTY], 1, 1 << 20);
     s.data(false, 1, 0, &[1u8; 256])
@@ -185,6 +211,84 @@ proptest! {
         let mut got = vec![0xeeu8; data.len()];
         c.read(4096, &mut got).expect("valid reply");
         prop_assert_eq!(got, data);
+    }
+
+    #[test]
+    fn pipelined_reads_give_each_range_in_order_however_the_replies_interleave(
+        sizes in proptest::collection::vec(1usize..3000, 1..8),
+        cuts in proptest::collection::vec(any::<usize>(), 0..16),
+        order in proptest::collection::vec(any::<usize>(), 0..64),
+        window in 1usize..6,
+    ) {
+        // Range i is `sizes[i]` bytes at 8192 * i, its bytes i-patterned.
+        let data: Vec<Vec<u8>> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| (0..n).map(|k| (k * 7 + i * 31) as u8).collect())
+            .collect();
+        let ranges: Vec<(u64, u32)> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| (8192 * i as u64, n as u32))
+            .collect();
+        // Each reply in pieces; the pieces of all replies shuffled, each
+        // reply's last piece (DONE) kept after its others. A reply can only
+        // come once its request was sent: with `window` in flight, request
+        // i goes out once i - window + 1 replies are complete, so no piece
+        // of reply i comes before that.
+        let mut pieces: Vec<(usize, usize, usize)> = Vec::new();
+        for (i, d) in data.iter().enumerate() {
+            let mut bounds: Vec<usize> = cuts.iter().map(|c| c % d.len()).collect();
+            bounds.push(0);
+            bounds.push(d.len());
+            bounds.sort_unstable();
+            bounds.dedup();
+            for w in bounds.windows(2) {
+                pieces.push((i, w[0], w[1]));
+            }
+        }
+        let n = pieces.len();
+        for (k, o) in order.iter().enumerate() {
+            let (a, b) = (k % n, o % n);
+            // Swap only what stays valid: a reply's last piece after its
+            // others, and no reply earlier than one a window before it.
+            let ok = |list: &[(usize, usize, usize)]| {
+                let mut got = vec![0usize; data.len()];
+                let mut complete = 0;
+                for &(i, s, e) in list {
+                    if got[i] == data[i].len() || i >= window + complete {
+                        return false;
+                    }
+                    got[i] += e - s;
+                    if got[i] == data[i].len() {
+                        complete += 1;
+                    }
+                }
+                true
+            };
+            pieces.swap(a, b);
+            if !ok(&pieces) {
+                pieces.swap(a, b);
+            }
+        }
+        let mut s = Server::handshake(1 << 30, &[DIRTY], 1, 1 << 25);
+        let mut left: Vec<usize> = data.iter().map(Vec::len).collect();
+        for (i, a, b) in pieces {
+            left[i] -= b - a;
+            s.data(left[i] == 0, i as u64 + 1, ranges[i].0 + a as u64, &data[i][a..b]);
+        }
+        let mut c = client(s);
+        let mut got: Vec<(usize, Vec<u8>)> = Vec::new();
+        c.read_each(&ranges, window, &mut |i, bytes| {
+            got.push((i, bytes.to_vec()));
+            true
+        })
+        .expect("valid replies");
+        prop_assert_eq!(got.len(), data.len());
+        for (k, (i, bytes)) in got.into_iter().enumerate() {
+            prop_assert_eq!(i, k, "in the order of the ranges");
+            prop_assert_eq!(&bytes, &data[k]);
+        }
     }
 
     #[test]
