@@ -362,30 +362,6 @@ fn a_cut_off_host_is_fenced_through_its_bmc_before_its_guest_runs_elsewhere() {
     );
 }
 
-/// How many records, from record 0, an image of the lab writer's disk
-/// holds as an unbroken prefix; panics on a torn record or on anything
-/// after the gap (what a restore that is not one instant would show).
-fn records_prefix(image: &[u8], what: &str) -> usize {
-    const BLOCK: usize = 4096;
-    let mut n = 0;
-    for (k, block) in image.chunks(BLOCK).enumerate() {
-        if block.iter().all(|&b| b == 0) {
-            break;
-        }
-        let want = format!("vmdr-record {k:08}\n");
-        assert!(
-            block.starts_with(want.as_bytes()) && block[want.len()..].iter().all(|&b| b == 0),
-            "{what}: block {k} is not record {k} whole"
-        );
-        n = k + 1;
-    }
-    assert!(
-        image[n * BLOCK..].iter().all(|&b| b == 0),
-        "{what}: something follows the gap after record {n}: not one instant"
-    );
-    n
-}
-
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -515,7 +491,7 @@ restore_dir = "restored"
     );
     // The disk it came back with, as the replica wrote it.
     let restored = std::fs::read(dir.0.join("restored/rec-disk0.img")).expect("the restored disk");
-    let n = records_prefix(&restored, "the restored disk");
+    let n = lab::records_prefix(&restored, "the restored disk");
     // The checkpoint it was written from (drd logs it) is at least the one
     // both receivers had acknowledged before the kill: nothing
     // acknowledged was lost.
@@ -542,7 +518,7 @@ restore_dir = "restored"
         let c = replica.newest().expect("a checkpoint");
         let out = dir.0.join(format!("{r}.img"));
         replica.restore(c.id, 0, &out).expect("restore");
-        let m = records_prefix(&std::fs::read(&out).expect("image"), r);
+        let m = lab::records_prefix(&std::fs::read(&out).expect("image"), r);
         eprintln!("{r}: checkpoint {} holds {m} records", c.id);
         assert!(c.id >= restored_id.min(before_kill), "{r} went back");
     }

@@ -678,6 +678,26 @@ impl Libvirt {
         Ok(out)
     }
 
+    /// Defines a drill's copy on `dst` from `copy_xml` and starts it; a copy
+    /// that does not start is undefined again.
+    async fn define_and_start_copy(
+        &self,
+        dst: &Host,
+        dc: &Client,
+        copy: &str,
+        copy_xml: &str,
+    ) -> Result<(), HypervisorError> {
+        let nd = dc
+            .define(copy_xml)
+            .await
+            .map_err(|e| e.into_port(&dst.cfg.name, "vm", copy))?;
+        if let Err(e) = self.start(dst, dc, &nd).await {
+            let _ = dc.undefine(&nd, UNDEFINE_MOVE).await;
+            return Err(e);
+        }
+        Ok(())
+    }
+
     /// Where a copy's image of `disk` (target `dev`) goes: beside it, on the
     /// same storage.
     fn copy_path(disk: &str, copy: &str, dev: &str) -> String {
@@ -1231,15 +1251,7 @@ impl Hypervisor for Libvirt {
                 placed.iter().map(|(p, _)| (p.clone(), p.clone())).collect();
             let copy_xml = crate::domxml::drill_copy(&on_images, copy, vm, &same)
                 .map_err(|detail| HypervisorError::Protocol(format!("{vm}: {detail}")))?;
-            let nd = dc
-                .define(&copy_xml)
-                .await
-                .map_err(|e| e.into_port(host, "vm", copy))?;
-            if let Err(e) = self.start(&dst, &dc, &nd).await {
-                let _ = dc.undefine(&nd, UNDEFINE_MOVE).await;
-                return Err(e);
-            }
-            Ok(())
+            self.define_and_start_copy(&dst, &dc, copy, &copy_xml).await
         }
         .await;
         if started.is_err() {
@@ -1320,15 +1332,7 @@ impl Hypervisor for Libvirt {
         let started = async {
             let copy_xml = crate::domxml::drill_copy(&xml, copy, vm, &pairs)
                 .map_err(|detail| HypervisorError::Protocol(format!("{vm}: {detail}")))?;
-            let nd = dc
-                .define(&copy_xml)
-                .await
-                .map_err(|e| e.into_port(host, "vm", copy))?;
-            if let Err(e) = self.start(&dst, &dc, &nd).await {
-                let _ = dc.undefine(&nd, UNDEFINE_MOVE).await;
-                return Err(e);
-            }
-            Ok(())
+            self.define_and_start_copy(&dst, &dc, copy, &copy_xml).await
         }
         .await;
         if started.is_err() {

@@ -34,28 +34,6 @@ fn config(lab: &common::Lab) -> dr_libvirt::LibvirtConfig {
     f.libvirt.into_config().expect("valid")
 }
 
-/// How many records, from record 0, an image holds as an unbroken prefix;
-/// panics on a torn record or anything after the gap.
-fn prefix(image: &[u8]) -> usize {
-    let mut n = 0;
-    for (k, block) in image.chunks(BLOCK).enumerate() {
-        if block.iter().all(|&b| b == 0) {
-            break;
-        }
-        let want = format!("vmdr-record {k:08}\n");
-        assert!(
-            block.starts_with(want.as_bytes()) && block[want.len()..].iter().all(|&b| b == 0),
-            "block {k} is not record {k} whole"
-        );
-        n = k + 1;
-    }
-    assert!(
-        image[n * BLOCK..].iter().all(|&b| b == 0),
-        "something follows the gap after record {n}"
-    );
-    n
-}
-
 /// The records of a guest that writes record k to block k/2 of disk k%2:
 /// how many form an unbroken prefix across both disks. A point that is
 /// not one instant of both (one disk read later than the other) shows a
@@ -151,7 +129,7 @@ impl Run {
         }
         let images = self.images(&captured);
         let n = match images.as_slice() {
-            [one] => prefix(one),
+            [one] => common::records_prefix(one, "the restored disk"),
             [a, b] => alternating_prefix(a, b),
             _ => panic!("{} disks", images.len()),
         };

@@ -26,29 +26,6 @@ const BLOCK: usize = 4096;
 const DISK: usize = 16 << 20;
 const T: Duration = Duration::from_secs(30);
 
-/// The records an image holds: how many, from record 0, form an unbroken
-/// prefix; panics if anything follows a gap or a record is torn.
-fn prefix(image: &[u8]) -> usize {
-    let mut n = 0;
-    for (k, block) in image.chunks(BLOCK).enumerate() {
-        let want = format!("vmdr-record {k:08}\n");
-        if block.iter().all(|&b| b == 0) {
-            break;
-        }
-        assert!(
-            block.starts_with(want.as_bytes()) && block[want.len()..].iter().all(|&b| b == 0),
-            "block {k} is not record {k} whole: {:?}",
-            String::from_utf8_lossy(&block[..40])
-        );
-        n = k + 1;
-    }
-    assert!(
-        image[n * BLOCK..].iter().all(|&b| b == 0),
-        "something follows the gap after record {n}"
-    );
-    n
-}
-
 async fn wait_job_gone(c: &Client, dom: &dr_libvirt::wire::Domain) {
     let t0 = Instant::now();
     while c.job_type(dom).await.expect("job info") != dr_libvirt::remote::job::NONE {
@@ -110,7 +87,7 @@ async fn a_running_guests_disk_read_at_two_instants_and_the_changes_between() {
     .expect("reader");
     c.abort_job(&dom).await.expect("end the backup");
     wait_job_gone(&c, &dom).await;
-    let a = prefix(&first);
+    let a = common::records_prefix(&first, "the export");
     assert!(a >= 1, "the first point holds no record");
 
     // The guest writes on; then the changes since cp-1, with cp-2.
@@ -142,7 +119,7 @@ async fn a_running_guests_disk_read_at_two_instants_and_the_changes_between() {
     .expect("reader");
     c.abort_job(&dom).await.expect("end the backup");
     wait_job_gone(&c, &dom).await;
-    let b = prefix(&second);
+    let b = common::records_prefix(&second, "the export");
     assert!(
         b > a,
         "the second point ({b} records) is not past the first ({a})"

@@ -284,3 +284,28 @@ pub fn wait_for_ping(ip: IpAddr, within: Duration) -> Option<Duration> {
     }
     None
 }
+
+/// How many of the lab writer's records (`vmdr.writer`: record k whole in
+/// 4 KiB block k) a disk image holds as an unbroken prefix from record 0.
+/// Panics, naming `what`, on a torn record or on anything after the gap:
+/// what an image that is not one instant of the disk would show.
+pub fn records_prefix(image: &[u8], what: &str) -> usize {
+    const BLOCK: usize = 4096;
+    let mut n = 0;
+    for (k, block) in image.chunks(BLOCK).enumerate() {
+        if block.iter().all(|&b| b == 0) {
+            break;
+        }
+        let want = format!("vmdr-record {k:08}\n");
+        assert!(
+            block.starts_with(want.as_bytes()) && block[want.len()..].iter().all(|&b| b == 0),
+            "{what}: block {k} is not record {k} whole"
+        );
+        n = k + 1;
+    }
+    assert!(
+        image[n * BLOCK..].iter().all(|&b| b == 0),
+        "{what}: something follows the gap after record {n}: not one instant"
+    );
+    n
+}
