@@ -1,5 +1,5 @@
-//! `drctl status | events | pause | resume`: the running daemon (drd),
-//! through its HTTP API.
+//! `drctl status | events | pause | resume | failover | checkpoints |
+//! drill`: the running daemon (drd), through its HTTP API.
 
 use anyhow::{bail, Context};
 use clap::Args;
@@ -80,9 +80,23 @@ pub struct FailoverArgs {
     /// site otherwise; the connected host with the most room).
     #[arg(long)]
     to: Option<String>,
+    /// Come back from this checkpoint of the VM's replica (`drctl
+    /// checkpoints VM` lists them), even on its own site: a point before a
+    /// corruption. Else the newest.
+    #[arg(long)]
+    checkpoint: Option<u64>,
     /// File holding the API token (else $VMDR_API_TOKEN).
     #[arg(long)]
     token_file: Option<PathBuf>,
+}
+
+/// `drctl checkpoints VM`.
+#[derive(Args)]
+pub struct CheckpointsArgs {
+    #[command(flatten)]
+    api: ApiArgs,
+    /// The VM.
+    vm: String,
 }
 
 /// `drctl drill VM [--to HOST]`.
@@ -174,9 +188,16 @@ fn token(file: &Option<PathBuf>) -> anyhow::Result<String> {
 
 /// Moves a VM on purpose: stopped, then brought up on the target.
 pub async fn failover(args: &FailoverArgs) -> anyhow::Result<()> {
-    let mut path = format!("/api/v1/vms/{}/failover", args.vm);
+    let mut query = Vec::new();
     if let Some(to) = &args.to {
-        path.push_str(&format!("?to={to}"));
+        query.push(format!("to={to}"));
+    }
+    if let Some(c) = args.checkpoint {
+        query.push(format!("checkpoint={c}"));
+    }
+    let mut path = format!("/api/v1/vms/{}/failover", args.vm);
+    if !query.is_empty() {
+        path.push_str(&format!("?{}", query.join("&")));
     }
     let rep = post_report(
         &args.api,
@@ -185,14 +206,37 @@ pub async fn failover(args: &FailoverArgs) -> anyhow::Result<()> {
         &format!("failover {}", args.vm),
     )
     .await?;
+    let from = match rep["checkpoint"].as_u64() {
+        Some(c) => format!(" (checkpoint {c})"),
+        None => String::new(),
+    };
     println!(
-        "{}: {} -> {} by {}, down {:.1} s",
+        "{}: {} -> {} by {}{from}, down {:.1} s",
         s(&rep["vm"]),
         s(&rep["from"]),
         s(&rep["to"]),
         s(&rep["method"]),
         rep["downtime_ms"].as_f64().unwrap_or(0.0) / 1000.0
     );
+    Ok(())
+}
+
+/// The checkpoints of a VM's replica a failover can come back from,
+/// oldest first.
+pub async fn checkpoints(args: &CheckpointsArgs) -> anyhow::Result<()> {
+    let base = args.api.base();
+    let list = get_json(&base, &format!("/api/v1/vms/{}/checkpoints", args.vm)).await?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let mut rows = vec![vec!["CHECKPOINT".into(), "TAKEN".into(), "DISKS".into()]];
+    for c in list["checkpoints"].as_array().into_iter().flatten() {
+        let disks: Vec<String> = c["disks"].as_array().into_iter().flatten().map(s).collect();
+        rows.push(vec![s(&c["id"]), ago(&c["time_ms"], now), disks.join(",")]);
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{} (replica {})", args.vm, s(&list["replica"]))?;
+    table(&mut out, &rows)?;
     Ok(())
 }
 

@@ -58,6 +58,9 @@ enum Command {
     /// Planned failover: stop a VM and bring it up on another host (its
     /// replica on another site, or cold migration on its own).
     Failover(daemon_api::FailoverArgs),
+    /// The checkpoints of a VM's replica this daemon receives: the points
+    /// `failover --checkpoint` can come back from.
+    Checkpoints(daemon_api::CheckpointsArgs),
     /// Recovery drill: bring up an isolated copy of a VM, time it (RTO),
     /// remove it; the VM itself is not touched.
     Drill(daemon_api::DrillArgs),
@@ -175,6 +178,7 @@ fn main() -> ExitCode {
         Command::Pause(args) => on_daemon(daemon_api::pause(&args, true)),
         Command::Resume(args) => on_daemon(daemon_api::pause(&args, false)),
         Command::Failover(args) => on_daemon(daemon_api::failover(&args)),
+        Command::Checkpoints(args) => on_daemon(daemon_api::checkpoints(&args)),
         Command::Drill(args) => on_daemon(daemon_api::drill(&args)),
     };
     match result {

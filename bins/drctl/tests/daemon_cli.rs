@@ -147,6 +147,20 @@ fn status_events_pause_and_resume() {
     let (code, _, err) = drctl(&["failover", "app-1", "--to", "nowhere"], &d.addr);
     assert_eq!(code, 2);
     assert!(err.contains("no host named"), "{err}");
+    // This daemon receives no replica (the simulation's stands in): no
+    // checkpoint to list, or to choose.
+    let (code, _, err) = drctl(&["checkpoints", "app-1"], &d.addr);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("404") && err.contains("receives no replica"),
+        "{err}"
+    );
+    let (code, _, err) = drctl(&["failover", "app-1", "--checkpoint", "3"], &d.addr);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("replica is not received by this daemon"),
+        "{err}"
+    );
     // Events: JSON lines with increasing ids.
     let (code, out, _) = drctl(&["events"], &d.addr);
     assert_eq!(code, 0);

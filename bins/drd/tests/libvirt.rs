@@ -55,13 +55,6 @@ fn config(lab: &lab::Lab, dir: &Dir) -> std::path::PathBuf {
     config_with(lab, dir, "[policy.sites.primary]\ntrust_unreachable = true")
 }
 
-fn vm(d: &Daemon, name: &str) -> serde_json::Value {
-    d.json("/api/v1/vms")
-        .as_array()
-        .and_then(|v| v.iter().find(|v| v["name"] == name).cloned())
-        .unwrap_or(serde_json::Value::Null)
-}
-
 /// Waits until every VM of `names` answers its probes in drd's view.
 fn steady(d: &Daemon, names: &[&str]) {
     d.wait_for(LIMIT, "every guest answering", |d| {
@@ -378,7 +371,8 @@ fn free_port() -> u16 {
 /// not share kvm-a1's storage) from the replica. The disk it comes back
 /// with holds an unbroken prefix of the records (nothing after a hole, no
 /// torn record), at least as long as the newest checkpoint both receivers
-/// had acknowledged before the kill, and the guest boots from it.
+/// had acknowledged before the kill, and the guest boots from it. Three
+/// kill moments, each in a new lab; a failing seed replays exactly.
 #[test]
 fn a_writing_guest_fails_over_from_its_replica_with_its_records_a_prefix_nothing_acknowledged_lost()
 {
@@ -386,34 +380,78 @@ fn a_writing_guest_fails_over_from_its_replica_with_its_records_a_prefix_nothing
     if !lab::can_run(test) {
         return;
     }
-    let seed = std::time::SystemTime::now()
+    for seed in seeds(3) {
+        eprintln!(
+            "{test}: seed {seed} (VMDR_TEST_SEED={seed} replays it): the kill comes {} ms after the replicas' first checkpoint",
+            2000 + seed % 4000
+        );
+        fails_over_with_its_records_a_prefix(seed);
+    }
+}
+
+/// `n` seeds, new each run (SplitMix64 from the clock), or the list in
+/// `VMDR_TEST_SEED` (comma-separated) to replay.
+fn seeds(n: usize) -> Vec<u64> {
+    if let Ok(list) = std::env::var("VMDR_TEST_SEED") {
+        return list
+            .split(',')
+            .map(|s| {
+                s.trim()
+                    .parse()
+                    .unwrap_or_else(|_| panic!("VMDR_TEST_SEED: {s:?} is not a number"))
+            })
+            .collect();
+    }
+    let mut x = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
-    eprintln!(
-        "{test}: seed {seed} (the kill comes {} ms after the replicas' first checkpoint)",
-        2000 + seed % 4000
-    );
-    let lab = lab::Lab::up(&["kvm-a1", "kvm-b1"]);
-    let ip = lab.guest_with("kvm-a1", "rec", 1, "vmdr.writer=50000");
-    let dir = Dir::new("libvirt-replication");
-    let dr_site = lab.dir.join("dr-site");
-    std::fs::create_dir_all(&dr_site).expect("dr-site");
-    let host = |name: &str, site: &str, shared: &std::path::Path| {
-        format!(
-            "[[libvirt.host]]\nname = \"{name}\"\nuri = \"{}\"\nip = \"{}\"\nsite = \"{site}\"\nshared = [\"{}\"]\n",
-            lab.uri(name),
-            lab.host_ip(name),
-            shared.display()
-        )
-    };
-    let (a, b) = (free_port(), free_port());
-    std::fs::write(dir.0.join("repl-key"), "a replication key for the lab test").expect("key");
-    std::fs::write(dir.0.join("token"), TOKEN).expect("token");
-    let config = dir.0.join("drd.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"backend = "libvirt"
+    (0..n)
+        .map(|_| {
+            x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = x;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        })
+        .collect()
+}
+
+/// drd on a new lab replicating its writing guest `rec` (on kvm-a1, the
+/// primary site) through libvirt's change tracking to two receivers it
+/// runs itself (dr-a keeping `keep` checkpoints apart), restored on kvm-b1
+/// (the secondary site, which does not share kvm-a1's storage).
+struct Replicated {
+    daemon: Daemon,
+    /// The receivers' ports.
+    ports: [u16; 2],
+    ip: std::net::IpAddr,
+    dir: Dir,
+    lab: lab::Lab,
+}
+
+impl Replicated {
+    fn start(keep: usize) -> Replicated {
+        let lab = lab::Lab::up(&["kvm-a1", "kvm-b1"]);
+        let ip = lab.guest_with("kvm-a1", "rec", 1, "vmdr.writer=50000");
+        let dir = Dir::new("libvirt-replication");
+        let dr_site = lab.dir.join("dr-site");
+        std::fs::create_dir_all(&dr_site).expect("dr-site");
+        let host = |name: &str, site: &str, shared: &std::path::Path| {
+            format!(
+                "[[libvirt.host]]\nname = \"{name}\"\nuri = \"{}\"\nip = \"{}\"\nsite = \"{site}\"\nshared = [\"{}\"]\n",
+                lab.uri(name),
+                lab.host_ip(name),
+                shared.display()
+            )
+        };
+        let (a, b) = (free_port(), free_port());
+        std::fs::write(dir.0.join("repl-key"), "a replication key for the lab test").expect("key");
+        std::fs::write(dir.0.join("token"), TOKEN).expect("token");
+        let config = dir.0.join("drd.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"backend = "libvirt"
 [libvirt]
 timeout = "3s"
 action_timeout = "60s"
@@ -442,6 +480,7 @@ interval = "1s"
 [[replication.receive]]
 listen = "127.0.0.1:{a}"
 dir = "dr-a"
+keep = {keep}
 [[replication.receive]]
 listen = "127.0.0.1:{b}"
 dir = "dr-b"
@@ -452,77 +491,175 @@ targets = ["127.0.0.1:{a}", "127.0.0.1:{b}"]
 replica = "dr-a"
 restore_dir = "restored"
 "#,
-            host("kvm-a1", "primary", &lab.shared()),
-            host("kvm-b1", "secondary", &dr_site),
-        ),
-    )
-    .expect("config");
-    let daemon = Daemon::start(&config);
-    steady(&daemon, &["rec"]);
-    let acked = |d: &Daemon| {
-        [a, b]
+                host("kvm-a1", "primary", &lab.shared()),
+                host("kvm-b1", "secondary", &dr_site),
+            ),
+        )
+        .expect("config");
+        let daemon = Daemon::start(&config);
+        steady(&daemon, &["rec"]);
+        Replicated {
+            daemon,
+            ports: [a, b],
+            ip,
+            dir,
+            lab,
+        }
+    }
+
+    /// The newest checkpoint both receivers acknowledged.
+    fn acked(&self) -> u64 {
+        self.ports
             .iter()
             .map(|p| {
-                d.metric(&format!(
-                    "vmdr_replication_checkpoint{{vm=\"rec\",target=\"127.0.0.1:{p}\"}}"
-                ))
-                .unwrap_or(0.0) as u64
+                self.daemon
+                    .metric(&format!(
+                        "vmdr_replication_checkpoint{{vm=\"rec\",target=\"127.0.0.1:{p}\"}}"
+                    ))
+                    .unwrap_or(0.0) as u64
             })
             .min()
             .unwrap_or(0)
-    };
-    daemon.wait_for(LIMIT, "a checkpoint on both replicas", |d| acked(d) >= 1);
-    let repl = daemon.json("/api/v1/replication");
+    }
+
+    /// The checkpoint drd logged it wrote the failover's disks from.
+    fn restored_checkpoint(&self) -> u64 {
+        let log = std::fs::read_to_string(&self.daemon.log).expect("drd's log");
+        let line = log
+            .lines()
+            .find(|l| l.contains("failover: disks written from the replica"))
+            .unwrap_or_else(|| panic!("drd logged no failover from the replica:\n{log}"));
+        line.split("checkpoint=")
+            .nth(1)
+            .and_then(|t| t.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|t| t.parse().ok())
+            .unwrap_or_else(|| panic!("no checkpoint in {line:?}"))
+    }
+}
+
+/// One run of the test above: a new lab, the kill `2 + seed % 4` s after
+/// both receivers acknowledged a first checkpoint.
+fn fails_over_with_its_records_a_prefix(seed: u64) {
+    let r = Replicated::start(2);
+    r.daemon
+        .wait_for(LIMIT, "a checkpoint on both replicas", |_| r.acked() >= 1);
+    let repl = r.daemon.json("/api/v1/replication");
     eprintln!("replication before the kill: {repl}");
     std::thread::sleep(Duration::from_millis(2000 + seed % 4000));
-    let before_kill = acked(&daemon);
-    lab.run(&["kill", "kvm-a1"]);
-    daemon.wait_for(Duration::from_secs(180), "rec restored on kvm-b1", |d| {
-        let v = vm(d, "rec");
-        v["host"] == "kvm-b1" && v["power"] == "On"
-    });
-    let events = daemon.events();
+    let before_kill = r.acked();
+    r.lab.run(&["kill", "kvm-a1"]);
+    r.daemon
+        .wait_for(Duration::from_secs(180), "rec restored on kvm-b1", |d| {
+            let v = vm(d, "rec");
+            v["host"] == "kvm-b1" && v["power"] == "On"
+        });
+    let events = r.daemon.events();
     let report = actions_for(&events, "action_finished", "rec");
     eprintln!("rec's actions: {report:?}");
-    assert_eq!(state_on(&lab, "kvm-b1", "rec"), "running");
+    assert_eq!(state_on(&r.lab, "kvm-b1", "rec"), "running");
     assert!(
-        lab::wait_for_ping(ip, LIMIT).is_some(),
+        lab::wait_for_ping(r.ip, LIMIT).is_some(),
         "rec restored on kvm-b1 but does not answer ping"
     );
     // The disk it came back with, as the replica wrote it.
-    let restored = std::fs::read(dir.0.join("restored/rec-disk0.img")).expect("the restored disk");
+    let restored =
+        std::fs::read(r.dir.0.join("restored/rec-disk0.img")).expect("the restored disk");
     let n = lab::records_prefix(&restored, "the restored disk");
     // The checkpoint it was written from (drd logs it) is at least the one
     // both receivers had acknowledged before the kill: nothing
     // acknowledged was lost.
-    let log = std::fs::read_to_string(&daemon.log).expect("drd's log");
-    let line = log
-        .lines()
-        .find(|l| l.contains("failover: disks written from the replica"))
-        .unwrap_or_else(|| panic!("drd logged no failover from the replica:\n{log}"));
-    let restored_id: u64 = line
-        .split("checkpoint=")
-        .nth(1)
-        .and_then(|t| t.split(|c: char| !c.is_ascii_digit()).next())
-        .and_then(|t| t.parse().ok())
-        .unwrap_or_else(|| panic!("no checkpoint in {line:?}"));
+    let restored_id = r.restored_checkpoint();
     assert!(
         restored_id >= before_kill,
         "restored checkpoint {restored_id}, but both receivers had acknowledged {before_kill}"
     );
+    let (daemon, dir) = (r.daemon, &r.dir);
     drop(daemon);
     // Both replicas hold whole instants too (drd went on protecting rec on
     // kvm-b1 after the failover: theirs can only be newer).
-    for r in ["dr-a", "dr-b"] {
-        let replica = dr_replication::Replica::open(&dir.0.join(r), 2).expect("replica");
+    for name in ["dr-a", "dr-b"] {
+        let replica = dr_replication::Replica::open(&dir.0.join(name), 2).expect("replica");
         let c = replica.newest().expect("a checkpoint");
-        let out = dir.0.join(format!("{r}.img"));
+        let out = dir.0.join(format!("{name}.img"));
         replica.restore(c.id, 0, &out).expect("restore");
-        let m = lab::records_prefix(&std::fs::read(&out).expect("image"), r);
-        eprintln!("{r}: checkpoint {} holds {m} records", c.id);
-        assert!(c.id >= restored_id.min(before_kill), "{r} went back");
+        let m = lab::records_prefix(&std::fs::read(&out).expect("image"), name);
+        eprintln!("{name}: checkpoint {} holds {m} records", c.id);
+        assert!(c.id >= restored_id.min(before_kill), "{name} went back");
     }
     assert!(n >= 1, "no record reached the replica");
-    let id_a = restored_id;
-    eprintln!("failover restored {n} records (checkpoint {id_a}; {before_kill} acknowledged by both before the kill)");
+    eprintln!("failover restored {n} records (checkpoint {restored_id}; {before_kill} acknowledged by both before the kill)");
+}
+
+/// A planned failover of the writing guest to an older checkpoint the
+/// operator chose from the API's list: drd stops `rec` on kvm-a1 (alive),
+/// writes its disk from that checkpoint and brings it up on kvm-b1 around
+/// a qcow2 of it there. It boots, and its disk holds exactly that
+/// checkpoint's records: fewer than the newest's, an unbroken prefix.
+#[test]
+fn a_planned_failover_to_a_chosen_older_checkpoint_brings_the_guest_back_as_it_was_then() {
+    if !lab::can_run("a_planned_failover_to_a_chosen_older_checkpoint") {
+        return;
+    }
+    let r = Replicated::start(1000);
+    r.daemon
+        .wait_for(LIMIT, "three checkpoints on both replicas", |_| {
+            r.acked() >= 3
+        });
+    let listed = || {
+        let listed = r.daemon.json("/api/v1/vms/rec/checkpoints");
+        let ids: Vec<u64> = listed["checkpoints"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c["id"].as_u64())
+            .collect();
+        assert!(!ids.is_empty(), "{listed}");
+        ids
+    };
+    // The writer has begun by then (it starts once the guest is up).
+    std::thread::sleep(Duration::from_secs(4));
+    let chosen = *listed().last().expect("a checkpoint");
+    // It goes on: later checkpoints hold more records.
+    std::thread::sleep(Duration::from_secs(3));
+    let later = *listed().last().expect("a checkpoint");
+    assert!(later > chosen);
+    let (code, body) = r.daemon.post(
+        &format!("/api/v1/vms/rec/failover?to=kvm-b1&checkpoint={chosen}"),
+        Some(TOKEN),
+    );
+    assert_eq!(code, 200, "{body}");
+    let report: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(report["method"], "replica", "{report}");
+    assert_eq!(report["checkpoint"], chosen, "{report}");
+    assert_eq!(state_on(&r.lab, "kvm-b1", "rec"), "running");
+    assert!(
+        lab::wait_for_ping(r.ip, LIMIT).is_some(),
+        "rec restored on kvm-b1 but does not answer ping"
+    );
+    let log = std::fs::read_to_string(&r.daemon.log).expect("drd's log");
+    assert!(
+        log.contains("disks written from the replica's checkpoint the operator chose"),
+        "{log}"
+    );
+    let restored =
+        std::fs::read(r.dir.0.join("restored/rec-disk0.img")).expect("the restored disk");
+    let n = lab::records_prefix(&restored, "the restored disk");
+    let (daemon, dir) = (r.daemon, &r.dir);
+    drop(daemon);
+    let replica = dr_replication::Replica::open(&dir.0.join("dr-a"), 1000).expect("replica");
+    let out = dir.0.join("check.img");
+    replica.restore(chosen, 0, &out).expect("restore");
+    assert!(
+        std::fs::read(&out).expect("image") == restored,
+        "the restored disk is not checkpoint {chosen} of the replica"
+    );
+    // `later` was listed before the failover (after it the guest, booted
+    // again, writes its records from the first anew).
+    replica.restore(later, 0, &out).expect("restore");
+    let m = lab::records_prefix(&std::fs::read(&out).expect("image"), "a later checkpoint");
+    assert!(
+        n >= 1 && n < m,
+        "checkpoint {chosen} holds {n} records, the later {later} {m}"
+    );
+    eprintln!("checkpoint {chosen} brought back with {n} records (the later {later} holds {m})");
 }

@@ -174,27 +174,37 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
-#[test]
-fn a_failover_from_the_replica_writes_the_disks_from_its_newest_checkpoint() {
-    let d = Dir::new("replica-failover");
-    let disk = d.0.join("app-1.img");
-    let image: Vec<u8> = (0..(2u32 << 20)).map(|i| (i / 512) as u8 ^ 0x5A).collect();
-    std::fs::write(&disk, &image).expect("disk");
+/// A daemon that ships app-1's disk (`image`, written to the directory) and
+/// also receives both replicas (the DR site's receivers; dr-a keeping
+/// `keep` checkpoints apart); a failover from the replica restores from
+/// dr-a to `dr-site/app-1.img`. Its directory and the receivers' ports.
+fn shipping_and_receiving(
+    tag: &str,
+    image: &[u8],
+    keep: usize,
+) -> (Dir, std::path::PathBuf, [u16; 2]) {
+    let d = Dir::new(tag);
+    std::fs::write(d.0.join("app-1.img"), image).expect("disk");
     std::fs::write(d.0.join("repl-key"), KEY).expect("key");
     let (a, b) = (free_port(), free_port());
     let config = write_config(&d.0, "200ms");
     let mut text = std::fs::read_to_string(&config).expect("config");
-    // This daemon ships app-1's disk and also receives both replicas (the DR
-    // site's receivers); a failover from the replica restores from "dr-a".
     text.push_str(&format!(
         "\n[replication]\nkey_file = \"repl-key\"\ninterval = \"300ms\"\n\
-         [[replication.receive]]\nlisten = \"127.0.0.1:{a}\"\ndir = \"dr-a\"\n\
+         [[replication.receive]]\nlisten = \"127.0.0.1:{a}\"\ndir = \"dr-a\"\nkeep = {keep}\n\
          [[replication.receive]]\nlisten = \"127.0.0.1:{b}\"\ndir = \"dr-b\"\n\
          [[replication.vm]]\nname = \"app-1\"\ndisks = [\"app-1.img\"]\n\
          targets = [\"127.0.0.1:{a}\", \"127.0.0.1:{b}\"]\n\
          replica = \"dr-a\"\nrestore_disks = [\"dr-site/app-1.img\"]\n"
     ));
     std::fs::write(&config, text).expect("config");
+    (d, config, [a, b])
+}
+
+#[test]
+fn a_failover_from_the_replica_writes_the_disks_from_its_newest_checkpoint() {
+    let image: Vec<u8> = (0..(2u32 << 20)).map(|i| (i / 512) as u8 ^ 0x5A).collect();
+    let (d, config, [a, b]) = shipping_and_receiving("replica-failover", &image, 2);
     let daemon = Daemon::start(&config);
     daemon.wait_for(LIMIT, "a checkpoint on both replicas", |d| {
         [a, b].iter().all(|p| {
@@ -221,5 +231,64 @@ fn a_failover_from_the_replica_writes_the_disks_from_its_newest_checkpoint() {
     assert!(
         restored == image,
         "the restored disk differs from the source"
+    );
+}
+
+/// A planned failover to a checkpoint the operator chose (one from before
+/// a corruption): the API lists the replica's checkpoints; one it does not
+/// hold is refused before anything stops; an older one it holds brings
+/// the VM back with the disk as it was then, not as it is now.
+#[test]
+fn a_failover_to_a_chosen_older_checkpoint_restores_the_disk_as_it_was_then() {
+    let before: Vec<u8> = (0..(1u32 << 20)).map(|i| (i / 512) as u8 ^ 0x3C).collect();
+    let (d, config, [a, _]) = shipping_and_receiving("replica-failover-older", &before, 1000);
+    let disk = d.0.join("app-1.img");
+    let daemon = Daemon::start(&config);
+    let acked = |d: &Daemon| {
+        d.metric(&format!(
+            "vmdr_replication_checkpoint{{vm=\"app-1\",target=\"127.0.0.1:{a}\"}}"
+        ))
+        .unwrap_or(0.0) as u64
+    };
+    daemon.wait_for(LIMIT, "a checkpoint on dr-a", |d| acked(d) >= 1);
+    let listed = daemon.json("/api/v1/vms/app-1/checkpoints");
+    let old = listed["checkpoints"]
+        .as_array()
+        .and_then(|c| c.last())
+        .unwrap_or_else(|| panic!("no checkpoint listed: {listed}"));
+    let old_id = old["id"].as_u64().expect("id");
+    assert_eq!(old["disks"], serde_json::json!([0]), "{listed}");
+    assert!(old["time_ms"].as_u64() > Some(0), "{listed}");
+    // The disk is corrupted; the replicas get that too.
+    let mut after = before.clone();
+    after[4096..65536].fill(0xEE);
+    std::fs::write(&disk, &after).expect("disk");
+    daemon.wait_for(LIMIT, "newer checkpoints on dr-a", |d| {
+        acked(d) >= old_id + 2
+    });
+    let newest = daemon.json("/api/v1/vms/app-1/checkpoints")["checkpoints"]
+        .as_array()
+        .and_then(|c| c.last().cloned())
+        .expect("checkpoints");
+    assert!(newest["id"].as_u64() > Some(old_id));
+    // Not held: refused, and app-1 was not stopped.
+    let (code, body) = daemon.post("/api/v1/vms/app-1/failover?checkpoint=999999", Some(TOKEN));
+    assert_eq!(code, 409, "{body}");
+    assert!(body.contains("checkpoint 999999 is not one of"), "{body}");
+    assert_eq!(vm(&daemon, "app-1")["power"], "On");
+    let (code, _) = daemon.get("/api/v1/vms/nope/checkpoints");
+    assert_eq!(code, 404);
+    let (code, body) = daemon.post(
+        &format!("/api/v1/vms/app-1/failover?checkpoint={old_id}"),
+        Some(TOKEN),
+    );
+    assert_eq!(code, 200, "{body}");
+    let report: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(report["method"], "replica", "{report}");
+    assert_eq!(report["checkpoint"], old_id, "{report}");
+    let restored = std::fs::read(d.0.join("dr-site/app-1.img")).expect("the restored disk");
+    assert!(
+        restored == before,
+        "the restored disk is not the disk as it was at checkpoint {old_id}"
     );
 }

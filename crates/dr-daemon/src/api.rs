@@ -1,7 +1,8 @@
 //! The HTTP API (axum): status (also as a stream of changes), hosts and
 //! VMs, a VM's detail, events, journal, metrics, health; pause and resume
-//! of automation, planned failover and drills per VM behind a bearer
-//! token; and the operators' console (`crate::console`) at `/`.
+//! of automation, planned failover (from a chosen checkpoint of the
+//! replica, which the API lists) and drills per VM behind a bearer token;
+//! and the operators' console (`crate::console`) at `/`.
 
 use crate::state::Shared;
 use axum::extract::{Path, Query, State};
@@ -32,6 +33,8 @@ pub enum Command {
         vm: String,
         /// The target host.
         to: Option<String>,
+        /// The replica's checkpoint to come back from (`None`: the newest).
+        checkpoint: Option<u64>,
         /// What it did, or why not.
         reply: oneshot::Sender<Result<crate::failover::FailoverReport, String>>,
     },
@@ -64,6 +67,8 @@ pub struct ApiState {
     pub token: Option<Arc<str>>,
     /// The recovery journal.
     pub journal: Arc<dyn dr_journal::Store>,
+    /// The replicas this daemon receives, by protected VM.
+    pub restores: crate::daemon::Restores,
     /// Turns true when the daemon stops (ends event streams, so the
     /// server's graceful shutdown does not wait on them).
     pub stopping: tokio::sync::watch::Receiver<bool>,
@@ -93,6 +98,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/failure-budget", get(failure_budget))
         .route("/api/v1/vms/{vm}/pause", post(pause))
         .route("/api/v1/vms/{vm}/resume", post(resume))
+        .route("/api/v1/vms/{vm}/checkpoints", get(checkpoints))
         .route("/api/v1/vms/{vm}/failover", post(failover))
         .route("/api/v1/vms/{vm}/drill", post(drill))
         .with_state(state)
@@ -225,6 +231,43 @@ struct StreamQuery {
 
 async fn replication(State(s): State<ApiState>) -> Response {
     Json(s.shared.replication.all()).into_response()
+}
+
+/// One checkpoint a failover can start from.
+#[derive(serde::Serialize)]
+struct CheckpointView {
+    id: u64,
+    /// When the primary took it, ms since the Unix epoch.
+    time_ms: u64,
+    /// The disks it holds.
+    disks: Vec<u32>,
+}
+
+/// The checkpoints of `vm`'s replica received here, oldest first: the
+/// points a planned failover may choose (`?checkpoint=ID`).
+async fn checkpoints(State(s): State<ApiState>, Path(vm): Path<String>) -> Response {
+    let Some(plan) = s.restores.get(&vm) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("this daemon receives no replica to restore {vm:?} from"),
+        );
+    };
+    let list: Vec<CheckpointView> = plan
+        .checkpoints()
+        .await
+        .into_iter()
+        .map(|(c, disks)| CheckpointView {
+            id: c.id,
+            time_ms: c.time_ms,
+            disks,
+        })
+        .collect();
+    Json(serde_json::json!({
+        "vm": vm,
+        "replica": plan.dir.display().to_string(),
+        "checkpoints": list,
+    }))
+    .into_response()
 }
 
 /// Server-sent `events` until the daemon stops (so the server's graceful
@@ -454,6 +497,7 @@ async fn resume(
 #[derive(Deserialize)]
 struct FailoverQuery {
     to: Option<String>,
+    checkpoint: Option<u64>,
 }
 
 /// Sends the command `make` builds (with its reply channel) to the loop and
@@ -497,6 +541,7 @@ async fn failover(
     ask(s, uri, headers, |reply| Command::Failover {
         vm,
         to: q.to,
+        checkpoint: q.checkpoint,
         reply,
     })
     .await

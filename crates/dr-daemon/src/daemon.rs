@@ -82,7 +82,8 @@ pub async fn run(
         .map(std::path::Path::to_path_buf)
         .unwrap_or_default();
     let ports = backend::start(&cfg.backend, &state_dir).await?;
-    let hv = with_replica_receivers(&cfg, ports.hv.clone(), tasks_stopped.clone()).await?;
+    let (hv, restores) =
+        with_replica_receivers(&cfg, ports.hv.clone(), tasks_stopped.clone()).await?;
     let hv = match &cfg.agents {
         Some(a) => crate::agents::start(a, hv, ports.clock.clone(), tasks_stopped.clone()).await?,
         None => hv,
@@ -134,6 +135,7 @@ pub async fn run(
             commands: commands.clone(),
             token: cfg.api.token.as_deref().map(Arc::from),
             journal: journal.clone(),
+            restores: restores.clone(),
             stopping: tasks_stopped.clone(),
             cluster: node.as_ref().map(|n| n.leadership.clone()),
             // An operation (a failover) may take minutes: the leader's
@@ -151,6 +153,7 @@ pub async fn run(
             clock: ports.clock.clone(),
             journal: journal.clone(),
             events: shared.clone(),
+            restores,
         },
         clock: ports.clock.clone(),
         cfg,
@@ -500,7 +503,12 @@ impl Running {
                 };
                 let _ = reply.send(answer);
             }
-            Command::Failover { vm, to, reply } => {
+            Command::Failover {
+                vm,
+                to,
+                checkpoint,
+                reply,
+            } => {
                 if control.registry().vm_idx(&vm).is_none() {
                     let _ = reply.send(Err(format!("no VM named {vm:?} is monitored")));
                 } else if !self.failing_over.insert(vm.clone()) {
@@ -509,10 +517,11 @@ impl Running {
                     // Automation stays off the VM while it moves.
                     let was_paused = control.paused().contains(&vm);
                     control.set_paused(&vm, true);
-                    tracing::info!(%vm, to = ?to, "planned failover requested");
+                    tracing::info!(%vm, to = ?to, checkpoint = ?checkpoint, "planned failover requested");
                     tokio::spawn(self.operations.clone().planned_failover(
                         vm,
                         to,
+                        checkpoint,
                         was_paused,
                         reply,
                         self.loopback.clone(),
@@ -732,17 +741,23 @@ impl Running {
     }
 }
 
+/// Where protected VMs come back from, by name: the replica this daemon
+/// receives for each.
+pub type Restores = Arc<std::collections::BTreeMap<String, crate::replica_restore::RestorePlan>>;
+
 /// Starts the replicas this daemon receives (it is then a DR site's
 /// receiver too) and, for protected VMs restored from one of them, wraps
 /// the hypervisor so that a failover writes their disks from the newest
-/// complete checkpoint first. Receivers stop with the daemon's tasks.
+/// complete checkpoint first; returns it with those VMs' plans (for a
+/// failover to a checkpoint the operator chooses). Receivers stop with the
+/// daemon's tasks.
 async fn with_replica_receivers(
     cfg: &DaemonConfig,
     hv: Arc<dyn Hypervisor>,
     stopped: watch::Receiver<bool>,
-) -> Result<Arc<dyn Hypervisor>, DaemonError> {
+) -> Result<(Arc<dyn Hypervisor>, Restores), DaemonError> {
     let Some(r) = &cfg.replication else {
-        return Ok(hv);
+        return Ok((hv, Restores::default()));
     };
     let mut replicas = std::collections::BTreeMap::new();
     for rc in &r.receive {
@@ -784,11 +799,13 @@ async fn with_replica_receivers(
         })
         .collect();
     if plans.is_empty() {
-        return Ok(hv);
+        return Ok((hv, Restores::default()));
     }
-    Ok(Arc::new(crate::replica_restore::ReplicaRestore::new(
-        hv, plans,
-    )))
+    let restores = Arc::new(plans.clone());
+    Ok((
+        Arc::new(crate::replica_restore::ReplicaRestore::new(hv, plans)),
+        restores,
+    ))
 }
 
 /// Recomputes the failure budget when what it rests on changed since the
@@ -842,6 +859,7 @@ struct Operations {
     clock: Arc<dyn Clock>,
     journal: Arc<dyn dr_journal::Store>,
     events: Arc<Shared>,
+    restores: Restores,
 }
 
 /// An operation decided and about to begin: what the journal and the
@@ -957,11 +975,13 @@ impl Operations {
         self,
         vm: String,
         to: Option<String>,
+        checkpoint: Option<u64>,
         was_paused: bool,
         reply: tokio::sync::oneshot::Sender<Result<crate::failover::FailoverReport, String>>,
         loopback: mpsc::Sender<Command>,
     ) {
-        let result = match crate::failover::prepare(&*self.hv, &vm, to.as_deref()).await {
+        let prepared = crate::failover::prepare(&*self.hv, &vm, to.as_deref(), checkpoint).await;
+        let result = match prepared {
             Err(e) => Err(e.to_string()),
             Ok(planned) => {
                 let begun = Begun {
@@ -971,7 +991,8 @@ impl Operations {
                     to: planned.to.clone(),
                 };
                 self.journaled(begun, async {
-                    crate::failover::execute(&*self.hv, &*self.clock, planned)
+                    let replica = self.restores.get(&vm);
+                    crate::failover::execute(&*self.hv, &*self.clock, planned, replica)
                         .await
                         .map_err(|e| e.to_string())
                 })

@@ -2,8 +2,10 @@
 //! protected by the replication manager is restored from its replica (by the
 //! engine after a host loss, or by a planned failover), its disks are first
 //! written from the newest complete checkpoint of the replica this daemon
-//! receives, to image files here; then the hypervisor brings the VM up from
-//! them (a vCenter copies them to a datastore of the target host first).
+//! receives (or, for a planned failover, an older one the operator chose:
+//! [`restore_at`]), to image files here; then the hypervisor brings the VM
+//! up from them (a vCenter copies them to a datastore of the target host
+//! first).
 //! The inventory says which VMs have such a checkpoint, so the engine can
 //! choose their replica. Every other call passes through unchanged.
 
@@ -11,7 +13,7 @@ use async_trait::async_trait;
 use dr_core::model::{Inventory, PowerEvent, RestoreSource, SnapshotInfo, SnapshotTarget};
 use dr_core::ports::{Capabilities, Hypervisor, HypervisorError};
 use dr_core::Timestamp;
-use dr_replication::Replica;
+use dr_replication::{CheckpointInfo, Replica};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -28,29 +30,152 @@ pub struct RestorePlan {
 }
 
 impl RestorePlan {
-    /// The image of each disk of the replica's newest complete checkpoint
+    /// The checkpoint a restore starts from: `at` if the replica holds it
+    /// whole, else an error saying what it holds; the newest when `None`.
+    fn pick(&self, replica: &Replica, at: Option<u64>) -> Result<CheckpointInfo, HypervisorError> {
+        let failed = |detail: String| HypervisorError::Failed {
+            op: "restore from replica",
+            detail,
+        };
+        let held = replica.checkpoints();
+        match at {
+            None => replica.newest().ok_or_else(|| {
+                failed(format!(
+                    "the replica in {} has no complete checkpoint yet",
+                    self.dir.display()
+                ))
+            }),
+            Some(id) => held.iter().find(|c| c.id == id).copied().ok_or_else(|| {
+                failed(match (held.first(), held.last()) {
+                    (Some(first), Some(last)) => format!(
+                        "checkpoint {id} is not one of the {} complete checkpoints the replica in {} \
+                         holds ({} to {})",
+                        held.len(),
+                        self.dir.display(),
+                        first.id,
+                        last.id
+                    ),
+                    _ => format!(
+                        "the replica in {} has no complete checkpoint yet",
+                        self.dir.display()
+                    ),
+                })
+            }),
+        }
+    }
+
+    /// The image of each disk of the checkpoint a restore starts from
     /// (named, or one per disk it holds in a directory).
-    fn paths(&self, vm: &str) -> Result<Vec<PathBuf>, HypervisorError> {
+    fn paths(&self, vm: &str, at: Option<u64>) -> Result<Vec<PathBuf>, HypervisorError> {
         use crate::replication::RestoreImages;
         match &self.images {
             RestoreImages::Files(f) => Ok(f.clone()),
             RestoreImages::Dir(dir) => {
                 let replica = self.replica.lock().unwrap_or_else(PoisonError::into_inner);
-                let newest = replica.newest().ok_or_else(|| HypervisorError::Failed {
-                    op: "restore from replica",
-                    detail: format!(
-                        "the replica in {} has no complete checkpoint yet",
-                        self.dir.display()
-                    ),
-                })?;
+                let c = self.pick(&replica, at)?;
                 Ok(replica
-                    .disks_at(newest.id)
+                    .disks_at(c.id)
                     .into_iter()
                     .map(|d| crate::config::image_in(dir, vm, d))
                     .collect())
             }
         }
     }
+
+    /// The checkpoints a failover can start from, oldest first, with the
+    /// disks each holds. Off the async threads: a merge holds the replica
+    /// a while.
+    pub async fn checkpoints(&self) -> Vec<(CheckpointInfo, Vec<u32>)> {
+        let replica = self.replica.clone();
+        tokio::task::spawn_blocking(move || {
+            let r = replica.lock().unwrap_or_else(PoisonError::into_inner);
+            r.checkpoints()
+                .into_iter()
+                .map(|c| (c, r.disks_at(c.id).into_iter().collect()))
+                .collect()
+        })
+        .await
+        .unwrap_or_default()
+    }
+
+    /// Whether a restore from checkpoint `id` can start: checked before a
+    /// planned failover stops anything.
+    pub async fn check(&self, id: u64) -> Result<(), HypervisorError> {
+        let plan = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let r = plan.replica.lock().unwrap_or_else(PoisonError::into_inner);
+            plan.pick(&r, Some(id)).map(|_| ())
+        })
+        .await
+        .map_err(|e| HypervisorError::Failed {
+            op: "restore from replica",
+            detail: e.to_string(),
+        })?
+    }
+
+    /// Writes `vm`'s disks from the checkpoint `at` (the newest: `None`) to
+    /// `images` (for `why`: a failover, a drill); returns its id and time.
+    /// The replica's lock is held throughout, so the receiver neither
+    /// applies nor merges meanwhile.
+    async fn materialize(
+        &self,
+        vm: &str,
+        images: &[PathBuf],
+        at: Option<u64>,
+        why: &'static str,
+    ) -> Result<(u64, u64), HypervisorError> {
+        let plan = self.clone();
+        let images = images.to_vec();
+        let failed = |detail: String| HypervisorError::Failed {
+            op: "restore from replica",
+            detail,
+        };
+        tokio::task::spawn_blocking(move || {
+            let replica = plan.replica.lock().unwrap_or_else(PoisonError::into_inner);
+            let c = plan.pick(&replica, at)?;
+            for (disk, image) in images.iter().enumerate() {
+                if let Some(parent) = image.parent() {
+                    std::fs::create_dir_all(parent)
+                        .map_err(|e| failed(format!("{}: {e}", parent.display())))?;
+                }
+                replica
+                    .restore(c.id, disk as u32, image)
+                    .map_err(|e| failed(e.to_string()))?;
+            }
+            Ok((c.id, c.time_ms))
+        })
+        .await
+        .map_err(|e| failed(e.to_string()))?
+        .inspect(|(id, time)| match at {
+            None => tracing::warn!(
+                vm,
+                checkpoint = id,
+                checkpoint_time_ms = time,
+                "{why}: disks written from the replica's newest complete checkpoint"
+            ),
+            Some(_) => tracing::warn!(
+                vm,
+                checkpoint = id,
+                checkpoint_time_ms = time,
+                "{why}: disks written from the replica's checkpoint the operator chose"
+            ),
+        })
+    }
+}
+
+/// Brings `vm` up on `host` from checkpoint `id` of its replica (a planned
+/// failover to a point in time the operator chose, one before a corruption
+/// say): its disks written from it, then `hv` restores it from them.
+pub async fn restore_at(
+    hv: &dyn Hypervisor,
+    plan: &RestorePlan,
+    vm: &str,
+    host: &str,
+    id: u64,
+) -> Result<(), HypervisorError> {
+    let images = plan.paths(vm, Some(id))?;
+    plan.materialize(vm, &images, Some(id), "failover").await?;
+    hv.restore_vm_from_images(vm, host, &images).await
 }
 
 /// The hypervisor, with restores from replicas backed by real checkpoints.
@@ -92,54 +217,6 @@ impl ReplicaRestore {
             }
             None => known.get(vm).copied().unwrap_or(false),
         }
-    }
-
-    /// Writes `vm`'s disks from the newest complete checkpoint to `images`
-    /// (for `why`: a failover, a drill); returns its id and time. The
-    /// replica's lock is held throughout, so the receiver neither applies
-    /// nor merges meanwhile.
-    async fn materialize(
-        &self,
-        vm: &str,
-        plan: &RestorePlan,
-        images: &[PathBuf],
-        why: &'static str,
-    ) -> Result<(u64, u64), HypervisorError> {
-        let plan = plan.clone();
-        let images = images.to_vec();
-        let failed = |detail: String| HypervisorError::Failed {
-            op: "restore from replica",
-            detail,
-        };
-        tokio::task::spawn_blocking(move || {
-            let replica = plan.replica.lock().unwrap_or_else(PoisonError::into_inner);
-            let newest = replica.newest().ok_or_else(|| {
-                failed(format!(
-                    "the replica in {} has no complete checkpoint yet",
-                    plan.dir.display()
-                ))
-            })?;
-            for (disk, image) in images.iter().enumerate() {
-                if let Some(parent) = image.parent() {
-                    std::fs::create_dir_all(parent)
-                        .map_err(|e| failed(format!("{}: {e}", parent.display())))?;
-                }
-                replica
-                    .restore(newest.id, disk as u32, image)
-                    .map_err(|e| failed(e.to_string()))?;
-            }
-            Ok((newest.id, newest.time_ms))
-        })
-        .await
-        .map_err(|e| failed(e.to_string()))?
-        .inspect(|(id, time)| {
-            tracing::warn!(
-                vm,
-                checkpoint = id,
-                checkpoint_time_ms = time,
-                "{why}: disks written from the replica's newest complete checkpoint"
-            );
-        })
     }
 }
 
@@ -250,8 +327,8 @@ impl Hypervisor for ReplicaRestore {
     ) -> Result<(), HypervisorError> {
         if source == RestoreSource::Replica {
             if let Some(plan) = self.plans.get(vm) {
-                let images = plan.paths(vm)?;
-                self.materialize(vm, plan, &images, "failover").await?;
+                let images = plan.paths(vm, None)?;
+                plan.materialize(vm, &images, None, "failover").await?;
                 return self.inner.restore_vm_from_images(vm, host, &images).await;
             }
         }
@@ -296,7 +373,7 @@ impl Hypervisor for ReplicaRestore {
         // Images of its own, beside the failover's: a drill never writes
         // over what a failover may be reading.
         let images: Vec<PathBuf> = plan
-            .paths(vm)?
+            .paths(vm, None)?
             .iter()
             .map(|i| {
                 let mut name = i.file_name().unwrap_or_default().to_os_string();
@@ -309,7 +386,7 @@ impl Hypervisor for ReplicaRestore {
         // has started, or failed, or was cut off by its timeout.
         let mut remove = RemoveOnDrop(images.clone());
         let result = async {
-            self.materialize(vm, plan, &images, "drill").await?;
+            plan.materialize(vm, &images, None, "drill").await?;
             self.inner
                 .start_drill_copy_from_images(vm, host, &images, copy)
                 .await

@@ -137,7 +137,6 @@ struct Open {
     checkpoint: String,
     base: Option<String>,
     disks: Vec<OpenDisk>,
-    read_since_check: u64,
 }
 
 /// The change source.
@@ -157,7 +156,7 @@ fn source(msg: String) -> ReplError {
     ReplError::Source(msg)
 }
 
-/// Bytes read between checks of the scratch files.
+/// Bytes read in one batch, between checks of the scratch files.
 const CHECK_EVERY: u64 = 64 << 20;
 /// NBD reads in flight at once.
 const WINDOW: usize = 16;
@@ -379,15 +378,13 @@ impl LibvirtChanges {
         }
     }
 
-    /// Fails the point if the backup's scratch files hold more than allowed.
+    /// Fails the point if the backup's scratch files hold more than allowed
+    /// (checked after each batch of reads: every [`CHECK_EVERY`] bytes, and
+    /// at the end of each disk's).
     fn check_scratch(&mut self) -> Result<(), ReplError> {
-        let Some(open) = self.open.as_mut() else {
+        let Some(open) = self.open.as_ref() else {
             return Ok(());
         };
-        if open.read_since_check < CHECK_EVERY {
-            return Ok(());
-        }
-        open.read_since_check = 0;
         let stats = self.rt.block_on(open.client.job_stats(&open.dom, 0));
         let used = stats
             .ok()
@@ -474,7 +471,6 @@ impl LibvirtChanges {
             if let Some(e) = failed {
                 return Err(e);
             }
-            open.read_since_check += bytes;
             sent += bytes;
             self.check_scratch()?;
             batch_start = batch_end;
@@ -531,7 +527,6 @@ impl ChangeSource for LibvirtChanges {
             checkpoint,
             base: base.clone(),
             disks: Vec::new(),
-            read_since_check: 0,
         };
         for dev in &x.targets {
             let ctx = match &base {

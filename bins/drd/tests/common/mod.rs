@@ -262,3 +262,11 @@ pub fn actions_for<'a>(
         .filter(|e| e["action"]["vm"] == vm)
         .collect()
 }
+
+/// The VM named `name` in the daemon's `/api/v1/vms` (null if absent).
+pub fn vm(d: &Daemon, name: &str) -> serde_json::Value {
+    d.json("/api/v1/vms")
+        .as_array()
+        .and_then(|v| v.iter().find(|v| v["name"] == name).cloned())
+        .unwrap_or(serde_json::Value::Null)
+}
