@@ -27,7 +27,9 @@ fi
 # agent, fence_ipmilan, against OpenIPMI's BMC simulator), etcd-server and
 # etcd-client (the cluster's three-member etcd on loopback, and etcdctl to
 # set it up), openssl (certificates for etcd over TLS), chromium (the
-# console's browser test, headless). Installed when missing
+# console's browser test, headless), openssh-server (an ssh host's backup
+# export reached through ssh, run by the test in a lab host's namespace on
+# a port of its own). Installed when missing
 # and we are root; the tests that need them fail in CI without them and skip
 # with a reason elsewhere.
 need=()
@@ -46,6 +48,7 @@ command -v ipmitool >/dev/null 2>&1 || need+=(ipmitool)
 [ -x /usr/bin/etcdctl ] || need+=(etcd-client)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 [ -x /usr/bin/chromium ] || need+=(chromium)
+[ -x /usr/sbin/sshd ] || need+=(openssh-server)
 
 # The KVM lab (scripts/kvm-lab.sh: libvirt daemons in namespaces, real
 # guests): libvirt and QEMU. On Debian 12 they come from bookworm-backports,

@@ -17,6 +17,10 @@
 //! lost with a redefinition) drops the chain: every `vmdr-` checkpoint is
 //! deleted and the point is taken full, logged and counted.
 //!
+//! The export is served and reached as [`crate::nbd_route`] says for the
+//! host's transport (a local socket, ssh's forwarding, or plain TCP on a
+//! `qemu+tcp` host).
+//!
 //! Scratch files (QEMU's copy-before-write of what the guest overwrites
 //! during the read) go beside the VM's first disk unless set, and are
 //! watched: past `scratch_limit` the point is abandoned and retried, so a
@@ -27,14 +31,14 @@
 
 use crate::config::HostConfig;
 use crate::domxml::DomainXml;
-use crate::pull::{self, NbdServer};
+use crate::nbd_route::{NbdStream, Route};
+use crate::pull;
 use crate::remote::Client;
 use crate::wire::{Checkpoint, Domain};
 use dr_nbd::proto::{STATE_DIRTY, STATE_ZERO};
 use dr_replication::capture::{ChangeSource, Consistency, Point, PointDisk, Sink, PIECE};
 use dr_replication::scan::ScanStats;
 use dr_replication::ReplError;
-use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -125,7 +129,7 @@ impl Chain {
 struct OpenDisk {
     dev: String,
     size: u64,
-    nbd: dr_nbd::Client<TcpStream>,
+    nbd: dr_nbd::Client<NbdStream>,
 }
 
 /// The point being read: the backup job runs until it is committed or
@@ -137,6 +141,7 @@ struct Open {
     checkpoint: String,
     base: Option<String>,
     disks: Vec<OpenDisk>,
+    route: Route,
 }
 
 /// The change source.
@@ -293,7 +298,14 @@ impl LibvirtChanges {
         Ok(())
     }
 
+    /// Ends the point's backup job (waiting for it to go), then removes
+    /// what its export's route left here.
     fn end_job(&self, open: &Open) {
+        self.stop_job(open);
+        open.route.clean_up();
+    }
+
+    fn stop_job(&self, open: &Open) {
         if let Err(e) = self.call(open.client.abort_job(&open.dom)) {
             tracing::debug!(vm = %self.cfg.vm, error = %e, "ending the backup job");
         }
@@ -316,17 +328,9 @@ impl LibvirtChanges {
         host: &HostConfig,
         disks: &[String],
         scratch: &str,
+        route: &Route,
     ) -> Result<(Option<String>, String, Option<String>), ReplError> {
-        let Some(ip) = host.ip else {
-            return Err(source(format!(
-                "host {} has no `ip` in [[libvirt.host]]: QEMU serves the backup's NBD export there",
-                host.name
-            )));
-        };
-        let server = NbdServer::Tcp {
-            host: ip.to_string(),
-            port: self.cfg.nbd_port,
-        };
+        let server = route.server();
         let mut full_reason = None;
         let listed: Vec<String> = self
             .call(c.checkpoints(dom, 0))
@@ -517,8 +521,10 @@ impl ChangeSource for LibvirtChanges {
                 .parent()
                 .map_or_else(|| "/var/tmp".to_owned(), |p| p.display().to_string()),
         };
-        let (base, checkpoint, full_reason) = self.start(&c, &dom, &host, &x.targets, &scratch)?;
-        let addr = SocketAddr::new(host.ip.unwrap_or([0, 0, 0, 0].into()), self.cfg.nbd_port);
+        let route = Route::for_host(&host, &self.cfg.vm, self.cfg.nbd_port, &scratch)
+            .map_err(|e| source(format!("{}: {e}", self.cfg.vm)))?;
+        let (base, checkpoint, full_reason) =
+            self.start(&c, &dom, &host, &x.targets, &scratch, &route)?;
         let mut disks = Vec::with_capacity(x.targets.len());
         let mut open = Open {
             client: c,
@@ -527,18 +533,14 @@ impl ChangeSource for LibvirtChanges {
             checkpoint,
             base: base.clone(),
             disks: Vec::new(),
+            route: route.clone(),
         };
         for dev in &x.targets {
             let ctx = match &base {
                 Some(_) => pull::dirty_context(dev),
                 None => "base:allocation".to_owned(),
             };
-            match dr_nbd::client::connect_tcp(
-                addr,
-                &pull::export_name(dev),
-                &[&ctx],
-                self.cfg.timeout,
-            ) {
+            match route.connect(&pull::export_name(dev), &[&ctx], self.cfg.timeout) {
                 Ok(nbd) => {
                     let size = nbd.export().size;
                     disks.push(PointDisk {
@@ -553,7 +555,7 @@ impl ChangeSource for LibvirtChanges {
                 }
                 Err(e) => {
                     self.open = Some(open);
-                    let why = format!("{}:{dev}: the export at {addr}: {e}", self.cfg.vm);
+                    let why = format!("{}:{dev}: the export at {route}: {e}", self.cfg.vm);
                     self.abandon(&why);
                     return Err(source(why));
                 }

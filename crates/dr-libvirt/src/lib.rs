@@ -35,6 +35,7 @@ pub mod domxml;
 pub mod error;
 pub mod events;
 pub mod host;
+pub mod nbd_route;
 pub mod pull;
 pub mod remote;
 pub mod store;

@@ -3,7 +3,7 @@
 //! (a local socket), `qemu+tcp://HOST[:PORT]/system` (plain TCP, for a
 //! network that is itself trusted), `qemu+ssh://[USER@]HOST[:PORT]/system`
 //! (`ssh` runs `virt-ssh-helper` on the host, as libvirt's own client
-//! does). `qemu+tls` is refused with a clear error: this build does not
+//! does; `?keyfile=` and `?known_hosts=` as libvirt's). `qemu+tls` is refused with a clear error: this build does not
 //! speak it.
 
 use crate::error::LibvirtError;
@@ -38,6 +38,9 @@ pub enum Transport {
         user: Option<String>,
         /// Private key file (`?keyfile=`).
         keyfile: Option<PathBuf>,
+        /// The host keys to verify it against (`?known_hosts=`; else ssh's
+        /// own files).
+        known_hosts: Option<PathBuf>,
     },
 }
 
@@ -134,6 +137,7 @@ impl Uri {
                     port,
                     user,
                     keyfile: take(&mut params, "keyfile").map(PathBuf::from),
+                    known_hosts: take(&mut params, "known_hosts").map(PathBuf::from),
                 }
             }
             "tls" => {
@@ -183,8 +187,16 @@ impl Uri {
                     port,
                     user,
                     keyfile,
-                } => ssh(host, *port, user.as_deref(), keyfile.as_deref(), &self.name)
-                    .map_err(|e| fail(format!("ssh: {e}"))),
+                    known_hosts,
+                } => {
+                    let cmd = ssh_command(
+                        *port,
+                        user.as_deref(),
+                        keyfile.as_deref(),
+                        known_hosts.as_deref(),
+                    );
+                    ssh(cmd, host, &self.name).map_err(|e| fail(format!("ssh: {e}")))
+                }
             }
         })
         .await;
@@ -238,17 +250,15 @@ fn percent_decode(s: &str) -> Result<String, String> {
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
-/// `ssh` running `virt-ssh-helper` on the host: its stdin and stdout are the
-/// stream. Batch mode: a host that asks for a password fails at once
-/// instead of waiting on a terminal nobody watches.
-fn ssh(
-    host: &str,
+/// `ssh` with the options every connection to a host takes (its port, user,
+/// key and known hosts; batch mode), before the destination.
+pub(crate) fn ssh_command(
     port: Option<u16>,
     user: Option<&str>,
     keyfile: Option<&std::path::Path>,
-    name: &str,
-) -> std::io::Result<Box<dyn Io>> {
-    let mut cmd = tokio::process::Command::new("ssh");
+    known_hosts: Option<&std::path::Path>,
+) -> std::process::Command {
+    let mut cmd = std::process::Command::new("ssh");
     cmd.args(["-T", "-e", "none", "-o", "BatchMode=yes"]);
     if let Some(p) = port {
         cmd.arg("-p").arg(p.to_string());
@@ -259,6 +269,19 @@ fn ssh(
     if let Some(k) = keyfile {
         cmd.arg("-i").arg(k);
     }
+    if let Some(k) = known_hosts {
+        // Quoted: ssh splits an option's value at spaces.
+        cmd.arg("-o")
+            .arg(format!("UserKnownHostsFile=\"{}\"", k.display()));
+    }
+    cmd
+}
+
+/// `ssh` running `virt-ssh-helper` on the host: its stdin and stdout are the
+/// stream. Batch mode: a host that asks for a password fails at once
+/// instead of waiting on a terminal nobody watches.
+fn ssh(cmd: std::process::Command, host: &str, name: &str) -> std::io::Result<Box<dyn Io>> {
+    let mut cmd = tokio::process::Command::from(cmd);
     cmd.arg("--")
         .arg(host)
         .arg("virt-ssh-helper")
@@ -340,9 +363,16 @@ mod tests {
                 host: "kvm-a1".into(),
                 port: Some(2222),
                 user: Some("root".into()),
-                keyfile: Some("/k ey".into())
+                keyfile: Some("/k ey".into()),
+                known_hosts: None,
             }
         );
+        let u = Uri::parse("qemu+ssh://kvm-a1/system?known_hosts=/etc/vmdr/known_hosts")
+            .expect("ssh with known hosts");
+        assert!(matches!(
+            u.transport,
+            Transport::Ssh { known_hosts: Some(k), .. } if k == std::path::Path::new("/etc/vmdr/known_hosts")
+        ));
         let u = Uri::parse("qemu+tcp://[fd00::1]:1600/system").expect("v6");
         assert_eq!(
             u.transport,

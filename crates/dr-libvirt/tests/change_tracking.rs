@@ -86,13 +86,23 @@ impl Run {
 
     /// [`Run::new`] with the backup's scratch files limited to `limit` bytes.
     fn with_limit(lab: &common::Lab, vm: &str, limit: u64) -> Run {
+        Run::with(lab, vm, limit, config(lab).hosts)
+    }
+
+    /// [`Run::with_limit`] over `hosts`.
+    fn with(
+        lab: &common::Lab,
+        vm: &str,
+        limit: u64,
+        hosts: Vec<dr_libvirt::config::HostConfig>,
+    ) -> Run {
         let work = lab.dir.join(format!("replication-{vm}"));
         for d in ["log", "replica"] {
             std::fs::create_dir_all(work.join(d)).expect("dirs");
         }
         let tracking = Tracking {
             vm: vm.into(),
-            hosts: config(lab).hosts,
+            hosts,
             state_dir: work.join("log"),
             nbd_port: 10809,
             scratch_dir: None,
@@ -351,21 +361,29 @@ fn scratch_files(lab: &common::Lab) -> Vec<std::ffi::OsString> {
         .collect()
 }
 
-/// Holds a point open for `held` while the guest does what it does, then
-/// reads disk 0; a failed point is abandoned.
-async fn held_point(src: LibvirtChanges, held: Duration) -> (LibvirtChanges, Result<(), String>) {
+/// Holds a point open for `held` while the guest does what it does, takes
+/// a `look` at the host meanwhile, then reads disk 0; the point is
+/// abandoned either way (a probe is not stored anywhere, so it must not
+/// become the next point's base).
+async fn held_point<T: Send + 'static>(
+    src: LibvirtChanges,
+    held: Duration,
+    look: impl FnOnce() -> T + Send + 'static,
+) -> (LibvirtChanges, Result<(), String>, T) {
     tokio::task::spawn_blocking(move || {
         let mut src = src;
         src.begin().expect("begin");
+        let seen = look();
         std::thread::sleep(held);
         let r = src.read_changes(0, &mut |_, _| Ok(()));
-        if let Err(e) = &r {
-            src.abandon(&e.to_string());
-        } else {
-            // Not stored anywhere: it must not become the next point's base.
-            src.abandon("a probe");
-        }
-        (src, r.map(|_| ()).map_err(|e| e.to_string()))
+        src.abandon(
+            match &r {
+                Ok(_) => "a probe".to_owned(),
+                Err(e) => e.to_string(),
+            }
+            .as_str(),
+        );
+        (src, r.map(|_| ()).map_err(|e| e.to_string()), seen)
     })
     .await
     .expect("task")
@@ -376,7 +394,12 @@ async fn held_point(src: LibvirtChanges, held: Duration) -> (LibvirtChanges, Res
 /// a 4 MiB limit; the same guest overwriting its disk at 20 MB/s passes it:
 /// that point is abandoned, its checkpoint deleted and no scratch file
 /// left on the host; once the guest calms down the next point, under the
-/// same limit, is full and right.
+/// same limit, is full and right, and the one after it incremental.
+///
+/// The host is reached through its Unix socket, as a local host is: the
+/// export is then a Unix socket beside the scratch files, nothing listens
+/// on the host's network while a point is open, and the socket goes with
+/// the job.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_point_whose_scratch_passes_its_limit_is_abandoned_and_retried() {
     if !common::can_run("a_point_whose_scratch_passes_its_limit_is_abandoned_and_retried") {
@@ -390,10 +413,39 @@ async fn a_point_whose_scratch_passes_its_limit_is_abandoned_and_retried() {
         "the guest booted"
     );
     const LIMIT: u64 = 4 << 20;
-    let mut run = Run::with_limit(&lab, "scr-1", LIMIT);
+    let mut hosts = config(&lab).hosts;
+    hosts[0].uri = dr_libvirt::uri::Uri::parse(&lab.unix_uri("kvm-a1")).expect("unix uri");
+    let mut run = Run::with(&lab, "scr-1", LIMIT, hosts);
     let held = Duration::from_millis(1500);
-    let (src, quiet) = held_point(run.source.take().expect("source"), held).await;
+    let socket = lab.shared().join("vmdr-nbd-scr-1.sock");
+    // What listens on TCP in the host's network namespace, and whether the
+    // socket is there, while the point is open.
+    let mut ss = lab.in_host("kvm-a1", Path::new("ss"));
+    ss.arg("-ltnH");
+    let look = {
+        let socket = socket.clone();
+        move || {
+            let out = ss.output().expect("ss");
+            assert!(out.status.success(), "ss: {out:?}");
+            (
+                socket.exists(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+            )
+        }
+    };
+    let (src, quiet, (socket_there, listening)) =
+        held_point(run.source.take().expect("source"), held, look).await;
     quiet.expect("a quiet guest's point stays under the limit");
+    assert!(
+        socket_there,
+        "no socket at {} while the point was open",
+        socket.display()
+    );
+    assert!(
+        !listening.contains(":10809"),
+        "the export listens on the host's network: {listening}"
+    );
+    assert!(!socket.exists(), "the socket outlived its job");
     let agent = |command: &str| {
         lab.virsh(
             "kvm-a1",
@@ -401,7 +453,7 @@ async fn a_point_whose_scratch_passes_its_limit_is_abandoned_and_retried() {
         )
     };
     agent(r#"{"execute":"vmdr-churn","arguments":{"mbps":20}}"#);
-    let (src, busy) = held_point(src, held).await;
+    let (src, busy, ()) = held_point(src, held, || ()).await;
     agent(r#"{"execute":"vmdr-churn-stop"}"#);
     let err = busy.expect_err("over the scratch limit");
     assert!(
@@ -419,6 +471,8 @@ async fn a_point_whose_scratch_passes_its_limit_is_abandoned_and_retried() {
     run.source = Some(src);
     let (c, _) = run.point(1).await;
     assert!(c.point.full, "no base was kept: the point is full");
+    let (c, _) = run.point(2).await;
+    assert!(!c.point.full, "the next point is incremental");
     assert_eq!(
         lab.virsh("kvm-a1", &["checkpoint-list", "scr-1", "--name"])
             .lines()
@@ -426,6 +480,7 @@ async fn a_point_whose_scratch_passes_its_limit_is_abandoned_and_retried() {
         1
     );
     assert_eq!(scratch_files(&lab), Vec::<std::ffi::OsString>::new());
+    assert!(!socket.exists(), "the socket outlived its job");
 }
 
 /// A disk that is not a qcow2 cannot carry checkpoints' bitmaps: the

@@ -9,7 +9,9 @@
 //! snapshot, `QueryChangedDiskAreas`, reads of the frozen disk, the
 //! snapshot removed), and the block-hash scan of [`crate::scan`] is the
 //! fallback for disks nobody tracks ([`HashScan`]). The write path records
-//! writes as they happen and needs no source: its checkpoint is the point.
+//! writes as they happen: as a source
+//! ([`crate::write_path::WritePathChanges`]) it hands over nothing and its
+//! checkpoint is the point.
 //!
 //! [`capture`] runs one point: begin, every disk's changes appended to the
 //! log, the checkpoint fsynced, then `commit`. A failure before the

@@ -10,8 +10,8 @@
 //! recovery, reports its RPO, and can write out a disk image at any kept
 //! checkpoint for failover.
 //!
-//! Changes reach the log through the [`write_path`] (writes recorded as
-//! they happen) or a [`capture::ChangeSource`]: the hypervisor's change
+//! Changes reach the log through a [`capture::ChangeSource`]: the
+//! [`write_path`] (writes recorded as they happen), the hypervisor's change
 //! tracking (a point in time of every disk, read by the backend that owns
 //! it) or the block-hash [`scan`] (disks written by something else). Shipping runs over TCP ([`net`], [`wire`]): frames encrypted and
 //! authenticated (AES-256-GCM under a per-connection key derived from a

@@ -90,6 +90,9 @@ pub struct Log {
     last_checkpoint: Option<(u64, u64, u64)>,
     buf: Vec<u8>,
     poisoned: Option<String>,
+    /// Why checkpoints are refused for now: a group writing through the
+    /// log stopped with a record its disk may not hold (appends go on).
+    held: Option<String>,
     /// Where recent reads of the shipping path ended, as (the next record's
     /// sequence, its segment's first sequence, its byte offset there), the
     /// newest last: the next batch of each shipper starts exactly there,
@@ -434,6 +437,7 @@ impl Log {
             last_checkpoint,
             buf: Vec::new(),
             poisoned: None,
+            held: None,
             resume: Vec::new(),
             readers: Vec::new(),
             stream,
@@ -450,6 +454,18 @@ impl Log {
     /// The sequence number the next record gets.
     pub fn next_seq(&self) -> u64 {
         self.next_seq
+    }
+
+    /// Refuses checkpoints (with `why`) until [`Log::release_checkpoints`]:
+    /// the log holds a record that a disk may not (a write path's disk
+    /// write failed after it was logged), and no checkpoint may show it.
+    pub fn hold_checkpoints(&mut self, why: String) {
+        self.held = Some(why);
+    }
+
+    /// Takes checkpoints again (the group resynchronised every disk).
+    pub fn release_checkpoints(&mut self) {
+        self.held = None;
     }
 
     /// The newest durable checkpoint: (id, seq, time_ms).
@@ -521,6 +537,9 @@ impl Log {
     /// Ends a checkpoint: every write appended so far belongs to it. Returns
     /// (id, seq) once it is on disk.
     pub fn checkpoint(&mut self, time_ms: u64) -> Result<(u64, u64), ReplError> {
+        if let Some(why) = &self.held {
+            return Err(ReplError::Poisoned(why.clone()));
+        }
         let (id, seq) = (self.next_checkpoint, self.next_seq);
         self.push(&Record::Checkpoint { seq, id, time_ms })?;
         let path = self

@@ -8,9 +8,15 @@
 //! log that was not closed cleanly makes the group resynchronise: every
 //! block of every disk goes into the next checkpoint, and the replicas equal
 //! the disks again from then on.
+//!
+//! [`WritePathChanges`] makes such a group a [`ChangeSource`], so the same
+//! agent that takes a hypervisor's points on a schedule takes its
+//! checkpoints too.
 
+use crate::capture::{ChangeSource, Consistency, Point, PointDisk, Sink};
 use crate::error::{io, ReplError};
 use crate::log::Log;
+use crate::scan::ScanStats;
 use crate::scan::Scanner;
 use std::fs::{File, OpenOptions};
 use std::io::{Seek as _, SeekFrom};
@@ -86,6 +92,9 @@ impl WritePath {
         if clean {
             std::fs::remove_file(&clean_marker).map_err(io("remove", &clean_marker))?;
         }
+        // The disks are in the log as they are: a stop of an earlier
+        // opening no longer holds checkpoints back.
+        lock(&log).release_checkpoints();
         Ok(WritePath {
             log,
             disks: files,
@@ -124,33 +133,48 @@ impl WritePath {
             let written = d.file.write_all_at(data, offset);
             let path = d.path.clone();
             if let Err(e) = written {
-                return Err(self.poison(path, e));
+                let why = format!(
+                    "growing {} failed ({e}); reopen the group to resynchronise",
+                    path.display()
+                );
+                lock(&self.log).hold_checkpoints(why.clone());
+                return Err(self.poison(why, path, e));
             }
             d.len = end;
-            if let Err(e) = lock(&self.log).append(disk, offset, data) {
-                self.poisoned = Some(format!(
+            let mut log = lock(&self.log);
+            if let Err(e) = log.append(disk, offset, data) {
+                let why = format!(
                     "{} holds a write the log refused ({e}); reopen the group to resynchronise",
                     path.display()
-                ));
+                );
+                log.hold_checkpoints(why.clone());
+                self.poisoned = Some(why);
                 return Err(e);
             }
             return Ok(());
         }
-        lock(&self.log).append(disk, offset, data)?;
+        // The disk write under the log's lock: a checkpoint taken meanwhile
+        // (a `WritePathChanges` point) would show the write before it is
+        // known to be on the disk.
+        let mut log = lock(&self.log);
+        log.append(disk, offset, data)?;
         if let Err(e) = d.file.write_all_at(data, offset) {
             let path = d.path.clone();
-            return Err(self.poison(path, e));
+            let why = format!(
+                "writing {} failed ({e}); reopen the group to resynchronise",
+                path.display()
+            );
+            log.hold_checkpoints(why.clone());
+            drop(log);
+            return Err(self.poison(why, path, e));
         }
         Ok(())
     }
 
     /// Stops the group after a failed disk write: the log may hold a write
     /// the disk does not, or the disk one the log does not.
-    fn poison(&mut self, path: PathBuf, e: std::io::Error) -> ReplError {
-        self.poisoned = Some(format!(
-            "writing {} failed ({e}); reopen the group to resynchronise",
-            path.display()
-        ));
+    fn poison(&mut self, why: String, path: PathBuf, e: std::io::Error) -> ReplError {
+        self.poisoned = Some(why);
         ReplError::Io {
             op: "write",
             path,
@@ -194,4 +218,78 @@ impl WritePath {
 
 fn lock(log: &Mutex<Log>) -> MutexGuard<'_, Log> {
     log.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A write-path group as a change source. Its writes are in the log as they
+/// happen, so a point hands over no changes: its instant is the checkpoint
+/// `capture` appends under the log's lock, between two writes, and it holds
+/// exactly the writes appended before (every acknowledged one; a write in
+/// progress either whole or not at all). A point-in-time source.
+///
+/// A stopped group begins no point, and its log refuses checkpoints until
+/// the group is reopened (a write that failed on its disk after it was
+/// logged stops the group under the log's lock, so no checkpoint ever
+/// shows it).
+pub struct WritePathChanges {
+    group: Arc<Mutex<WritePath>>,
+    first: bool,
+}
+
+impl WritePathChanges {
+    /// The source over `group`, which its writers share.
+    pub fn new(group: Arc<Mutex<WritePath>>) -> WritePathChanges {
+        WritePathChanges { group, first: true }
+    }
+}
+
+impl ChangeSource for WritePathChanges {
+    fn consistency(&self) -> Consistency {
+        Consistency::PointInTime
+    }
+
+    fn begin(&mut self) -> Result<Point, ReplError> {
+        let g = self.group.lock().unwrap_or_else(PoisonError::into_inner);
+        g.usable()?;
+        // A resynchronised group's first point carries every block.
+        let resynced = self.first && g.resynced_blocks > 0;
+        Ok(Point {
+            disks: g
+                .disks
+                .iter()
+                .map(|d| PointDisk {
+                    name: d.path.display().to_string(),
+                    // As of `begin`: a write may grow an image file
+                    // before the checkpoint (the point's changes are in
+                    // the log already, so none is checked against it).
+                    size: d.len,
+                })
+                .collect(),
+            full: resynced,
+            full_reason: resynced.then(|| {
+                "the log was not closed cleanly: every block of every disk was resynchronised"
+                    .to_owned()
+            }),
+        })
+    }
+
+    fn read_changes(&mut self, disk: u32, _sink: &mut Sink<'_>) -> Result<ScanStats, ReplError> {
+        let g = self.group.lock().unwrap_or_else(PoisonError::into_inner);
+        if disk as usize >= g.disks.len() {
+            return Err(ReplError::Source(format!("no disk {disk} in this group")));
+        }
+        g.usable()?;
+        Ok(ScanStats::default())
+    }
+
+    fn commit(&mut self) -> Result<(), ReplError> {
+        self.first = false;
+        Ok(())
+    }
+
+    fn abandon(&mut self, why: &str) {
+        tracing::debug!(
+            why,
+            "write path point abandoned; its writes stay in the log"
+        );
+    }
 }

@@ -1,7 +1,9 @@
 //! Capturing points into the log: the parallel hash scan finds exactly the
 //! changed blocks wherever they fall (inside a worker's slice, across
 //! slices and windows, in a short last block); a point that fails before
-//! its checkpoint is durable is abandoned and the next one covers it.
+//! its checkpoint is durable is abandoned and the next one covers it; the
+//! write path's points, taken while a thread writes, are prefixes of what
+//! it wrote.
 
 mod common;
 
@@ -225,5 +227,107 @@ fn a_change_past_the_frozen_disk_is_refused() {
     assert!(
         err.to_string().contains("vdb") && err.to_string().contains("past the disk"),
         "{err}"
+    );
+}
+
+/// The write path as a source, captured while a thread writes numbered
+/// blocks in order (each acknowledged before the next): every checkpoint
+/// restores as an unbroken prefix of them, holding at least every write
+/// acknowledged before its capture began and none begun after it ended.
+#[test]
+fn write_path_points_taken_during_writes_are_prefixes_of_the_acknowledged_writes() {
+    use dr_replication::write_path::{WritePath, WritePathChanges};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    let (ld, rd, dd, od) = (
+        TempDir::new("wp-src-log"),
+        TempDir::new("wp-src-rep"),
+        TempDir::new("wp-src-disk"),
+        TempDir::new("wp-src-out"),
+    );
+    const BLOCKS: u64 = 2000;
+    let disk = dd.0.join("d0.img");
+    std::fs::write(&disk, vec![0u8; BLOCKS as usize * BLOCK]).expect("disk");
+    let log = Arc::new(Mutex::new(
+        Log::open(&ld.0, LogConfig::default()).expect("log"),
+    ));
+    let group = Arc::new(Mutex::new(
+        WritePath::open(log.clone(), &ld.0, std::slice::from_ref(&disk)).expect("group"),
+    ));
+    let mut src = WritePathChanges::new(group.clone());
+    assert_eq!(src.consistency(), Consistency::PointInTime);
+    let acked = Arc::new(AtomicU64::new(0));
+    let writer = {
+        let (group, acked) = (group.clone(), acked.clone());
+        std::thread::spawn(move || {
+            for k in 0..BLOCKS {
+                let block = vec![(k % 251 + 1) as u8; BLOCK];
+                group
+                    .lock()
+                    .expect("group")
+                    .write(0, k * BLOCK as u64, &block)
+                    .expect("write");
+                acked.store(k + 1, Ordering::SeqCst);
+            }
+        })
+    };
+    let mut points = Vec::new();
+    while points.len() < 2 || !writer.is_finished() {
+        let before = acked.load(Ordering::SeqCst);
+        let c = capture::capture(&mut src, &log, points.len() as u64 + 1).expect("capture");
+        let after = acked.load(Ordering::SeqCst);
+        assert!(
+            c.disks[0] == ScanStats::default(),
+            "the writes are in the log already"
+        );
+        points.push((c.checkpoint.0, before, after));
+        std::thread::sleep(std::time::Duration::from_micros(300));
+    }
+    writer.join().expect("writer");
+    let c = capture::capture(&mut src, &log, 1_000).expect("capture");
+    points.push((c.checkpoint.0, BLOCKS, BLOCKS));
+    let mut replica = Replica::open(&rd.0, points.len()).expect("replica");
+    let records = log
+        .lock()
+        .expect("log")
+        .read_from(1, usize::MAX)
+        .expect("read");
+    for r in &records {
+        replica.apply(r).expect("apply");
+    }
+    let out = od.0.join("img");
+    let mut partial = 0;
+    for &(id, before, after) in &points {
+        let image = match replica.restore(id, 0, &out) {
+            Ok(()) => std::fs::read(&out).expect("image"),
+            // Taken before the first write: nothing of the disk yet.
+            Err(ReplError::NoDisk { .. }) if before == 0 => Vec::new(),
+            Err(e) => panic!("checkpoint {id}: {e}"),
+        };
+        let n = image.chunks(BLOCK).take_while(|b| b[0] != 0).count() as u64;
+        for (k, b) in image.chunks(BLOCK).enumerate() {
+            let want = if (k as u64) < n {
+                (k as u64 % 251 + 1) as u8
+            } else {
+                0
+            };
+            assert!(
+                b.iter().all(|&x| x == want),
+                "checkpoint {id}: block {k} is not {} whole",
+                if want == 0 { "empty" } else { "its record" }
+            );
+        }
+        assert!(
+            (before..=after + 1).contains(&n),
+            "checkpoint {id} holds {n} writes; {before} were acknowledged before its capture, {after} after"
+        );
+        if 0 < n && n < BLOCKS {
+            partial += 1;
+        }
+    }
+    eprintln!("{} points, {partial} among the writes", points.len());
+    assert!(
+        partial >= 1,
+        "no checkpoint fell among the writes: {points:?}"
     );
 }

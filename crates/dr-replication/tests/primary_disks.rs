@@ -286,6 +286,12 @@ fn a_disk_that_fills_up_mid_write_stops_the_group_until_it_resynchronises() {
     assert!(matches!(wp.checkpoint(2), Err(ReplError::Poisoned(_))));
     assert!(matches!(wp.write(0, 0, b"x"), Err(ReplError::Poisoned(_))));
     assert!(matches!(wp.close(3), Err(ReplError::Poisoned(_))));
+    // Nor may a checkpoint taken beside the group (a source's point).
+    let held = log.lock().expect("log").checkpoint(2);
+    assert!(
+        matches!(&held, Err(ReplError::Poisoned(why)) if why.contains("reopen the group")),
+        "{held:?}"
+    );
 
     // Reopened, the group resynchronises every block.
     let resynced = resynchronised_replica_equals(&d.0, &image, &log, &mut replica);
