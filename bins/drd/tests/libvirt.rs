@@ -619,10 +619,13 @@ fn a_planned_failover_to_a_chosen_older_checkpoint_brings_the_guest_back_as_it_w
     // The writer has begun by then (it starts once the guest is up).
     std::thread::sleep(Duration::from_secs(4));
     let chosen = *listed().last().expect("a checkpoint");
-    // It goes on: later checkpoints hold more records.
+    // It goes on: later checkpoints hold more records (waited for: under
+    // load a point can take seconds).
     std::thread::sleep(Duration::from_secs(3));
+    r.daemon.wait_for(LIMIT, "a later checkpoint", |_| {
+        listed().last().is_some_and(|&l| l > chosen)
+    });
     let later = *listed().last().expect("a checkpoint");
-    assert!(later > chosen);
     let (code, body) = r.daemon.post(
         &format!("/api/v1/vms/rec/failover?to=kvm-b1&checkpoint={chosen}"),
         Some(TOKEN),
