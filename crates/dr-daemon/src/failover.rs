@@ -111,15 +111,15 @@ pub async fn execute(
     p: Planned,
     replica: Option<&RestorePlan>,
 ) -> Result<FailoverReport, FailoverError> {
-    // Before anything stops: a checkpoint that cannot be restored here.
+    // Before anything stops: a chosen checkpoint's disks are written (one
+    // the replica does not hold is refused, and nothing stopped).
     let chosen = match (p.checkpoint, replica) {
         (None, _) => None,
-        (Some(id), Some(plan)) => {
-            plan.check(id)
+        (Some(id), Some(plan)) => Some(
+            crate::replica_restore::write_checkpoint(plan, &p.vm, id)
                 .await
-                .map_err(hv_err("restore from replica"))?;
-            Some((id, plan))
-        }
+                .map_err(hv_err("restore from replica"))?,
+        ),
         (Some(_), None) => {
             return Err(FailoverError::Impossible(format!(
                 "{}'s replica is not received by this daemon: no checkpoint to choose from",
@@ -139,7 +139,8 @@ pub async fn execute(
             hv.power_on(&p.vm).await.map_err(hv_err("power on"))?;
         }
         _ => match chosen {
-            Some((id, plan)) => crate::replica_restore::restore_at(hv, plan, &p.vm, &p.to, id)
+            Some(images) => hv
+                .restore_vm_from_images(&p.vm, &p.to, &images)
                 .await
                 .map_err(hv_err("restore from replica"))?,
             None => hv

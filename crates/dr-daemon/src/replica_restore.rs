@@ -3,7 +3,7 @@
 //! engine after a host loss, or by a planned failover), its disks are first
 //! written from the newest complete checkpoint of the replica this daemon
 //! receives (or, for a planned failover, an older one the operator chose:
-//! [`restore_at`]), to image files here; then the hypervisor brings the VM
+//! [`write_checkpoint`]), to image files here; then the hypervisor brings the VM
 //! up from them (a vCenter copies them to a datastore of the target host
 //! first).
 //! The inventory says which VMs have such a checkpoint, so the engine can
@@ -98,21 +98,6 @@ impl RestorePlan {
         .unwrap_or_default()
     }
 
-    /// Whether a restore from checkpoint `id` can start: checked before a
-    /// planned failover stops anything.
-    pub async fn check(&self, id: u64) -> Result<(), HypervisorError> {
-        let plan = self.clone();
-        tokio::task::spawn_blocking(move || {
-            let r = plan.replica.lock().unwrap_or_else(PoisonError::into_inner);
-            plan.pick(&r, Some(id)).map(|_| ())
-        })
-        .await
-        .map_err(|e| HypervisorError::Failed {
-            op: "restore from replica",
-            detail: e.to_string(),
-        })?
-    }
-
     /// Writes `vm`'s disks from the checkpoint `at` (the newest: `None`) to
     /// `images` (for `why`: a failover, a drill); returns its id and time.
     /// The replica's lock is held throughout, so the receiver neither
@@ -163,19 +148,20 @@ impl RestorePlan {
     }
 }
 
-/// Brings `vm` up on `host` from checkpoint `id` of its replica (a planned
+/// Writes `vm`'s disks from checkpoint `id` of its replica (a planned
 /// failover to a point in time the operator chose, one before a corruption
-/// say): its disks written from it, then `hv` restores it from them.
-pub async fn restore_at(
-    hv: &dyn Hypervisor,
+/// say) and returns their images, for `restore_vm_from_images`. Done while
+/// the VM still runs: the point is history, so nothing it does changes it,
+/// and once written no merge of the replica can take it away before the
+/// restore.
+pub async fn write_checkpoint(
     plan: &RestorePlan,
     vm: &str,
-    host: &str,
     id: u64,
-) -> Result<(), HypervisorError> {
+) -> Result<Vec<PathBuf>, HypervisorError> {
     let images = plan.paths(vm, Some(id))?;
     plan.materialize(vm, &images, Some(id), "failover").await?;
-    hv.restore_vm_from_images(vm, host, &images).await
+    Ok(images)
 }
 
 /// The hypervisor, with restores from replicas backed by real checkpoints.
