@@ -120,23 +120,8 @@ impl Route {
         timeout: Duration,
     ) -> Result<Client<NbdStream>, NbdError> {
         let stream = match self {
-            Route::Tcp(addr) => {
-                let s = TcpStream::connect_timeout(addr, timeout).map_err(io("connect"))?;
-                s.set_nodelay(true).map_err(io("set TCP_NODELAY"))?;
-                s.set_read_timeout(Some(timeout))
-                    .map_err(io("set timeout"))?;
-                s.set_write_timeout(Some(timeout))
-                    .map_err(io("set timeout"))?;
-                NbdStream::Tcp(s)
-            }
-            Route::Unix(path) => {
-                let s = UnixStream::connect(path).map_err(io("connect"))?;
-                s.set_read_timeout(Some(timeout))
-                    .map_err(io("set timeout"))?;
-                s.set_write_timeout(Some(timeout))
-                    .map_err(io("set timeout"))?;
-                NbdStream::Unix(s)
-            }
+            Route::Tcp(addr) => NbdStream::Tcp(dr_nbd::client::tcp_stream(*addr, timeout)?),
+            Route::Unix(path) => NbdStream::Unix(dr_nbd::client::unix_stream(path, timeout)?),
             Route::Ssh {
                 host,
                 ssh_port,

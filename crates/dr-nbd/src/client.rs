@@ -102,6 +102,34 @@ impl<S> std::fmt::Debug for Client<S> {
     }
 }
 
+/// A TCP stream to `addr` as the client wants it: no Nagle delay, every
+/// read and write waiting at most `timeout`.
+pub fn tcp_stream(
+    addr: std::net::SocketAddr,
+    timeout: Duration,
+) -> Result<std::net::TcpStream, NbdError> {
+    let s = std::net::TcpStream::connect_timeout(&addr, timeout).map_err(io("connect"))?;
+    s.set_nodelay(true).map_err(io("set TCP_NODELAY"))?;
+    s.set_read_timeout(Some(timeout))
+        .map_err(io("set timeout"))?;
+    s.set_write_timeout(Some(timeout))
+        .map_err(io("set timeout"))?;
+    Ok(s)
+}
+
+/// A stream to the Unix socket at `path`, as [`tcp_stream`] makes one.
+pub fn unix_stream(
+    path: &Path,
+    timeout: Duration,
+) -> Result<std::os::unix::net::UnixStream, NbdError> {
+    let s = std::os::unix::net::UnixStream::connect(path).map_err(io("connect"))?;
+    s.set_read_timeout(Some(timeout))
+        .map_err(io("set timeout"))?;
+    s.set_write_timeout(Some(timeout))
+        .map_err(io("set timeout"))?;
+    Ok(s)
+}
+
 /// Connects over TCP to `addr` and opens `export` with `contexts` selected;
 /// every read and write waits at most `timeout`.
 pub fn connect_tcp(
@@ -110,13 +138,7 @@ pub fn connect_tcp(
     contexts: &[&str],
     timeout: Duration,
 ) -> Result<Client<std::net::TcpStream>, NbdError> {
-    let s = std::net::TcpStream::connect_timeout(&addr, timeout).map_err(io("connect"))?;
-    s.set_nodelay(true).map_err(io("set TCP_NODELAY"))?;
-    s.set_read_timeout(Some(timeout))
-        .map_err(io("set timeout"))?;
-    s.set_write_timeout(Some(timeout))
-        .map_err(io("set timeout"))?;
-    Client::handshake(s, export, contexts)
+    Client::handshake(tcp_stream(addr, timeout)?, export, contexts)
 }
 
 /// Connects to the Unix socket at `path`, as [`connect_tcp`] does.
@@ -126,12 +148,7 @@ pub fn connect_unix(
     contexts: &[&str],
     timeout: Duration,
 ) -> Result<Client<std::os::unix::net::UnixStream>, NbdError> {
-    let s = std::os::unix::net::UnixStream::connect(path).map_err(io("connect"))?;
-    s.set_read_timeout(Some(timeout))
-        .map_err(io("set timeout"))?;
-    s.set_write_timeout(Some(timeout))
-        .map_err(io("set timeout"))?;
-    Client::handshake(s, export, contexts)
+    Client::handshake(unix_stream(path, timeout)?, export, contexts)
 }
 
 fn read_exact<S: Read>(s: &mut S, buf: &mut [u8], op: &'static str) -> Result<(), NbdError> {
