@@ -37,7 +37,7 @@ fn seed_scenarios_print_json_lines_and_pass() {
         "the timeline is in time order"
     );
     let summaries: Vec<_> = lines.iter().filter(|l| l["type"] == "summary").collect();
-    assert_eq!(summaries.len(), 11, "one summary per VM");
+    assert_eq!(summaries.len(), 12, "one summary per VM");
     for s in &summaries {
         assert_eq!(s["double_runs"], 0, "{s}");
         for key in [

@@ -32,7 +32,16 @@ struct Setup {
     config: std::path::PathBuf,
 }
 
+/// What the simulator's cluster site trusts without vSphere HA or a fence:
+/// a host lost to vCenter and to ping is proved down only by its silence.
+const TRUST_SILENCE: &str = "[policy.sites.DC0_C0]\ntrust_unreachable = true\n";
+
 fn setup(tag: &str, args: &[&str]) -> Setup {
+    setup_with(tag, args, TRUST_SILENCE)
+}
+
+/// [`setup`] with `site_policy` as the policy's per-site lines.
+fn setup_with(tag: &str, args: &[&str], site_policy: &str) -> Setup {
     let mut full = vec!["-clusters", "1", "-hosts", "2", "-vms", "2"];
     full.extend_from_slice(args);
     let sim = vcsim::Vcsim::start(&full);
@@ -78,10 +87,8 @@ retry_delay = "500ms"
 failure_threshold = 2
 host_down_after = "2s"
 boot_grace = "3s"
-# The simulator's cluster has no vSphere HA and its hosts no fence: a host
-# lost to vCenter and to ping is proved down only by trusting its silence.
-[policy.sites.DC0_C0]
-trust_unreachable = true
+self_fence_margin = "500ms"
+{}
 [snapshots]
 vm_interval = "1s"
 vm_keep = 2
@@ -91,7 +98,7 @@ token_file = "token"
 [journal]
 path = "journal.redb"
 "#,
-            sim.url
+            sim.url, site_policy
         ),
     )
     .expect("config");
@@ -168,6 +175,68 @@ fn a_vm_whose_host_stops_responding_is_restored_on_the_other_host() {
         other["name"].as_str().unwrap_or("")
     )
     .is_empty());
+    let _ = (&s.sim, &s.dir);
+}
+
+/// The VM's current decision, as the API gives it.
+fn decision_of(d: &Daemon, vm: &str) -> serde_json::Value {
+    vms(d)
+        .into_iter()
+        .find(|v| v["name"] == vm)
+        .map(|v| v["decision"].clone())
+        .unwrap_or_default()
+}
+
+#[test]
+fn vsphere_ha_is_evidence_its_isolation_response_proves_a_host_down_and_its_restarts_are_left_to_it(
+) {
+    let test = "vsphere_ha_is_evidence_its_isolation_response_proves_a_host_down_and_its_restarts_are_left_to_it";
+    if !vcsim::available(test) || !netns::can_run(test) {
+        return;
+    }
+    // No trust in silence: only HA (or a fence) can prove H0 down.
+    let s = setup_with("vsphere-ha", &[], "");
+    let post = |path: &str| {
+        let (code, body) = http(&s.api, "POST", path, None);
+        assert_eq!(code, 200, "{path}: {body}");
+    };
+    // HA restarts a failed host's VMs itself.
+    post("/vmdr-test/ha?cluster=DC0_C0&restart=medium&response=powerOff&delay=3");
+    let daemon = Daemon::start(&s.config);
+    let name = steady(&daemon);
+    lose_h0(&s);
+    post("/vmdr-test/ha-state?host=DC0_C0_H0&state=hostDown");
+    daemon.wait_for(LIMIT, "the VM left to vSphere HA", |d| {
+        decision_of(d, &name)["why"] == "left_to_ha"
+    });
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(decision_of(&daemon, &name)["why"], "left_to_ha");
+    let none_started = || actions_for(&daemon.events(), "action_started", &name).is_empty();
+    assert!(none_started(), "vmdr acted on a VM vSphere HA restarts");
+    // HA now leaves restarts to vmdr; the master cannot say yet what
+    // became of the host: nothing proves it down.
+    post("/vmdr-test/ha?cluster=DC0_C0&restart=disabled&response=powerOff&delay=3");
+    post("/vmdr-test/ha-state?host=DC0_C0_H0&state=election");
+    daemon.wait_for(LIMIT, "the VM held: its host unproven down", |d| {
+        decision_of(d, &name)["why"] == "host_down_unproven"
+    });
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(none_started(), "moved off a host nothing proved down");
+    // The master reports it isolated: its VMs are off 3 s later (its
+    // isolation response), and only then does the VM move.
+    post("/vmdr-test/ha-state?host=DC0_C0_H0&state=networkIsolated");
+    std::thread::sleep(Duration::from_millis(2_500));
+    assert!(none_started(), "moved before the isolation response's time");
+    daemon.wait_for(LIMIT, "the VM restored on DC0_C0_H1", |d| {
+        vms(d)
+            .iter()
+            .any(|v| v["name"] == name.as_str() && v["host"] == "DC0_C0_H1")
+    });
+    let events = daemon.events();
+    let started = actions_for(&events, "action_started", &name);
+    assert_eq!(started.len(), 1, "{started:?}");
+    assert_eq!(started[0]["action"]["kind"], "restore", "{started:?}");
+    assert_eq!(started[0]["action"]["evidence"], "deadline", "{started:?}");
     let _ = (&s.sim, &s.dir);
 }
 

@@ -200,7 +200,11 @@ impl Agents {
                 interval_ms: record.map_or(0, |r| r.interval_ms),
                 fenced: record.is_some_and(|r| r.fenced),
             });
-        HostSignals { agent, storage }
+        HostSignals {
+            agent,
+            storage,
+            ha: None,
+        }
     }
 }
 

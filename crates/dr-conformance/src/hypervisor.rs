@@ -91,9 +91,35 @@ pub async fn inventory_is_consistent(hv: &dyn Hypervisor) {
             );
         }
         assert!(vm.memory_mb > 0, "vm {} reports no memory", vm.name);
+        // Its size, which a restore target is charged by (over the
+        // policy's overcommit), wherever its host says how fast it is.
+        if host.cpu_mhz > 0 && vm.power == PowerState::On {
+            assert!(vm.cpu_mhz > 0, "vm {} reports no CPU size", vm.name);
+        }
     }
+    // Usage figures, which restores are spread by: within the host, and a
+    // host's CPU in use at least what its running VMs use.
     for h in &inv.hosts {
         assert!(h.memory_mb > 0, "host {} reports no memory", h.name);
+        assert!(
+            h.vitals.memory_mb <= h.memory_mb,
+            "host {} uses {} MiB of its {} MiB",
+            h.name,
+            h.vitals.memory_mb,
+            h.memory_mb
+        );
+        let guests: u64 = inv
+            .vms
+            .iter()
+            .filter(|v| v.host == h.name && v.power == PowerState::On)
+            .map(|v| u64::from(v.vitals.cpu_mhz))
+            .sum();
+        assert!(
+            u64::from(h.vitals.cpu_mhz) >= guests,
+            "host {} reports {} MHz in use, less than its running VMs' {guests}",
+            h.name,
+            h.vitals.cpu_mhz
+        );
     }
 }
 

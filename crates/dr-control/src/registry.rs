@@ -5,8 +5,11 @@
 //! planning pass (in-flight actions, events) uses names.
 
 use crate::events::{ControlEvent, EventSink, Subject};
-use dr_core::engine::{ledger, Fencing, HostFacts, HostIdx, HostVerdict, OffCause, VmFacts};
-use dr_core::model::{HostLink, Inventory, PowerState};
+use dr_core::engine::{
+    cpu_demand, ledger, Fencing, HaFacts, HostFacts, HostIdx, HostLoad, HostVerdict, OffCause,
+    VmFacts,
+};
+use dr_core::model::{HostInfo, HostLink, Inventory, PowerState, VmInfo};
 use dr_core::{Decision, Policy, Timestamp};
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -60,6 +63,10 @@ pub struct VmEntry {
     pub reachable: Option<bool>,
     /// Last decision reported.
     pub last_decision: Option<Decision>,
+    /// The hypervisor's memory overhead for it, MiB, as last reported
+    /// (vSphere reports it only while the VM runs, and a VM to restore is
+    /// not running): it counts on a restore target beside its memory.
+    pub memory_overhead_mb: u64,
 }
 
 /// What a sync changed.
@@ -257,6 +264,7 @@ impl Registry {
                             ip,
                             reachable: None,
                             last_decision: None,
+                            memory_overhead_mb: 0,
                         },
                     )
                 }
@@ -288,11 +296,14 @@ impl Registry {
     }
 
     /// Applies the hypervisor's current view to the monitored objects:
-    /// power, heartbeat, placement, capacity, protection. Reports changes.
+    /// power, heartbeat, placement, capacity, load, protection. Reports
+    /// changes.
     ///
-    /// CPU is counted as restores admit it (`policy.cpu_demand`: the
-    /// reservation, or nominal CPU over the overcommit), on the VMs running
-    /// on a host and for each VM alike; memory as configured.
+    /// CPU is counted as restores admit it (`cpu_demand` at the host's
+    /// site's overcommit: the reservation, or nominal CPU over the
+    /// overcommit), on the VMs running on a host and for each VM alike;
+    /// memory as configured, plus the hypervisor's overhead where the
+    /// backend reports one.
     pub fn refresh(
         &mut self,
         inv: &Inventory,
@@ -300,9 +311,26 @@ impl Registry {
         now: Timestamp,
         sink: &dyn EventSink,
     ) {
+        for v in &inv.vms {
+            if let Some(i) = self.vm_idx(&v.name) {
+                if v.memory_overhead_mb > 0 {
+                    self.vm_entries[i].memory_overhead_mb = v.memory_overhead_mb;
+                }
+            }
+        }
+        let overcommit: Vec<u16> = (0..self.hosts.len())
+            .map(|h| {
+                inv.host(&self.host_entries[h].name)
+                    .map_or(policy.cpu_overcommit, |i| policy.cpu_overcommit_of(&i.site))
+            })
+            .collect();
         let mut used_mem = vec![0u64; self.hosts.len()];
         let mut used_cpu = vec![0u64; self.hosts.len()];
+        // What is on its way to a host and not yet in its usage figures.
+        let mut arriving_mem = vec![0u64; self.hosts.len()];
+        let mut arriving_cpu = vec![0u64; self.hosts.len()];
         for v in &inv.vms {
+            let memory = v.memory_mb + self.overhead_of(v);
             let running = (v.power == PowerState::On).then_some(v.host.as_str());
             // A VM on its way to a host takes its room there already (once
             // it runs there, it is counted as running, once).
@@ -313,8 +341,13 @@ impl Registry {
                 .filter(|&t| running != Some(t));
             for host in [running, coming].into_iter().flatten() {
                 if let Some(h) = self.host_idx(host) {
-                    used_mem[h] += v.memory_mb;
-                    used_cpu[h] += u64::from(policy.cpu_demand(v.cpu_mhz, v.cpu_reservation_mhz));
+                    let cpu = cpu_demand(v.cpu_mhz, v.cpu_reservation_mhz, overcommit[h]);
+                    used_mem[h] += memory;
+                    used_cpu[h] += u64::from(cpu);
+                    if Some(host) == coming {
+                        arriving_mem[h] += memory;
+                        arriving_cpu[h] += u64::from(cpu);
+                    }
                 }
             }
         }
@@ -326,9 +359,25 @@ impl Registry {
             f.free_memory_mb = h.memory_mb.saturating_sub(used_mem[i]);
             f.free_cpu_mhz =
                 u32::try_from(u64::from(h.cpu_mhz).saturating_sub(used_cpu[i])).unwrap_or(u32::MAX);
+            f.cpu_overcommit = overcommit[i];
+            f.load = load_of(
+                h,
+                used_cpu[i],
+                used_mem[i],
+                arriving_cpu[i],
+                arriving_mem[i],
+            );
             f.has_snapshot = h.snapshot_count > 0;
             f.agent = h.signals.agent;
             f.storage = h.signals.storage;
+            // Since when HA has said what it says now.
+            f.ha = h.signals.ha.map(|signal| HaFacts {
+                signal,
+                since: match f.ha {
+                    Some(was) if was.signal.state == signal.state => was.since,
+                    _ => now,
+                },
+            });
             f.trust_unreachable = policy.trusts_unreachable(&h.site);
             if h.ip.is_some() {
                 self.host_entries[i].ip = h.ip;
@@ -379,8 +428,11 @@ impl Registry {
                 );
             }
             ledger::observe_vm_state(f, v.power, v.heartbeat);
-            f.memory_mb = u32::try_from(v.memory_mb).unwrap_or(u32::MAX);
-            f.cpu_mhz = policy.cpu_demand(v.cpu_mhz, v.cpu_reservation_mhz);
+            let memory = v.memory_mb + self.vm_entries[i].memory_overhead_mb;
+            let f = &mut self.vms[i];
+            f.memory_mb = u32::try_from(memory).unwrap_or(u32::MAX);
+            f.cpu_mhz = v.cpu_mhz;
+            f.cpu_reservation_mhz = v.cpu_reservation_mhz;
             f.has_snapshot = v.snapshot_count > 0;
             f.shared_disks = v.shared_disks;
             f.has_replica = v.replica_available;
@@ -388,6 +440,14 @@ impl Registry {
                 self.vm_entries[i].ip = Some(ip);
             }
         }
+    }
+
+    /// The hypervisor's memory overhead for `v`: as reported now, else as
+    /// last reported.
+    fn overhead_of(&self, v: &VmInfo) -> u64 {
+        self.vm_idx(&v.name)
+            .map_or(0, |i| self.vm_entries[i].memory_overhead_mb)
+            .max(v.memory_overhead_mb)
     }
 
     /// Applies one probe outcome to a VM. Reports reachability changes and
@@ -479,6 +539,7 @@ impl Registry {
             let now_is = match dr_core::engine::host_verdict(policy, now, f) {
                 HostVerdict::NotDown => ("not_down", ""),
                 HostVerdict::AwaitingDeadline { .. } => ("awaiting_deadline", ""),
+                HostVerdict::LeftToHa => ("left_to_ha", ""),
                 HostVerdict::Fence | HostVerdict::Fencing => ("fencing", ""),
                 HostVerdict::Down { evidence } => (evidence.as_str(), ""),
                 HostVerdict::Unproven { missing } => ("unproven", missing.explain()),
@@ -595,4 +656,32 @@ fn emit_change(
             to: to.into(),
         },
     );
+}
+
+/// A host's load for spreading restores: the backend's usage figures where
+/// it reports them (what is still on its way to the host added, as no
+/// figure shows it yet), else what is committed to it.
+fn load_of(
+    h: &HostInfo,
+    committed_cpu: u64,
+    committed_mem: u64,
+    arriving_cpu: u64,
+    arriving_mem: u64,
+) -> HostLoad {
+    let cpu_used = if h.vitals.cpu_mhz > 0 {
+        u64::from(h.vitals.cpu_mhz) + arriving_cpu
+    } else {
+        committed_cpu
+    };
+    let memory_used = if h.vitals.memory_mb > 0 {
+        h.vitals.memory_mb + arriving_mem
+    } else {
+        committed_mem
+    };
+    HostLoad {
+        cpu_mhz: h.cpu_mhz,
+        cpu_used_mhz: u32::try_from(cpu_used).unwrap_or(u32::MAX),
+        memory_mb: h.memory_mb,
+        memory_used_mb: memory_used,
+    }
 }

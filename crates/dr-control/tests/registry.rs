@@ -2,7 +2,9 @@
 //! survive by name, VMs never seen with an IP are not monitored.
 
 use dr_control::registry::Registry;
+use dr_core::engine::{cpu_demand, HostLoad};
 use dr_core::model::{Heartbeat, HostInfo, HostLink, Inventory, PowerState, Vitals, VmInfo};
+use dr_core::SitePolicy;
 use std::net::IpAddr;
 
 fn host(name: &str) -> HostInfo {
@@ -29,6 +31,7 @@ fn vm(name: &str, host: &str, ip: Option<&str>, power: PowerState) -> VmInfo {
         cpu_mhz: 1_000,
         cpu_reservation_mhz: 0,
         memory_mb: 2_048,
+        memory_overhead_mb: 0,
         snapshot_count: 1,
         replica_available: false,
         shared_disks: false,
@@ -198,10 +201,22 @@ fn cpu_counts_by_reservation_or_nominal_over_the_overcommit() {
         dr_core::Timestamp(0),
         &dr_control::events::TracingSink,
     );
-    let cost = |name: &str| reg.vms[reg.vm_idx(name).expect("vm")].cpu_mhz;
-    assert_eq!(cost("vm-0"), 1_500);
-    assert_eq!(cost("vm-1"), 500);
+    // The facts keep both figures; a target prices them at its overcommit.
+    let facts = |reg: &Registry, name: &str| reg.vms[reg.vm_idx(name).expect("vm")];
+    assert_eq!(facts(&reg, "vm-0").cpu_mhz, 2_000);
+    assert_eq!(facts(&reg, "vm-0").cpu_reservation_mhz, 1_500);
     let h = reg.host_idx("h1").expect("h1");
+    assert_eq!(reg.hosts[h].cpu_overcommit, 4);
+    let cost = |reg: &Registry, name: &str| {
+        let v = facts(reg, name);
+        cpu_demand(
+            v.cpu_mhz,
+            v.cpu_reservation_mhz,
+            reg.hosts[h].cpu_overcommit,
+        )
+    };
+    assert_eq!(cost(&reg, "vm-0"), 1_500);
+    assert_eq!(cost(&reg, "vm-1"), 500);
     assert_eq!(reg.hosts[h].free_cpu_mhz, 40_000 - 1_500 - 47 * 500);
     // No overcommit: nominal CPU is a hard reservation again.
     let strict = dr_core::Policy {
@@ -214,8 +229,123 @@ fn cpu_counts_by_reservation_or_nominal_over_the_overcommit() {
         dr_core::Timestamp(0),
         &dr_control::events::TracingSink,
     );
-    assert_eq!(reg.vms[reg.vm_idx("vm-1").expect("vm")].cpu_mhz, 2_000);
+    assert_eq!(cost(&reg, "vm-1"), 2_000);
     assert_eq!(reg.hosts[h].free_cpu_mhz, 0);
+    // The same, for this host's site only ("primary"): the policy's ratio
+    // is for every other site.
+    let per_site = dr_core::Policy {
+        sites: [(
+            "primary".to_owned(),
+            SitePolicy {
+                cpu_overcommit: Some(1),
+                ..SitePolicy::default()
+            },
+        )]
+        .into(),
+        ..dr_core::Policy::default()
+    };
+    per_site.validate().expect("valid");
+    reg.refresh(
+        &inv,
+        &per_site,
+        dr_core::Timestamp(0),
+        &dr_control::events::TracingSink,
+    );
+    assert_eq!(reg.hosts[h].cpu_overcommit, 1);
+    assert_eq!(reg.hosts[h].free_cpu_mhz, 0);
+    let zero = dr_core::Policy {
+        sites: [(
+            "primary".to_owned(),
+            SitePolicy {
+                cpu_overcommit: Some(0),
+                ..SitePolicy::default()
+            },
+        )]
+        .into(),
+        ..dr_core::Policy::default()
+    };
+    let err = zero.validate().expect_err("0 is refused").to_string();
+    assert!(err.contains("sites.<site>.cpu_overcommit"), "{err}");
+}
+
+#[test]
+fn the_hypervisors_memory_overhead_counts_and_is_remembered_while_the_vm_is_down() {
+    let mut reg = Registry::default();
+    let mut on = vm("big", "h1", Some("10.1.0.1"), PowerState::On);
+    on.memory_overhead_mb = 300;
+    let mut inv = Inventory {
+        hosts: vec![host("h1"), host("h2")],
+        vms: vec![on],
+    };
+    reg.sync(&inv);
+    let policy = dr_core::Policy::default();
+    let sink = dr_control::events::TracingSink;
+    reg.refresh(&inv, &policy, dr_core::Timestamp(0), &sink);
+    let h1 = reg.host_idx("h1").expect("h1");
+    let big = reg.vm_idx("big").expect("big");
+    assert_eq!(reg.vms[big].memory_mb, 2_048 + 300);
+    assert_eq!(reg.hosts[h1].free_memory_mb, 16_384 - 2_048 - 300);
+    // Its host died: the manager no longer reports the overhead (vSphere
+    // does only while it runs), but a target must still hold it.
+    inv.vms[0].power = PowerState::Unknown;
+    inv.vms[0].memory_overhead_mb = 0;
+    reg.refresh(&inv, &policy, dr_core::Timestamp(1), &sink);
+    assert_eq!(reg.vms[big].memory_mb, 2_048 + 300);
+    // On its way to h2, it takes its memory and overhead there.
+    reg.arriving("big", Some("h2"));
+    reg.refresh(&inv, &policy, dr_core::Timestamp(2), &sink);
+    let h2 = reg.host_idx("h2").expect("h2");
+    assert_eq!(reg.hosts[h2].free_memory_mb, 16_384 - 2_048 - 300);
+}
+
+#[test]
+fn a_hosts_load_is_its_backends_usage_plus_what_is_on_its_way() {
+    let mut reg = Registry::default();
+    // h1 reports its usage (quick stats), h2 reports none.
+    let mut h1 = host("h1");
+    h1.vitals.cpu_mhz = 3_000;
+    h1.vitals.memory_mb = 5_000;
+    let mut inv = Inventory {
+        hosts: vec![h1, host("h2")],
+        vms: vec![
+            vm("a", "h1", Some("10.1.0.1"), PowerState::On),
+            vm("b", "h2", Some("10.1.0.2"), PowerState::On),
+            vm("c", "h1", Some("10.1.0.3"), PowerState::Off),
+        ],
+    };
+    reg.sync(&inv);
+    let policy = dr_core::Policy::default();
+    let sink = dr_control::events::TracingSink;
+    reg.refresh(&inv, &policy, dr_core::Timestamp(0), &sink);
+    let load = |reg: &Registry, h: &str| reg.hosts[reg.host_idx(h).expect("host")].load;
+    assert_eq!(
+        load(&reg, "h1"),
+        HostLoad {
+            cpu_mhz: 10_000,
+            cpu_used_mhz: 3_000,
+            memory_mb: 16_384,
+            memory_used_mb: 5_000,
+        }
+    );
+    // Without usage figures: what is committed (b: 1 GHz over 4, 2 GiB).
+    assert_eq!(
+        load(&reg, "h2"),
+        HostLoad {
+            cpu_mhz: 10_000,
+            cpu_used_mhz: 250,
+            memory_mb: 16_384,
+            memory_used_mb: 2_048,
+        }
+    );
+    // c on its way to h1: no figure shows it yet, so it is added.
+    reg.arriving("c", Some("h1"));
+    reg.refresh(&inv, &policy, dr_core::Timestamp(1), &sink);
+    assert_eq!(load(&reg, "h1").cpu_used_mhz, 3_000 + 250);
+    assert_eq!(load(&reg, "h1").memory_used_mb, 5_000 + 2_048);
+    // Running there, its usage is in the host's figures: not added again.
+    inv.vms[2].power = PowerState::On;
+    reg.refresh(&inv, &policy, dr_core::Timestamp(2), &sink);
+    assert_eq!(load(&reg, "h1").cpu_used_mhz, 3_000);
 }
 
 #[test]

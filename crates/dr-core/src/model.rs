@@ -167,6 +167,51 @@ pub struct HostSignals {
     /// The host's agent writes a heartbeat file on storage the hosts share.
     #[serde(default)]
     pub storage: Option<StorageSignal>,
+    /// vSphere HA watches the host (its cluster has HA with host
+    /// monitoring on): what HA's master says of it, through vCenter.
+    #[serde(default)]
+    pub ha: Option<HaSignal>,
+}
+
+/// vSphere HA's view of a host, from its cluster's master (the host's
+/// `runtime.dasHostState`) and the cluster's HA settings. The master sees
+/// a host by its network heartbeats and by the heartbeat files it writes on
+/// the cluster's datastores, so it can tell an isolated host from a
+/// partitioned one when vmdr and vCenter see only silence.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HaSignal {
+    /// What the master says.
+    pub state: HaHostState,
+    /// HA restarts this host's VMs itself when it fails (the cluster's
+    /// default restart priority is not `disabled`): then vmdr leaves them to
+    /// HA, never two orchestrators restarting one VM.
+    pub restarts: bool,
+    /// How long after the host declares itself isolated its isolation
+    /// response has its VMs off, ms: HA's isolation policy delay
+    /// (`das.config.fdm.isolationPolicyDelaySec`), plus the shutdown
+    /// timeout (`das.isolationShutdownTimeout`) when the response is a
+    /// guest shutdown. `None`: the response leaves them running.
+    pub response_after_ms: Option<u32>,
+}
+
+/// A host as vSphere HA's master sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HaHostState {
+    /// The master reaches it (it is the master, or connected to it): alive.
+    Alive,
+    /// In another network partition, its datastore heartbeats still
+    /// written: alive, and running its VMs.
+    Partitioned,
+    /// It declared itself isolated (no master, no isolation address): its
+    /// isolation response runs.
+    Isolated,
+    /// No network heartbeat and no datastore heartbeat: dead, or isolated
+    /// and cut off from storage too.
+    Dead,
+    /// Anything else (HA being configured, its agent unreachable): says
+    /// nothing.
+    Unknown,
 }
 
 /// What keeps an isolated agent from destroying its guests: while one of
@@ -247,6 +292,11 @@ pub struct VmInfo {
     pub cpu_reservation_mhz: u32,
     /// Configured memory, MiB (its reservation on a restore target).
     pub memory_mb: u64,
+    /// Memory the hypervisor itself uses for it, MiB, where the backend
+    /// reports it (vSphere's `consumedOverheadMemory`); 0: not reported. A
+    /// restore target must hold it beside the VM's memory.
+    #[serde(default)]
+    pub memory_overhead_mb: u64,
     /// Snapshots of this VM that a revert or a restore may use.
     pub snapshot_count: u32,
     /// A replica of the VM's data is available at another site.

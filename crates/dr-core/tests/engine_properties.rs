@@ -3,11 +3,12 @@
 //! names the rule of `docs/decision-table.md` it checks.
 
 use dr_core::engine::{
-    ledger, AlertReason, ClusterFacts, DownEvidence, Fencing, HostFacts, HostRecovery, OffCause,
-    PlanScratch, VmFacts, WaitReason,
+    cpu_demand, ledger, AlertReason, ClusterFacts, DownEvidence, Fencing, HaFacts, HostFacts,
+    HostLoad, HostRecovery, OffCause, PlanScratch, VmFacts, WaitReason,
 };
 use dr_core::model::{
-    AgentSignal, Heartbeat, HostLink, PowerState, Reassurance, RestoreSource, StorageSignal,
+    AgentSignal, HaHostState, HaSignal, Heartbeat, HostLink, PowerState, Reassurance,
+    RestoreSource, StorageSignal,
 };
 use dr_core::{Decision, Engine, Policy, Timestamp};
 use proptest::prelude::*;
@@ -101,18 +102,34 @@ fn host() -> impl Strategy<Value = HostFacts> {
             proptest::option::of(storage()),
             prop::bool::weighted(0.2),
             fencing(),
+            proptest::option::weighted(0.3, ha()),
+        ),
+        (
+            1u16..9,
+            0u32..80_000,
+            0u32..80_000,
+            0u64..131_072,
+            0u64..131_072,
         ),
     )
         .prop_map(
             |(
                 (link, probe_failures, since, mem, cpu),
                 (in_flight, site, snap, recovery),
-                (agent, storage, trust_unreachable, fence),
+                (agent, storage, trust_unreachable, fence, ha),
+                (cpu_overcommit, cpu_cap, cpu_used, mem_cap, mem_used),
             )| {
                 HostFacts {
                     unreachable_since: since.map(Timestamp),
                     free_memory_mb: mem,
                     free_cpu_mhz: cpu,
+                    cpu_overcommit,
+                    load: HostLoad {
+                        cpu_mhz: cpu_cap,
+                        cpu_used_mhz: cpu_used,
+                        memory_mb: mem_cap,
+                        memory_used_mb: mem_used,
+                    },
                     probe_failures,
                     in_flight,
                     site,
@@ -123,9 +140,33 @@ fn host() -> impl Strategy<Value = HostFacts> {
                     agent,
                     storage,
                     fence,
+                    ha,
                 }
             },
         )
+}
+
+fn ha() -> impl Strategy<Value = HaFacts> {
+    (
+        prop_oneof![
+            Just(HaHostState::Alive),
+            Just(HaHostState::Partitioned),
+            Just(HaHostState::Isolated),
+            Just(HaHostState::Dead),
+            Just(HaHostState::Unknown),
+        ],
+        any::<bool>(),
+        proptest::option::of(0u32..400_000),
+        0u64..250_000,
+    )
+        .prop_map(|(state, restarts, response_after_ms, since)| HaFacts {
+            signal: HaSignal {
+                state,
+                restarts,
+                response_after_ms,
+            },
+            since: Timestamp(since),
+        })
 }
 
 fn fencing() -> impl Strategy<Value = Fencing> {
@@ -193,7 +234,16 @@ fn evidence_holds(p: &Policy, now: Timestamp, host: &HostFacts, evidence: DownEv
     let agent_live = host
         .agent
         .is_some_and(|a| within(a.last_heard, a.interval_ms));
-    if storage_live || agent_live {
+    // vSphere HA's master reaches it or sees it partitioned: alive; HA
+    // restarting a failed host's VMs: never vmdr's to move.
+    let ha_live_or_restarting = host.ha.is_some_and(|h| {
+        h.signal.restarts
+            || matches!(
+                h.signal.state,
+                HaHostState::Alive | HaHostState::Partitioned
+            )
+    });
+    if storage_live || agent_live || ha_live_or_restarting {
         return false;
     }
     let lost_both = host.link.is_lost()
@@ -211,6 +261,18 @@ fn evidence_holds(p: &Policy, now: Timestamp, host: &HostFacts, evidence: DownEv
         }
         DownEvidence::Trusted => lost_both && host.trust_unreachable,
         DownEvidence::Deadline => {
+            // HA's isolation response, counted from when vmdr first saw
+            // the host reported isolated (or dead).
+            let ha = host.ha.is_some_and(|h| {
+                matches!(h.signal.state, HaHostState::Isolated | HaHostState::Dead)
+                    && h.signal.response_after_ms.is_some_and(|r| {
+                        let r = u64::from(r);
+                        now.0 >= h.since.0 + r + r / 500 + p.self_fence_margin.as_millis() as u64
+                    })
+            });
+            if lost_both && ha {
+                return true;
+            }
             let Some(a) = host.agent else { return false };
             let from = match a.reassurance {
                 Reassurance::None => a.last_heard,
@@ -271,17 +333,20 @@ fn vm(hosts: usize) -> impl Strategy<Value = VmFacts> {
             prop::bool::weighted(0.05),
             any::<bool>(),
         ),
+        prop_oneof![4 => Just(0u32), 1 => 1u32..8_000],
     )
         .prop_map(
             |(
                 (retry, stable, mem, cpu, host),
                 (fails, attempts, power, heartbeat, off_cause),
                 (snap, replica, in_flight, paused, shared),
+                reservation,
             )| VmFacts {
                 retry_at: Timestamp(retry),
                 stable_at: Timestamp(stable),
                 memory_mb: mem,
                 cpu_mhz: cpu,
+                cpu_reservation_mhz: reservation,
                 host,
                 probe_failures: fails,
                 failed_attempts: attempts,
@@ -325,6 +390,26 @@ fn cluster() -> impl Strategy<Value = Cluster> {
             now: Timestamp(now),
             in_flight,
         })
+}
+
+/// What `vm` costs host `h` in CPU, at its overcommit.
+fn demand(vm: &VmFacts, h: &HostFacts) -> u32 {
+    cpu_demand(vm.cpu_mhz, vm.cpu_reservation_mhz, h.cpu_overcommit)
+}
+
+/// Host `t` (index `h`) has room for `vm` beside what is reserved on it.
+fn room(
+    vm: &VmFacts,
+    t: &HostFacts,
+    reserved_mem: &HashMap<usize, u64>,
+    reserved_cpu: &HashMap<usize, u64>,
+    h: usize,
+) -> bool {
+    t.free_memory_mb
+        .saturating_sub(reserved_mem.get(&h).copied().unwrap_or(0))
+        >= u64::from(vm.memory_mb)
+        && u64::from(t.free_cpu_mhz).saturating_sub(reserved_cpu.get(&h).copied().unwrap_or(0))
+            >= u64::from(demand(vm, t))
 }
 
 fn charged_host(vm: &VmFacts, d: &Decision) -> Option<usize> {
@@ -412,6 +497,7 @@ proptest! {
                 // quicker proves it down already; once per pass.
                 Decision::FenceHost { host: h } => {
                     prop_assert_eq!(h, vm.host);
+                    prop_assert!(!host.ha.is_some_and(|ha| ha.signal.restarts), "fenced a host vSphere HA restarts: {:?}", host);
                     let due = match host.fence {
                         Fencing::Ready => true,
                         Fencing::Failed { retry_at } => c.now >= retry_at,
@@ -436,8 +522,22 @@ proptest! {
                     let t = target as usize;
                     prop_assert_ne!(target, vm.host, "restored onto its failed host");
                     prop_assert_eq!(c.hosts[t].link, HostLink::Connected, "restore target not connected");
+                    // S1: spreading: no other target that could take it
+                    // now (room, a source, budget) is less loaded than the
+                    // one chosen (this pass's restores counted).
+                    let load = |h: usize| c.hosts[h].load.after(
+                        reserved_cpu.get(&h).copied().unwrap_or(0),
+                        reserved_mem.get(&h).copied().unwrap_or(0),
+                    );
+                    for (h, o) in c.hosts.iter().enumerate() {
+                        let eligible = h != t && h != vm.host as usize && o.link == HostLink::Connected
+                            && room(vm, o, &reserved_mem, &reserved_cpu, h)
+                            && (vm.has_replica || ((vm.has_snapshot || vm.shared_disks) && o.site == host.site))
+                            && u32::from(o.in_flight) + charged.get(&h).copied().unwrap_or(0) < u32::from(p.max_in_flight_per_host);
+                        prop_assert!(!eligible || load(h) >= load(t), "restored to host {} (load {}) although host {} is less loaded ({})", t, load(t), h, load(h));
+                    }
                     *reserved_mem.entry(t).or_default() += u64::from(vm.memory_mb);
-                    *reserved_cpu.entry(t).or_default() += u64::from(vm.cpu_mhz);
+                    *reserved_cpu.entry(t).or_default() += u64::from(demand(vm, &c.hosts[t]));
                     match source {
                         // From the site's shared storage: a snapshot, or the
                         // VM's own disks there.
@@ -454,7 +554,7 @@ proptest! {
                     prop_assert_eq!(c.hosts[s].in_flight, 0, "spare already being added");
                     *spare_adds.entry(s).or_default() += 1;
                     *reserved_mem.entry(s).or_default() += u64::from(vm.memory_mb);
-                    *reserved_cpu.entry(s).or_default() += u64::from(vm.cpu_mhz);
+                    *reserved_cpu.entry(s).or_default() += u64::from(demand(vm, &c.hosts[s]));
                     match source {
                         // As for a restore: a snapshot, or the VM's disks on
                         // the site's shared storage, which a spare of the
@@ -486,8 +586,7 @@ proptest! {
                     _ => false,
                 };
                 let source = vm.has_replica || ((vm.has_snapshot || vm.shared_disks) && t.site == home.site);
-                let room = t.free_memory_mb.saturating_sub(reserved_mem.get(&h).copied().unwrap_or(0)) >= u64::from(vm.memory_mb)
-                    && u64::from(t.free_cpu_mhz).saturating_sub(reserved_cpu.get(&h).copied().unwrap_or(0)) >= u64::from(vm.cpu_mhz);
+                let room = room(vm, t, &reserved_mem, &reserved_cpu, h);
                 prop_assert!(
                     !(usable && h != vm.host as usize && source && room),
                     "NoCapacity although host {} could take it: {:?} {:?}", h, vm, t

@@ -34,6 +34,7 @@ const WHY = {
   suspended: 'suspended by a person: left alone',
   paused: 'automation paused by an operator',
   suspect: 'missed probes, fewer than the threshold',
+  left_to_ha: 'its host failed: vSphere HA restarts it, not vmdr',
   in_flight: 'a recovery is running',
   backoff: 'waiting: back-off after a failed recovery, or grace after a restart',
   host_not_confirmed_down: 'waiting: its host is unreachable but not confirmed down',

@@ -145,8 +145,8 @@ fn detection(policy: &dr_core::Policy, host: &HostFacts, d: &Durations) -> Durat
     proof_after_silence(policy, &deviceless).map_or(fenced, |other| fenced.min(d.detect.max(other)))
 }
 
-/// A fingerprint of what the budget rests on: hosts' links and room, each
-/// VM's host, power and recovery sources. Equal fingerprints, equal budget.
+/// A fingerprint of what the budget rests on: hosts' links, room and load,
+/// each VM's host, size, power and recovery sources. Equal fingerprints, equal budget.
 pub fn fingerprint(reg: &Registry) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     for f in &reg.hosts {
@@ -162,6 +162,10 @@ pub fn fingerprint(reg: &Registry) -> u64 {
                 .map(|a| (a.isolation_timeout_ms, a.reassurance, a.watchdog)),
             f.storage.map(|s| s.readable),
             f.fence != Fencing::NoDevice,
+            f.cpu_overcommit,
+            // The load orders restore targets; in steps of 5 %, so usage
+            // that only wavers does not recompute the budget.
+            f.load.after(0, 0) / 50_000,
         )
             .hash(&mut h);
     }
@@ -174,6 +178,7 @@ pub fn fingerprint(reg: &Registry) -> u64 {
             f.power as u8,
             f.memory_mb,
             f.cpu_mhz,
+            f.cpu_reservation_mhz,
             f.has_snapshot,
             f.shared_disks,
             f.has_replica,

@@ -49,6 +49,17 @@ pub struct HostStatus {
     /// Its fence device's last monitor: `ok`, or `failing: ` and why
     /// (`None`: not read yet, or no device).
     pub fence_device: Option<String>,
+    /// Memory a restore may still take here, MiB (the VMs' memory and the
+    /// hypervisor's overhead for them counted, and restores under way).
+    pub free_memory_mb: u64,
+    /// CPU a restore may still take here, MHz (counted by reservation, or
+    /// nominal over `cpu_overcommit`).
+    pub free_cpu_mhz: u32,
+    /// Its site's CPU overcommit for restores.
+    pub cpu_overcommit: u16,
+    /// Its size and use by the backend's figures: restores go to the
+    /// least loaded host with room.
+    pub load: dr_core::engine::HostLoad,
 }
 
 /// One VM as the daemon sees it.
@@ -179,6 +190,10 @@ impl Status {
                     Ok(_) => "ok".to_owned(),
                     Err(why) => format!("failing: {why}"),
                 }),
+                free_memory_mb: f.free_memory_mb,
+                free_cpu_mhz: f.free_cpu_mhz,
+                cpu_overcommit: f.cpu_overcommit,
+                load: f.load,
             })
             .collect();
         let vms = reg

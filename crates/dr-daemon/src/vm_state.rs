@@ -59,6 +59,8 @@ impl VmState {
                 Quiet::UserStopped => VmState::UserStopped,
                 Quiet::Suspended => VmState::Suspended,
                 Quiet::Paused => VmState::Paused,
+                // vSphere HA brings it back, not vmdr.
+                Quiet::LeftToHa => VmState::Recovering,
             },
             Decision::Alert { why } => match why {
                 AlertReason::GaveUp => VmState::GaveUp,

@@ -497,11 +497,15 @@ impl Libvirt {
             host: h.cfg.name.clone(),
             power,
             heartbeat,
-            // libvirt reserves no CPU for a guest (shares are not a
-            // reservation): a restore target needs only its memory.
-            cpu_mhz: 0,
+            // Its vCPUs at the host's speed; libvirt reserves no CPU for a
+            // guest (shares are not a reservation), so a restore target
+            // counts it over the policy's overcommit.
+            cpu_mhz: x.vcpus.saturating_mul(node_mhz),
             cpu_reservation_mhz: 0,
             memory_mb: x.memory_mb,
+            // libvirt does not say what QEMU itself takes beside the
+            // guest's memory.
+            memory_overhead_mb: 0,
             snapshot_count: r.snapshots,
             replica_available: false,
             shared_disks,
@@ -856,14 +860,18 @@ impl Hypervisor for Libvirt {
                     } else {
                         HostLink::Standby
                     };
-                    inv.hosts.push(self.host_info(h, Some(read), link));
+                    let mut info = self.host_info(h, Some(read), link);
                     if !in_use {
+                        inv.hosts.push(info);
                         continue;
                     }
                     for d in &read.domains {
                         self.keep_definition(&d.domain.name, &d.xml).await;
                         let (vm, seen) =
                             self.vm_info(h, d, read.node.mhz, prev.get(&d.domain.name));
+                        // The host's CPU in use: its guests', from their
+                        // domain stats (libvirt has no host-wide rate).
+                        info.vitals.cpu_mhz = info.vitals.cpu_mhz.saturating_add(vm.vitals.cpu_mhz);
                         found.entry(vm.name.clone()).or_default().push((
                             vm,
                             seen,
@@ -872,6 +880,7 @@ impl Hypervisor for Libvirt {
                             d.domain.clone(),
                         ));
                     }
+                    inv.hosts.push(info);
                 }
                 Err(e) => {
                     tracing::debug!(host = %h.cfg.name, error = %e, "host not answering");
@@ -949,21 +958,19 @@ impl Hypervisor for Libvirt {
                 continue;
             };
             let x = &def.1;
-            let site = self
-                .hosts
-                .iter()
-                .find(|h| h.cfg.name == s.host)
-                .map(|h| h.cfg.site.clone())
-                .unwrap_or_default();
+            let host = self.hosts.iter().find(|h| h.cfg.name == s.host);
+            let site = host.map(|h| h.cfg.site.clone()).unwrap_or_default();
+            let node_mhz = host.and_then(|h| h.last_node()).map_or(0, |n| n.mhz);
             inv.vms.push(VmInfo {
                 name: name.clone(),
                 ip: x.ip,
                 host: s.host.clone(),
                 power: PowerState::Unknown,
                 heartbeat: Heartbeat::Unknown,
-                cpu_mhz: 0,
+                cpu_mhz: x.vcpus.saturating_mul(node_mhz),
                 cpu_reservation_mhz: 0,
                 memory_mb: x.memory_mb,
+                memory_overhead_mb: 0,
                 snapshot_count: 0,
                 replica_available: false,
                 shared_disks: self.shared_disks(&site, x),

@@ -301,6 +301,7 @@ pub fn scenario(seed: u64) -> Scenario {
             // No draw for it: every seed's datacenter stays as it was.
             cpu_reservation_mhz: 0,
             memory_mb,
+            memory_overhead_mb: 0,
             snapshot: rng.chance(0.6),
             replica: true,
             tools: true,

@@ -168,6 +168,8 @@ struct RawVm {
     cpu_reservation_mhz: Option<u32>,
     memory_mb: Option<u64>,
     #[serde(default)]
+    memory_overhead_mb: u64,
+    #[serde(default)]
     snapshot: bool,
     #[serde(default)]
     replica: bool,
@@ -446,6 +448,7 @@ impl RawScenario {
                 cpu_mhz: v.cpu_mhz.unwrap_or(2_000),
                 cpu_reservation_mhz: v.cpu_reservation_mhz.unwrap_or(0),
                 memory_mb: v.memory_mb.unwrap_or(4_096),
+                memory_overhead_mb: v.memory_overhead_mb,
                 snapshot: v.snapshot,
                 replica: v.replica,
                 tools: v.tools.unwrap_or(true),

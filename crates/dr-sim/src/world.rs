@@ -99,6 +99,9 @@ pub struct VmSpec {
     pub cpu_reservation_mhz: u32,
     /// Memory, MiB.
     pub memory_mb: u64,
+    /// Memory the hypervisor uses for it beside its own, MiB: a host must
+    /// hold both to run it (reported, as vSphere does, while it runs).
+    pub memory_overhead_mb: u64,
     /// Starts with a snapshot.
     pub snapshot: bool,
     /// Has a replica at another site.
@@ -110,6 +113,14 @@ pub struct VmSpec {
     /// Created while the run goes on, at this time (an operator adding a
     /// VM); `None`: there from the start.
     pub created_at: Option<dr_core::Timestamp>,
+}
+
+impl VmSpec {
+    /// What it takes of a host's memory: its own and the hypervisor's
+    /// overhead for it, MiB.
+    pub fn footprint_mb(&self) -> u64 {
+        self.memory_mb + self.memory_overhead_mb
+    }
 }
 
 /// One simulated host.
@@ -816,7 +827,7 @@ impl World {
                 }
             }
         }
-        if self.free_memory(t) < vm.spec.memory_mb {
+        if self.free_memory(t) < vm.spec.footprint_mb() {
             return Err(HypervisorError::InsufficientCapacity {
                 host: self.hosts[t].spec.name.clone(),
                 vm: name.to_owned(),
@@ -830,13 +841,13 @@ impl World {
         let used: u64 = self
             .vms
             .iter()
-            .map(|v| v.spec.memory_mb * v.instances.iter().filter(|&&i| i == h).count() as u64)
+            .map(|v| v.spec.footprint_mb() * v.instances.iter().filter(|&&i| i == h).count() as u64)
             .sum();
         let drills: u64 = self
             .drills
             .values()
             .filter(|d| d.host == h)
-            .map(|d| self.vms[d.vm].spec.memory_mb)
+            .map(|d| self.vms[d.vm].spec.footprint_mb())
             .sum();
         self.hosts[h].spec.memory_mb.saturating_sub(used + drills)
     }
@@ -1122,7 +1133,11 @@ impl World {
         };
         let (heard, writing) = self.channels_open(h);
         let (agent, storage) = agent.signals(now, heard, writing);
-        HostSignals { agent, storage }
+        HostSignals {
+            agent,
+            storage,
+            ha: None,
+        }
     }
 
     /// Whether a probe of `ip` is answered now (draws from the RNG for loss).
@@ -1145,6 +1160,15 @@ impl World {
     /// The manager's view of everything, and each host's own signals
     /// (its agent, its storage heartbeat) as vmdr receives them at `now`.
     pub fn inventory(&self, now: Timestamp) -> Inventory {
+        // A host's CPU in use: its running VMs' (as the manager's quick
+        // stats add them up).
+        let mut used_cpu = vec![0u32; self.hosts.len()];
+        for vm in &self.vms {
+            if vm.power == PowerState::On && self.hosts[vm.host].managed() {
+                used_cpu[vm.host] = used_cpu[vm.host]
+                    .saturating_add(vm.spec.cpu_mhz * vitals_load(&vm.spec.name) / 100);
+            }
+        }
         let hosts = self
             .hosts
             .iter()
@@ -1160,6 +1184,7 @@ impl World {
                     memory_mb: h.spec.memory_mb,
                     snapshot_count: h.snapshots.len() as u32,
                     vitals: Vitals {
+                        cpu_mhz: used_cpu[i],
                         memory_mb: used_mem,
                         ..Vitals::default()
                     },
@@ -1193,6 +1218,7 @@ impl World {
                     cpu_mhz: vm.spec.cpu_mhz,
                     cpu_reservation_mhz: vm.spec.cpu_reservation_mhz,
                     memory_mb: vm.spec.memory_mb,
+                    memory_overhead_mb: if on { vm.spec.memory_overhead_mb } else { 0 },
                     snapshot_count: vm.snapshots.len() as u32,
                     replica_available: vm.spec.replica,
                     shared_disks: false,

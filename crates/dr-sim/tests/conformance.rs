@@ -31,6 +31,7 @@ fn world() -> World {
         cpu_mhz: 2_000,
         cpu_reservation_mhz: 0,
         memory_mb: 4_096,
+        memory_overhead_mb: 0,
         snapshot: false,
         replica: true,
         tools: true,

@@ -29,6 +29,7 @@ fn world() -> Arc<Mutex<World>> {
         cpu_mhz: 1_000,
         cpu_reservation_mhz: 0,
         memory_mb: 1_024,
+        memory_overhead_mb: 0,
         snapshot: false,
         replica: false,
         tools: true,

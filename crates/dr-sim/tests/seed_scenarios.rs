@@ -139,11 +139,11 @@ fn every_branch_of_the_paper_runs_safely() {
     );
 
     // Fenced host: no confirmation wait.
-    let files = actions(&r, "files-1");
-    let after_fence = files
+    let report = actions(&r, "report-1");
+    let after_fence = report
         .iter()
         .find(|(t, _)| t.as_millis() >= 25 * 60_000)
-        .expect("files-1 moved after the fence");
+        .expect("report-1 moved after the fence");
     assert!(
         after_fence.0.as_millis() < 25 * 60_000 + 10_000,
         "fenced host's VM waited: {after_fence:?}"

@@ -3,10 +3,13 @@
 //! through `ContinueRetrievePropertiesEx`.
 
 use crate::error::VsphereError;
+use crate::ha;
 use crate::session::Session;
 use crate::soap::MoRef;
 use crate::xml::{self, Element};
-use dr_core::model::{Heartbeat, HostInfo, HostLink, Inventory, PowerState, Vitals, VmInfo};
+use dr_core::model::{
+    Heartbeat, HostInfo, HostLink, HostSignals, Inventory, PowerState, Vitals, VmInfo,
+};
 use std::collections::HashMap;
 use std::net::IpAddr;
 
@@ -23,6 +26,7 @@ const HOST_PATHS: &[&str] = &[
     "summary.quickStats.overallCpuUsage",
     "summary.quickStats.overallMemoryUsage",
     "config.network.vnic",
+    "runtime.dasHostState",
 ];
 
 /// VM properties read.
@@ -39,13 +43,17 @@ const VM_PATHS: &[&str] = &[
     "summary.config.template",
     "summary.quickStats.overallCpuUsage",
     "summary.quickStats.guestMemoryUsage",
+    "summary.quickStats.consumedOverheadMemory",
     "summary.storage.committed",
     "snapshot",
 ];
 
-/// Properties of the compute resources (clusters) hosts belong to: their
-/// names are the hosts' sites.
-const CLUSTER_PATHS: &[&str] = &["name"];
+/// Properties of the compute resources hosts belong to: their names are
+/// the hosts' sites.
+const COMPUTE_PATHS: &[&str] = &["name"];
+
+/// A cluster's, with its configuration (vSphere HA's settings).
+const CLUSTER_PATHS: &[&str] = &["name", "configurationEx"];
 
 /// One object's properties, by path.
 #[derive(Clone, Debug, Default)]
@@ -189,7 +197,7 @@ pub fn spec_set_inner(view: &MoRef) -> String {
         "{}{}{}{}<objectSet>{}<skip>true</skip><selectSet xsi:type=\"TraversalSpec\"><name>view</name><type>ContainerView</type><path>view</path><skip>false</skip></selectSet></objectSet>",
         spec("HostSystem", HOST_PATHS),
         spec("VirtualMachine", VM_PATHS),
-        spec("ComputeResource", CLUSTER_PATHS),
+        spec("ComputeResource", COMPUTE_PATHS),
         spec("ClusterComputeResource", CLUSTER_PATHS),
         view.xml("obj"),
     )
@@ -312,12 +320,15 @@ pub fn to_model(objects: &[ObjectContent]) -> Inventory {
         let Some(name) = o.text("name").map(str::to_owned) else {
             continue;
         };
-        let site = o
-            .props
-            .get("parent")
-            .and_then(MoRef::from_element)
-            .and_then(|p| name_of(&p))
-            .unwrap_or_default();
+        let parent = o.props.get("parent").and_then(MoRef::from_element);
+        let site = parent.as_ref().and_then(&name_of).unwrap_or_default();
+        // Where its cluster has HA watching hosts, what HA says of it.
+        let ha = parent
+            .as_ref()
+            .and_then(|p| by_ref.get(p))
+            .and_then(|c| c.props.get("configurationEx"))
+            .and_then(ha::config)
+            .map(|c| ha::signal(c, o.props.get("runtime.dasHostState")));
         host_names.insert(r, name.clone());
         let mhz = o.num("summary.hardware.cpuMhz") * o.num("summary.hardware.numCpuCores");
         hosts.push(HostInfo {
@@ -333,7 +344,10 @@ pub fn to_model(objects: &[ObjectContent]) -> Inventory {
                 memory_mb: o.num("summary.quickStats.overallMemoryUsage"),
                 ..Vitals::default()
             },
-            signals: Default::default(),
+            signals: HostSignals {
+                ha,
+                ..HostSignals::default()
+            },
             name,
         });
     }
@@ -376,6 +390,7 @@ pub fn to_model(objects: &[ObjectContent]) -> Inventory {
             cpu_reservation_mhz: u32::try_from(o.num("summary.config.cpuReservation"))
                 .unwrap_or(u32::MAX),
             memory_mb: o.num("summary.config.memorySizeMB"),
+            memory_overhead_mb: o.num("summary.quickStats.consumedOverheadMemory"),
             snapshot_count: o.props.get("snapshot").map_or(0, count_snapshots),
             replica_available: false,
             shared_disks: false,

@@ -27,6 +27,7 @@ pub mod backend;
 pub mod config;
 pub mod error;
 pub mod events;
+pub mod ha;
 pub mod inventory;
 pub mod pending;
 pub mod perf;

@@ -3,7 +3,7 @@
 mod common;
 
 use common::{available, Vcsim};
-use dr_core::model::{HostLink, PowerState};
+use dr_core::model::{HaHostState, HostLink, PowerState};
 use dr_vsphere::inventory::InventoryReader;
 use dr_vsphere::xml::Limits;
 use dr_vsphere::{PasswordSource, Session, TlsMode, VsphereConfig};
@@ -100,6 +100,117 @@ async fn a_host_that_stops_responding() {
         inv.host(&victim).map(|h| h.link),
         Some(HostLink::NotResponding)
     );
+}
+
+#[tokio::test]
+async fn usage_and_overhead_from_the_quick_stats() {
+    if !available("usage_and_overhead_from_the_quick_stats") {
+        return;
+    }
+    let sim = Vcsim::start(&[]);
+    let s = session(&sim, "DRV_PW_QS").await;
+    let reader = InventoryReader::default();
+    let inv = reader.read(&s).await.expect("inventory").0;
+    let host = inv.hosts[0].name.clone();
+    let vm = inv
+        .vms
+        .iter()
+        .find(|v| v.host == host)
+        .expect("a VM on the first host")
+        .name
+        .clone();
+    let post = |query: String| {
+        let url = format!("{}/vmdr-test/quick-stats?{query}", sim.base());
+        async move {
+            let resp = reqwest::Client::new()
+                .post(&url)
+                .send()
+                .await
+                .expect("test endpoint");
+            assert!(resp.status().is_success(), "{url}: {}", resp.status());
+        }
+    };
+    post(format!("host={host}&cpu=5123&mem=7000")).await;
+    post(format!("vm={vm}&overhead=211")).await;
+    let inv = reader.read(&s).await.expect("inventory").0;
+    let h = inv.host(&host).expect("host");
+    assert_eq!(
+        (h.vitals.cpu_mhz, h.vitals.memory_mb),
+        (5123, 7000),
+        "{h:?}"
+    );
+    let v = inv.vm(&vm).expect("vm");
+    assert_eq!(v.memory_overhead_mb, 211, "{v:?}");
+    // The other VMs report none.
+    assert!(inv
+        .vms
+        .iter()
+        .filter(|o| o.name != vm)
+        .all(|o| o.memory_overhead_mb == 0));
+}
+
+#[tokio::test]
+async fn vsphere_ha_settings_and_host_states() {
+    if !available("vsphere_ha_settings_and_host_states") {
+        return;
+    }
+    let sim = Vcsim::start(&["-clusters", "2", "-hosts", "2", "-vms", "1"]);
+    let s = session(&sim, "DRV_PW_HA").await;
+    let reader = InventoryReader::default();
+    let inv = reader.read(&s).await.expect("inventory").0;
+    assert!(
+        inv.hosts.iter().all(|h| h.signals.ha.is_none()),
+        "HA is off in the simulator: {:?}",
+        inv.hosts
+    );
+    let watched = inv.hosts[0].site.clone();
+    let host = inv.hosts[0].name.clone();
+    let post = |query: String| {
+        let url = format!("{}/vmdr-test/{query}", sim.base());
+        async move {
+            let resp = reqwest::Client::new()
+                .post(&url)
+                .send()
+                .await
+                .expect("test endpoint");
+            assert!(resp.status().is_success(), "{url}: {}", resp.status());
+        }
+    };
+    // HA that leaves restarts to vmdr and powers isolated hosts' VMs off
+    // 10 s after they declare themselves isolated.
+    post(format!(
+        "ha?cluster={watched}&restart=disabled&response=powerOff&delay=10"
+    ))
+    .await;
+    post(format!("ha-state?host={host}&state=networkIsolated")).await;
+    let inv = reader.read(&s).await.expect("inventory").0;
+    for h in &inv.hosts {
+        if h.site != watched {
+            assert_eq!(h.signals.ha, None, "{h:?}");
+            continue;
+        }
+        let ha = h.signals.ha.expect("HA watches this cluster's hosts");
+        assert!(!ha.restarts, "{h:?}");
+        assert_eq!(ha.response_after_ms, Some(10_000), "{h:?}");
+        let want = if h.name == host {
+            HaHostState::Isolated
+        } else {
+            HaHostState::Unknown
+        };
+        assert_eq!(ha.state, want, "{h:?}");
+    }
+    // HA restarting VMs itself, with a shutdown response (300 s by default
+    // before it powers them off); the master reaches the host again.
+    post(format!(
+        "ha?cluster={watched}&restart=medium&response=shutdown"
+    ))
+    .await;
+    post(format!("ha-state?host={host}&state=connectedToMaster")).await;
+    let inv = reader.read(&s).await.expect("inventory").0;
+    let ha = inv.host(&host).and_then(|h| h.signals.ha).expect("ha");
+    assert!(ha.restarts);
+    assert_eq!(ha.response_after_ms, Some(330_000));
+    assert_eq!(ha.state, HaHostState::Alive);
 }
 
 /// A loopback SOAP endpoint answering by method name from canned bodies, for

@@ -129,6 +129,11 @@ pub fn assess(policy: &Policy, now: Timestamp, vm: &VmFacts, host: &HostFacts) -
                         why: WaitReason::HostNotConfirmedDown,
                     })
                 }
+                HostVerdict::LeftToHa => {
+                    return Settled(Decision::None {
+                        why: Quiet::LeftToHa,
+                    })
+                }
                 HostVerdict::Fence => return Need::FenceHost,
                 HostVerdict::Fencing => {
                     return Settled(Decision::Wait {

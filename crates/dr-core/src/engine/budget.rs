@@ -15,6 +15,7 @@ use super::decision::{Decision, Quiet};
 use super::evidence::proof_after_silence;
 use super::facts::{ClusterFacts, Fencing, HostFacts, HostIdx, HostRecovery, VmFacts};
 use super::plan::{Engine, PlanScratch};
+use super::policy::cpu_demand;
 use crate::model::{Heartbeat, HostLink, PowerState, RestoreSource};
 use crate::time::Timestamp;
 use serde::Serialize;
@@ -154,8 +155,13 @@ impl Engine {
                 };
                 moved = true;
                 if let Some(t) = world.get_mut(target as usize) {
+                    let cpu = cpu_demand(f.cpu_mhz, f.cpu_reservation_mhz, t.cpu_overcommit);
                     t.free_memory_mb = t.free_memory_mb.saturating_sub(u64::from(f.memory_mb));
-                    t.free_cpu_mhz = t.free_cpu_mhz.saturating_sub(f.cpu_mhz);
+                    t.free_cpu_mhz = t.free_cpu_mhz.saturating_sub(cpu);
+                    // Its load as a VM on its way there counts (the
+                    // registry does the same for restores under way).
+                    t.load.cpu_used_mhz = t.load.cpu_used_mhz.saturating_add(cpu);
+                    t.load.memory_used_mb += u64::from(f.memory_mb);
                     // An added spare takes VMs like any connected host.
                     t.link = HostLink::Connected;
                 }

@@ -16,6 +16,10 @@ pub enum Quiet {
     Paused,
     /// Failing probes, but fewer than the threshold (hysteresis).
     Suspect,
+    /// Its host failed and vSphere HA restarts its VMs itself (its cluster
+    /// has HA with host monitoring and restarts on): one orchestrator per
+    /// VM, never two.
+    LeftToHa,
 }
 
 /// Why an action is held back for now; it may come on a later pass.

@@ -16,6 +16,13 @@
 //! 3. a storage heartbeat still moving, or an agent still heard, means the
 //!    host lives, whatever ping and the manager say: never down.
 //!
+//! Where vSphere HA watches the host, its master's view counts too: a host
+//! it reaches, or sees partitioned with its datastore heartbeats still
+//! written, lives; one it reports isolated (or dead) has its VMs off by its
+//! isolation response's time, counted from when vmdr first saw the report
+//! (deadline evidence); and where HA restarts a failed host's VMs itself,
+//! vmdr leaves them to HA.
+//!
 //! A lost host with a fence device is fenced as soon as it is lost (unless
 //! its agent has already proved it stopped): fencing is the quickest proof.
 //! A fence that fails is tried again after `fence_retry`, and meanwhile
@@ -26,7 +33,7 @@
 use super::decision::DownEvidence;
 use super::facts::{Fencing, HostFacts};
 use super::policy::Policy;
-use crate::model::Reassurance;
+use crate::model::{HaHostState, Reassurance};
 use crate::time::Timestamp;
 use serde::Serialize;
 use std::time::Duration;
@@ -52,6 +59,9 @@ pub enum HostVerdict {
         /// When it counts as self-fenced.
         at: Timestamp,
     },
+    /// Lost (or powered off), and vSphere HA restarts its VMs itself:
+    /// vmdr leaves them alone.
+    LeftToHa,
     /// Lost to every view for `host_down_after`, and nothing proves its VMs
     /// stopped.
     Unproven {
@@ -78,6 +88,9 @@ pub enum Missing {
     /// Its fence device failed or timed out (tried again after
     /// `fence_retry`).
     FenceFailed,
+    /// vSphere HA reports it isolated or dead, and its cluster's isolation
+    /// response leaves VMs running.
+    HaKeepsVms,
 }
 
 impl Missing {
@@ -103,6 +116,10 @@ impl Missing {
             Missing::FenceFailed => {
                 "its fence device failed or timed out: it is tried again, and a failed fence is \
                  never taken as success"
+            }
+            Missing::HaKeepsVms => {
+                "vSphere HA reports it isolated or dead, and its cluster's isolation response \
+                 (none) leaves its VMs running"
             }
         }
     }
@@ -158,6 +175,42 @@ pub fn self_fence_deadline(policy: &Policy, host: &HostFacts) -> Result<Timestam
         .saturating_add(policy.self_fence_margin))
 }
 
+/// When vSphere HA's isolation response has the VMs of a host HA reports
+/// isolated (or dead: isolated and off storage too, for all HA can tell)
+/// off, or why it does not. `Ok(None)`: HA says nothing either way.
+pub fn ha_deadline(policy: &Policy, host: &HostFacts) -> Result<Option<Timestamp>, Missing> {
+    let Some(ha) = host.ha else {
+        return Ok(None);
+    };
+    if !matches!(ha.signal.state, HaHostState::Isolated | HaHostState::Dead) {
+        return Ok(None);
+    }
+    let after = ha.signal.response_after_ms.ok_or(Missing::HaKeepsVms)?;
+    // The host declared itself isolated before vCenter could report it:
+    // counted from the report, with the two clocks' rate error and the
+    // margin, as an agent's promise is.
+    let after = Duration::from_millis(u64::from(after));
+    Ok(Some(
+        ha.since
+            .saturating_add(after)
+            .saturating_add(after / 500)
+            .saturating_add(policy.self_fence_margin),
+    ))
+}
+
+/// The earliest of the host agent's deadline and HA's, or why neither.
+fn deadline_of(policy: &Policy, host: &HostFacts) -> Result<Timestamp, Missing> {
+    let agent = self_fence_deadline(policy, host);
+    match (agent, ha_deadline(policy, host)) {
+        (Ok(a), Ok(Some(b))) => Ok(a.min(b)),
+        (Err(_), Ok(Some(b))) => Ok(b),
+        (Ok(a), _) => Ok(a),
+        // HA's word on why is the more telling one where it spoke.
+        (Err(_), Err(missing)) => Err(missing),
+        (Err(missing), Ok(None)) => Err(missing),
+    }
+}
+
 /// How long after `host` falls silent on every channel (its agent and
 /// storage heartbeat included: a crash) its VMs will be proved stopped,
 /// counted from that moment: its agent's deadline when its promise counts,
@@ -188,7 +241,30 @@ pub fn proof_after_silence(policy: &Policy, host: &HostFacts) -> Option<Duration
         .map(|at| at.since(Timestamp::ZERO).max(heard));
     let fenced = (host.fence != Fencing::NoDevice).then_some(heard);
     let trusted = (host.trust_unreachable && !policy.require_fencing).then_some(heard);
-    [deadline, fenced, trusted].into_iter().flatten().min()
+    // A host HA watches that fails outright is declared dead by HA: then
+    // it is HA's to restart, or its isolation response's time proves it.
+    if host.ha.is_some_and(|ha| ha.signal.restarts) {
+        return None;
+    }
+    let ha = host
+        .ha
+        .and_then(|ha| ha.signal.response_after_ms)
+        .filter(|_| !policy.require_fencing)
+        .map(|ms| {
+            let after = Duration::from_millis(u64::from(ms));
+            (after + after / 500 + policy.self_fence_margin).max(heard)
+        });
+    [deadline, fenced, trusted, ha].into_iter().flatten().min()
+}
+
+/// Lost to both views: to probes past the threshold and to the manager,
+/// for `host_down_after`.
+fn lost(policy: &Policy, now: Timestamp, host: &HostFacts) -> bool {
+    host.link.is_lost()
+        && host.probe_failures >= policy.failure_threshold
+        && host
+            .unreachable_since
+            .is_some_and(|since| now >= since.saturating_add(policy.host_down_after))
 }
 
 /// The verdict on `host` at `now`.
@@ -204,6 +280,25 @@ pub fn host_verdict(policy: &Policy, now: Timestamp, host: &HostFacts) -> HostVe
     {
         return NotDown;
     }
+    // HA's master reaches it, or sees its datastore heartbeats: it lives.
+    if host.ha.is_some_and(|ha| {
+        matches!(
+            ha.signal.state,
+            HaHostState::Alive | HaHostState::Partitioned
+        )
+    }) {
+        return NotDown;
+    }
+    if host.ha.is_some_and(|ha| ha.signal.restarts) {
+        // HA restarts what a failed host ran: vmdr neither fences it nor
+        // moves its VMs (HA's own restarts are proved by its datastore
+        // locks), whatever else it knows.
+        return if host.link.is_fenced() || host.fence == Fencing::Off || lost(policy, now, host) {
+            HostVerdict::LeftToHa
+        } else {
+            NotDown
+        };
+    }
     if host.link.is_fenced() || host.fence == Fencing::Off {
         // "Powered off" while it still answers is a contradiction (a wrong
         // report, a device wired to another host, a reused address): not
@@ -216,15 +311,10 @@ pub fn host_verdict(policy: &Policy, now: Timestamp, host: &HostFacts) -> HostVe
             NotDown
         };
     }
-    let lost = host.link.is_lost()
-        && host.probe_failures >= policy.failure_threshold
-        && host
-            .unreachable_since
-            .is_some_and(|since| now >= since.saturating_add(policy.host_down_after));
-    if !lost {
+    if !lost(policy, now, host) {
         return NotDown;
     }
-    let deadline = self_fence_deadline(policy, host);
+    let deadline = deadline_of(policy, host);
     if !policy.require_fencing {
         if storage.is_some_and(|s| s.fenced) {
             return Down {
@@ -270,6 +360,7 @@ pub fn host_verdict(policy: &Policy, now: Timestamp, host: &HostFacts) -> HostVe
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::facts::HaFacts;
     use crate::model::{AgentSignal, HostLink, StorageSignal};
 
     const S: u64 = 1000;
@@ -548,5 +639,100 @@ mod tests {
         assert_eq!(proof_after_silence(&p, &h), Some(Duration::from_secs(15)));
         h.agent = None;
         assert_eq!(proof_after_silence(&p, &h), Some(Duration::ZERO));
+    }
+
+    fn ha(state: HaHostState, restarts: bool, response: Option<u32>, since: u64) -> HaFacts {
+        HaFacts {
+            signal: crate::model::HaSignal {
+                state,
+                restarts,
+                response_after_ms: response,
+            },
+            since: Timestamp(since),
+        }
+    }
+
+    #[test]
+    fn vsphere_has_isolation_response_proves_an_isolated_host_down_by_its_time() {
+        let p = Policy::default();
+        let mut h = lost_at(0);
+        // Reported isolated at 20 s; powered off 30 s later (+0.2 %, +0.5 s).
+        h.ha = Some(ha(HaHostState::Isolated, false, Some(30_000), 20 * S));
+        let at = Timestamp(20 * S + 30_000 + 60 + 500);
+        assert_eq!(
+            host_verdict(&p, Timestamp(25 * S), &h),
+            HostVerdict::AwaitingDeadline { at }
+        );
+        assert_eq!(
+            host_verdict(&p, at, &h),
+            HostVerdict::Down {
+                evidence: DownEvidence::Deadline
+            }
+        );
+        // An agent's earlier deadline wins.
+        h.agent = Some(agent(0, Reassurance::None));
+        assert_eq!(
+            host_verdict(&p, Timestamp(31 * S), &h),
+            HostVerdict::Down {
+                evidence: DownEvidence::Deadline
+            }
+        );
+        // A response that leaves VMs running proves nothing.
+        h.agent = None;
+        h.ha = Some(ha(HaHostState::Isolated, false, None, 20 * S));
+        assert_eq!(
+            host_verdict(&p, Timestamp(200 * S), &h),
+            HostVerdict::Unproven {
+                missing: Missing::HaKeepsVms
+            }
+        );
+        // require_fencing: HA's word is not a fence.
+        let strict = Policy {
+            require_fencing: true,
+            ..Policy::default()
+        };
+        h.ha = Some(ha(HaHostState::Isolated, false, Some(30_000), 20 * S));
+        assert_eq!(
+            host_verdict(&strict, Timestamp(200 * S), &h),
+            HostVerdict::Unproven {
+                missing: Missing::NotFenced
+            }
+        );
+    }
+
+    #[test]
+    fn a_host_has_master_reaches_or_sees_partitioned_lives_and_has_restarts_are_left_to_it() {
+        let p = Policy::default();
+        let mut h = lost_at(0);
+        h.trust_unreachable = true;
+        for state in [HaHostState::Alive, HaHostState::Partitioned] {
+            h.ha = Some(ha(state, false, Some(30_000), 0));
+            assert_eq!(
+                host_verdict(&p, Timestamp(500 * S), &h),
+                HostVerdict::NotDown,
+                "{state:?}"
+            );
+        }
+        // HA restarts them: left to HA even when powered off or fenced.
+        h.ha = Some(ha(HaHostState::Dead, true, Some(30_000), 0));
+        assert_eq!(
+            host_verdict(&p, Timestamp(500 * S), &h),
+            HostVerdict::LeftToHa
+        );
+        h.link = HostLink::PoweredOff;
+        h.fence = Fencing::Off;
+        assert_eq!(
+            host_verdict(&p, Timestamp(500 * S), &h),
+            HostVerdict::LeftToHa
+        );
+        // Not lost yet: not down.
+        let mut fresh = lost_at(0);
+        fresh.ha = h.ha;
+        assert_eq!(host_verdict(&p, Timestamp(S), &fresh), HostVerdict::NotDown);
+        assert_eq!(
+            proof_after_silence(&p, &fresh),
+            None,
+            "never vmdr's to restore"
+        );
     }
 }

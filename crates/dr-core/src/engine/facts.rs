@@ -1,4 +1,4 @@
-use crate::model::{AgentSignal, Heartbeat, HostLink, PowerState, StorageSignal};
+use crate::model::{AgentSignal, HaSignal, Heartbeat, HostLink, PowerState, StorageSignal};
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
 
@@ -20,7 +20,7 @@ pub enum OffCause {
     System,
 }
 
-/// What is known about one VM: 40 bytes, so a million fit in 40 MB and a
+/// What is known about one VM: 48 bytes, so a million fit in 48 MB and a
 /// decision pass streams through them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VmFacts {
@@ -29,11 +29,16 @@ pub struct VmFacts {
     /// A recovery is pending confirmation: if the VM goes down before this
     /// time, the recovery did not stick. `Timestamp::ZERO` when none pending.
     pub stable_at: Timestamp,
-    /// Configured memory, MiB: what a restore target must have free.
+    /// Memory a restore target must have free, MiB: its configured memory
+    /// plus the hypervisor's overhead for it, where the backend reports one.
     pub memory_mb: u32,
-    /// CPU a restore target must have free, MHz: its reservation, or its
-    /// nominal CPU over the policy's overcommit ([`crate::Policy::cpu_demand`]).
+    /// Nominal CPU, MHz (its virtual CPUs at their speed). Without a
+    /// reservation it costs a restore target this over the target's
+    /// `cpu_overcommit` ([`crate::engine::cpu_demand`]).
     pub cpu_mhz: u32,
+    /// CPU reserved for it, MHz (0: none): a restore target must have this
+    /// much free, overcommit or not.
+    pub cpu_reservation_mhz: u32,
     /// The host it is registered on.
     pub host: HostIdx,
     /// Consecutive failed probes (hysteresis counter).
@@ -68,6 +73,7 @@ impl VmFacts {
             stable_at: Timestamp::ZERO,
             memory_mb: 1024,
             cpu_mhz: 1000,
+            cpu_reservation_mhz: 0,
             host,
             probe_failures: 0,
             failed_attempts: 0,
@@ -128,8 +134,14 @@ pub struct HostFacts {
     /// Memory not committed to VMs, MiB.
     pub free_memory_mb: u64,
     /// CPU not committed to VMs, MHz, counted as restores count it (each
-    /// running VM's [`crate::Policy::cpu_demand`]).
+    /// running VM's [`crate::engine::cpu_demand`] at this host's overcommit).
     pub free_cpu_mhz: u32,
+    /// How far a VM's nominal CPU is overcommitted here: its site's
+    /// `cpu_overcommit` (the policy's, unless the site has its own).
+    pub cpu_overcommit: u16,
+    /// How busy the host is by the backend's own figures: restores go to
+    /// the least loaded host that has room.
+    pub load: HostLoad,
     /// Consecutive failed probes of the host's management address.
     pub probe_failures: u16,
     /// Recoveries running now that are charged to this host (as the VM's
@@ -153,15 +165,72 @@ pub struct HostFacts {
     pub storage: Option<StorageSignal>,
     /// Its fence device, if it has one, and where fencing it stands.
     pub fence: Fencing,
+    /// vSphere HA's view of it, where its cluster has HA (`None`: none).
+    pub ha: Option<HaFacts>,
 }
 
+/// vSphere HA's view of a host as vmdr keeps it: what HA's master says,
+/// and since when vmdr has seen it say so.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HaFacts {
+    /// The last report.
+    pub signal: HaSignal,
+    /// When vmdr first saw its `state` (on the control loop's clock): a
+    /// host reported isolated declared itself so no later, so its isolation
+    /// response is done by then plus its `response_after_ms`.
+    pub since: Timestamp,
+}
+
+/// A host's size and what of it is in use, by the backend's own usage
+/// figures (vSphere's quick stats, libvirt's domain stats; what is committed
+/// where a backend reports no usage), with the VMs on their way to it.
+/// Only the order of restore targets depends on it, never whether a VM fits.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostLoad {
+    /// CPU capacity, MHz (0: unknown, CPU then does not weigh).
+    pub cpu_mhz: u32,
+    /// CPU in use, MHz.
+    pub cpu_used_mhz: u32,
+    /// Memory capacity, MiB (0: unknown, memory then does not weigh).
+    pub memory_mb: u64,
+    /// Memory in use, MiB.
+    pub memory_used_mb: u64,
+}
+
+impl HostLoad {
+    /// How loaded the host would be with `cpu_mhz` and `memory_mb` more in
+    /// use, in millionths of its busier resource (CPU or memory): what
+    /// spreading compares.
+    pub fn after(&self, cpu_mhz: u64, memory_mb: u64) -> u64 {
+        // An unknown capacity (0) does not weigh.
+        let share =
+            |used: u64, cap: u64| used.saturating_mul(1_000_000).checked_div(cap).unwrap_or(0);
+        share(
+            u64::from(self.cpu_used_mhz) + cpu_mhz,
+            u64::from(self.cpu_mhz),
+        )
+        .max(share(self.memory_used_mb + memory_mb, self.memory_mb))
+    }
+}
+
+/// The policy's default `cpu_overcommit`.
+pub const DEFAULT_CPU_OVERCOMMIT: u16 = 4;
+
 impl HostFacts {
-    /// A connected, reachable host with the given free capacity.
+    /// A connected, reachable host with the given free capacity (and as
+    /// big as that, nothing in use).
     pub const fn connected(site: u16, free_memory_mb: u64, free_cpu_mhz: u32) -> Self {
         HostFacts {
             unreachable_since: None,
             free_memory_mb,
             free_cpu_mhz,
+            cpu_overcommit: DEFAULT_CPU_OVERCOMMIT,
+            load: HostLoad {
+                cpu_mhz: free_cpu_mhz,
+                cpu_used_mhz: 0,
+                memory_mb: free_memory_mb,
+                memory_used_mb: 0,
+            },
             probe_failures: 0,
             in_flight: 0,
             site,
@@ -172,6 +241,7 @@ impl HostFacts {
             agent: None,
             storage: None,
             fence: Fencing::NoDevice,
+            ha: None,
         }
     }
 }

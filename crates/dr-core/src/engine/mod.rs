@@ -28,6 +28,9 @@ pub use assess::{assess, Need};
 pub use budget::Fate;
 pub use decision::{AlertReason, Decision, DownEvidence, Quiet, WaitReason};
 pub use evidence::{host_verdict, proof_after_silence, HostVerdict, Missing};
-pub use facts::{ClusterFacts, Fencing, HostFacts, HostIdx, HostRecovery, OffCause, VmFacts};
+pub use facts::{
+    ClusterFacts, Fencing, HaFacts, HostFacts, HostIdx, HostLoad, HostRecovery, OffCause, VmFacts,
+    DEFAULT_CPU_OVERCOMMIT,
+};
 pub use plan::{Engine, PlanScratch};
-pub use policy::{Policy, PolicyError, SitePolicy};
+pub use policy::{cpu_demand, Policy, PolicyError, SitePolicy};

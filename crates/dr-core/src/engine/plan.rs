@@ -1,9 +1,11 @@
 use super::assess::{assess, Need};
 use super::decision::{AlertReason, Decision, DownEvidence, WaitReason};
 use super::facts::{ClusterFacts, HostFacts, HostIdx, VmFacts};
-use super::policy::{Policy, PolicyError};
+use super::policy::{cpu_demand, Policy, PolicyError};
 use crate::model::{HostLink, RestoreSource};
 use crate::time::Timestamp;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 
 /// The decision engine: a validated [`Policy`] and the planning pass.
 #[derive(Clone, Debug)]
@@ -25,12 +27,20 @@ pub struct PlanScratch {
     claimed: Vec<bool>,
     /// Host fence already decided in this pass.
     fencing: Vec<bool>,
-    /// Connected hosts, most free memory first; built on first use per pass.
+    /// Connected hosts, most free memory first: a target's rank, the order
+    /// among equally loaded ones. Built on first use per pass.
     targets: Vec<HostIdx>,
     targets_built: bool,
-    /// Targets before this index have no budget left in this pass (budgets
-    /// only shrink within a pass), so scans start here.
-    targets_from: usize,
+    /// The targets with budget left, least loaded first: (load now, this
+    /// pass's reservations counted; rank). A target's load changes only
+    /// when it is picked, and it is out of the heap then, so no key is
+    /// ever stale.
+    by_load: BinaryHeap<Reverse<(u64, u32)>>,
+    /// Targets found out of budget in this pass (budgets only shrink
+    /// within a pass, so they never come back).
+    exhausted: Vec<HostIdx>,
+    /// Targets that could not take the VM being placed, put back after.
+    aside: Vec<Reverse<(u64, u32)>>,
 }
 
 impl PlanScratch {
@@ -47,7 +57,9 @@ impl PlanScratch {
         self.fencing.resize(hosts, false);
         self.targets.clear();
         self.targets_built = false;
-        self.targets_from = 0;
+        self.by_load.clear();
+        self.exhausted.clear();
+        self.aside.clear();
     }
 }
 
@@ -88,15 +100,32 @@ impl Pass<'_> {
         d
     }
 
+    /// What `vm` costs host `h` in CPU, at the host's overcommit.
+    fn cpu_demand(&self, h: usize, vm: &VmFacts) -> u32 {
+        cpu_demand(
+            vm.cpu_mhz,
+            vm.cpu_reservation_mhz,
+            self.hosts[h].cpu_overcommit,
+        )
+    }
+
     fn fits(&self, h: usize, vm: &VmFacts) -> bool {
         let host = &self.hosts[h];
         host.free_memory_mb.saturating_sub(self.s.reserved_mem[h]) >= u64::from(vm.memory_mb)
-            && host.free_cpu_mhz.saturating_sub(self.s.reserved_cpu[h]) >= vm.cpu_mhz
+            && host.free_cpu_mhz.saturating_sub(self.s.reserved_cpu[h]) >= self.cpu_demand(h, vm)
     }
 
     fn reserve(&mut self, h: usize, vm: &VmFacts) {
         self.s.reserved_mem[h] += u64::from(vm.memory_mb);
-        self.s.reserved_cpu[h] += vm.cpu_mhz;
+        self.s.reserved_cpu[h] += self.cpu_demand(h, vm);
+    }
+
+    /// How loaded host `h` is now, with what this pass has already sent
+    /// there (millionths of its busier resource).
+    fn load_now(&self, h: usize) -> u64 {
+        self.hosts[h]
+            .load
+            .after(u64::from(self.s.reserved_cpu[h]), self.s.reserved_mem[h])
     }
 
     fn build_targets(&mut self) {
@@ -116,6 +145,11 @@ impl Pass<'_> {
                 .cmp(&hosts[a as usize].free_memory_mb)
                 .then(a.cmp(&b))
         });
+        for rank in 0..self.s.targets.len() {
+            let h = self.s.targets[rank] as usize;
+            let key = (self.load_now(h), rank as u32);
+            self.s.by_load.push(Reverse(key));
+        }
     }
 
     /// Picks where `vm` (whose host `from` is confirmed down) comes up.
@@ -147,30 +181,34 @@ impl Pass<'_> {
             }
         };
         self.build_targets();
-        while self.s.targets_from < self.s.targets.len()
-            && !self.host_has_budget(self.s.targets[self.s.targets_from] as usize)
-        {
-            self.s.targets_from += 1;
-        }
-        let mut host_limited = false;
+        // Spreading: the least loaded target that can take it (what this
+        // pass already sent there counted), so a lost host's VMs land
+        // across the site, not on one host until it is full. Targets out
+        // of budget leave the heap for the pass; those that cannot take
+        // this VM are put back after.
         let mut pick = None;
-        for i in self.s.targets_from..self.s.targets.len() {
-            let h = self.s.targets[i] as usize;
-            if h == from || !self.fits(h, vm) {
-                continue;
-            }
-            let Some(source) = source_for(self.hosts[h].site) else {
-                continue;
-            };
+        while let Some(Reverse((load, rank))) = self.s.by_load.pop() {
+            let h = self.s.targets[rank as usize] as usize;
             if !self.host_has_budget(h) {
-                host_limited = true;
+                self.s.exhausted.push(h as HostIdx);
                 continue;
             }
-            pick = Some((h, source));
-            break;
+            let source = source_for(self.hosts[h].site);
+            match source {
+                Some(source) if h != from && self.fits(h, vm) => {
+                    pick = Some((h, rank, source));
+                    break;
+                }
+                _ => self.s.aside.push(Reverse((load, rank))),
+            }
         }
-        if let Some((h, source)) = pick {
+        while let Some(e) = self.s.aside.pop() {
+            self.s.by_load.push(e);
+        }
+        if let Some((h, rank, source)) = pick {
             self.reserve(h, vm);
+            let key = (self.load_now(h), rank);
+            self.s.by_load.push(Reverse(key));
             return self.admit(
                 h,
                 Decision::Restore {
@@ -180,13 +218,12 @@ impl Pass<'_> {
                 },
             );
         }
-        // The targets skipped as out of budget may have the room: then the
-        // VM waits for them (a pass later), it is not out of capacity.
-        host_limited = host_limited
-            || self.s.targets[..self.s.targets_from].iter().any(|&t| {
-                let h = t as usize;
-                h != from && self.fits(h, vm) && source_for(self.hosts[h].site).is_some()
-            });
+        // The targets out of budget may have the room: then the VM waits
+        // for them (a pass later), it is not out of capacity.
+        let host_limited = self.s.exhausted.iter().any(|&t| {
+            let h = t as usize;
+            h != from && self.fits(h, vm) && source_for(self.hosts[h].site).is_some()
+        });
         if host_limited {
             return Decision::Wait {
                 why: WaitReason::HostLimit,

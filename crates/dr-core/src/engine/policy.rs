@@ -90,7 +90,7 @@ impl Default for Policy {
             agent_needs_watchdog: true,
             sites: BTreeMap::new(),
             prefer_replica: true,
-            cpu_overcommit: 4,
+            cpu_overcommit: super::facts::DEFAULT_CPU_OVERCOMMIT,
         }
     }
 }
@@ -105,6 +105,16 @@ pub struct SitePolicy {
     /// second time: only for sites where that cannot happen (a single
     /// network for everything) or where disk locks refuse a second copy.
     pub trust_unreachable: bool,
+    /// This site's CPU overcommit for restores, instead of the policy's
+    /// (vSphere HA's admission is per cluster: a cluster of latency-bound
+    /// VMs may want 1, a cluster of idle desktops 8).
+    pub cpu_overcommit: Option<u16>,
+}
+
+/// What a VM costs a host in CPU, MHz, at the host's `overcommit`: its
+/// reservation, or its nominal CPU over the overcommit, whichever is more.
+pub fn cpu_demand(nominal_mhz: u32, reservation_mhz: u32, overcommit: u16) -> u32 {
+    reservation_mhz.max(nominal_mhz.div_ceil(u32::from(overcommit.max(1))))
 }
 
 /// A policy that cannot work.
@@ -142,6 +152,12 @@ impl Policy {
         if self.cpu_overcommit == 0 {
             return bad("cpu_overcommit", "must be at least 1 (1: no overcommit)");
         }
+        if self.sites.values().any(|s| s.cpu_overcommit == Some(0)) {
+            return bad(
+                "sites.<site>.cpu_overcommit",
+                "must be at least 1 (1: no overcommit)",
+            );
+        }
         Ok(())
     }
 
@@ -150,10 +166,13 @@ impl Policy {
         self.sites.get(site).is_some_and(|s| s.trust_unreachable)
     }
 
-    /// What a VM costs a restore target in CPU, MHz: its reservation, or
-    /// its nominal CPU over `cpu_overcommit`, whichever is more.
-    pub fn cpu_demand(&self, nominal_mhz: u32, reservation_mhz: u32) -> u32 {
-        reservation_mhz.max(nominal_mhz.div_ceil(u32::from(self.cpu_overcommit.max(1))))
+    /// The CPU overcommit of hosts of `site`: the site's own, else the
+    /// policy's.
+    pub fn cpu_overcommit_of(&self, site: &str) -> u16 {
+        self.sites
+            .get(site)
+            .and_then(|s| s.cpu_overcommit)
+            .unwrap_or(self.cpu_overcommit)
     }
 
     /// The back-off after `failures` consecutive failures (1 → base).

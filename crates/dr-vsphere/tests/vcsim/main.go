@@ -91,6 +91,9 @@ func main() {
 	}
 	model.Service.HandleFunc("/vmdr-test/host-state", hostState)
 	model.Service.HandleFunc("/vmdr-test/ips", setIPs)
+	model.Service.HandleFunc("/vmdr-test/quick-stats", quickStats)
+	model.Service.HandleFunc("/vmdr-test/ha", haConfig)
+	model.Service.HandleFunc("/vmdr-test/ha-state", haState)
 	model.Service.HandleFunc("/vmdr-test/datastores", datastores)
 	model.Service.HandleFunc("/vmdr-test/expire-upload-sessions", expireUploadSessions)
 	s := model.Service.NewServer()
@@ -224,6 +227,111 @@ func hostState(w http.ResponseWriter, r *http.Request) {
 		}
 		fmt.Fprintln(w, "ok")
 		return
+	}
+	http.Error(w, "no such host", http.StatusNotFound)
+}
+
+// quickStats sets what vCenter's quick statistics say, which the
+// simulator leaves at 0: POST /vmdr-test/quick-stats?host=H&cpu=MHZ&mem=MB
+// (the host's overall CPU and memory in use) or ?vm=V&overhead=MB (the
+// memory the hypervisor consumes for the VM beside the guest's).
+func quickStats(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	num := func(key string) (int64, bool) {
+		var n int64
+		_, err := fmt.Sscanf(q.Get(key), "%d", &n)
+		return n, err == nil
+	}
+	if name := q.Get("host"); name != "" {
+		cpu, ok1 := num("cpu")
+		mem, ok2 := num("mem")
+		if !ok1 || !ok2 {
+			http.Error(w, "host needs cpu and mem", http.StatusBadRequest)
+			return
+		}
+		for _, obj := range simulator.Map.All("HostSystem") {
+			if h, ok := obj.(*simulator.HostSystem); ok && h.Name == name {
+				simulator.Map.Update(h, []types.PropertyChange{
+					{Name: "summary.quickStats.overallCpuUsage", Val: int32(cpu)},
+					{Name: "summary.quickStats.overallMemoryUsage", Val: int32(mem)},
+				})
+				fmt.Fprintln(w, "ok")
+				return
+			}
+		}
+		http.Error(w, "no such host", http.StatusNotFound)
+		return
+	}
+	name := q.Get("vm")
+	overhead, ok := num("overhead")
+	if name == "" || !ok {
+		http.Error(w, "needs host=H&cpu=&mem= or vm=V&overhead=", http.StatusBadRequest)
+		return
+	}
+	for _, obj := range simulator.Map.All("VirtualMachine") {
+		if vm, ok := obj.(*simulator.VirtualMachine); ok && vm.Name == name {
+			simulator.Map.Update(vm, []types.PropertyChange{
+				{Name: "summary.quickStats.consumedOverheadMemory", Val: int32(overhead)},
+			})
+			fmt.Fprintln(w, "ok")
+			return
+		}
+	}
+	http.Error(w, "no such vm", http.StatusNotFound)
+}
+
+// haConfig turns vSphere HA on for a cluster, which the simulator does not
+// model: POST /vmdr-test/ha?cluster=C&restart=disabled|medium
+// &response=powerOff|shutdown|none[&delay=S][&shutdown=S] (the isolation
+// policy delay and the shutdown timeout, as the advanced options
+// das.config.fdm.isolationPolicyDelaySec and das.isolationShutdownTimeout).
+func haConfig(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	for _, obj := range simulator.Map.All("ClusterComputeResource") {
+		c, ok := obj.(*simulator.ClusterComputeResource)
+		if !ok || c.Name != q.Get("cluster") {
+			continue
+		}
+		das := types.ClusterDasConfigInfo{
+			Enabled:        types.NewBool(true),
+			HostMonitoring: "enabled",
+			DefaultVmSettings: &types.ClusterDasVmSettings{
+				RestartPriority:   q.Get("restart"),
+				IsolationResponse: q.Get("response"),
+			},
+		}
+		for key, param := range map[string]string{
+			"das.config.fdm.isolationPolicyDelaySec": "delay",
+			"das.isolationShutdownTimeout":           "shutdown",
+		} {
+			if v := q.Get(param); v != "" {
+				das.Option = append(das.Option, &types.OptionValue{Key: key, Value: v})
+			}
+		}
+		simulator.Map.WithLock(c, func() {
+			cfg := *c.ConfigurationEx.(*types.ClusterConfigInfoEx)
+			cfg.DasConfig = das
+			c.ConfigurationEx = &cfg
+		})
+		simulator.Map.Update(c, []types.PropertyChange{{Name: "configurationEx", Val: c.ConfigurationEx}})
+		fmt.Fprintln(w, "ok")
+		return
+	}
+	http.Error(w, "no such cluster", http.StatusNotFound)
+}
+
+// haState sets what HA's master says of a host: POST
+// /vmdr-test/ha-state?host=H&state=connectedToMaster|networkIsolated|
+// networkPartitionedFromMaster|hostDown|...
+func haState(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	for _, obj := range simulator.Map.All("HostSystem") {
+		if h, ok := obj.(*simulator.HostSystem); ok && h.Name == q.Get("host") {
+			state := &types.ClusterDasFdmHostState{State: q.Get("state")}
+			simulator.Map.Update(h, []types.PropertyChange{{Name: "runtime.dasHostState", Val: state}})
+			fmt.Fprintln(w, "ok")
+			return
+		}
 	}
 	http.Error(w, "no such host", http.StatusNotFound)
 }
