@@ -23,6 +23,17 @@ async fn session(sim: &Vcsim, var: &str) -> Session {
     Session::connect(&cfg).await.expect("login")
 }
 
+/// POSTs to one of the simulator harness's `/vmdr-test/` endpoints.
+async fn harness(sim: &Vcsim, query: &str) {
+    let url = format!("{}/vmdr-test/{query}", sim.base());
+    let resp = reqwest::Client::new()
+        .post(&url)
+        .send()
+        .await
+        .expect("test endpoint");
+    assert!(resp.status().is_success(), "{url}: {}", resp.status());
+}
+
 #[tokio::test]
 async fn hosts_and_vms_with_their_states() {
     if !available("hosts_and_vms_with_their_states") {
@@ -84,17 +95,11 @@ async fn a_host_that_stops_responding() {
     let reader = InventoryReader::default();
     let inv = reader.read(&s).await.expect("inventory").0;
     let victim = inv.hosts[0].name.clone();
-    let url = format!(
-        "{}/vmdr-test/host-state?name={}&state=notResponding",
-        sim.base(),
-        victim
-    );
-    let resp = reqwest::Client::new()
-        .post(&url)
-        .send()
-        .await
-        .expect("test endpoint");
-    assert!(resp.status().is_success());
+    harness(
+        &sim,
+        &format!("host-state?name={victim}&state=notResponding"),
+    )
+    .await;
     let inv = reader.read(&s).await.expect("inventory").0;
     assert_eq!(
         inv.host(&victim).map(|h| h.link),
@@ -119,19 +124,8 @@ async fn usage_and_overhead_from_the_quick_stats() {
         .expect("a VM on the first host")
         .name
         .clone();
-    let post = |query: String| {
-        let url = format!("{}/vmdr-test/quick-stats?{query}", sim.base());
-        async move {
-            let resp = reqwest::Client::new()
-                .post(&url)
-                .send()
-                .await
-                .expect("test endpoint");
-            assert!(resp.status().is_success(), "{url}: {}", resp.status());
-        }
-    };
-    post(format!("host={host}&cpu=5123&mem=7000")).await;
-    post(format!("vm={vm}&overhead=211")).await;
+    harness(&sim, &format!("quick-stats?host={host}&cpu=5123&mem=7000")).await;
+    harness(&sim, &format!("quick-stats?vm={vm}&overhead=211")).await;
     let inv = reader.read(&s).await.expect("inventory").0;
     let h = inv.host(&host).expect("host");
     assert_eq!(
@@ -165,24 +159,14 @@ async fn vsphere_ha_settings_and_host_states() {
     );
     let watched = inv.hosts[0].site.clone();
     let host = inv.hosts[0].name.clone();
-    let post = |query: String| {
-        let url = format!("{}/vmdr-test/{query}", sim.base());
-        async move {
-            let resp = reqwest::Client::new()
-                .post(&url)
-                .send()
-                .await
-                .expect("test endpoint");
-            assert!(resp.status().is_success(), "{url}: {}", resp.status());
-        }
-    };
     // HA that leaves restarts to vmdr and powers isolated hosts' VMs off
     // 10 s after they declare themselves isolated.
-    post(format!(
-        "ha?cluster={watched}&restart=disabled&response=powerOff&delay=10"
-    ))
+    harness(
+        &sim,
+        &format!("ha?cluster={watched}&restart=disabled&response=powerOff&delay=10"),
+    )
     .await;
-    post(format!("ha-state?host={host}&state=networkIsolated")).await;
+    harness(&sim, &format!("ha-state?host={host}&state=networkIsolated")).await;
     let inv = reader.read(&s).await.expect("inventory").0;
     for h in &inv.hosts {
         if h.site != watched {
@@ -201,11 +185,16 @@ async fn vsphere_ha_settings_and_host_states() {
     }
     // HA restarting VMs itself, with a shutdown response (300 s by default
     // before it powers them off); the master reaches the host again.
-    post(format!(
-        "ha?cluster={watched}&restart=medium&response=shutdown"
-    ))
+    harness(
+        &sim,
+        &format!("ha?cluster={watched}&restart=medium&response=shutdown"),
+    )
     .await;
-    post(format!("ha-state?host={host}&state=connectedToMaster")).await;
+    harness(
+        &sim,
+        &format!("ha-state?host={host}&state=connectedToMaster"),
+    )
+    .await;
     let inv = reader.read(&s).await.expect("inventory").0;
     let ha = inv.host(&host).and_then(|h| h.signals.ha).expect("ha");
     assert!(ha.restarts);

@@ -249,17 +249,16 @@ func quickStats(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, "host needs cpu and mem", http.StatusBadRequest)
 			return
 		}
-		for _, obj := range simulator.Map.All("HostSystem") {
-			if h, ok := obj.(*simulator.HostSystem); ok && h.Name == name {
-				simulator.Map.Update(h, []types.PropertyChange{
-					{Name: "summary.quickStats.overallCpuUsage", Val: int32(cpu)},
-					{Name: "summary.quickStats.overallMemoryUsage", Val: int32(mem)},
-				})
-				fmt.Fprintln(w, "ok")
-				return
-			}
+		h := hostNamed(name)
+		if h == nil {
+			http.Error(w, "no such host", http.StatusNotFound)
+			return
 		}
-		http.Error(w, "no such host", http.StatusNotFound)
+		simulator.Map.Update(h, []types.PropertyChange{
+			{Name: "summary.quickStats.overallCpuUsage", Val: int32(cpu)},
+			{Name: "summary.quickStats.overallMemoryUsage", Val: int32(mem)},
+		})
+		fmt.Fprintln(w, "ok")
 		return
 	}
 	name := q.Get("vm")
@@ -325,15 +324,24 @@ func haConfig(w http.ResponseWriter, r *http.Request) {
 // networkPartitionedFromMaster|hostDown|...
 func haState(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
+	h := hostNamed(q.Get("host"))
+	if h == nil {
+		http.Error(w, "no such host", http.StatusNotFound)
+		return
+	}
+	state := &types.ClusterDasFdmHostState{State: q.Get("state")}
+	simulator.Map.Update(h, []types.PropertyChange{{Name: "runtime.dasHostState", Val: state}})
+	fmt.Fprintln(w, "ok")
+}
+
+// hostNamed is the simulated host of that name, or nil.
+func hostNamed(name string) *simulator.HostSystem {
 	for _, obj := range simulator.Map.All("HostSystem") {
-		if h, ok := obj.(*simulator.HostSystem); ok && h.Name == q.Get("host") {
-			state := &types.ClusterDasFdmHostState{State: q.Get("state")}
-			simulator.Map.Update(h, []types.PropertyChange{{Name: "runtime.dasHostState", Val: state}})
-			fmt.Fprintln(w, "ok")
-			return
+		if h, ok := obj.(*simulator.HostSystem); ok && h.Name == name {
+			return h
 		}
 	}
-	http.Error(w, "no such host", http.StatusNotFound)
+	return nil
 }
 
 // setIPs gives a host and its VMs addresses a test can make answer (inside
