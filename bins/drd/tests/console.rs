@@ -281,3 +281,96 @@ fn the_console_shows_outages_live_and_runs_commands_with_the_token() {
     drop(browser);
     daemon.terminate_within(Duration::from_secs(15), "after the console test");
 }
+
+/// A replicated VM's page lists the checkpoints of its replica this drd
+/// receives, newest first, and fails the VM over to an older one (from
+/// before its disk was damaged): confirmed, with the token, the disk comes
+/// back as it was at that point.
+#[test]
+fn a_vms_page_lists_its_checkpoints_and_fails_over_to_an_older_one() {
+    let Some(chromium) = chromium_or_skip("the console's checkpoints test") else {
+        return;
+    };
+    let before: Vec<u8> = (0..(1u32 << 20)).map(|i| (i / 512) as u8 ^ 0x3C).collect();
+    let (dir, config, [a, _]) = common::shipping_and_receiving(
+        "console-points",
+        &before,
+        1000,
+        "a replication key for the console",
+    );
+    let mut daemon = Daemon::start(&config);
+    let acked = |d: &Daemon| {
+        d.metric(&format!(
+            "vmdr_replication_checkpoint{{vm=\"app-1\",target=\"127.0.0.1:{a}\"}}"
+        ))
+        .unwrap_or(0.0) as u64
+    };
+    daemon.wait_for(LIMIT, "a checkpoint on dr-a", |d| acked(d) >= 1);
+    let old_id = daemon.json("/api/v1/vms/app-1/checkpoints")["checkpoints"]
+        .as_array()
+        .and_then(|c| c.last())
+        .and_then(|c| c["id"].as_u64())
+        .expect("a checkpoint listed");
+    // The disk is damaged; the replicas get that too.
+    let mut after = before.clone();
+    after[4096..65536].fill(0xEE);
+    std::fs::write(dir.0.join("app-1.img"), &after).expect("disk");
+    daemon.wait_for(LIMIT, "newer checkpoints on dr-a", |d| {
+        acked(d) >= old_id + 2
+    });
+
+    let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("console");
+    let mut browser = Browser::launch(&chromium, &dir.0);
+    let page = &mut browser.page;
+    page.goto(&format!("http://{}/#/vm/app-1", daemon.addr));
+    let rows = page.wait_for(
+        "the replica's checkpoints, newest first",
+        &format!(
+            "(() => {{ const b = [...document.querySelectorAll('#vm-body .cmd-point')].map(b => Number(b.dataset.id)); return b.length >= 3 && b.includes({old_id}) && JSON.stringify(b); }})()"
+        ),
+        LIMIT,
+    );
+    let ids: Vec<u64> = serde_json::from_str(rows.as_str().unwrap_or("[]")).expect("ids");
+    assert!(ids.windows(2).all(|w| w[0] > w[1]), "newest first: {ids:?}");
+    assert!(ids[0] > old_id, "{ids:?}");
+    page.screenshot(&shots.join("vm-app-1-checkpoints.png"));
+
+    page.eval(&format!(
+        "{{ const t = document.getElementById('token'); t.value = '{TOKEN}'; t.dispatchEvent(new Event('input')); }} true"
+    ));
+    page.eval(&format!(
+        "document.querySelector('#vm-body .cmd-point[data-id=\"{old_id}\"]').click(); true"
+    ));
+    let title = page.wait_for(
+        "the confirmation",
+        "document.getElementById('confirm').open && document.getElementById('confirm-title').textContent",
+        LIMIT,
+    );
+    assert_eq!(
+        title.as_str().unwrap_or_default(),
+        format!("Fail app-1 over to checkpoint {old_id}?")
+    );
+    page.eval("document.getElementById('confirm-ok').click(); true");
+    let done = page.wait_for(
+        "the failover's result",
+        "(() => { const t = document.getElementById('cmd-result')?.innerText ?? ''; return (t.includes('Failed over') || t.includes('Not done')) && t; })()",
+        LIMIT,
+    );
+    let done = done.as_str().unwrap_or_default().to_owned();
+    assert!(
+        done.contains(&format!("as of checkpoint {old_id}")),
+        "{done}"
+    );
+    let restored = std::fs::read(dir.0.join("dr-site/app-1.img")).expect("the restored disk");
+    assert!(
+        restored == before,
+        "the restored disk is not the disk as it was at checkpoint {old_id}"
+    );
+    assert!(
+        page.problems.is_empty(),
+        "the browser's console reported: {:#?}",
+        page.problems
+    );
+    drop(browser);
+    daemon.terminate_within(Duration::from_secs(15), "after the checkpoints test");
+}

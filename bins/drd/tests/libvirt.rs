@@ -355,13 +355,6 @@ fn a_cut_off_host_is_fenced_through_its_bmc_before_its_guest_runs_elsewhere() {
     );
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
 /// The proof of crash consistency on a real guest: `rec` writes
 /// numbered records to its disk, each flushed before the next, on kvm-a1
 /// (the primary site); drd replicates it through libvirt's change

@@ -167,44 +167,10 @@ fn replication_settings_are_checked() {
     );
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-/// A daemon that ships app-1's disk (`image`, written to the directory) and
-/// also receives both replicas (the DR site's receivers; dr-a keeping
-/// `keep` checkpoints apart); a failover from the replica restores from
-/// dr-a to `dr-site/app-1.img`. Its directory and the receivers' ports.
-fn shipping_and_receiving(
-    tag: &str,
-    image: &[u8],
-    keep: usize,
-) -> (Dir, std::path::PathBuf, [u16; 2]) {
-    let d = Dir::new(tag);
-    std::fs::write(d.0.join("app-1.img"), image).expect("disk");
-    std::fs::write(d.0.join("repl-key"), KEY).expect("key");
-    let (a, b) = (free_port(), free_port());
-    let config = write_config(&d.0, "200ms");
-    let mut text = std::fs::read_to_string(&config).expect("config");
-    text.push_str(&format!(
-        "\n[replication]\nkey_file = \"repl-key\"\ninterval = \"300ms\"\n\
-         [[replication.receive]]\nlisten = \"127.0.0.1:{a}\"\ndir = \"dr-a\"\nkeep = {keep}\n\
-         [[replication.receive]]\nlisten = \"127.0.0.1:{b}\"\ndir = \"dr-b\"\n\
-         [[replication.vm]]\nname = \"app-1\"\ndisks = [\"app-1.img\"]\n\
-         targets = [\"127.0.0.1:{a}\", \"127.0.0.1:{b}\"]\n\
-         replica = \"dr-a\"\nrestore_disks = [\"dr-site/app-1.img\"]\n"
-    ));
-    std::fs::write(&config, text).expect("config");
-    (d, config, [a, b])
-}
-
 #[test]
 fn a_failover_from_the_replica_writes_the_disks_from_its_newest_checkpoint() {
     let image: Vec<u8> = (0..(2u32 << 20)).map(|i| (i / 512) as u8 ^ 0x5A).collect();
-    let (d, config, [a, b]) = shipping_and_receiving("replica-failover", &image, 2);
+    let (d, config, [a, b]) = shipping_and_receiving("replica-failover", &image, 2, KEY);
     let daemon = Daemon::start(&config);
     daemon.wait_for(LIMIT, "a checkpoint on both replicas", |d| {
         [a, b].iter().all(|p| {
@@ -241,7 +207,7 @@ fn a_failover_from_the_replica_writes_the_disks_from_its_newest_checkpoint() {
 #[test]
 fn a_failover_to_a_chosen_older_checkpoint_restores_the_disk_as_it_was_then() {
     let before: Vec<u8> = (0..(1u32 << 20)).map(|i| (i / 512) as u8 ^ 0x3C).collect();
-    let (d, config, [a, _]) = shipping_and_receiving("replica-failover-older", &before, 1000);
+    let (d, config, [a, _]) = shipping_and_receiving("replica-failover-older", &before, 1000, KEY);
     let disk = d.0.join("app-1.img");
     let daemon = Daemon::start(&config);
     let acked = |d: &Daemon| {

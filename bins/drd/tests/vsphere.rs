@@ -240,13 +240,6 @@ fn vsphere_ha_is_evidence_its_isolation_response_proves_a_host_down_and_its_rest
     let _ = (&s.sim, &s.dir);
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
 /// The simulator's VMs (`-clusters 1 -vms 2`): which one lands on the host
 /// that is lost is the simulator's choice, so both are protected.
 const VCSIM_VMS: [&str; 2] = ["DC0_C0_RP0_VM0", "DC0_C0_RP0_VM1"];

@@ -130,6 +130,11 @@ function clock(atMs) {
   return d.toLocaleTimeString([], { hour12: false });
 }
 
+// A time from the Unix epoch (a checkpoint's), on this browser's clock.
+function wallClock(ms) {
+  return new Date(ms).toLocaleString([], { hour12: false });
+}
+
 function bytes(n) {
   if (n < 1024) return `${n} B`;
   const u = ['KiB', 'MiB', 'GiB', 'TiB'];
@@ -379,7 +384,45 @@ async function loadVm(name, first) {
   const detail = await r.json();
   if (vmPage?.name !== name) return;
   vmPage.detail = detail;
+  if (detail.receives_replica) await loadCheckpoints(name);
   renderVm();
+}
+
+// The checkpoints of the VM's replica this drd receives: the points a
+// planned failover can go back to. A failed read keeps what is shown.
+async function loadCheckpoints(name) {
+  const r = await fetch(`/api/v1/vms/${encodeURIComponent(name)}/checkpoints`);
+  if (vmPage?.name !== name || !r.ok) return;
+  const body = await r.json().catch(() => null);
+  if (vmPage?.name !== name || !body) return;
+  vmPage.checkpoints = body.checkpoints;
+}
+
+// Newest first, at most this many rows (a replica keeps what its `keep`
+// says; the API lists them all).
+const CHECKPOINTS_SHOWN = 50;
+
+function checkpointRows(list) {
+  const newest = list.slice(-CHECKPOINTS_SHOWN).reverse();
+  const more = list.length > newest.length ? `<p class="quiet">The newest ${newest.length} of ${list.length}.</p>` : '';
+  return `<table class="checkpoints"><thead><tr><th>Taken</th><th>Checkpoint</th><th>Disks</th><th></th></tr></thead><tbody>${newest
+    .map(
+      (c, i) =>
+        `<tr><td>${esc(wallClock(c.time_ms))}</td><td>${c.id}${i === 0 ? ' <span class="quiet">(newest)</span>' : ''}</td><td>${c.disks.length}</td>` +
+        `<td><button type="button" class="cmd-point" data-id="${c.id}" data-time="${c.time_ms}" aria-label="Fail over to checkpoint ${c.id}, taken ${esc(wallClock(c.time_ms))}…">Fail over to this point…</button></td></tr>`,
+    )
+    .join('')}</tbody></table>${more}`;
+}
+
+function renderCheckpoints(d) {
+  if (!d.receives_replica) return '';
+  const list = vmPage.checkpoints;
+  const body = list == null
+    ? '<p class="quiet">Loading…</p>'
+    : list.length
+      ? checkpointRows(list)
+      : '<p class="quiet">The replica holds no complete checkpoint yet.</p>';
+  return `<h3>Checkpoints of its replica here</h3>${body}`;
 }
 
 function renderVm() {
@@ -430,11 +473,16 @@ function renderVm() {
     ${commands}
     <h3>Outages</h3>${outages}
     <h3>Replication</h3>${repl}
+    ${renderCheckpoints(d)}
     <h3>Timeline</h3>${timeline}`;
   $('cmd-pause')?.addEventListener('click', () => command('pause'));
   $('cmd-resume')?.addEventListener('click', () => command('resume'));
   $('cmd-failover').addEventListener('click', () => command('failover'));
   $('cmd-drill').addEventListener('click', () => command('drill'));
+  for (const b of document.querySelectorAll('.cmd-point'))
+    b.addEventListener('click', () =>
+      command('point', { checkpoint: Number(b.dataset.id), time: Number(b.dataset.time) }),
+    );
 }
 
 // ---- commands ----
@@ -458,6 +506,17 @@ const COMMANDS = {
     target: true,
     doing: 'Failing over…',
     done: (r) => `Failed over from ${r.from} to ${r.to} (${String(r.method).replace(/_/g, ' ')}), down for ${seconds(r.downtime_ms)}.`,
+  },
+  point: {
+    title: (vm, x) => `Fail ${vm} over to checkpoint ${x.checkpoint}?`,
+    text: (x) =>
+      `It is stopped cleanly and started on the target host with its disks as they were at ${wallClock(x.time)}. ` +
+      'Whatever it wrote after that point is not in them.',
+    target: true,
+    path: 'failover',
+    query: (x) => ({ checkpoint: String(x.checkpoint) }),
+    doing: 'Failing over to that point…',
+    done: (r) => `Failed over from ${r.from} to ${r.to} as of checkpoint ${r.checkpoint}, down for ${seconds(r.downtime_ms)}.`,
   },
   drill: {
     title: (vm) => `Recovery drill of ${vm}?`,
@@ -495,11 +554,12 @@ function confirmDialog(title, text, withTarget, vm) {
   });
 }
 
-async function command(kind) {
+async function command(kind, extra = {}) {
   const c = COMMANDS[kind];
   const name = vmPage.name;
   const vm = model.vms.get(name) ?? vmPage.detail.vm;
-  const answer = await confirmDialog(c.title(name), c.text, c.target, vm);
+  const text = typeof c.text === 'function' ? c.text(extra) : c.text;
+  const answer = await confirmDialog(c.title(name, extra), text, c.target, vm);
   if (!answer) return;
   const show = (html) => {
     if (vmPage?.name !== name) return;
@@ -509,14 +569,20 @@ async function command(kind) {
   };
   show(`<span class="busy">${esc(c.doing)}</span>`);
   const token = $('token').value.trim();
-  const query = answer.target ? `?to=${encodeURIComponent(answer.target)}` : '';
+  const params = new URLSearchParams(c.query ? c.query(extra) : {});
+  if (answer.target) params.set('to', answer.target);
+  const qs = params.toString();
+  const query = qs ? `?${qs}` : '';
   try {
-    const r = await fetch(`/api/v1/vms/${encodeURIComponent(name)}/${kind}${query}`, {
+    const r = await fetch(`/api/v1/vms/${encodeURIComponent(name)}/${c.path ?? kind}${query}`, {
       method: 'POST',
       headers: token ? { Authorization: `Bearer ${token}` } : {},
     });
     const body = await r.json().catch(() => ({}));
-    if (r.ok) show(`<span class="ok">${esc(c.done(body))}</span>`);
+    if (r.ok) {
+      show(`<span class="ok">${esc(c.done(body))}</span>`);
+      if (kind === 'point' || kind === 'failover') loadVm(name, false);
+    }
     else if (r.status === 401 || r.status === 403)
       show(`<span class="bad">Refused: ${esc(body.error ?? r.statusText)}. Enter the API token above.</span>`);
     else show(`<span class="bad">Not done: ${esc(body.error ?? `drd answered ${r.status}`)}</span>`);

@@ -385,6 +385,9 @@ async fn vm_detail(State(s): State<ApiState>, Path(vm): Path<String>) -> Respons
         "timeline": s.shared.events_of(&vm, 200),
         "outages": s.shared.outages(&vm),
         "replication": replication,
+        // Its checkpoints can be listed here (`/checkpoints`): this daemon
+        // receives a replica it can fail the VM over from.
+        "receives_replica": s.restores.contains_key(&vm),
     }))
     .into_response()
 }

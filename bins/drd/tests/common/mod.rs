@@ -270,3 +270,39 @@ pub fn vm(d: &Daemon, name: &str) -> serde_json::Value {
         .and_then(|v| v.iter().find(|v| v["name"] == name).cloned())
         .unwrap_or(serde_json::Value::Null)
 }
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A daemon that ships app-1's disk (`image`, written to the directory) and
+/// also receives both replicas (the DR site's receivers; dr-a keeping
+/// `keep` checkpoints apart); a failover from the replica restores from
+/// dr-a to `dr-site/app-1.img`; `key` is the replication key. Its
+/// directory, its configuration and the receivers' ports.
+pub fn shipping_and_receiving(
+    tag: &str,
+    image: &[u8],
+    keep: usize,
+    key: &str,
+) -> (Dir, PathBuf, [u16; 2]) {
+    let d = Dir::new(tag);
+    std::fs::write(d.0.join("app-1.img"), image).expect("disk");
+    std::fs::write(d.0.join("repl-key"), key).expect("key");
+    let (a, b) = (free_port(), free_port());
+    let config = write_config(&d.0, "200ms");
+    let mut text = std::fs::read_to_string(&config).expect("config");
+    text.push_str(&format!(
+        "\n[replication]\nkey_file = \"repl-key\"\ninterval = \"300ms\"\n\
+         [[replication.receive]]\nlisten = \"127.0.0.1:{a}\"\ndir = \"dr-a\"\nkeep = {keep}\n\
+         [[replication.receive]]\nlisten = \"127.0.0.1:{b}\"\ndir = \"dr-b\"\n\
+         [[replication.vm]]\nname = \"app-1\"\ndisks = [\"app-1.img\"]\n\
+         targets = [\"127.0.0.1:{a}\", \"127.0.0.1:{b}\"]\n\
+         replica = \"dr-a\"\nrestore_disks = [\"dr-site/app-1.img\"]\n"
+    ));
+    std::fs::write(&config, text).expect("config");
+    (d, config, [a, b])
+}
