@@ -107,7 +107,7 @@ fn serve(rt: &tokio::runtime::Runtime, text: &str) -> (String, tokio::sync::watc
         .expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    rt.spawn(dr_daemon::remote_sim::serve(listener, scenario, stopped));
+    rt.spawn(dr_sim::remote::serve(listener, scenario, stopped));
     (url, stop)
 }
 
@@ -134,7 +134,7 @@ fn config(dir: &Path, name: &str, url: &str, cluster: Option<&[String]>) -> std:
 fn back(url: &str, vm: &str) -> bool {
     let addr: SocketAddr = url.trim_start_matches("http://").parse().expect("addr");
     let (_, body) = http_get(addr, "/sim/v1/report");
-    let r: dr_daemon::remote_sim::SimReport = match serde_json::from_str(&body) {
+    let r: dr_sim::remote::SimReport = match serde_json::from_str(&body) {
         Ok(r) => r,
         Err(_) => return false,
     };
@@ -146,7 +146,7 @@ fn back(url: &str, vm: &str) -> bool {
 fn double_runs(url: &str) -> u32 {
     let addr: SocketAddr = url.trim_start_matches("http://").parse().expect("addr");
     let (_, body) = http_get(addr, "/sim/v1/report");
-    serde_json::from_str::<dr_daemon::remote_sim::SimReport>(&body)
+    serde_json::from_str::<dr_sim::remote::SimReport>(&body)
         .map(|r| r.vms.iter().map(|v| v.double_runs).sum())
         .unwrap_or(u32::MAX)
 }

@@ -48,7 +48,7 @@ async fn read(path: &Path) -> anyhow::Result<Inventory> {
         }
         dr_daemon::config::Backend::SimServer { url } => {
             use dr_core::ports::Hypervisor;
-            let (sim, _) = dr_daemon::remote_sim::RemoteSim::connect(url)
+            let (sim, _) = dr_sim::remote::RemoteSim::connect(url)
                 .await
                 .with_context(|| format!("cannot reach the simulated datacenter at {url}"))?;
             Ok(sim.inventory().await.context("cannot read its inventory")?)

@@ -224,7 +224,7 @@ fn sim_server(args: &SimServerArgs) -> anyhow::Result<ExitCode> {
             let _ = stop.send(true);
             Ok::<(), std::io::Error>(())
         });
-        dr_daemon::remote_sim::serve(listener, scenario, stopped)
+        dr_sim::remote::serve(listener, scenario, stopped)
             .await
             .context("the simulated datacenter stopped")
     })?;

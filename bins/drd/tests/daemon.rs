@@ -675,13 +675,8 @@ fn events_stream_as_they_happen_and_do_not_hold_up_shutdown() {
     );
 }
 
-#[test]
-fn on_the_simulation_a_cut_off_host_is_fenced_through_its_own_device_before_its_vm_moves() {
-    let d = Dir::new("sim-fence");
-    let scenario = d.0.join("dc.toml");
-    std::fs::write(
-        &scenario,
-        r#"name = "fence"
+/// A host with a fence device (and no agent) cut off while its VM runs.
+const FENCE_SCENARIO: &str = r#"name = "fence"
 seed = 1
 duration = "1h"
 [latency]
@@ -710,14 +705,10 @@ host = "esx-f"
 at = "3s"
 kind = "host_mgmt_loss"
 host = "esx-f"
-"#,
-    )
-    .expect("scenario");
-    let daemon = Daemon::start(&write_config_on(
-        &d.0,
-        &format!("scenario = \"{}\"", scenario.display()),
-        "200ms",
-    ));
+"#;
+
+/// The VM moved only once the host's fence device read it off.
+fn fenced_before_it_moved(daemon: &Daemon) {
     daemon.wait_for(LIMIT, "app restored on esx-2", |d| {
         actions_for(&d.events(), "action_finished", "app")
             .iter()
@@ -741,4 +732,29 @@ host = "esx-f"
         .and_then(|h| h.iter().find(|h| h["name"] == "esx-f").cloned())
         .unwrap_or_default();
     assert_eq!(host["fence"]["state"], "off", "{host}");
+}
+
+#[test]
+fn on_the_simulation_a_cut_off_host_is_fenced_through_its_own_device_before_its_vm_moves() {
+    let d = Dir::new("sim-fence");
+    let scenario = d.0.join("dc.toml");
+    std::fs::write(&scenario, FENCE_SCENARIO).expect("scenario");
+    let daemon = Daemon::start(&write_config_on(
+        &d.0,
+        &format!("scenario = \"{}\"", scenario.display()),
+        "200ms",
+    ));
+    fenced_before_it_moved(&daemon);
+}
+
+/// The same on a datacenter served as its own process (`drctl sim-server`):
+/// its fence devices over its wire.
+#[test]
+fn on_a_served_simulation_a_cut_off_host_is_fenced_through_its_own_device_before_its_vm_moves() {
+    let d = Dir::new("served-fence");
+    let sim = common::datacenter::SimServer::serve(FENCE_SCENARIO);
+    let daemon = Daemon::start(&common::datacenter::config_for(&d.0, &sim.url));
+    fenced_before_it_moved(&daemon);
+    let report = sim.report();
+    assert!(report.vms.iter().all(|v| v.double_runs == 0), "{report:#?}");
 }

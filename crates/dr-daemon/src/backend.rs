@@ -6,9 +6,8 @@
 use crate::config::Backend;
 use dr_core::ports::{Clock, Hypervisor, Prober};
 use dr_sim::{Scenario, SimHypervisor, SimProber, World};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::watch;
 
 /// The ports, ready for the control loop.
 pub struct Ports {
@@ -117,22 +116,23 @@ pub async fn start(backend: &Backend, state_dir: &std::path::Path) -> Result<Por
             })
         }
         Backend::SimServer { url } => {
-            let (sim, now) = crate::remote_sim::RemoteSim::connect(url)
-                .await
-                .map_err(|e| BackendError::SimServer {
+            let (sim, now) = dr_sim::remote::RemoteSim::connect(url).await.map_err(|e| {
+                BackendError::SimServer {
                     url: url.clone(),
                     message: e.to_string(),
-                })?;
+                }
+            })?;
             let sim = Arc::new(sim);
             Ok(Ports {
                 hv: sim.clone(),
-                prober: sim,
+                prober: sim.clone(),
                 // The datacenter's timeline: its events and ours agree.
                 clock: Arc::new(dr_control::TokioClock::starting_at(now)),
                 world: None,
                 faults: Vec::new(),
                 vsphere: None,
-                fencer: None,
+                // The served datacenter's fence devices, over its wire.
+                fencer: Some(sim),
             })
         }
         Backend::Libvirt { config } => {
@@ -190,27 +190,5 @@ pub async fn start(backend: &Backend, state_dir: &std::path::Path) -> Result<Por
                 fencer: None,
             })
         }
-    }
-}
-
-/// Applies the simulation's fault schedule on its clock until it is done or
-/// `shutdown` turns true.
-pub async fn inject_faults(
-    world: Arc<Mutex<World>>,
-    faults: Vec<dr_sim::fault::Fault>,
-    clock: Arc<dyn Clock>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    for fault in faults {
-        tokio::select! {
-            _ = shutdown.changed() => return,
-            () = clock.sleep_until(fault.at) => {}
-        }
-        let now = clock.now();
-        tracing::warn!(t = %now, fault = ?fault.kind, target = ?fault.target, "simulation: fault injected");
-        fault.apply(
-            &mut world.lock().unwrap_or_else(PoisonError::into_inner),
-            now,
-        );
     }
 }

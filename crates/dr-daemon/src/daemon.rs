@@ -376,7 +376,7 @@ fn start_tasks(
         ));
     }
     if let Some(world) = &ports.world {
-        tokio::spawn(backend::inject_faults(
+        tokio::spawn(dr_sim::fault::inject_in_real_time(
             world.clone(),
             ports.faults.clone(),
             ports.clock.clone(),

@@ -57,7 +57,6 @@ pub mod metrics;
 pub mod outages;
 pub mod placement;
 pub mod preflight;
-pub mod remote_sim;
 pub mod replica_restore;
 pub mod replication;
 pub mod snapshots;

@@ -1,8 +1,11 @@
 //! Faults: what can go wrong in the simulated datacenter, when, and to what.
 
 use crate::world::{HostState, World};
+use dr_core::ports::Clock;
 use dr_core::Timestamp;
 use serde::Serialize;
+use std::sync::{Arc, Mutex, PoisonError};
+use tokio::sync::watch;
 
 /// What goes wrong.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
@@ -164,5 +167,28 @@ impl Fault {
                 }
             }
         }
+    }
+}
+
+/// Applies the simulation's fault schedule on its clock (real time: drd's
+/// embedded datacenter, `drctl sim-server`) until it is done or `shutdown`
+/// turns true.
+pub async fn inject_in_real_time(
+    world: Arc<Mutex<World>>,
+    faults: Vec<Fault>,
+    clock: Arc<dyn Clock>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    for fault in faults {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            () = clock.sleep_until(fault.at) => {}
+        }
+        let now = clock.now();
+        tracing::warn!(t = %now, fault = ?fault.kind, target = ?fault.target, "simulation: fault injected");
+        fault.apply(
+            &mut world.lock().unwrap_or_else(PoisonError::into_inner),
+            now,
+        );
     }
 }

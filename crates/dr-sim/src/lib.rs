@@ -18,7 +18,10 @@
 //!
 //! The decision rules (those are `dr-core`'s: the simulation only reports
 //! what the engine decided) and any real backend (vSphere, ICMP). It sends no
-//! packet and touches no file: addresses in scenarios are labels.
+//! packet and touches no file (addresses in scenarios are labels), but for
+//! [`remote`]: the datacenter served over HTTP on loopback as a process of
+//! its own (`drctl sim-server`), its wire protocol and the backend that
+//! drives it, and a restore's images checked to be whole.
 #![forbid(unsafe_code)]
 
 pub mod agent;
@@ -27,6 +30,7 @@ mod fencer;
 mod hypervisor;
 mod prober;
 pub mod random;
+pub mod remote;
 pub mod report;
 pub mod rng;
 mod runner;

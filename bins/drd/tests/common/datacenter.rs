@@ -3,7 +3,7 @@
 //! hypervisor does, and counts what they did), and the safety rules checked
 //! on its report.
 
-use dr_daemon::remote_sim::{self, SimReport};
+use dr_sim::remote::{self as remote_sim, SimReport};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -27,8 +27,12 @@ impl SimServer {
             text.contains(fixture_power),
             "the fixture's power latency changed"
         );
-        let text = text.replace(fixture_power, &format!("power = \"{power}\""));
-        let scenario = dr_sim::Scenario::parse(&text).expect("valid fixture");
+        SimServer::serve(&text.replace(fixture_power, &format!("power = \"{power}\"")))
+    }
+
+    /// The datacenter of the scenario `text`.
+    pub fn serve(text: &str) -> SimServer {
+        let scenario = dr_sim::Scenario::parse(text).expect("valid scenario");
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()

@@ -10,10 +10,14 @@
 //! started more often than it went down, a start refused because a copy
 //! already ran, an action on a VM a user stopped.
 //!
+//! It serves the hosts' fence devices too (the [`Fencer`] port), so a
+//! daemon on a served datacenter fences as one on the embedded one does.
+//!
 //! Wire: `POST /sim/v1/call` with one [`Call`] as JSON answers a [`Reply`];
 //! `GET /sim/v1/report` answers a [`SimReport`]. The timeline is the
 //! server's (milliseconds since it started); the backend's clock follows it.
 
+use crate::{Scenario, SimFencer, SimHypervisor, SimProber, World};
 use async_trait::async_trait;
 use axum::extract::State;
 use axum::routing::{get, post};
@@ -23,12 +27,12 @@ use dr_core::model::{
     SnapshotTarget,
 };
 use dr_core::ports::{
-    Capabilities, Clock, Hypervisor, HypervisorError, ProbeError, ProbeResult, ProbeTarget, Prober,
+    Capabilities, Clock, FenceError, FencePower, Fencer, Hypervisor, HypervisorError, ProbeError,
+    ProbeResult, ProbeTarget, Prober,
 };
 use dr_core::Timestamp;
-use dr_sim::{Scenario, SimHypervisor, SimProber, World};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -129,6 +133,16 @@ pub enum Call {
         /// The copy's name.
         copy: String,
     },
+    /// [`Fencer::power_off`].
+    FenceOff {
+        /// The host.
+        host: String,
+    },
+    /// [`Fencer::power_status`].
+    FenceStatus {
+        /// The host.
+        host: String,
+    },
     /// [`Prober::probe`].
     Probe {
         /// What to probe.
@@ -196,6 +210,29 @@ pub enum RemoteError {
         op: String,
         /// Why.
         detail: String,
+    },
+    /// [`FenceError::NoDevice`].
+    NoFenceDevice {
+        /// The host.
+        host: String,
+    },
+    /// [`FenceError::Failed`] (and [`FenceError::Credentials`]).
+    FenceFailed {
+        /// The host.
+        host: String,
+        /// `off` or `status`.
+        op: String,
+        /// What the device said.
+        detail: String,
+    },
+    /// [`FenceError::Timeout`].
+    FenceTimeout {
+        /// The host.
+        host: String,
+        /// `off` or `status`.
+        op: String,
+        /// After.
+        after: Duration,
     },
     /// Anything else, as text.
     Other {
@@ -292,7 +329,53 @@ impl From<RemoteError> for HypervisorError {
                 detail,
             },
             RemoteError::Other { message } => HypervisorError::Protocol(message),
+            fence @ (RemoteError::NoFenceDevice { .. }
+            | RemoteError::FenceFailed { .. }
+            | RemoteError::FenceTimeout { .. }) => {
+                HypervisorError::Protocol(format!("a fence error where none belongs: {fence:?}"))
+            }
         }
+    }
+}
+
+impl From<FenceError> for RemoteError {
+    fn from(e: FenceError) -> Self {
+        match e {
+            FenceError::NoDevice { host } => RemoteError::NoFenceDevice { host },
+            FenceError::Failed { host, op, detail } => RemoteError::FenceFailed {
+                host,
+                op: op.into(),
+                detail,
+            },
+            FenceError::Timeout { host, op, after } => RemoteError::FenceTimeout {
+                host,
+                op: op.into(),
+                after,
+            },
+            FenceError::Credentials { host, detail } => RemoteError::FenceFailed {
+                host,
+                op: "credentials".into(),
+                detail,
+            },
+        }
+    }
+}
+
+/// A fence operation's name off the wire, as the error type holds it.
+fn fence_op(op: &str) -> &'static str {
+    if op == "status" {
+        "status"
+    } else {
+        "off"
+    }
+}
+
+/// What a fence call's failure is to its caller: never the host off.
+fn fence_error(host: &str, op: &'static str, e: HypervisorError) -> FenceError {
+    FenceError::Failed {
+        host: host.to_owned(),
+        op,
+        detail: e.to_string(),
     }
 }
 
@@ -333,6 +416,7 @@ pub struct VmReport {
 struct Served {
     hv: SimHypervisor,
     prober: SimProber,
+    fencer: SimFencer,
     world: Arc<Mutex<World>>,
     clock: Arc<dyn Clock>,
     refused_starts: Mutex<BTreeMap<String, u32>>,
@@ -371,6 +455,7 @@ impl Served {
             Call::Hello => Ok(serde_json::json!({
                 "now": self.clock.now(),
                 "capabilities": hv.capabilities(),
+                "fence_devices": self.fencer.devices(),
             })),
             Call::Inventory => hv.inventory().await.map(json),
             Call::PowerEvents { since } => hv.power_events(since).await.map(json),
@@ -401,6 +486,18 @@ impl Served {
                 .await
                 .map(json),
             Call::RemoveDrillCopy { copy } => hv.remove_drill_copy(&copy).await.map(json),
+            Call::FenceOff { host } => {
+                return match self.fencer.power_off(&host).await {
+                    Ok(()) => Reply::Ok(json(())),
+                    Err(e) => Reply::Err(e.into()),
+                }
+            }
+            Call::FenceStatus { host } => {
+                return match self.fencer.power_status(&host).await {
+                    Ok(p) => Reply::Ok(json(p)),
+                    Err(e) => Reply::Err(e.into()),
+                }
+            }
             Call::Probe { targets, timeout } => {
                 return match self.prober.probe(&targets, timeout).await {
                     Ok(r) => Reply::Ok(json(r)),
@@ -493,13 +590,14 @@ pub async fn serve(
     let served = Arc::new(Served {
         hv: SimHypervisor::new(world.clone(), clock.clone(), scenario.latencies.clone()),
         prober: SimProber::new(world.clone(), clock.clone(), Duration::from_millis(1)),
+        fencer: SimFencer::new(world.clone(), clock.clone()),
         world: world.clone(),
         clock: clock.clone(),
         refused_starts: Mutex::default(),
         running: Mutex::default(),
         next_call: std::sync::atomic::AtomicU64::new(0),
     });
-    let faults = tokio::spawn(crate::backend::inject_faults(
+    let faults = tokio::spawn(crate::fault::inject_in_real_time(
         world,
         scenario.faults,
         clock,
@@ -551,11 +649,12 @@ fn read_limit(call: &Call) -> Option<Duration> {
 }
 
 /// The backend over a simulated datacenter served by [`serve`]: the
-/// [`Hypervisor`] and the [`Prober`] both.
+/// [`Hypervisor`], the [`Prober`] and the [`Fencer`].
 pub struct RemoteSim {
     http: reqwest::Client,
     url: String,
     caps: Capabilities,
+    fence_devices: BTreeSet<String>,
 }
 
 impl RemoteSim {
@@ -566,6 +665,8 @@ impl RemoteSim {
         struct Hello {
             now: Timestamp,
             capabilities: Capabilities,
+            #[serde(default)]
+            fence_devices: BTreeSet<String>,
         }
         let http = reqwest::Client::new();
         let url = format!("{}/sim/v1/call", url.trim_end_matches('/'));
@@ -574,6 +675,7 @@ impl RemoteSim {
             http,
             url,
             caps: hello.capabilities,
+            fence_devices: hello.fence_devices,
         };
         Ok((sim, hello.now))
     }
@@ -592,6 +694,15 @@ async fn send_call<T: serde::de::DeserializeOwned>(
     url: &str,
     call: &Call,
 ) -> Result<T, HypervisorError> {
+    match send(http, url, call).await? {
+        Reply::Ok(v) => serde_json::from_value(v)
+            .map_err(|e| HypervisorError::Protocol(format!("simulated datacenter: {e}"))),
+        Reply::Err(e) => Err(e.into()),
+    }
+}
+
+/// One call to the server at `url`, its reply as it came.
+async fn send(http: &reqwest::Client, url: &str, call: &Call) -> Result<Reply, HypervisorError> {
     let bad = |what: String| HypervisorError::Protocol(format!("simulated datacenter: {what}"));
     let mut request = http.post(url).json(call);
     // Reads answer at once or the server is stuck: a tick must not hang
@@ -609,14 +720,10 @@ async fn send_call<T: serde::de::DeserializeOwned>(
     if !response.status().is_success() {
         return Err(bad(format!("HTTP {}", response.status())));
     }
-    match response
+    response
         .json::<Reply>()
         .await
-        .map_err(|e| bad(e.to_string()))?
-    {
-        Reply::Ok(v) => serde_json::from_value(v).map_err(|e| bad(e.to_string())),
-        Reply::Err(e) => Err(e.into()),
-    }
+        .map_err(|e| bad(e.to_string()))
 }
 
 #[async_trait]
@@ -709,7 +816,7 @@ impl Hypervisor for RemoteSim {
     ) -> Result<(), HypervisorError> {
         // The images are on this machine; the served simulation only needs
         // to know they are whole.
-        dr_sim::check_restore_images(images).await?;
+        crate::check_restore_images(images).await?;
         self.restore_vm(vm, host, RestoreSource::Replica).await
     }
 
@@ -720,7 +827,7 @@ impl Hypervisor for RemoteSim {
         images: &[std::path::PathBuf],
         copy: &str,
     ) -> Result<(), HypervisorError> {
-        dr_sim::check_restore_images(images).await?;
+        crate::check_restore_images(images).await?;
         self.start_drill_copy(vm, host, RestoreSource::Replica, copy)
             .await
     }
@@ -784,5 +891,67 @@ impl Prober for RemoteSim {
         })
         .await
         .map_err(|e| ProbeError::Unavailable(e.to_string()))
+    }
+}
+
+impl RemoteSim {
+    /// A fence call, its failures as the fence device's.
+    async fn fence<T: serde::de::DeserializeOwned>(
+        &self,
+        call: &Call,
+        host: &str,
+        op: &'static str,
+    ) -> Result<T, FenceError> {
+        let reply = send(&self.http, &self.url, call)
+            .await
+            .map_err(|e| fence_error(host, op, e))?;
+        match reply {
+            Reply::Ok(v) => serde_json::from_value(v).map_err(|e| FenceError::Failed {
+                host: host.to_owned(),
+                op,
+                detail: format!("simulated datacenter: {e}"),
+            }),
+            Reply::Err(RemoteError::NoFenceDevice { host }) => Err(FenceError::NoDevice { host }),
+            Reply::Err(RemoteError::FenceFailed { host, op, detail }) => Err(FenceError::Failed {
+                host,
+                op: fence_op(&op),
+                detail,
+            }),
+            Reply::Err(RemoteError::FenceTimeout { host, op, after }) => Err(FenceError::Timeout {
+                host,
+                op: fence_op(&op),
+                after,
+            }),
+            Reply::Err(other) => Err(fence_error(host, op, other.into())),
+        }
+    }
+}
+
+#[async_trait]
+impl Fencer for RemoteSim {
+    fn devices(&self) -> BTreeSet<String> {
+        self.fence_devices.clone()
+    }
+
+    async fn power_off(&self, host: &str) -> Result<(), FenceError> {
+        self.fence(
+            &Call::FenceOff {
+                host: host.to_owned(),
+            },
+            host,
+            "off",
+        )
+        .await
+    }
+
+    async fn power_status(&self, host: &str) -> Result<FencePower, FenceError> {
+        self.fence(
+            &Call::FenceStatus {
+                host: host.to_owned(),
+            },
+            host,
+            "status",
+        )
+        .await
     }
 }

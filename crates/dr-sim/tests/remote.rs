@@ -2,7 +2,7 @@
 //! shared conformance suites through the daemon's backend for it, as the
 //! embedded simulation and vCenter do.
 
-use dr_daemon::remote_sim::{self, RemoteSim};
+use dr_sim::remote::{self as remote_sim, RemoteSim};
 use std::net::IpAddr;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -14,7 +14,12 @@ fn ip(s: &str) -> IpAddr {
 /// The conformance world of the embedded simulation's suite, as a
 /// scenario; operations take milliseconds (real time here).
 fn scenario(faults: &str) -> dr_sim::Scenario {
-    let text = format!(
+    dr_sim::Scenario::parse(&scenario_text(faults)).expect("valid scenario")
+}
+
+/// [`scenario`]'s text.
+fn scenario_text(faults: &str) -> String {
+    format!(
         r#"
 name = "conformance"
 seed = 1
@@ -65,8 +70,7 @@ host = "h1"
 replica = true
 {faults}
 "#
-    );
-    dr_sim::Scenario::parse(&text).expect("valid scenario")
+    )
 }
 
 /// Serves `scenario` on a loopback port; the server stops with the sender.
@@ -124,6 +128,21 @@ async fn the_served_simulation_passes_the_prober_suite() {
         timeout: Duration::from_millis(500),
     };
     dr_conformance::prober::run_all(&p, &fx).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_served_simulation_passes_the_fencer_suite() {
+    let text = scenario_text("");
+    let h2 = "name = \"h2\"\n";
+    assert!(text.contains(h2), "the scenario's h2 changed");
+    let text = text.replacen(h2, &format!("{h2}fence = {{ delay = \"5ms\" }}\n"), 1);
+    let (url, _stop) = server(dr_sim::Scenario::parse(&text).expect("valid scenario")).await;
+    let (fencer, _) = RemoteSim::connect(&url).await.expect("connect");
+    let fx = dr_conformance::fencer::FencerFixture {
+        host: "h2".into(),
+        no_device: "h1".into(),
+    };
+    dr_conformance::fencer::run_all(&fencer, &fx).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
