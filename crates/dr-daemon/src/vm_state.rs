@@ -135,6 +135,8 @@ mod tests {
             (Quiet::UserStopped, VmState::UserStopped),
             (Quiet::Suspended, VmState::Suspended),
             (Quiet::Paused, VmState::Paused),
+            // vSphere HA brings it back.
+            (Quiet::LeftToHa, VmState::Recovering),
         ] {
             assert_eq!(judge(Decision::None { why }), state, "{why:?}");
         }
