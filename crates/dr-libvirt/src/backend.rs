@@ -35,9 +35,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-/// `VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA | VIR_DOMAIN_UNDEFINE_KEEP_NVRAM`:
-/// the definition goes, the disks, their snapshots and NVRAM stay.
-const UNDEFINE_MOVE: u32 = 2 | 8;
+/// `VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA | VIR_DOMAIN_UNDEFINE_KEEP_NVRAM
+/// | VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA`: the definition goes, the
+/// disks, their snapshots and NVRAM stay. Its change tracking's checkpoints
+/// go with the definition: libvirt refuses to undefine a domain that has
+/// any (a point taken just before a failover stopped it left one), and on
+/// the host it moves to they would name nothing (the change source starts
+/// a new chain with a full point when its base is gone).
+const UNDEFINE_MOVE: u32 = 2 | 8 | 16;
 /// `VIR_DOMAIN_SNAPSHOT_CREATE_REDEFINE`.
 const SNAPSHOT_REDEFINE: u32 = 1;
 /// `VIR_DOMAIN_SNAPSHOT_LIST_TOPOLOGICAL`: parents before children.
