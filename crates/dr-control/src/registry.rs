@@ -311,13 +311,6 @@ impl Registry {
         now: Timestamp,
         sink: &dyn EventSink,
     ) {
-        for v in &inv.vms {
-            if let Some(i) = self.vm_idx(&v.name) {
-                if v.memory_overhead_mb > 0 {
-                    self.vm_entries[i].memory_overhead_mb = v.memory_overhead_mb;
-                }
-            }
-        }
         let overcommit: Vec<u16> = (0..self.hosts.len())
             .map(|h| {
                 inv.host(&self.host_entries[h].name)
@@ -428,6 +421,9 @@ impl Registry {
                 );
             }
             ledger::observe_vm_state(f, v.power, v.heartbeat);
+            if v.memory_overhead_mb > 0 {
+                self.vm_entries[i].memory_overhead_mb = v.memory_overhead_mb;
+            }
             let memory = v.memory_mb + self.vm_entries[i].memory_overhead_mb;
             let f = &mut self.vms[i];
             f.memory_mb = u32::try_from(memory).unwrap_or(u32::MAX);

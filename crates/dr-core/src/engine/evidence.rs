@@ -166,13 +166,17 @@ pub fn self_fence_deadline(policy: &Policy, host: &HostFacts) -> Result<Timestam
             agent.last_heard.max(storage.last_moved)
         }
     };
-    // Two clocks that each run up to 0.1 % off (a crystal's 100 ppm and
-    // NTP's 500 ppm slew, with room to spare) disagree by at most 0.2 %.
-    let timeout = Duration::from_millis(u64::from(agent.isolation_timeout_ms));
-    Ok(from
-        .saturating_add(timeout)
-        .saturating_add(timeout / 500)
-        .saturating_add(policy.self_fence_margin))
+    Ok(from.saturating_add(kept_by(policy, agent.isolation_timeout_ms)))
+}
+
+/// How long after a promise's start its "after `ms`" is surely kept, on
+/// vmdr's clock: two clocks that each run up to 0.1 % off (a crystal's
+/// 100 ppm and NTP's 500 ppm slew, with room to spare) disagree by at most
+/// 0.2 %, and `self_fence_margin` covers the period of the promiser's own
+/// check.
+fn kept_by(policy: &Policy, ms: u32) -> Duration {
+    let after = Duration::from_millis(u64::from(ms));
+    after + after / 500 + policy.self_fence_margin
 }
 
 /// When vSphere HA's isolation response has the VMs of a host HA reports
@@ -187,15 +191,8 @@ pub fn ha_deadline(policy: &Policy, host: &HostFacts) -> Result<Option<Timestamp
     }
     let after = ha.signal.response_after_ms.ok_or(Missing::HaKeepsVms)?;
     // The host declared itself isolated before vCenter could report it:
-    // counted from the report, with the two clocks' rate error and the
-    // margin, as an agent's promise is.
-    let after = Duration::from_millis(u64::from(after));
-    Ok(Some(
-        ha.since
-            .saturating_add(after)
-            .saturating_add(after / 500)
-            .saturating_add(policy.self_fence_margin),
-    ))
+    // counted from the report, as an agent's promise is.
+    Ok(Some(ha.since.saturating_add(kept_by(policy, after))))
 }
 
 /// The earliest of the host agent's deadline and HA's, or why neither.
@@ -250,10 +247,7 @@ pub fn proof_after_silence(policy: &Policy, host: &HostFacts) -> Option<Duration
         .ha
         .and_then(|ha| ha.signal.response_after_ms)
         .filter(|_| !policy.require_fencing)
-        .map(|ms| {
-            let after = Duration::from_millis(u64::from(ms));
-            (after + after / 500 + policy.self_fence_margin).max(heard)
-        });
+        .map(|ms| kept_by(policy, ms).max(heard));
     [deadline, fenced, trusted, ha].into_iter().flatten().min()
 }
 
